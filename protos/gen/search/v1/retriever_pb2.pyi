@@ -1,0 +1,64 @@
+from search.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RetrieverKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RETRIEVER_KIND_UNSPECIFIED: _ClassVar[RetrieverKind]
+    RETRIEVER_KIND_DENSE: _ClassVar[RetrieverKind]
+    RETRIEVER_KIND_BM25: _ClassVar[RetrieverKind]
+RETRIEVER_KIND_UNSPECIFIED: RetrieverKind
+RETRIEVER_KIND_DENSE: RetrieverKind
+RETRIEVER_KIND_BM25: RetrieverKind
+
+class RetrieveRequest(_message.Message):
+    __slots__ = ("query", "top_k")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    top_k: int
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("document", "score")
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    document: _common_pb2.Document
+    score: float
+    def __init__(self, document: _Optional[_Union[_common_pb2.Document, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+
+class RetrieveResponse(_message.Message):
+    __slots__ = ("candidates", "shard", "timings")
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    shard: ShardInfo
+    timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., shard: _Optional[_Union[ShardInfo, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ...) -> None: ...
+
+class GetShardInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ShardInfo(_message.Message):
+    __slots__ = ("kind", "shard_id", "num_shards", "index", "encoder", "num_documents")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_FIELD_NUMBER: _ClassVar[int]
+    NUM_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    kind: RetrieverKind
+    shard_id: int
+    num_shards: int
+    index: _common_pb2.ArtifactVersion
+    encoder: str
+    num_documents: int
+    def __init__(self, kind: _Optional[_Union[RetrieverKind, str]] = ..., shard_id: _Optional[int] = ..., num_shards: _Optional[int] = ..., index: _Optional[_Union[_common_pb2.ArtifactVersion, _Mapping]] = ..., encoder: _Optional[str] = ..., num_documents: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Small shared pieces of the search stack: data loading, artifacts, gRPC plumbing."""

@@ -1,0 +1,59 @@
+"""Domain types shared by every stage: documents, scored candidates, shard descriptions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+RetrieverKind = Literal["dense", "bm25"]
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    doc_id: str
+    title: str
+    text: str
+
+    def model_text(self) -> str:
+        """The text models see: title and body, as BEIR evaluates SciFact."""
+        return f"{self.title}. {self.text}" if self.title else self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    document: Document
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class ShardDescription:
+    kind: RetrieverKind
+    shard_id: int
+    num_shards: int
+    index_name: str
+    index_version: str
+    num_documents: int
+    encoder: str = ""
+
+    @property
+    def component(self) -> str:
+        """Bounded label for metrics and metadata, for example 'dense/shard-0'."""
+        return f"{self.kind}/shard-{self.shard_id}"
+
+
+@dataclass(slots=True)
+class RetrievalResult:
+    candidates: list[Candidate]
+    shard: ShardDescription
+    # Stage name -> seconds, measured where the stage ran.
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RerankResult:
+    # One score per input document, in input order.
+    scores: list[float]
+    model_name: str
+    model_version: str
+    cache_hits: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
