@@ -1,0 +1,1 @@
+"""reranker_service.cache."""

@@ -1,0 +1,1 @@
+"""Training recipes for the bi-encoder and the cross-encoder; never imported by the services."""

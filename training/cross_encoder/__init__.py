@@ -1,0 +1,1 @@
+"""training.cross_encoder."""
