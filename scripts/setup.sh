@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Sets up everything on a fresh Debian machine: system packages, the services' virtual environment (.venv)
+# and Triton's own (.venv-triton, as it would be its own container). Safe to run again: it only adds what
+# is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# System packages: Redis for the score cache, Prometheus (promtool) for the rules.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing system packages: ${missing[*]}; install them with apt-get (needs root)" >&2
+    exit 2
+  fi
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian package starts a system-wide redis on 6379; the project starts its own on free ports.
+if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+  systemctl stop redis-server || true
+fi
+
+pip_quiet=(--quiet --disable-pip-version-check)
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+# torch first and pinned: it comes from local disk as a CPU build; a looser request pulls a CUDA build.
+.venv/bin/python -m pip install "${pip_quiet[@]}" "torch==2.13.0"
+log "installing the project into .venv"
+.venv/bin/python -m pip install "${pip_quiet[@]}" -e ".[dev]"
+
+if [ ! -x .venv-triton/bin/python ]; then
+  log "creating .venv-triton (tritonserver's own environment)"
+  "$PYTHON" -m venv .venv-triton
+fi
+.venv-triton/bin/python -m pip install "${pip_quiet[@]}" -r triton_models/requirements.txt
+# The model's python code imports search_common's runtime; nothing else of the project.
+.venv-triton/bin/python -m pip install "${pip_quiet[@]}" --no-deps -e .
+
+log "setup complete"
