@@ -1,0 +1,129 @@
+"""Pure ranking functions of the gateway: shard merge, reciprocal rank fusion, post-rerank order, snippets.
+
+Every function here is deterministic: equal scores are broken by doc_id ascending, so a query answered by
+N shards ranks exactly like the same query answered by one index over the same corpus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from search_common.documents import Candidate, Document
+
+RRF_K = 60
+Fusion = Literal["none", "rrf"]
+FUSIONS: tuple[Fusion, ...] = ("none", "rrf")
+
+
+def _order_key(candidate: Candidate) -> tuple[float, str]:
+    return (-candidate.score, candidate.document.doc_id)
+
+
+def merge_shards(shard_candidates: Iterable[Sequence[Candidate]], k: int) -> list[Candidate]:
+    """The exact global top-k of per-shard top-k lists.
+
+    Each shard returns its own top-k; the global top-k is contained in their union, so sorting the union
+    (score descending, doc_id ascending) and cutting at k is exact. A doc_id seen on several shards (a
+    replicated document) is kept once, with its best score.
+    """
+    if k <= 0:
+        return []
+    best: dict[str, Candidate] = {}
+    for candidates in shard_candidates:
+        for candidate in candidates:
+            seen = best.get(candidate.document.doc_id)
+            if seen is None or candidate.score > seen.score:
+                best[candidate.document.doc_id] = candidate
+    return sorted(best.values(), key=_order_key)[:k]
+
+
+def reciprocal_rank_fusion(
+    rankings: Mapping[str, Sequence[Candidate]],
+    *,
+    k: int = RRF_K,
+    limit: int | None = None,
+) -> list[Candidate]:
+    """Fuses ranked lists with RRF: score(d) = sum over lists of 1 / (k + rank_d), rank 1-based.
+
+    Lists are assumed best first and deduplicated (as `merge_shards` returns them). The fused candidates carry
+    the fused score; ties are broken by doc_id ascending. `limit` cuts the result (None keeps the union).
+    """
+    if k <= 0:
+        raise ValueError(f"RRF constant must be positive, got {k}")
+    scores: dict[str, float] = {}
+    documents: dict[str, Document] = {}
+    for name in sorted(rankings):
+        for rank, candidate in enumerate(rankings[name], start=1):
+            doc_id = candidate.document.doc_id
+            scores[doc_id] = scores.get(doc_id, 0.0) + 1.0 / (k + rank)
+            documents.setdefault(doc_id, candidate.document)
+    fused = sorted((Candidate(documents[doc_id], score) for doc_id, score in scores.items()), key=_order_key)
+    return fused if limit is None else fused[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class RankedCandidate:
+    """A candidate in its final position, with the scores that put it there."""
+
+    document: Document
+    score: float
+    retrieval_score: float
+    rerank_score: float | None
+
+
+def first_stage_order(candidates: Sequence[Candidate]) -> list[RankedCandidate]:
+    """The final list when nothing was reranked: first-stage order and scores."""
+    return [RankedCandidate(c.document, c.score, c.score, None) for c in candidates]
+
+
+def rerank_order(
+    candidates: Sequence[Candidate],
+    rerank_scores: Sequence[float],
+    *,
+    fusion: Fusion = "none",
+    fusion_weight: float = 1.0,
+    k: int = RRF_K,
+) -> list[RankedCandidate]:
+    """Orders candidates after the reranker scored the first `len(rerank_scores)` of them.
+
+    The reranked head is ordered by its final score: the rerank score itself (`fusion="none"`), or
+    `w / (k + rerank_rank) + (1 - w) / (k + first_stage_rank)` (`fusion="rrf"`, w = fusion_weight in [0, 1]).
+    Ties keep first-stage order. The rest follow in first-stage order with their first-stage score, so the
+    list is never shorter than the input and no score threshold ever drops a candidate.
+    """
+    depth = len(rerank_scores)
+    if depth > len(candidates):
+        raise ValueError(f"{depth} rerank scores for {len(candidates)} candidates")
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
+    if not 0.0 <= fusion_weight <= 1.0:
+        raise ValueError(f"fusion weight must be within [0, 1], got {fusion_weight}")
+    head = list(range(depth))
+    by_rerank = sorted(head, key=lambda i: (-rerank_scores[i], i))
+    if fusion == "none":
+        final = {i: float(rerank_scores[i]) for i in head}
+    else:
+        rerank_rank = {i: rank for rank, i in enumerate(by_rerank, start=1)}
+        final = {i: fusion_weight / (k + rerank_rank[i]) + (1.0 - fusion_weight) / (k + i + 1) for i in head}
+    ordered = sorted(head, key=lambda i: (-final[i], i))
+    result = [
+        RankedCandidate(candidates[i].document, final[i], candidates[i].score, float(rerank_scores[i]))
+        for i in ordered
+    ]
+    result.extend(first_stage_order(candidates[depth:]))
+    return result
+
+
+def snippet(text: str, max_chars: int = 240) -> str:
+    """The start of a text, whitespace collapsed, cut at a word boundary with an ellipsis when shortened."""
+    if max_chars <= 0:
+        raise ValueError(f"snippet length must be positive, got {max_chars}")
+    flat = " ".join(text.split())
+    if len(flat) <= max_chars:
+        return flat
+    cut = flat[: max_chars + 1]
+    space = cut.rfind(" ")
+    head = cut[:space] if space > 0 else flat[:max_chars]
+    return head.rstrip(" ,;:.-") + "…"

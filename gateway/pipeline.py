@@ -1,0 +1,316 @@
+"""THE search pipeline: fan-out to every shard, exact merge, optional fusion, rerank, all under one deadline.
+
+The gRPC servicer, the evaluation command, the demo and the benchmarks all call `SearchPipeline.search`; none
+of them re-implements fan-out, merge or rerank. The pipeline sees first-stage retrievers and the reranker
+only through `search_common.ports`, so it runs over gRPC clients and over in-process adapters alike.
+
+Failure policy: a shard that fails or misses its deadline is left out and recorded as a degradation; only
+when every shard fails does the search fail (Unavailable). A reranker that fails or misses its share of the
+deadline leaves the first-stage order in place, flagged degraded. A response never has fewer hits than the
+first stage found (up to top_k), and no score threshold ever drops a hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.merge import (
+    RankedCandidate,
+    first_stage_order,
+    merge_shards,
+    reciprocal_rank_fusion,
+    rerank_order,
+    snippet,
+)
+from gateway.variants import Variant
+from search_common.documents import Candidate, Document, RerankResult, RetrievalResult
+from search_common.errors import DeadlineExceeded, InvalidArgument, SearchError, Unavailable
+from search_common.ports import Reranker, Retriever
+
+logger = logging.getLogger(__name__)
+
+StageName = Literal["retrieve", "rerank"]
+Reason = Literal["deadline_exceeded", "unavailable", "error"]
+RERANKER_COMPONENT = "reranker"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """A validated request: the pipeline trusts these values (the servicer checked them)."""
+
+    text: str
+    top_k: int
+    variant: Variant
+    retrieval_depth: int
+    rerank_depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    document: Document
+    snippet: str
+    score: float
+    retrieval_score: float
+    rerank_score: float | None
+    rank: int
+
+
+@dataclass(frozen=True, slots=True)
+class StageTime:
+    stage: str
+    seconds: float
+    component: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    component: str
+    name: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Degradation:
+    stage: StageName
+    reason: Reason
+    component: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    shards_queried: int
+    shards_answered: int
+    degradations: tuple[Degradation, ...] = ()
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.degradations)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOutcome:
+    hits: list[Hit]
+    variant: str
+    versions: list[Version]
+    timings: list[StageTime]
+    coverage: Coverage
+
+
+@dataclass(slots=True)
+class _Trace:
+    timings: list[StageTime] = field(default_factory=list)
+    versions: list[Version] = field(default_factory=list)
+    degradations: list[Degradation] = field(default_factory=list)
+
+
+def _reason(exc: BaseException) -> Reason:
+    if isinstance(exc, DeadlineExceeded | TimeoutError):
+        return "deadline_exceeded"
+    if isinstance(exc, Unavailable):
+        return "unavailable"
+    return "error"
+
+
+def _detail(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "deadline exceeded"
+    if isinstance(exc, SearchError):
+        return str(exc)
+    return type(exc).__name__
+
+
+class SearchPipeline:
+    """Fan-out → merge (→ RRF for hybrid) → rerank, over the retriever groups and reranker it is given.
+
+    Args:
+        retrievers: group name ("dense", "bm25") → that group's shards.
+        reranker: the second stage, or None when this deployment has none.
+        deadline_margin: seconds kept back from each downstream timeout for the gateway's own work.
+        rerank_share: fraction of the remaining budget given to retrieval is `1 - rerank_share` when the
+            request will be reranked; the reranker gets whatever is left after retrieval.
+        snippet_chars: length bound of each hit's snippet.
+    """
+
+    def __init__(
+        self,
+        retrievers: Mapping[str, Sequence[Retriever]],
+        reranker: Reranker | None = None,
+        *,
+        deadline_margin: float = 0.02,
+        rerank_share: float = 0.5,
+        snippet_chars: int = 240,
+    ) -> None:
+        if not any(retrievers.values()):
+            raise ValueError("a search pipeline needs at least one retriever")
+        if not 0.0 <= rerank_share < 1.0:
+            raise ValueError(f"rerank_share must be within [0, 1), got {rerank_share}")
+        self._retrievers = {group: list(shards) for group, shards in retrievers.items() if shards}
+        self._reranker = reranker
+        self._margin = deadline_margin
+        self._rerank_share = rerank_share
+        self._snippet_chars = snippet_chars
+
+    @property
+    def groups(self) -> list[str]:
+        return sorted(self._retrievers)
+
+    @property
+    def has_reranker(self) -> bool:
+        return self._reranker is not None
+
+    async def search(self, query: SearchQuery, deadline: float | None = None) -> SearchOutcome:
+        """Runs one query.
+
+        Args:
+            query: the validated request.
+            deadline: absolute `time.monotonic()` by which the answer is due; None for no deadline.
+
+        Raises:
+            Unavailable: no shard of any group the variant uses answered.
+            DeadlineExceeded: the budget was spent before retrieval could start.
+            InvalidArgument: every shard rejected the query.
+        """
+        started = time.monotonic()
+        trace = _Trace()
+        variant = query.variant
+        missing = [g for g in variant.groups if g not in self._retrievers]
+        if missing:
+            raise InvalidArgument(f"variant {variant.name!r} needs the {' and '.join(missing)} retriever")
+        will_rerank = query.rerank_depth > 0 and variant.reranker is not None
+        if will_rerank and self._reranker is None:
+            raise InvalidArgument(f"variant {variant.name!r} needs a reranker, none configured")
+
+        retrieve_timeout = self._retrieve_budget(deadline, will_rerank)
+        depth = max(query.retrieval_depth, query.top_k)
+        shards = [(group, r) for group in variant.groups for r in self._retrievers[group]]
+        outcomes = await asyncio.gather(
+            *(self._retrieve_one(r, query.text, depth, retrieve_timeout) for _, r in shards)
+        )
+        per_group: dict[str, list[list[Candidate]]] = {group: [] for group in variant.groups}
+        failures: list[BaseException] = []
+        answered = 0
+        for (group, retriever), (result, error, seconds) in zip(shards, outcomes, strict=True):
+            trace.timings.append(StageTime("retrieve", seconds, retriever.component))
+            if result is None:
+                assert error is not None
+                failures.append(error)
+                trace.degradations.append(
+                    Degradation("retrieve", _reason(error), retriever.component, _detail(error))
+                )
+                continue
+            answered += 1
+            per_group[group].append(result.candidates)
+            trace.versions.append(
+                Version(result.shard.component, result.shard.index_name, result.shard.index_version)
+            )
+            for stage, stage_seconds in result.timings.items():
+                trace.timings.append(StageTime(stage, stage_seconds, retriever.component))
+        if answered == 0:
+            if failures and all(isinstance(e, InvalidArgument) for e in failures):
+                raise failures[0]
+            raise Unavailable(f"no retriever answered ({len(shards)} shards queried)")
+
+        merge_started = time.monotonic()
+        merged = {g: merge_shards(lists, depth) for g, lists in per_group.items() if lists}
+        first_stage = (
+            reciprocal_rank_fusion(merged) if len(variant.groups) > 1 else next(iter(merged.values()))
+        )
+        trace.timings.append(StageTime("merge", time.monotonic() - merge_started))
+
+        ranked = first_stage_order(first_stage)
+        if will_rerank and first_stage:
+            ranked = await self._rerank(query, first_stage, deadline, trace)
+
+        hits = [
+            Hit(
+                document=c.document,
+                snippet=snippet(c.document.text, self._snippet_chars),
+                score=c.score,
+                retrieval_score=c.retrieval_score,
+                rerank_score=c.rerank_score,
+                rank=rank,
+            )
+            for rank, c in enumerate(ranked[: query.top_k], start=1)
+        ]
+        trace.timings.append(StageTime("total", time.monotonic() - started))
+        coverage = Coverage(len(shards), answered, tuple(trace.degradations))
+        return SearchOutcome(hits, variant.name, trace.versions, trace.timings, coverage)
+
+    def _retrieve_budget(self, deadline: float | None, will_rerank: bool) -> float | None:
+        if deadline is None:
+            return None
+        remaining = deadline - time.monotonic() - self._margin
+        if remaining <= 0:
+            raise DeadlineExceeded("the request deadline was spent before retrieval started")
+        return remaining * (1.0 - self._rerank_share) if will_rerank else remaining
+
+    async def _retrieve_one(
+        self, retriever: Retriever, text: str, k: int, timeout: float | None  # noqa: ASYNC109
+    ) -> tuple[RetrievalResult | None, BaseException | None, float]:
+        started = time.monotonic()
+        try:
+            call = retriever.retrieve(text, k, timeout=timeout)
+            # The port promises to honour `timeout`; the outer bound guards adapters that do not.
+            result = await (call if timeout is None else asyncio.wait_for(call, timeout + self._margin))
+        except Exception as exc:  # one shard failing degrades the answer, never fails it
+            if not isinstance(exc, SearchError | TimeoutError):
+                logger.exception("retriever %s failed unexpectedly", retriever.component)
+            return None, exc, time.monotonic() - started
+        return result, None, time.monotonic() - started
+
+    async def _rerank(
+        self,
+        query: SearchQuery,
+        first_stage: list[Candidate],
+        deadline: float | None,
+        trace: _Trace,
+    ) -> list[RankedCandidate]:
+        assert self._reranker is not None and query.variant.reranker is not None
+        head = first_stage[: query.rerank_depth]
+        timeout = None if deadline is None else deadline - time.monotonic() - self._margin
+        started = time.monotonic()
+        failure: BaseException | None = None
+        result: RerankResult | None = None
+        if timeout is not None and timeout <= 0:
+            failure = DeadlineExceeded("no time left for reranking")
+        else:
+            try:
+                call = self._reranker.rerank(
+                    query.text,
+                    [c.document for c in head],
+                    model=query.variant.reranker,
+                    max_sequence_length=query.variant.max_sequence_length,
+                    use_cache=query.variant.cache,
+                    timeout=timeout,
+                )
+                result = await (call if timeout is None else asyncio.wait_for(call, timeout + self._margin))
+                if len(result.scores) != len(head):
+                    raise Unavailable(
+                        f"reranker returned {len(result.scores)} scores for {len(head)} documents"
+                    )
+            except Exception as exc:  # a failed rerank degrades to the first-stage order
+                if not isinstance(exc, SearchError | TimeoutError):
+                    logger.exception("reranker failed unexpectedly")
+                failure = exc
+        trace.timings.append(StageTime("rerank", time.monotonic() - started, RERANKER_COMPONENT))
+        if failure is not None or result is None:
+            error = failure or Unavailable("reranker returned nothing")
+            trace.degradations.append(
+                Degradation("rerank", _reason(error), RERANKER_COMPONENT, _detail(error))
+            )
+            return first_stage_order(first_stage)
+        trace.versions.append(Version(RERANKER_COMPONENT, result.model_name, result.model_version))
+        for stage, stage_seconds in result.timings.items():
+            trace.timings.append(StageTime(stage, stage_seconds, RERANKER_COMPONENT))
+        return rerank_order(
+            first_stage,
+            result.scores,
+            fusion=query.variant.fusion,
+            fusion_weight=query.variant.fusion_weight,
+        )

@@ -1,0 +1,295 @@
+"""Named pipeline variants for A/B tests: per-variant pipeline parameters and sticky assignment.
+
+A variants file is YAML:
+
+    default: hybrid            # optional; served to callers with no caller_key
+    variants:
+      - name: hybrid
+        weight: 1.0            # share of callers assigned by caller_key; 0 = only on explicit request
+        first_stage: hybrid    # dense | bm25 | hybrid (dense and BM25 fused by RRF, k=60)
+        retrieval_depth: 100   # candidates fetched per retriever group
+        reranker: null         # model name served by the reranker, or null for none
+        rerank_depth: 0        # candidates sent to the reranker
+        max_sequence_length: 0 # tokens per (query, document) pair; 0 = the model's default
+        cache: true            # whether the reranker's score cache may be used
+        fusion: none           # none = rerank score only; rrf = RRF of reranked and first-stage order
+        fusion_weight: 1.0     # weight of the reranked order under rrf, within [0, 1]
+
+Assignment is sticky: sha256(caller_key) picks a point in [0, 1) mapped over the cumulative weights of the
+variants this gateway can serve, so a caller keeps its variant across requests and gateway replicas.
+
+A variant the deployment cannot serve (it needs a reranker or a retriever group that is not configured) is
+left out of assignment with a warning; asking for it explicitly is INVALID_ARGUMENT naming what is missing.
+Startup fails only when no servable variant has a positive weight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import yaml
+
+from gateway.merge import FUSIONS, Fusion
+from search_common.errors import InvalidArgument
+
+logger = logging.getLogger(__name__)
+
+FirstStage = Literal["dense", "bm25", "hybrid"]
+FIRST_STAGES: tuple[FirstStage, ...] = ("dense", "bm25", "hybrid")
+GROUPS_OF: Mapping[FirstStage, tuple[str, ...]] = {
+    "dense": ("dense",),
+    "bm25": ("bm25",),
+    "hybrid": ("dense", "bm25"),
+}
+_FIELDS = frozenset(
+    {
+        "name",
+        "weight",
+        "first_stage",
+        "retrieval_depth",
+        "reranker",
+        "rerank_depth",
+        "max_sequence_length",
+        "cache",
+        "fusion",
+        "fusion_weight",
+    }
+)
+_TOP_LEVEL = frozenset({"default", "variants"})
+
+
+class VariantError(ValueError):
+    """A variants file is malformed; the message names the file and the variant."""
+
+
+@dataclass(frozen=True, slots=True)
+class VariantBounds:
+    """Configured limits every variant (and every per-request override) must respect."""
+
+    max_retrieval_depth: int = 1000
+    max_rerank_depth: int = 200
+    max_sequence_length: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    name: str
+    weight: float
+    first_stage: FirstStage
+    retrieval_depth: int
+    reranker: str | None = None
+    rerank_depth: int = 0
+    max_sequence_length: int = 0
+    cache: bool = True
+    fusion: Fusion = "none"
+    fusion_weight: float = 1.0
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The retriever groups this variant fans out to."""
+        return GROUPS_OF[self.first_stage]
+
+    @property
+    def reranks(self) -> bool:
+        return self.reranker is not None and self.rerank_depth > 0
+
+
+def _bucket(caller_key: str) -> float:
+    """A stable point in [0, 1) for a caller key (sha256, so stable across processes and versions)."""
+    digest = hashlib.sha256(caller_key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / float(1 << 64)
+
+
+@dataclass(frozen=True)
+class VariantTable:
+    """The variants of one gateway, with what it can serve and how callers are assigned."""
+
+    variants: Mapping[str, Variant]
+    default_name: str
+    # name -> why this deployment cannot serve it
+    unservable: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.variants)
+
+    @property
+    def default(self) -> Variant:
+        return self.variants[self.default_name]
+
+    def get(self, name: str) -> Variant:
+        """The variant asked for by name; InvalidArgument when unknown or not servable here."""
+        variant = self.variants.get(name)
+        if variant is None:
+            known = ", ".join(n for n in self.variants if n not in self.unservable)
+            raise InvalidArgument(f"unknown variant {name!r}; known variants: {known}")
+        reason = self.unservable.get(name)
+        if reason is not None:
+            raise InvalidArgument(f"variant {name!r} {reason}")
+        return variant
+
+    def assign(self, caller_key: str) -> Variant:
+        """Sticky weighted assignment; an empty key gets the default variant."""
+        if not caller_key:
+            return self.default
+        candidates = [v for v in self.variants.values() if v.name not in self.unservable and v.weight > 0]
+        total = sum(v.weight for v in candidates)
+        point = _bucket(caller_key) * total
+        cumulative = 0.0
+        for variant in candidates:
+            cumulative += variant.weight
+            if point < cumulative:
+                return variant
+        return candidates[-1]
+
+    def restricted_to(self, groups: Collection[str], has_reranker: bool) -> VariantTable:
+        """This table as a deployment with the given retriever groups (and reranker or not) can serve it."""
+        unservable: dict[str, str] = {}
+        for variant in self.variants.values():
+            missing = [g for g in variant.groups if g not in groups]
+            if missing:
+                unservable[variant.name] = f"needs the {' and '.join(missing)} retriever, none configured"
+            elif variant.reranks and not has_reranker:
+                unservable[variant.name] = "needs a reranker, none configured"
+        servable = [v for v in self.variants.values() if v.name not in unservable]
+        if not any(v.weight > 0 for v in servable):
+            raise VariantError(
+                "no variant with a positive weight can be served by this deployment: "
+                + "; ".join(f"{name} {why}" for name, why in unservable.items())
+            )
+        for name, why in unservable.items():
+            if self.variants[name].weight > 0:
+                logger.warning("variant %s left out of assignment: it %s", name, why)
+        default = self.default_name
+        if default in unservable:
+            default = max(
+                (v for v in servable if v.weight > 0), key=lambda v: v.weight
+            ).name  # max keeps the first of equal weights
+            logger.warning(
+                "default variant %s is not servable here; defaulting to %s", self.default_name, default
+            )
+        return VariantTable(self.variants, default, unservable)
+
+
+def _check_int(value: object, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise VariantError(f"{what} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise VariantError(f"{what} must be within [{low}, {high}], got {value}")
+    return value
+
+
+def _check_number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise VariantError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -> Variant:
+    if not isinstance(raw, dict):
+        raise VariantError(f"{where}: variants[{index}] must be a mapping, got {type(raw).__name__}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise VariantError(f"{where}: variants[{index}] needs a non-empty string 'name'")
+    at = f"{where}: variant {name!r}"
+    unknown = sorted(set(raw) - _FIELDS)
+    if unknown:
+        raise VariantError(
+            f"{at}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FIELDS))}"
+        )
+    for required in ("first_stage", "retrieval_depth"):
+        if required not in raw:
+            raise VariantError(f"{at}: missing required field {required!r}")
+    weight = _check_number(raw.get("weight", 0), f"{at}: weight")
+    if weight < 0:
+        raise VariantError(f"{at}: weight must be >= 0, got {weight}")
+    first_stage = raw["first_stage"]
+    if first_stage not in FIRST_STAGES:
+        raise VariantError(
+            f"{at}: unknown first_stage {first_stage!r}; expected one of {', '.join(FIRST_STAGES)}"
+        )
+    retrieval_depth = _check_int(
+        raw["retrieval_depth"], f"{at}: retrieval_depth", 1, bounds.max_retrieval_depth
+    )
+    reranker = raw.get("reranker")
+    if reranker is not None and (not isinstance(reranker, str) or not reranker.strip()):
+        raise VariantError(f"{at}: reranker must be a model name or null, got {reranker!r}")
+    rerank_depth = _check_int(raw.get("rerank_depth", 0), f"{at}: rerank_depth", 0, bounds.max_rerank_depth)
+    if reranker is None and rerank_depth > 0:
+        raise VariantError(f"{at}: rerank_depth {rerank_depth} needs a reranker; set 'reranker' or depth 0")
+    if reranker is not None and rerank_depth == 0:
+        raise VariantError(f"{at}: reranker {reranker!r} needs rerank_depth >= 1")
+    max_len = _check_int(
+        raw.get("max_sequence_length", 0), f"{at}: max_sequence_length", 0, bounds.max_sequence_length
+    )
+    cache = raw.get("cache", True)
+    if not isinstance(cache, bool):
+        raise VariantError(f"{at}: cache must be true or false, got {cache!r}")
+    fusion = raw.get("fusion", "none")
+    if fusion not in FUSIONS:
+        raise VariantError(f"{at}: unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
+    fusion_weight = _check_number(raw.get("fusion_weight", 1.0), f"{at}: fusion_weight")
+    if not 0.0 <= fusion_weight <= 1.0:
+        raise VariantError(f"{at}: fusion_weight must be within [0, 1], got {fusion_weight}")
+    return Variant(
+        name=name,
+        weight=weight,
+        first_stage=cast(FirstStage, first_stage),
+        retrieval_depth=retrieval_depth,
+        reranker=reranker,
+        rerank_depth=rerank_depth,
+        max_sequence_length=max_len,
+        cache=cache,
+        fusion=cast(Fusion, fusion),
+        fusion_weight=fusion_weight,
+    )
+
+
+def parse_variants(data: object, where: str, bounds: VariantBounds) -> VariantTable:
+    """Validates a parsed variants document; `where` names its source in error messages."""
+    if not isinstance(data, dict):
+        raise VariantError(f"{where}: expected a mapping with a 'variants' list")
+    unknown = sorted(set(data) - _TOP_LEVEL)
+    if unknown:
+        raise VariantError(f"{where}: unknown top-level field(s) {', '.join(unknown)}")
+    raw_variants: Any = data.get("variants")
+    if not isinstance(raw_variants, list) or not raw_variants:
+        raise VariantError(f"{where}: 'variants' must be a non-empty list")
+    variants: dict[str, Variant] = {}
+    for index, raw in enumerate(raw_variants):
+        variant = _parse_variant(raw, where, index, bounds)
+        if variant.name in variants:
+            raise VariantError(f"{where}: duplicate variant name {variant.name!r}")
+        variants[variant.name] = variant
+    if sum(v.weight for v in variants.values()) <= 0:
+        raise VariantError(f"{where}: variant weights must have a positive sum")
+    default = data.get("default")
+    if default is None:
+        default = max(variants.values(), key=lambda v: v.weight).name
+    elif default not in variants:
+        raise VariantError(f"{where}: default variant {default!r} is not defined")
+    return VariantTable(variants, str(default))
+
+
+def load_variants(path: Path | None, bounds: VariantBounds) -> VariantTable:
+    """Loads a variants file, or the packaged gateway/variants.yaml when path is None."""
+    if path is None:
+        where = "gateway/variants.yaml (packaged default)"
+        text = resources.files("gateway").joinpath("variants.yaml").read_text(encoding="utf-8")
+    else:
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise VariantError(f"{where}: cannot read variants file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise VariantError(f"{where}: not valid YAML ({exc})") from None
+    return parse_variants(data, where, bounds)

@@ -1,0 +1,154 @@
+"""SearchPipeline over plain fakes of the ports: fan-out, partial results, rerank fallback, deadlines."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gateway.pipeline import SearchPipeline, SearchQuery
+from gateway.variants import Variant
+from search_common.documents import Document
+from search_common.errors import InvalidArgument, Unavailable
+from tests.fakes import FakeReranker, FakeRetriever
+
+DOCS = [Document(f"d{i:02d}", f"title {i}", f"body of document {i} " * 5) for i in range(30)]
+DENSE = Variant("dense", 1.0, "dense", retrieval_depth=10)
+HYBRID = Variant("hybrid", 1.0, "hybrid", retrieval_depth=10)
+CE = Variant("ce", 0.0, "dense", retrieval_depth=20, reranker="ce", rerank_depth=5)
+
+
+def _shards(kind: str, n: int) -> list[FakeRetriever]:
+    # Doc i scores 100 - i on the dense side, i on the BM25 side; docs dealt round-robin to shards.
+    def score(i: int) -> float:
+        return float(100 - i) if kind == "dense" else float(i)
+
+    return [
+        FakeRetriever(kind, s, [(DOCS[i], score(i)) for i in range(s, len(DOCS), n)], num_shards=n)  # type: ignore[arg-type]
+        for s in range(n)
+    ]
+
+
+def _query(variant: Variant, top_k: int = 10, rerank_depth: int | None = None) -> SearchQuery:
+    return SearchQuery(
+        "q",
+        top_k,
+        variant,
+        variant.retrieval_depth,
+        variant.rerank_depth if rerank_depth is None else rerank_depth,
+    )
+
+
+async def test_sharded_dense_equals_single_shard() -> None:
+    one = await SearchPipeline({"dense": _shards("dense", 1)}).search(_query(DENSE))
+    three = await SearchPipeline({"dense": _shards("dense", 3)}).search(_query(DENSE))
+    assert [h.document.doc_id for h in one.hits] == [h.document.doc_id for h in three.hits]
+    assert [h.rank for h in three.hits] == list(range(1, 11))
+    assert three.coverage.shards_queried == three.coverage.shards_answered == 3
+    assert not three.coverage.degraded
+    assert {v.component for v in three.versions} == {"dense/shard-0", "dense/shard-1", "dense/shard-2"}
+    assert {t.stage for t in three.timings} >= {"retrieve", "merge", "total"}
+
+
+async def test_hybrid_fuses_both_groups() -> None:
+    pipeline = SearchPipeline({"dense": _shards("dense", 2), "bm25": _shards("bm25", 1)})
+    outcome = await pipeline.search(_query(HYBRID, top_k=10))
+    assert len(outcome.hits) == 10
+    assert outcome.coverage.shards_queried == 3
+    ids = [h.document.doc_id for h in outcome.hits]
+    assert set(ids[:2]) == {"d00", "d29"}  # top-10 lists do not overlap; each list's best gets 1/61
+    deeper = await pipeline.search(_query(HYBRID, top_k=20))  # depth rises to 20: d10..d19 in both lists
+    assert {h.document.doc_id for h in deeper.hits[:10]} == {f"d{i}" for i in range(10, 20)}
+
+
+async def test_failed_shard_gives_partial_degraded_result() -> None:
+    shards = _shards("dense", 3)
+    shards[1].error = Unavailable("dense/shard-1: unavailable")
+    outcome = await SearchPipeline({"dense": shards}).search(_query(DENSE))
+    assert len(outcome.hits) == 10
+    assert outcome.coverage.shards_answered == 2 and outcome.coverage.shards_queried == 3
+    assert outcome.coverage.degraded
+    (deg,) = outcome.coverage.degradations
+    assert (deg.stage, deg.reason, deg.component) == ("retrieve", "unavailable", "dense/shard-1")
+    assert all(int(h.document.doc_id[1:]) % 3 != 1 for h in outcome.hits)
+
+
+async def test_slow_shard_times_out_into_degradation() -> None:
+    shards = _shards("dense", 2)
+    shards[0].delay = 5.0
+    outcome = await SearchPipeline({"dense": shards}).search(_query(DENSE), time.monotonic() + 0.3)
+    assert outcome.coverage.shards_answered == 1
+    assert outcome.coverage.degradations[0].reason == "deadline_exceeded"
+    assert shards[1].calls[0][2] is not None and shards[1].calls[0][2] < 0.3
+
+
+async def test_every_shard_failing_is_unavailable() -> None:
+    shards = _shards("dense", 2)
+    for shard in shards:
+        shard.error = Unavailable("down")
+    with pytest.raises(Unavailable, match="no retriever answered"):
+        await SearchPipeline({"dense": shards}).search(_query(DENSE))
+    for shard in shards:
+        shard.error = InvalidArgument("query too long")
+    with pytest.raises(InvalidArgument, match="query too long"):
+        await SearchPipeline({"dense": shards}).search(_query(DENSE))
+
+
+def _by_doc_number(query: str, doc: Document) -> float:
+    return float(int(doc.doc_id[1:]))  # reverses the dense order
+
+
+async def test_rerank_reorders_head_and_keeps_tail() -> None:
+    reranker = FakeReranker(_by_doc_number)
+    pipeline = SearchPipeline({"dense": _shards("dense", 2)}, reranker)
+    outcome = await pipeline.search(_query(CE, top_k=8))
+    ids = [h.document.doc_id for h in outcome.hits]
+    assert ids == ["d04", "d03", "d02", "d01", "d00", "d05", "d06", "d07"]
+    assert reranker.calls[0][1] == ["d00", "d01", "d02", "d03", "d04"]
+    assert reranker.calls[0][2] == "ce"
+    assert outcome.hits[0].rerank_score == 4.0 and outcome.hits[5].rerank_score is None
+    assert any(v.component == "reranker" for v in outcome.versions)
+    assert not outcome.coverage.degraded
+
+
+@pytest.mark.parametrize(
+    ("reranker", "deadline", "reason"),
+    [
+        (FakeReranker(_by_doc_number, error=Unavailable("reranker: unavailable")), None, "unavailable"),
+        (FakeReranker(_by_doc_number, delay=5.0), 0.4, "deadline_exceeded"),
+    ],
+)
+async def test_reranker_failure_falls_back_to_first_stage(
+    reranker: FakeReranker, deadline: float | None, reason: str
+) -> None:
+    pipeline = SearchPipeline({"dense": _shards("dense", 2)}, reranker)
+    absolute = None if deadline is None else time.monotonic() + deadline
+    outcome = await pipeline.search(_query(CE, top_k=12), absolute)
+    assert [h.document.doc_id for h in outcome.hits] == [f"d{i:02d}" for i in range(12)]
+    assert all(h.rerank_score is None for h in outcome.hits)
+    assert outcome.coverage.degraded
+    (deg,) = outcome.coverage.degradations
+    assert (deg.stage, deg.reason, deg.component) == ("rerank", reason, "reranker")
+    assert outcome.coverage.shards_answered == 2
+
+
+async def test_top_k_beyond_rerank_depth_and_retrieval_depth() -> None:
+    pipeline = SearchPipeline({"dense": _shards("dense", 2)}, FakeReranker(_by_doc_number))
+    outcome = await pipeline.search(SearchQuery("q", 25, CE, 10, 5))
+    assert len(outcome.hits) == 25  # retrieval depth is raised to top_k; never fewer hits
+
+
+async def test_rerank_depth_zero_skips_reranker() -> None:
+    reranker = FakeReranker(_by_doc_number)
+    outcome = await SearchPipeline({"dense": _shards("dense", 1)}, reranker).search(
+        _query(CE, rerank_depth=0)
+    )
+    assert reranker.calls == [] and outcome.hits[0].document.doc_id == "d00"
+
+
+async def test_variant_needing_missing_parts_is_invalid_argument() -> None:
+    pipeline = SearchPipeline({"dense": _shards("dense", 1)})
+    with pytest.raises(InvalidArgument, match="needs the bm25 retriever"):
+        await pipeline.search(_query(HYBRID))
+    with pytest.raises(InvalidArgument, match="needs a reranker"):
+        await pipeline.search(_query(CE))

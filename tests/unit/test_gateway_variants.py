@@ -1,0 +1,107 @@
+"""Variant files: strict validation with clear errors, sticky and proportional assignment."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.variants import VariantBounds, VariantError, load_variants, parse_variants
+from search_common.errors import InvalidArgument
+
+BOUNDS = VariantBounds(max_retrieval_depth=1000, max_rerank_depth=200)
+
+
+def _doc(*variants: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {"variants": list(variants), **top}
+
+
+def _v(name: str, weight: float = 1.0, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "weight": weight, "first_stage": "dense", "retrieval_depth": 100, **fields}
+
+
+def test_packaged_default_file_loads_with_hybrid_default() -> None:
+    table = load_variants(None, BOUNDS)
+    assert {"dense", "bm25", "hybrid", "hybrid100+ce"} <= set(table.names)
+    assert table.default.name == "hybrid"
+    ce = table.variants["hybrid100+ce"]
+    assert ce.reranks and ce.rerank_depth == 100 and ce.first_stage == "hybrid"
+
+
+@pytest.mark.parametrize(
+    ("variant", "message"),
+    [
+        (_v("a", colour="red"), r"'a'.*unknown field\(s\) colour"),
+        (_v("a", weight=-1), r"'a'.*weight must be >= 0"),
+        (_v("a", first_stage="sparse"), r"'a'.*unknown first_stage 'sparse'"),
+        (_v("a", retrieval_depth=0), r"'a'.*retrieval_depth must be within \[1, 1000\]"),
+        (_v("a", retrieval_depth=5000), r"retrieval_depth must be within"),
+        (_v("a", reranker="ce", rerank_depth=500), r"rerank_depth must be within \[0, 200\]"),
+        (_v("a", rerank_depth=10), r"needs a reranker"),
+        (_v("a", reranker="ce"), r"needs rerank_depth >= 1"),
+        (_v("a", fusion="max"), r"unknown fusion 'max'"),
+        (_v("a", fusion_weight=1.5), r"fusion_weight must be within"),
+        (_v("a", cache="yes"), r"cache must be true or false"),
+        (_v("a", retrieval_depth="many"), r"must be an integer"),
+        ({"weight": 1}, r"variants\[0\] needs a non-empty string 'name'"),
+        ({"name": "a", "weight": 1}, r"'a'.*missing required field 'first_stage'"),
+    ],
+)
+def test_invalid_variant_is_named_in_error(variant: dict[str, Any], message: str) -> None:
+    with pytest.raises(VariantError, match=message) as info:
+        parse_variants(_doc(variant), "conf/variants.yaml", BOUNDS)
+    assert "conf/variants.yaml" in str(info.value)
+
+
+def test_file_level_errors(tmp_path: Path) -> None:
+    with pytest.raises(VariantError, match="positive sum"):
+        parse_variants(_doc(_v("a", 0), _v("b", 0)), "f", BOUNDS)
+    with pytest.raises(VariantError, match="duplicate variant name 'a'"):
+        parse_variants(_doc(_v("a"), _v("a")), "f", BOUNDS)
+    with pytest.raises(VariantError, match="default variant 'zz' is not defined"):
+        parse_variants(_doc(_v("a"), default="zz"), "f", BOUNDS)
+    with pytest.raises(VariantError, match="unknown top-level"):
+        parse_variants({"variants": [_v("a")], "extra": 1}, "f", BOUNDS)
+    with pytest.raises(VariantError, match="non-empty list"):
+        parse_variants({"variants": []}, "f", BOUNDS)
+    bad = tmp_path / "v.yaml"
+    bad.write_text("variants: [\n")
+    with pytest.raises(VariantError, match=r"v\.yaml: not valid YAML"):
+        load_variants(bad, BOUNDS)
+    with pytest.raises(VariantError, match="cannot read"):
+        load_variants(tmp_path / "missing.yaml", BOUNDS)
+
+
+def test_unknown_variant_is_invalid_argument() -> None:
+    table = parse_variants(_doc(_v("a"), _v("b")), "f", BOUNDS)
+    with pytest.raises(InvalidArgument, match="unknown variant 'c'; known variants: a, b"):
+        table.get("c")
+
+
+def test_assignment_is_sticky_and_proportional() -> None:
+    table = parse_variants(_doc(_v("a", 3), _v("b", 1), _v("off", 0)), "f", BOUNDS)
+    keys = [f"user-{i}" for i in range(4000)]
+    first = [table.assign(k).name for k in keys]
+    assert first == [table.assign(k).name for k in keys]
+    counts = Counter(first)
+    assert "off" not in counts
+    assert 0.70 < counts["a"] / len(keys) < 0.80
+    assert table.assign("").name == "a"  # no key: the default (highest weight)
+
+
+def test_restricted_table_hides_what_cannot_be_served() -> None:
+    table = load_variants(None, BOUNDS).restricted_to({"dense", "bm25"}, has_reranker=False)
+    with pytest.raises(InvalidArgument, match="'hybrid100\\+ce' needs a reranker, none configured"):
+        table.get("hybrid100+ce")
+    assert table.get("hybrid").name == "hybrid"
+    dense_only = load_variants(None, BOUNDS).restricted_to({"dense"}, has_reranker=False)
+    assert dense_only.default.name == "dense"
+    with pytest.raises(InvalidArgument, match="needs the bm25 retriever"):
+        dense_only.get("bm25")
+    assert {dense_only.assign(f"k{i}").name for i in range(200)} == {"dense"}
+    with pytest.raises(VariantError, match="no variant with a positive weight"):
+        parse_variants(_doc(_v("ce", reranker="ce", rerank_depth=5)), "f", BOUNDS).restricted_to(
+            {"dense"}, has_reranker=False
+        )
