@@ -1,0 +1,93 @@
+"""Export round trip on a tiny randomly initialised BERT: the ONNX artifact scores like the torch model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from search_common.artifacts import read_manifest, verify_checksums
+from training.cross_encoder.export import export_cross_encoder
+from training.cross_encoder.model import CrossEncoder, CrossEncoderConfig, base_model_path, load_cross_encoder
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        attn_implementation="eager",
+    )
+    body = BertModel(config, add_pooling_layer=False)
+    model = CrossEncoder(body, CrossEncoderConfig(pooling="cls", num_layers=2, max_length=64))
+    directory = tmp_path / "ckpt"
+    model.save(directory, AutoTokenizer.from_pretrained(base_model_path()))
+    return directory
+
+
+def _feeds(directory: Path) -> dict[str, np.ndarray]:
+    import tokenizers
+
+    tokenizer = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tokenizer.enable_truncation(64)
+    tokenizer.enable_padding()
+    pairs = [("does aspirin help", "Aspirin lowers the risk of heart attack."), ("cats", "Dogs like to run.")]
+    encodings = tokenizer.encode_batch(pairs)
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+    }
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_export_round_trip(tiny_checkpoint: Path, tmp_path: Path, quantize: bool) -> None:
+    import onnxruntime as ort
+
+    out = export_cross_encoder(
+        tiny_checkpoint,
+        tmp_path / "v1",
+        max_length=64,
+        quantize=quantize,
+        manifest_extra={"eval": {"x": 1.0}},
+    )
+    manifest = read_manifest(
+        out, required=("format_version", "name", "version", "onnx", "files", "max_length")
+    )
+    verify_checksums(out, manifest["files"])
+    assert manifest["version"] == "v1"
+    assert manifest["quantization"] == ("int8-per-channel" if quantize else "none")
+    assert manifest["eval"] == {"x": 1.0}
+    assert json.loads((out / "manifest.json").read_text())["num_layers"] == 2
+
+    feeds = _feeds(out)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
+    (logits,) = session.run(["logits"], feeds)
+    assert logits.shape == (2, 1) and logits.dtype == np.float32
+
+    model, _ = load_cross_encoder(tiny_checkpoint)
+    model.eval()
+    with torch.inference_mode():
+        expected = model(
+            *(torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
+        )
+    tolerance = 0.05 if quantize else 1e-4
+    np.testing.assert_allclose(logits, expected.numpy(), atol=tolerance)
+
+
+def test_export_refuses_existing_target(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from search_common.artifacts import ArtifactError
+
+    (tmp_path / "v1").mkdir()
+    with pytest.raises(ArtifactError):
+        export_cross_encoder(tiny_checkpoint, tmp_path / "v1", max_length=64)

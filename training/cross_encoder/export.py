@@ -1,0 +1,225 @@
+"""Export a cross-encoder checkpoint to a versioned ONNX artifact the reranker loads.
+
+Steps: torch -> ONNX with eager attention (dynamic batch and sequence axes), ONNX Runtime's BERT optimizer
+(attention/LayerNorm/GELU fusions), then per-channel int8 dynamic quantisation of the weights (per-tensor
+int8 visibly hurts ranking quality). The artifact directory holds `model.onnx`, the tokenizer files and
+`manifest.json`, and is published atomically.
+
+Example:
+    python -m training.cross_encoder.export --checkpoint var/checkpoints/ce-listwise \
+        --out var/models/cross-encoder
+    python -m training.cross_encoder.export --untrained --out var/models/cross-encoder
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from search_common.artifacts import atomic_directory, new_version, sha256_file, write_manifest
+from training.cross_encoder.model import (
+    CONFIG_NAME,
+    CrossEncoder,
+    load_cross_encoder,
+    save_untrained_checkpoint,
+)
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+ONNX_NAME = "model.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAME = "logits"
+OPSET = 17
+
+
+class _OnnxWrapper(nn.Module):
+    """Positional inputs in the contract's order, for the exporter."""
+
+    def __init__(self, model: CrossEncoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        logits: torch.Tensor = self.model(input_ids, attention_mask, token_type_ids)
+        return logits
+
+
+def _export_onnx(model: CrossEncoder, path: Path) -> None:
+    model.eval()
+    batch, seq = 2, 16
+    dummy = (
+        torch.ones(batch, seq, dtype=torch.int64) * 1000,
+        torch.ones(batch, seq, dtype=torch.int64),
+        torch.zeros(batch, seq, dtype=torch.int64),
+    )
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    axes[OUTPUT_NAME] = {0: "batch"}
+    with torch.inference_mode():
+        torch.onnx.export(
+            _OnnxWrapper(model),
+            dummy,
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def _optimize(src: Path, dst: Path, *, num_heads: int, hidden_size: int) -> None:
+    from onnxruntime.transformers import optimizer
+
+    optimized = optimizer.optimize_model(
+        str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0, use_gpu=False
+    )
+    logger.info("BERT optimizer fusions: %s", optimized.get_fused_operator_statistics())
+    optimized.save_model_to_file(str(dst))
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        # Fused ops (com.microsoft Attention) defeat shape inference; their outputs are float32.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def export_cross_encoder(
+    model_dir: Path,
+    out: Path,
+    *,
+    max_length: int,
+    quantize: bool = True,
+    name: str = "cross-encoder-minilm",
+    manifest_extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Exports the checkpoint in `model_dir` to the artifact directory `out`, written atomically.
+
+    Args:
+        model_dir: a checkpoint written by `CrossEncoder.save` (see `training.cross_encoder.model`).
+        out: the artifact directory itself, e.g. `var/models/cross-encoder/<version>`; its name is
+            the version.
+        max_length: the token budget the model was trained for; recorded for the runtime to truncate at.
+        quantize: int8 per-channel dynamic quantisation (the served format); False keeps optimised fp32.
+        name: the model name recorded in the manifest.
+        manifest_extra: merged into the manifest (training_data_sha256, hyperparameters, eval, ...).
+
+    Returns:
+        `out`.
+    """
+    model, tokenizer = load_cross_encoder(model_dir, attn_implementation="eager")
+    body_config = model.body.config
+    with atomic_directory(out) as scratch, tempfile.TemporaryDirectory(prefix="ce-export-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        _export_onnx(model, raw)
+        optimized = Path(tmp) / "optimized.onnx"
+        _optimize(
+            raw,
+            optimized,
+            num_heads=int(body_config.num_attention_heads),
+            hidden_size=int(body_config.hidden_size),
+        )
+        target = scratch / ONNX_NAME
+        if quantize:
+            _quantize(optimized, target)
+        else:
+            optimized.replace(target)
+        tokenizer.save_pretrained(scratch)
+        files = {p.name: sha256_file(p) for p in sorted(scratch.iterdir()) if p.is_file()}
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "version": out.name,
+            "base_model": model.config.base_model,
+            "max_length": max_length,
+            "num_layers": model.config.num_layers,
+            "pooling": model.config.pooling,
+            "onnx": ONNX_NAME,
+            "inputs": list(INPUT_NAMES),
+            "output": OUTPUT_NAME,
+            "quantization": "int8-per-channel" if quantize else "none",
+            "training_data_sha256": None,
+            "hyperparameters": {},
+            "eval": {},
+        }
+        manifest.update(dict(manifest_extra or {}))
+        manifest["files"] = files
+        write_manifest(scratch, manifest)
+    logger.info("exported %s -> %s", model_dir, out)
+    return out
+
+
+def _read_training_record(model_dir: Path) -> dict[str, Any]:
+    """The training run's record (training_data_sha256, hyperparameters, eval) saved beside the checkpoint."""
+    import json
+
+    for candidate in (model_dir / "training.json", model_dir.parent / "training.json"):
+        if candidate.is_file():
+            record: dict[str, Any] = json.loads(candidate.read_text())
+            return record
+    return {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="checkpoint directory written by training")
+    source.add_argument(
+        "--untrained", action="store_true", help="packaged MiniLM body with a seeded fresh head"
+    )
+    parser.add_argument("--out", type=Path, default=Path("var/models/cross-encoder"), help="artifact root")
+    parser.add_argument("--version", default=None, help="version directory name (default: build time)")
+    parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--layers", type=int, default=6, help="with --untrained: layers kept")
+    parser.add_argument("--seed", type=int, default=13, help="with --untrained: head seed")
+    parser.add_argument("--no-quantize", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    version = args.version or new_version()
+    with tempfile.TemporaryDirectory(prefix="ce-untrained-") as tmp:
+        if args.untrained:
+            model_dir = save_untrained_checkpoint(
+                Path(tmp) / "ckpt", num_layers=args.layers, seed=args.seed, max_length=args.max_length or 256
+            )
+            extra: dict[str, Any] = {"hyperparameters": {"untrained": True, "seed": args.seed}}
+        else:
+            model_dir = args.checkpoint
+            if not (model_dir / CONFIG_NAME).is_file():
+                parser.error(f"{model_dir} is not a cross-encoder checkpoint (no {CONFIG_NAME})")
+            extra = _read_training_record(model_dir)
+        import json
+
+        max_length = args.max_length or int(json.loads((model_dir / CONFIG_NAME).read_text())["max_length"])
+        path = export_cross_encoder(
+            model_dir,
+            args.out / version,
+            max_length=max_length,
+            quantize=not args.no_quantize,
+            manifest_extra=extra,
+        )
+    logger.info("artifact: %s", path)
+
+
+if __name__ == "__main__":
+    main()
