@@ -1,0 +1,366 @@
+"""ONNX Runtime inference over a cross-encoder artifact, shared by the reranker and the Triton model.
+
+The same code scores pairs in the reranker's embedded ONNX backend and inside Triton's python backend
+(`triton_models/cross_encoder/1/model.py`), so scores agree between the two. It imports only numpy,
+onnxruntime, tokenizers and the standard library: the Triton server's environment has nothing else.
+
+An artifact is a directory `<root>/<version>/` holding `model.onnx` (inputs `input_ids`, `attention_mask`,
+optionally `token_type_ids`, int64 [batch, seq]; output `logits` float32 [batch, 1]), `tokenizer.json` and a
+`manifest.json` (format_version 1, name, version, max_length, onnx, files {name: sha256}).
+
+Pairs are tokenised as `[CLS] query [SEP] document [SEP]`, truncating only the document (a query is cut to at
+most half the pair's tokens first), sorted by token length so each batch carries little padding, and the
+scores are put back in input order with the inverse permutation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from search_common.artifacts import ArtifactError, read_manifest, verify_checksums
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+TOKENIZER_FILE = "tokenizer.json"
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+TOKEN_TYPE_IDS = "token_type_ids"
+OUTPUT_LOGITS = "logits"
+REQUIRED_MANIFEST_KEYS = ("format_version", "name", "version", "max_length", "onnx", "files")
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
+# An ONNX Runtime provider: a name, or (name, options) such as ("CUDAExecutionProvider", {"device_id": 0}).
+Provider = str | tuple[str, dict[str, Any]]
+
+
+# --- pure helpers (no onnxruntime) -------------------------------------------------------------------------
+
+
+def length_order(lengths: Sequence[int] | npt.NDArray[Any]) -> tuple[IntArray, IntArray]:
+    """Longest-first order of items and its inverse permutation.
+
+    Returns:
+        (order, inverse): `values_sorted = values[order]` and `values_sorted[inverse]` is input order again.
+        Ties keep input order (stable sort).
+    """
+    lengths_array = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths_array, kind="stable").astype(np.int64)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size, dtype=np.int64)
+    return order, inverse
+
+
+def batch_slices(count: int, batch_size: int) -> list[slice]:
+    """Consecutive slices of at most batch_size items covering range(count)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return [slice(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+
+
+def split_by_counts(values: npt.NDArray[Any], counts: Sequence[int]) -> list[npt.NDArray[Any]]:
+    """Splits concatenated per-request results back into one array per request."""
+    if sum(counts) != len(values):
+        raise ValueError(f"counts sum to {sum(counts)} but there are {len(values)} values")
+    offsets = np.cumsum([0, *counts])
+    return [values[offsets[i] : offsets[i + 1]] for i in range(len(counts))]
+
+
+def pad_batch(
+    encodings: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int]], pad_id: int = 0
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Right-pads token ids to the longest sequence in the batch.
+
+    Returns:
+        (input_ids, attention_mask, token_type_ids), each int64 [batch, longest].
+    """
+    width = max((len(ids) for ids in encodings), default=0)
+    input_ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+    attention = np.zeros((len(encodings), width), dtype=np.int64)
+    token_types = np.zeros((len(encodings), width), dtype=np.int64)
+    for row, (ids, types) in enumerate(zip(encodings, type_ids, strict=True)):
+        input_ids[row, : len(ids)] = ids
+        attention[row, : len(ids)] = 1
+        token_types[row, : len(types)] = types
+    return input_ids, attention, token_types
+
+
+@dataclass(frozen=True, slots=True)
+class PairRequest:
+    """One inference request's pairs, decoded: the python backend's unit of success or failure."""
+
+    queries: list[str]
+    texts: list[str]
+    max_length: int | None = None
+
+
+def decode_pair_request(
+    queries: npt.NDArray[Any] | None, texts: npt.NDArray[Any] | None, max_length: int | None = None
+) -> PairRequest:
+    """Turns a request's QUERY and DOCUMENT string tensors ([n, 1] or [n] of bytes) into a PairRequest.
+
+    Raises:
+        ValueError: a missing tensor, mismatched row counts, non-UTF-8 bytes or an empty query.
+    """
+    if queries is None or texts is None:
+        raise ValueError("both QUERY and DOCUMENT tensors are required")
+    query_rows, text_rows = queries.reshape(-1), texts.reshape(-1)
+    if query_rows.size != text_rows.size:
+        raise ValueError(
+            f"QUERY has {query_rows.size} rows but DOCUMENT has {text_rows.size}; send one per pair"
+        )
+    try:
+        decoded_queries = [_as_text(value) for value in query_rows]
+        decoded_texts = [_as_text(value) for value in text_rows]
+    except UnicodeDecodeError:
+        raise ValueError("QUERY and DOCUMENT must be UTF-8 strings") from None
+    if any(not q.strip() for q in decoded_queries):
+        raise ValueError("QUERY must not be empty")
+    return PairRequest(decoded_queries, decoded_texts, max_length)
+
+
+def _as_text(value: object) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+ScorePairs = Callable[[Sequence[str], Sequence[str], "int | None"], FloatArray]
+
+
+def score_requests(score_pairs: ScorePairs, requests: Sequence[PairRequest]) -> list[FloatArray]:
+    """Scores many requests' pairs in as few passes as possible and splits the scores back per request.
+
+    Requests asking for the same max_length are concatenated and scored in one pass (the scorer sorts by
+    length and batches); the result for request i holds one score per pair of request i, in order.
+    """
+    results: list[FloatArray] = [np.zeros(0, dtype=np.float32)] * len(requests)
+    groups: dict[int | None, list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(request.max_length, []).append(index)
+    for max_length, members in groups.items():
+        queries = [q for i in members for q in requests[i].queries]
+        texts = [t for i in members for t in requests[i].texts]
+        scores = score_pairs(queries, texts, max_length)
+        for index, part in zip(
+            members, split_by_counts(scores, [len(requests[i].texts) for i in members]), strict=True
+        ):
+            results[index] = part
+    return results
+
+
+# --- artifact ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CrossEncoderManifest:
+    name: str
+    version: str
+    max_length: int
+    onnx: str
+    raw: dict[str, Any]
+
+
+def read_cross_encoder_manifest(artifact_dir: Path, *, verify: bool = True) -> CrossEncoderManifest:
+    """Reads and checks a cross-encoder manifest (and, with verify, every listed file's checksum).
+
+    Raises:
+        ArtifactError: with a message naming the artifact and what is wrong with it.
+    """
+    if not artifact_dir.is_dir():
+        raise ArtifactError(f"{artifact_dir}: cross-encoder artifact directory not found")
+    manifest = read_manifest(artifact_dir, REQUIRED_MANIFEST_KEYS)
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{artifact_dir}: manifest format_version {manifest['format_version']!r} is not supported "
+            f"(expected {FORMAT_VERSION})"
+        )
+    name, version, onnx_name = manifest["name"], manifest["version"], manifest["onnx"]
+    max_length = manifest["max_length"]
+    for key, value in (("name", name), ("version", version), ("onnx", onnx_name)):
+        if not isinstance(value, str) or not value:
+            raise ArtifactError(f"{artifact_dir}: manifest {key} must be a non-empty string")
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 8:
+        raise ArtifactError(
+            f"{artifact_dir}: manifest max_length must be an integer >= 8, got {max_length!r}"
+        )
+    files = manifest["files"]
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise ArtifactError(f"{artifact_dir}: manifest files must map file names to sha256 strings")
+    for needed in (onnx_name, TOKENIZER_FILE):
+        if needed not in files:
+            raise ArtifactError(f"{artifact_dir}: manifest files does not list {needed}")
+    if verify:
+        verify_checksums(artifact_dir, files)
+    return CrossEncoderManifest(name, version, max_length, onnx_name, manifest)
+
+
+class CrossEncoderRuntime:
+    """A loaded cross-encoder: tokenizer plus ONNX Runtime session; safe for concurrent `score` calls."""
+
+    def __init__(self, manifest: CrossEncoderManifest, tokenizer: Tokenizer, session: Any) -> None:
+        self._manifest = manifest
+        self._base_tokenizer = tokenizer
+        self._session = session
+        self._pad_id = tokenizer.token_to_id("[PAD]") or 0
+        self._input_names = {node.name for node in session.get_inputs()}
+        self._truncating: dict[int, Tokenizer] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        artifact_dir: Path,
+        *,
+        providers: Sequence[Provider] = ("CPUExecutionProvider",),
+        intra_op_threads: int = 0,
+        verify_checksums: bool = True,
+    ) -> CrossEncoderRuntime:
+        """Validates the artifact and opens an ONNX Runtime session on it.
+
+        Args:
+            artifact_dir: the version directory, `<root>/<version>/`.
+            providers: ONNX Runtime execution providers, in preference order.
+            intra_op_threads: threads per operator; 0 lets ONNX Runtime decide.
+            verify_checksums: check every file against the manifest (turn off only in tests of speed).
+
+        Raises:
+            ArtifactError: missing or corrupt files, an unsupported manifest or an unexpected model graph.
+        """
+        manifest = read_cross_encoder_manifest(artifact_dir, verify=verify_checksums)
+        try:
+            tokenizer = Tokenizer.from_file(str(artifact_dir / TOKENIZER_FILE))
+        except Exception as exc:
+            raise ArtifactError(f"{artifact_dir}: {TOKENIZER_FILE} does not load ({exc})") from None
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = ort.InferenceSession(
+                str(artifact_dir / manifest.onnx), sess_options=options, providers=list(providers)
+            )
+        except Exception as exc:
+            raise ArtifactError(
+                f"{artifact_dir}: {manifest.onnx} does not load in ONNX Runtime ({exc})"
+            ) from None
+        inputs = {node.name for node in session.get_inputs()}
+        outputs = {node.name for node in session.get_outputs()}
+        if not {INPUT_IDS, ATTENTION_MASK} <= inputs or not inputs <= {
+            INPUT_IDS,
+            ATTENTION_MASK,
+            TOKEN_TYPE_IDS,
+        }:
+            raise ArtifactError(f"{artifact_dir}: unexpected model inputs {sorted(inputs)}")
+        if OUTPUT_LOGITS not in outputs:
+            raise ArtifactError(
+                f"{artifact_dir}: model has no '{OUTPUT_LOGITS}' output (has {sorted(outputs)})"
+            )
+        logger.info(
+            "loaded cross-encoder %s version %s from %s on %s",
+            manifest.name,
+            manifest.version,
+            artifact_dir,
+            session.get_providers(),
+        )
+        return cls(manifest, tokenizer, session)
+
+    @property
+    def name(self) -> str:
+        return self._manifest.name
+
+    @property
+    def version(self) -> str:
+        return self._manifest.version
+
+    @property
+    def max_length(self) -> int:
+        return self._manifest.max_length
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._session.get_providers())
+
+    def score(
+        self, query: str, texts: Sequence[str], max_length: int | None = None, batch_size: int = 32
+    ) -> FloatArray:
+        """One relevance score per text against the query, float32, in input order."""
+        return self.score_pairs([query] * len(texts), texts, max_length=max_length, batch_size=batch_size)
+
+    def score_pairs(
+        self,
+        queries: Sequence[str],
+        texts: Sequence[str],
+        max_length: int | None = None,
+        batch_size: int = 32,
+    ) -> FloatArray:
+        """Scores (queries[i], texts[i]) pairs, float32, in input order."""
+        if len(queries) != len(texts):
+            raise ValueError(f"{len(queries)} queries but {len(texts)} texts")
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        limit = self._effective_max_length(max_length)
+        encodings = self._encode(queries, texts, limit)
+        order, inverse = length_order([len(e.ids) for e in encodings])
+        sorted_scores = np.empty(len(encodings), dtype=np.float32)
+        for part in batch_slices(len(order), batch_size):
+            rows = [encodings[i] for i in order[part]]
+            sorted_scores[part] = self._run(rows)
+        return sorted_scores[inverse]
+
+    def _effective_max_length(self, max_length: int | None) -> int:
+        if max_length is None or max_length <= 0:
+            return self.max_length
+        if max_length < 8:
+            raise ValueError(f"max_length must be at least 8 tokens, got {max_length}")
+        return min(max_length, self.max_length)
+
+    def _tokenizer_for(self, max_length: int) -> Tokenizer:
+        with self._lock:
+            tokenizer = self._truncating.get(max_length)
+            if tokenizer is None:
+                tokenizer = Tokenizer.from_str(self._base_tokenizer.to_str())
+                tokenizer.no_padding()
+                tokenizer.enable_truncation(max_length, strategy="only_second")
+                self._truncating[max_length] = tokenizer
+            return tokenizer
+
+    def _cap_query(self, query: str, max_tokens: int) -> str:
+        encoding = self._base_tokenizer.encode(query, add_special_tokens=False)
+        if len(encoding.ids) <= max_tokens:
+            return query
+        return query[: encoding.offsets[max_tokens - 1][1]]
+
+    def _encode(self, queries: Sequence[str], texts: Sequence[str], max_length: int) -> list[Encoding]:
+        capped = {q: self._cap_query(q, max_length // 2) for q in set(queries)}
+        pairs = [(capped[q], t) for q, t in zip(queries, texts, strict=True)]
+        try:
+            return list(self._tokenizer_for(max_length).encode_batch(pairs))
+        except Exception:
+            # A capped query that re-tokenises longer than its cap: fall back to trimming both sides.
+            fallback = Tokenizer.from_str(self._base_tokenizer.to_str())
+            fallback.no_padding()
+            fallback.enable_truncation(max_length, strategy="longest_first")
+            return list(fallback.encode_batch(pairs))
+
+    def _run(self, rows: Sequence[Encoding]) -> FloatArray:
+        input_ids, attention, token_types = pad_batch(
+            [e.ids for e in rows], [e.type_ids for e in rows], self._pad_id
+        )
+        feeds = {INPUT_IDS: input_ids, ATTENTION_MASK: attention}
+        if TOKEN_TYPE_IDS in self._input_names:
+            feeds[TOKEN_TYPE_IDS] = token_types
+        (logits,) = self._session.run([OUTPUT_LOGITS], feeds)
+        logits = np.asarray(logits, dtype=np.float32)
+        return logits.reshape(len(rows), -1)[:, 0]

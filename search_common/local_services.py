@@ -1,0 +1,553 @@
+"""Real tritonserver and redis-server processes on free loopback ports, for local use and for tests.
+
+Both are context managers that start the process, poll readiness under a timeout (raising with the tail of
+the process's log when it fails or hangs) and stop it with SIGTERM. The thin scripts in deploy/local/ call
+`triton_main` and `redis_main`.
+
+Triton comes from the nvidia-pytriton wheel installed in its own virtual environment (`.venv-triton`): the
+wheel bundles tritonserver and the python backend, but not as a ready backend directory, so this module links
+one together (`libtriton_python.so`, `triton_python_backend_utils.py` and the stub for the venv's Python),
+puts the venv interpreter's LIBDIR and the wheel's `nvidia_pytriton.libs` on LD_LIBRARY_PATH and the venv's
+`bin` first on PATH, so the backend stub runs in that venv (it ignores PYTHONPATH). The committed
+`triton_models/` repository carries placeholders; `assemble_model_repository` writes a runnable copy with the
+artifact filled in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from search_common import triton_contract as tc
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TRITON_VENV = REPO_ROOT / ".venv-triton"
+DEFAULT_MODEL_SOURCE = REPO_ROOT / "triton_models"
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "triton_python_backend_shm_region_"
+LOG_TAIL_CHARS = 4000
+
+
+class LocalServiceError(RuntimeError):
+    """A local tritonserver or redis-server could not be started or is not usable here."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS considers free right now (another process may still take it before we bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+    except OSError:
+        return "(no log)"
+
+
+def _stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        logger.warning("pid %d ignored SIGTERM for %.0fs; killing it", process.pid, timeout)
+        process.kill()
+        process.wait(timeout=10)
+
+
+# --- Triton ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TritonInstallation:
+    """Where the pieces of the pytriton-bundled tritonserver live inside its virtual environment."""
+
+    venv: Path
+    python: Path
+    binary: Path
+    backend_library: Path
+    backend_utils: Path
+    stub: Path
+    wheel_libs: Path
+    python_libdir: Path
+
+    @classmethod
+    def find(cls, venv: Path = DEFAULT_TRITON_VENV) -> TritonInstallation:
+        """Locates tritonserver and the python backend files in `venv`.
+
+        Raises:
+            LocalServiceError: naming what is missing.
+        """
+        python = venv / "bin" / "python"
+        if not python.exists():
+            raise LocalServiceError(f"no Triton virtual environment at {venv} (scripts/setup.sh creates it)")
+        probe = subprocess.run(
+            [
+                str(python),
+                "-c",
+                "import sys, sysconfig, site; print(sysconfig.get_config_var('LIBDIR')); "
+                "print(f'{sys.version_info.major}.{sys.version_info.minor}'); "
+                "print(site.getsitepackages()[0])",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        libdir, minor, site_packages = probe.stdout.split()
+        server = Path(site_packages) / "pytriton" / "tritonserver"
+        found = cls(
+            venv=venv,
+            python=python,
+            binary=server / "bin" / "tritonserver",
+            backend_library=server / "backends" / "python" / "libtriton_python.so",
+            backend_utils=server / "backends" / "python" / "triton_python_backend_utils.py",
+            stub=server / "python_backend_stubs" / minor / "triton_python_backend_stub",
+            wheel_libs=Path(site_packages) / "nvidia_pytriton.libs",
+            python_libdir=Path(libdir),
+        )
+        for path in (found.binary, found.backend_library, found.backend_utils, found.stub, found.wheel_libs):
+            if not path.exists():
+                raise LocalServiceError(f"nvidia-pytriton in {venv} lacks {path}")
+        return found
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(self.python_libdir), str(self.wheel_libs), env.get("LD_LIBRARY_PATH", "")) if p
+        )
+        env["PATH"] = os.pathsep.join((str(self.venv / "bin"), env.get("PATH", "")))
+        env.pop("PYTHONPATH", None)
+        env.pop("VIRTUAL_ENV", None)
+        return env
+
+    def ensure_repo_installed(self, repo_root: Path = REPO_ROOT) -> None:
+        """Installs this repository (no dependencies) into the Triton venv if model.py could not import it."""
+        check = [str(self.python), "-c", "import search_common.cross_encoder_runtime"]
+        if subprocess.run(check, capture_output=True, cwd="/").returncode == 0:
+            return
+        logger.info("installing %s into %s (editable, no dependencies)", repo_root, self.venv)
+        subprocess.run(
+            [str(self.python), "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(repo_root)],
+            check=True,
+            capture_output=True,
+        )
+
+    def build_backend_directory(self, destination: Path) -> Path:
+        """A backend directory whose `python/` links the wheel's python backend pieces."""
+        python_dir = destination / "python"
+        python_dir.mkdir(parents=True, exist_ok=True)
+        for source in (self.backend_library, self.backend_utils, self.stub):
+            link = python_dir / source.name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(source)
+        return destination
+
+
+def assemble_model_repository(
+    destination: Path,
+    *,
+    artifact_root: Path,
+    artifact_version: str,
+    artifact_name: str = "",
+    source: Path = DEFAULT_MODEL_SOURCE,
+    intra_op_threads: int = 0,
+    instance_count: int = 1,
+) -> Path:
+    """Copies `triton_models/` to destination with the artifact placeholders in config.pbtxt filled in."""
+    if not (artifact_root / artifact_version / "manifest.json").is_file():
+        raise LocalServiceError(f"no cross-encoder artifact at {artifact_root / artifact_version}")
+    if destination.exists():
+        shutil.rmtree(destination)
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    config_path = destination / tc.MODEL_NAME / "config.pbtxt"
+    config = config_path.read_text()
+    for placeholder in (tc.ARTIFACT_PLACEHOLDER, tc.VERSION_PLACEHOLDER):
+        if placeholder not in config:
+            raise LocalServiceError(f"{config_path} lacks the placeholder {placeholder}")
+    config = (
+        config.replace(tc.ARTIFACT_PLACEHOLDER, str(artifact_root.resolve()))
+        .replace(tc.VERSION_PLACEHOLDER, artifact_version)
+        .replace(tc.NAME_PLACEHOLDER, artifact_name)
+        .replace(
+            'key: "INTRA_OP_THREADS"\n  value: { string_value: "0" }',
+            f'key: "INTRA_OP_THREADS"\n  value: {{ string_value: "{intra_op_threads}" }}',
+        )
+        .replace("    count: 1\n", f"    count: {instance_count}\n")
+    )
+    config_path.write_text(config)
+    return destination
+
+
+def _shm_regions() -> set[Path]:
+    return set(SHM_DIR.glob(f"{SHM_PREFIX}*")) if SHM_DIR.is_dir() else set()
+
+
+def _mapped_anywhere(paths: set[Path]) -> set[Path]:
+    """Which of the paths some live process still maps (another user's tritonserver, say)."""
+    names = {str(p) for p in paths}
+    mapped: set[Path] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:
+            continue
+        mapped.update(Path(name) for name in names if name in text)
+    return mapped
+
+
+class TritonServer:
+    """A tritonserver serving a model repository on free loopback ports.
+
+    Example:
+        with TritonServer(repository) as triton:
+            client = tritonclient.grpc.aio.InferenceServerClient(triton.grpc_url)
+    """
+
+    def __init__(
+        self,
+        model_repository: Path,
+        *,
+        installation: TritonInstallation | None = None,
+        work_dir: Path | None = None,
+        models: tuple[str, ...] = (tc.MODEL_NAME,),
+        startup_timeout: float = 120.0,
+        stop_timeout: float = 30.0,
+    ) -> None:
+        self.model_repository = model_repository
+        self.installation = installation or TritonInstallation.find()
+        self._owned_work_dir = work_dir is None
+        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="tritonserver-"))
+        self.models = models
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.http_port = self.grpc_port = self.metrics_port = 0
+        self.startup_seconds = 0.0
+        self.log_path = self.work_dir / "tritonserver.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._shm_before: set[Path] = set()
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self) -> TritonServer:
+        inst = self.installation
+        inst.ensure_repo_installed()
+        backends = inst.build_backend_directory(self.work_dir / "backends")
+        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        command = [
+            str(inst.binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backends}",
+            "--http-address=127.0.0.1",
+            f"--http-port={self.http_port}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={self.grpc_port}",
+            "--metrics-address=127.0.0.1",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            "--log-verbose=0",
+        ]
+        self._shm_before = _shm_regions()
+        started = time.monotonic()
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=inst.environment(),
+                cwd=self.work_dir,
+                start_new_session=True,
+            )
+        logger.info("tritonserver pid %d starting (grpc %s)", self._process.pid, self.grpc_url)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        logger.info("tritonserver ready in %.1fs", self.startup_seconds)
+        return self
+
+    def _wait_ready(self) -> None:
+        import tritonclient.grpc as grpcclient
+
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    raise LocalServiceError(
+                        f"tritonserver exited with code {self._process.returncode} while starting; "
+                        f"log tail:\n{_log_tail(self.log_path)}"
+                    )
+                with contextlib.suppress(Exception):
+                    if client.is_server_live(client_timeout=2) and all(
+                        client.is_model_ready(model, client_timeout=2) for model in self.models
+                    ):
+                        return
+                if time.monotonic() > deadline:
+                    raise LocalServiceError(
+                        f"tritonserver not ready after {self.startup_timeout:.0f}s (a failing python backend "
+                        f"stub leaves models loading forever); log tail:\n{_log_tail(self.log_path)}"
+                    )
+                time.sleep(0.5)
+        finally:
+            client.close()
+
+    def log_tail(self) -> str:
+        return _log_tail(self.log_path)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop_process(self._process, self.stop_timeout)
+            logger.info("tritonserver pid %d stopped (code %s)", self._process.pid, self._process.returncode)
+            self._process = None
+        leftover = _shm_regions() - self._shm_before
+        for region in leftover - _mapped_anywhere(leftover):
+            region.unlink(missing_ok=True)
+        if self._owned_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+# --- Redis -------------------------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A redis-server on a free loopback port, without persistence.
+
+    `kill()` and `start()` again (same port) let tests take Redis away mid-test and bring it back.
+    """
+
+    def __init__(
+        self,
+        *,
+        binary: str = "redis-server",
+        password: str | None = None,
+        port: int = 0,
+        startup_timeout: float = 20.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        resolved = shutil.which(binary)
+        if resolved is None:
+            raise LocalServiceError(f"{binary} not found on PATH (apt-get install -y redis-server)")
+        self.binary = resolved
+        self.password = password
+        self.port = port
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.startup_seconds = 0.0
+        self.work_dir = Path(tempfile.mkdtemp(prefix="redis-server-"))
+        self.log_path = self.work_dir / "redis.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        if self.port == 0:
+            self.port = free_port()
+        command = [
+            self.binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.work_dir),
+            "--daemonize",
+            "no",
+        ]
+        if self.password:
+            command += ["--requirepass", self.password]
+        started = time.monotonic()
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        logger.info(
+            "redis-server pid %d ready on port %d in %.2fs",
+            self._process.pid,
+            self.port,
+            self.startup_seconds,
+        )
+        return self
+
+    def _wait_ready(self) -> None:
+        import redis
+
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1.0)
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    raise LocalServiceError(
+                        f"redis-server exited with code {self._process.returncode}; log tail:\n"
+                        f"{_log_tail(self.log_path)}"
+                    )
+                with contextlib.suppress(redis.RedisError):
+                    if client.ping():
+                        return
+                if time.monotonic() > deadline:
+                    raise LocalServiceError(
+                        f"redis-server not answering PING after {self.startup_timeout:.0f}s; log tail:\n"
+                        f"{_log_tail(self.log_path)}"
+                    )
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown handshake with clients."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+        self._process = None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop_process(self._process, self.stop_timeout)
+            self._process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+# --- CLIs (deploy/local/*.py) ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _until_signal() -> Iterator[None]:
+    stop = {"now": False}
+
+    def handler(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+        while not stop["now"]:
+            time.sleep(0.2)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _write_env_file(path: Path | None, values: dict[str, str]) -> None:
+    text = "".join(f"{key}={value}\n" for key, value in values.items())
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def triton_main(argv: list[str] | None = None) -> int:
+    """Starts tritonserver serving the cross-encoder artifact until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(description=triton_main.__doc__)
+    parser.add_argument("--artifact-root", type=Path, default=REPO_ROOT / "var" / "models" / "cross-encoder")
+    parser.add_argument("--version", default="", help="artifact version folder; default: the newest")
+    parser.add_argument("--repository", type=Path, default=REPO_ROOT / "var" / "triton" / "model_repository")
+    parser.add_argument("--venv", type=Path, default=DEFAULT_TRITON_VENV)
+    parser.add_argument("--intra-op-threads", type=int, default=0)
+    parser.add_argument("--startup-timeout", type=float, default=180.0)
+    parser.add_argument("--env-file", type=Path, default=None, help="also write TRITON_URL=... here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from search_common.artifacts import latest_version, read_manifest
+
+    version_dir = args.artifact_root / args.version if args.version else latest_version(args.artifact_root)
+    manifest = read_manifest(version_dir, ("name", "version"))
+    repository = assemble_model_repository(
+        args.repository,
+        artifact_root=version_dir.parent,
+        artifact_version=version_dir.name,
+        artifact_name=str(manifest["name"]),
+        intra_op_threads=args.intra_op_threads,
+    )
+    server = TritonServer(
+        repository,
+        installation=TritonInstallation.find(args.venv),
+        work_dir=args.repository.parent / "run",
+        startup_timeout=args.startup_timeout,
+    )
+    with server, _until_signal():
+        _write_env_file(
+            args.env_file,
+            {
+                "TRITON_URL": server.grpc_url,
+                "TRITON_HTTP_PORT": str(server.http_port),
+                "TRITON_METRICS_PORT": str(server.metrics_port),
+                "TRITON_STARTUP_SECONDS": f"{server.startup_seconds:.1f}",
+            },
+        )
+    return 0
+
+
+def redis_main(argv: list[str] | None = None) -> int:
+    """Starts a throwaway redis-server on a free loopback port until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(description=redis_main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--password", default=None)
+    parser.add_argument("--env-file", type=Path, default=None, help="also write REDIS_URL=... here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with RedisServer(port=args.port, password=args.password) as server, _until_signal():
+        _write_env_file(
+            args.env_file,
+            {"REDIS_URL": server.url, "REDIS_STARTUP_SECONDS": f"{server.startup_seconds:.2f}"},
+        )
+    return 0

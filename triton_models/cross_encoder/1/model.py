@@ -1,0 +1,124 @@
+"""Triton python backend: the cross-encoder reranker (tokenisation + ONNX Runtime, on CPU or CUDA).
+
+Thin on purpose: decoding, grouping, scoring and splitting live in search_common.cross_encoder_runtime (no
+pb_utils there, so they are unit-tested without Triton). `initialize` loads the artifact named by the config's
+ARTIFACT_ROOT/ARTIFACT_VERSION once; `execute` concatenates every request's pairs, scores them in one pass
+per max_length and returns one response per request, in order. A malformed request gets an error response;
+the rest of the batch is still answered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+
+from search_common import triton_contract as tc
+from search_common.cross_encoder_runtime import (
+    CrossEncoderRuntime,
+    PairRequest,
+    Provider,
+    decode_pair_request,
+    score_requests,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _parameter(config: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = config.get("parameters", {}).get(key, {}).get("string_value", default)
+    if value is None:
+        raise pb_utils.TritonModelException(f"model config lacks parameter {key}")
+    return str(value)
+
+
+def _max_length(request: Any) -> int | None:
+    raw = request.parameters()
+    params = json.loads(raw) if raw else {}
+    value = params.get(tc.REQUEST_PARAM_MAX_LENGTH)
+    if value is None or value == 0:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 8:
+        raise ValueError(f"request parameter {tc.REQUEST_PARAM_MAX_LENGTH} must be an integer >= 8 or 0")
+    return value
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        root = _parameter(config, tc.PARAM_ARTIFACT_ROOT)
+        version = _parameter(config, tc.PARAM_ARTIFACT_VERSION)
+        expected_name = _parameter(config, tc.PARAM_ARTIFACT_NAME, "")
+        if tc.ARTIFACT_PLACEHOLDER in root or tc.VERSION_PLACEHOLDER in version:
+            raise pb_utils.TritonModelException(
+                "ARTIFACT_ROOT/ARTIFACT_VERSION are placeholders: serve the repository assembled by "
+                "deploy/local (search_common.local_services.assemble_model_repository)"
+            )
+        threads = int(_parameter(config, tc.PARAM_INTRA_OP_THREADS, "0"))
+        providers: list[Provider]
+        if args.get("model_instance_kind") == "GPU":
+            device = int(args.get("model_instance_device_id", "0"))
+            providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self._runtime = CrossEncoderRuntime.load(
+                Path(root) / version, providers=providers, intra_op_threads=threads
+            )
+        except Exception as exc:
+            raise pb_utils.TritonModelException(f"cannot load cross-encoder artifact: {exc}") from exc
+        if self._runtime.version != version:
+            raise pb_utils.TritonModelException(
+                f"artifact {root}/{version} says its version is {self._runtime.version}"
+            )
+        if expected_name and tc.NAME_PLACEHOLDER not in expected_name and self._runtime.name != expected_name:
+            raise pb_utils.TritonModelException(
+                f"artifact {root}/{version} is {self._runtime.name}, config expects {expected_name}"
+            )
+        self._batch_size = max(1, int(config.get("max_batch_size", 32)))
+        output = pb_utils.get_output_config_by_name(config, tc.OUTPUT_SCORE)
+        self._score_dtype = pb_utils.triton_string_to_numpy(output["data_type"])
+        logger.info("cross_encoder ready: %s %s on %s", self._runtime.name, version, self._runtime.providers)
+
+    def _score_pairs(self, queries: Any, texts: Any, max_length: int | None) -> Any:
+        return self._runtime.score_pairs(queries, texts, max_length=max_length, batch_size=self._batch_size)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        decoded: list[PairRequest] = []
+        positions: list[int] = []
+        for index, request in enumerate(requests):
+            try:
+                query = pb_utils.get_input_tensor_by_name(request, tc.INPUT_QUERY)
+                document = pb_utils.get_input_tensor_by_name(request, tc.INPUT_DOCUMENT)
+                decoded.append(
+                    decode_pair_request(
+                        None if query is None else query.as_numpy(),
+                        None if document is None else document.as_numpy(),
+                        _max_length(request),
+                    )
+                )
+                positions.append(index)
+            except ValueError as exc:
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                )
+        if decoded:
+            try:
+                scored = score_requests(self._score_pairs, decoded)
+            except Exception as exc:
+                logger.exception("cross_encoder scoring failed")
+                message = f"scoring failed: {type(exc).__name__}"
+                for index in positions:
+                    responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+            else:
+                for index, scores in zip(positions, scored, strict=True):
+                    tensor = pb_utils.Tensor(tc.OUTPUT_SCORE, scores.reshape(-1, 1).astype(self._score_dtype))
+                    responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
+        return responses
+
+    def finalize(self) -> None:
+        logger.info("cross_encoder instance finalised")
