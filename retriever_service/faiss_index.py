@@ -1,0 +1,242 @@
+"""Dense shards: FAISS indexes described by a factory string, built, saved, validated at load and searched.
+
+Vectors are L2-normalised and searched by inner product, so scores are cosine similarities. Search knobs
+(`nprobe=16`, `efSearch=128`) are FAISS ParameterSpace strings recorded in the manifest and applied at load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from retriever_service.encoder import BiEncoder
+from retriever_service.shards import (
+    DEFAULT_QUERY_LIMIT,
+    load_shard_docs,
+    load_shard_manifest,
+    validate_request,
+)
+from search_common.artifacts import ArtifactError
+from search_common.documents import Candidate, Document, RetrievalResult, ShardDescription
+from search_common.errors import DeadlineExceeded
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "index.faiss"
+METRIC = "inner_product"
+DENSE_REQUIRED = ("dim", "metric", "factory", "search_params", "encoder")
+_IVF = re.compile(r"(?:^|,)IVF(\d+)")
+
+
+def make_index(dim: int, factory: str) -> faiss.Index:
+    """An empty inner-product index from a factory string; ValueError names a bad string."""
+    if not factory.strip():
+        raise ValueError("FAISS factory string is empty; try 'Flat', 'IVF256,Flat' or 'HNSW32,Flat'")
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise ValueError(f"invalid FAISS factory string {factory!r}: {first}") from None
+
+
+def apply_search_params(index: faiss.Index, search_params: str) -> None:
+    """Applies a ParameterSpace string such as 'nprobe=16'; ValueError names a bad one."""
+    if not search_params.strip():
+        return
+    try:
+        faiss.ParameterSpace().set_index_parameters(index, search_params)  # type: ignore[arg-type]
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"invalid FAISS search parameters {search_params!r}: {exc}") from None
+
+
+def _gpu_available() -> bool:
+    return bool(hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0)
+
+
+def build_faiss_index(vectors: npt.NDArray[np.float32], factory: str) -> faiss.Index:
+    """Trains (when needed) and fills an index on the GPU when FAISS sees one; returns a CPU index to save.
+
+    Raises:
+        ValueError: a bad factory string, or an IVF nlist larger than the shard's vector count.
+    """
+    n, dim = vectors.shape
+    index = make_index(dim, factory)
+    match = _IVF.search(factory)
+    if match and int(match.group(1)) > n:
+        raise ValueError(
+            f"factory {factory!r} asks for {match.group(1)} IVF lists but the shard has only {n} vectors; "
+            f"use at most {n} lists (about 4*sqrt(n) = {max(1, int(4 * n**0.5))} is a common choice)"
+        )
+    work = index
+    resources = None
+    if _gpu_available():
+        try:
+            resources = faiss.StandardGpuResources()
+            work = faiss.index_cpu_to_gpu(resources, 0, index)
+            logger.info("building %s on the GPU", factory)
+        except RuntimeError as exc:  # e.g. HNSW has no GPU implementation
+            logger.info("building %s on the CPU (no GPU version: %s)", factory, str(exc).splitlines()[-1])
+            work = index
+    if not work.is_trained:
+        work.train(vectors)
+    work.add(vectors)
+    cpu = faiss.index_gpu_to_cpu(work) if work is not index else index
+    del resources
+    return cpu
+
+
+class FaissRetriever:
+    """One dense shard in process: query encoding and FAISS search run in worker threads."""
+
+    def __init__(
+        self,
+        index: faiss.Index,
+        documents: list[Document],
+        encoder: BiEncoder,
+        shard: ShardDescription,
+        *,
+        max_top_k: int = 1000,
+        max_query_chars: int = DEFAULT_QUERY_LIMIT,
+    ) -> None:
+        if index.ntotal != len(documents):
+            raise ArtifactError(f"index holds {index.ntotal} vectors but {len(documents)} documents")
+        if index.d != encoder.dim:
+            raise ArtifactError(f"index dimension {index.d} != encoder dimension {encoder.dim}")
+        self._index = index
+        self._documents = documents
+        self._encoder = encoder
+        self._shard = shard
+        self._max_top_k = max_top_k
+        self._max_query_chars = max_query_chars
+
+    @property
+    def component(self) -> str:
+        return self._shard.component
+
+    @property
+    def shard(self) -> ShardDescription:
+        return self._shard
+
+    async def describe(self, timeout: float | None = None) -> ShardDescription:  # noqa: ASYNC109
+        return self._shard
+
+    def search_sync(self, query: str, k: int) -> RetrievalResult:
+        """Blocking encode + search; `retrieve` runs this off the event loop."""
+        text = validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
+        started = time.perf_counter()
+        vector = self._encoder.encode_queries([text])
+        embedded = time.perf_counter()
+        candidates = self.search_vectors(vector, k)[0]
+        searched = time.perf_counter()
+        return RetrievalResult(
+            candidates=candidates,
+            shard=self._shard,
+            timings={"embed": embedded - started, "search": searched - embedded},
+        )
+
+    def search_vectors(self, vectors: npt.NDArray[np.float32], k: int) -> list[list[Candidate]]:
+        """Top-k candidates per query vector, best first (evaluation uses this with batches of queries)."""
+        k_eff = min(k, self._index.ntotal)
+        if k_eff == 0:
+            return [[] for _ in range(len(vectors))]
+        scores, ids = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), k_eff)
+        return [
+            [
+                Candidate(self._documents[int(i)], float(s))
+                for s, i in zip(row_s, row_i, strict=True)
+                if i >= 0
+            ]
+            for row_s, row_i in zip(scores, ids, strict=True)
+        ]
+
+    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:  # noqa: ASYNC109
+        # Validate on the loop so bad input never costs a thread.
+        validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.search_sync, query, k), timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(f"{self.component}: retrieval exceeded {timeout:.3f}s") from None
+
+    async def close(self) -> None:
+        return None
+
+
+def load_faiss_shard(
+    shard_dir: Path,
+    encoder: BiEncoder,
+    *,
+    max_top_k: int = 1000,
+    max_query_chars: int = DEFAULT_QUERY_LIMIT,
+) -> FaissRetriever:
+    """Loads and validates one dense shard against an encoder; ArtifactError names what is wrong."""
+    manifest = load_shard_manifest(shard_dir, "dense", DENSE_REQUIRED)
+    check_encoder(shard_dir, manifest, encoder)
+    if manifest["metric"] != METRIC:
+        raise ArtifactError(
+            f"{shard_dir}: metric {manifest['metric']!r} is not supported (expected {METRIC!r})"
+        )
+    dim = manifest["dim"]
+    if dim != encoder.dim:
+        raise ArtifactError(f"{shard_dir}: index dimension {dim} != encoder dimension {encoder.dim}")
+    try:
+        index = faiss.read_index(str(shard_dir / INDEX_FILE))
+    except RuntimeError:
+        raise ArtifactError(f"{shard_dir}: {INDEX_FILE} is not a readable FAISS index") from None
+    if index.d != dim:
+        raise ArtifactError(f"{shard_dir}: {INDEX_FILE} has dimension {index.d}, manifest says {dim}")
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ArtifactError(f"{shard_dir}: {INDEX_FILE} does not use inner product")
+    if index.ntotal != manifest["num_documents"]:
+        raise ArtifactError(
+            f"{shard_dir}: {INDEX_FILE} holds {index.ntotal} vectors, "
+            f"manifest says {manifest['num_documents']}"
+        )
+    try:
+        expected = type(faiss.downcast_index(make_index(dim, str(manifest["factory"]))))
+    except ValueError as exc:
+        raise ArtifactError(f"{shard_dir}: {exc}") from None
+    if type(faiss.downcast_index(index)) is not expected:
+        raise ArtifactError(
+            f"{shard_dir}: {INDEX_FILE} is a {type(faiss.downcast_index(index)).__name__}, "
+            f"not what factory {manifest['factory']!r} builds ({expected.__name__})"
+        )
+    try:
+        apply_search_params(index, str(manifest["search_params"]))
+    except ValueError as exc:
+        raise ArtifactError(f"{shard_dir}: {exc}") from None
+    documents = load_shard_docs(shard_dir, manifest)
+    shard = ShardDescription(
+        kind="dense",
+        shard_id=manifest["shard_id"],
+        num_shards=manifest["num_shards"],
+        index_name=str(manifest["name"]),
+        index_version=str(manifest["version"]),
+        num_documents=manifest["num_documents"],
+        encoder=encoder.identity,
+    )
+    logger.info(
+        "loaded %s: %s %s, %d vectors", shard.component, manifest["name"], manifest["factory"], index.ntotal
+    )
+    return FaissRetriever(
+        index, documents, encoder, shard, max_top_k=max_top_k, max_query_chars=max_query_chars
+    )
+
+
+def check_encoder(shard_dir: Path, manifest: dict[str, Any], encoder: BiEncoder) -> None:
+    recorded = manifest.get("encoder")
+    if not isinstance(recorded, dict) or "id" not in recorded or "checksum" not in recorded:
+        raise ArtifactError(f"{shard_dir}: manifest 'encoder' must hold id and checksum")
+    if recorded["checksum"] != encoder.checksum:
+        raise ArtifactError(
+            f"{shard_dir}: built with encoder {recorded['id']}, "
+            f"but the loaded encoder is {encoder.identity}; "
+            "load the encoder the index was built with, or rebuild the index"
+        )

@@ -1,0 +1,96 @@
+"""Builds and runs the retriever gRPC server: service, health, reflection, readiness, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health
+from search.v1 import retriever_pb2
+
+from retriever_service.bootstrap import build_retriever
+from retriever_service.config import Settings
+from retriever_service.servicer import RetrieverServicer
+from search_common.grpc_server import (
+    add_standard_services,
+    bind,
+    message_size_options,
+    run_until_signal,
+    set_serving,
+)
+from search_common.ports import Retriever
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = retriever_pb2.DESCRIPTOR.services_by_name["RetrieverService"].full_name
+WARMUP_QUERY = "warm up the retriever"
+
+
+@dataclass(slots=True)
+class RetrieverServer:
+    """A built, not yet started server and the handles `serve` needs to drive readiness."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    servicer: RetrieverServicer
+
+    async def mark_ready(self, retriever: Retriever) -> None:
+        """Warms the retriever with one query, attaches it, and reports SERVING."""
+        await retriever.retrieve(WARMUP_QUERY, 1)
+        self.servicer.attach(retriever)
+        await set_serving(self.health, [SERVICE_NAME], serving=True)
+        logger.info("serving %s on port %d", retriever.component, self.port)
+
+
+def build_server(settings: Settings, retriever: Retriever | None = None) -> RetrieverServer:
+    """Creates the server and binds its port; health starts NOT_SERVING until `mark_ready`."""
+    server = grpc.aio.server(options=message_size_options())
+    servicer = RetrieverServicer(
+        retriever, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars
+    )
+    from search.v1 import retriever_pb2_grpc
+
+    retriever_pb2_grpc.add_RetrieverServiceServicer_to_server(servicer, server)
+    health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
+    port = bind(server, settings.address)
+    return RetrieverServer(server, port, health_servicer, servicer)
+
+
+def create_server(settings: Settings, retriever: Retriever) -> tuple[grpc.aio.Server, int]:
+    """A server answering Retrieve with an already loaded retriever (in-process use and tests).
+
+    Health for the service stays unset until someone marks it; `serve` uses `build_server` to report
+    NOT_SERVING while loading and SERVING once warmed.
+    """
+    built = build_server(settings, retriever)
+    return built.server, built.port
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Writes the port atomically (temp file + rename) so a reader never sees a partial number."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{port}\n")
+    tmp.replace(path)
+
+
+async def serve(settings: Settings) -> None:
+    """Starts NOT_SERVING, loads and warms the shard off the event loop, serves until SIGTERM/SIGINT."""
+    built = build_server(settings)
+    await set_serving(built.health, [SERVICE_NAME], serving=False)
+    await built.server.start()
+    logger.info("listening on %s:%d; loading %s", settings.host, built.port, settings.index)
+    try:
+        retriever = await asyncio.to_thread(build_retriever, settings)
+        await built.mark_ready(retriever)
+    except BaseException:
+        await built.server.stop(0)
+        raise
+    if settings.port_file is not None:
+        write_port_file(settings.port_file, built.port)
+    await run_until_signal(built.server, built.health, settings.grace_seconds, cleanups=[retriever.close])

@@ -1,0 +1,144 @@
+"""What dense and BM25 shards share: artifact layout, shard assignment, document store, request checks.
+
+Layout of an index version directory (written atomically by `build_index`):
+
+    <out>/manifest.json          index level: format_version, kind, name, version, num_shards,
+                                 num_documents, corpus_sha256, built_at
+                                 (+ dense: factory, search_params, metric, dim, encoder {id, checksum})
+    <out>/shard-<i>/manifest.json  shard level: kind, shard_id, num_shards, name, version, num_documents,
+                                 files {relative name: sha256} (+ dense: dim, metric, factory, search_params,
+                                 encoder)
+    <out>/shard-<i>/docs.jsonl   the shard's documents in index-row order: {"_id", "title", "text"}
+    <out>/shard-<i>/index.faiss  (dense) or bm25/ (BM25, bm25s's own files)
+
+Shard assignment follows FAISS's `(nshards, shard_id)` convention (contrib/datasets.py `database_iterator`):
+shard i holds the contiguous corpus rows `[n*i // nshards, n*(i+1) // nshards)` in corpus file order, so row r
+of shard i is corpus document `n*i // nshards + r`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from search_common.artifacts import ArtifactError, read_manifest, verify_checksums
+from search_common.documents import Document
+from search_common.errors import InvalidArgument
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DEFAULT_QUERY_LIMIT = 2048
+DEFAULT_MAX_TOP_K = 1000
+DOCS_FILE = "docs.jsonl"
+SHARD_REQUIRED = (
+    "format_version",
+    "kind",
+    "shard_id",
+    "num_shards",
+    "name",
+    "version",
+    "num_documents",
+    "files",
+)
+INDEX_REQUIRED = (
+    "format_version",
+    "kind",
+    "name",
+    "version",
+    "num_shards",
+    "num_documents",
+    "corpus_sha256",
+    "built_at",
+)
+
+
+def shard_dir_name(shard_id: int) -> str:
+    return f"shard-{shard_id}"
+
+
+def shard_bounds(num_documents: int, num_shards: int, shard_id: int) -> tuple[int, int]:
+    """Corpus rows [start, end) of one shard, as FAISS splits a database into (nshards, shard_id)."""
+    if num_shards <= 0:
+        raise ValueError(f"num_shards must be positive, got {num_shards}")
+    if not 0 <= shard_id < num_shards:
+        raise ValueError(f"shard_id must be in 0..{num_shards - 1}, got {shard_id}")
+    return num_documents * shard_id // num_shards, num_documents * (shard_id + 1) // num_shards
+
+
+def write_docs(path: Path, documents: Sequence[Document]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for doc in documents:
+            handle.write(
+                json.dumps({"_id": doc.doc_id, "title": doc.title, "text": doc.text}, ensure_ascii=False)
+            )
+            handle.write("\n")
+
+
+def read_docs(path: Path) -> list[Document]:
+    docs: list[Document] = []
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                try:
+                    record = json.loads(line)
+                    docs.append(Document(str(record["_id"]), str(record["title"]), str(record["text"])))
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise ArtifactError(f"{path}:{line_no}: corrupt document store line") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable document store ({exc})") from None
+    return docs
+
+
+def load_shard_manifest(shard_dir: Path, kind: str, extra_required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Reads and checks a shard manifest and its file checksums; ArtifactError on any problem."""
+    if not shard_dir.is_dir():
+        raise ArtifactError(f"{shard_dir}: shard directory not found")
+    manifest = read_manifest(shard_dir, required=SHARD_REQUIRED + extra_required)
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{shard_dir}: unsupported format_version {manifest['format_version']!r} "
+            f"(expected {FORMAT_VERSION})"
+        )
+    if manifest["kind"] != kind:
+        raise ArtifactError(f"{shard_dir}: a {manifest['kind']!r} shard, not {kind!r}")
+    files = manifest["files"]
+    if not isinstance(files, dict) or DOCS_FILE not in files:
+        raise ArtifactError(f"{shard_dir}: manifest 'files' must list {DOCS_FILE} and the index files")
+    for key in ("shard_id", "num_shards", "num_documents"):
+        if not isinstance(manifest[key], int) or isinstance(manifest[key], bool) or manifest[key] < 0:
+            raise ArtifactError(f"{shard_dir}: manifest {key} must be a non-negative integer")
+    if not manifest["shard_id"] < manifest["num_shards"]:
+        raise ArtifactError(
+            f"{shard_dir}: shard_id {manifest['shard_id']} >= num_shards {manifest['num_shards']}"
+        )
+    verify_checksums(shard_dir, files)
+    return manifest
+
+
+def load_shard_docs(shard_dir: Path, manifest: dict[str, Any]) -> list[Document]:
+    docs = read_docs(shard_dir / DOCS_FILE)
+    if len(docs) != manifest["num_documents"]:
+        raise ArtifactError(
+            f"{shard_dir}: {DOCS_FILE} holds {len(docs)} documents, manifest says {manifest['num_documents']}"
+        )
+    return docs
+
+
+def validate_request(query: str, k: int, *, max_top_k: int, max_query_chars: int) -> str:
+    """Checks a retrieval request; returns the stripped query, or raises InvalidArgument saying why."""
+    if not isinstance(query, str):
+        raise InvalidArgument("query must be a string")
+    stripped = query.strip()
+    if not stripped:
+        raise InvalidArgument("query is empty or whitespace only")
+    if len(query) > max_query_chars:
+        raise InvalidArgument(f"query is {len(query)} characters long; the limit is {max_query_chars}")
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise InvalidArgument(f"top_k must be a positive integer, got {k}")
+    if k > max_top_k:
+        raise InvalidArgument(f"top_k {k} exceeds this server's maximum of {max_top_k}")
+    return stripped
