@@ -1,0 +1,119 @@
+"""The gateway's composition root: the only place adapters are chosen from Settings.
+
+Production wiring opens one gRPC channel per configured shard and one to the reranker; evaluation, the
+demo and tests pass their own adapters (in-process shards or reranker) through the same function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from gateway.clients import GrpcReranker, GrpcRetriever
+from gateway.config import Settings
+from gateway.pipeline import SearchPipeline
+from gateway.servicer import RequestLimits
+from gateway.variants import VariantTable, load_variants
+from search_common.errors import SearchError, Unavailable
+from search_common.ports import Reranker, Retriever
+
+logger = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_SECONDS = 2.0
+PROBE_INTERVAL_SECONDS = 0.25
+
+
+@dataclass
+class Gateway:
+    """What the server runs: the pipeline, the variants it can serve, and the adapters to close at the end."""
+
+    pipeline: SearchPipeline
+    variants: VariantTable
+    limits: RequestLimits
+    retrievers: Mapping[str, Sequence[Retriever]]
+    reranker: Reranker | None
+
+    async def close(self) -> None:
+        for shards in self.retrievers.values():
+            for shard in shards:
+                await shard.close()
+        if self.reranker is not None:
+            await self.reranker.close()
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    retrievers: Mapping[str, Sequence[Retriever]] | None = None,
+    reranker: Reranker | None = None,
+) -> Gateway:
+    """Builds the gateway from Settings; `retrievers`/`reranker` replace the gRPC adapters when given.
+
+    Raises:
+        gateway.variants.VariantError: the variants file is invalid or nothing in it can be served here.
+    """
+    if retrievers is None:
+        retrievers = {
+            group: [GrpcRetriever(group, i, address) for i, address in enumerate(addresses)]
+            for group, addresses in settings.retrievers.items()
+        }
+    if reranker is None and settings.reranker is not None:
+        reranker = GrpcReranker(settings.reranker)
+    variants = load_variants(settings.variants, settings.variant_bounds).restricted_to(
+        {g for g, shards in retrievers.items() if shards}, has_reranker=reranker is not None
+    )
+    pipeline = SearchPipeline(
+        retrievers,
+        reranker,
+        deadline_margin=settings.deadline_margin_seconds,
+        rerank_share=settings.rerank_share,
+        snippet_chars=settings.snippet_chars,
+    )
+    limits = RequestLimits(
+        max_top_k=settings.max_top_k,
+        max_query_chars=settings.max_query_chars,
+        max_retrieval_depth=settings.max_retrieval_depth,
+        max_rerank_depth=settings.max_rerank_depth,
+    )
+    return Gateway(pipeline, variants, limits, retrievers, reranker)
+
+
+async def wait_until_ready(retrievers: Mapping[str, Sequence[Retriever]], timeout: float) -> None:  # noqa: ASYNC109
+    """Polls GetShardInfo until every group has at least one shard answering.
+
+    Raises:
+        Unavailable: a group had no answering shard within `timeout` seconds.
+        ValueError: a shard reports a shard count that differs from the configured number of addresses.
+    """
+    deadline = time.monotonic() + timeout
+    pending = {group for group, shards in retrievers.items() if shards}
+    while True:
+        for group in sorted(pending):
+            shards = retrievers[group]
+            answers = await asyncio.gather(
+                *(s.describe(timeout=PROBE_TIMEOUT_SECONDS) for s in shards), return_exceptions=True
+            )
+            described = [a for a in answers if not isinstance(a, BaseException)]
+            for answer in answers:
+                if isinstance(answer, BaseException) and not isinstance(answer, SearchError):
+                    raise answer
+            if not described:
+                continue
+            for shard in described:
+                if shard.num_shards != len(shards):
+                    raise ValueError(
+                        f"{group}: {shard.component} belongs to an index of {shard.num_shards} shards "
+                        f"but {len(shards)} address(es) are configured"
+                    )
+            if len({(d.index_name, d.index_version) for d in described}) > 1:
+                logger.warning("%s shards serve different index versions: %s", group, described)
+            logger.info("%s ready: %d/%d shards answering", group, len(described), len(shards))
+            pending.discard(group)
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise Unavailable(f"no shard of {', '.join(sorted(pending))} answered within {timeout:.0f}s")
+        await asyncio.sleep(PROBE_INTERVAL_SECONDS)

@@ -1,0 +1,157 @@
+"""gRPC adapters of the pipeline's ports: retriever shards and the reranker, over long-lived aio channels.
+
+Each adapter owns one channel to one downstream address, opened when the gateway starts and closed when it
+stops (never one per request). Every call carries `timeout=`; a failed call becomes a domain error through
+`search_common.errors.from_rpc_error`, so the pipeline never sees gRPC types. Degradation details and errors
+name the component ("dense/shard-1", "reranker"), never a host or port.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import grpc
+from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc, retriever_pb2, retriever_pb2_grpc
+
+from search_common.documents import (
+    Candidate,
+    Document,
+    RerankResult,
+    RetrievalResult,
+    RetrieverKind,
+    ShardDescription,
+)
+from search_common.errors import Unavailable, from_rpc_error
+from search_common.grpc_server import message_size_options
+
+logger = logging.getLogger(__name__)
+
+# Used when a caller passes no timeout (startup probes, tools); the pipeline always passes one.
+DEFAULT_CALL_TIMEOUT_SECONDS = 30.0
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    *message_size_options(),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+_KINDS: dict[int, RetrieverKind] = {
+    retriever_pb2.RETRIEVER_KIND_DENSE: "dense",
+    retriever_pb2.RETRIEVER_KIND_BM25: "bm25",
+}
+
+
+def timings_from_proto(timings: Sequence[common_pb2.StageTiming]) -> dict[str, float]:
+    return {t.stage: t.duration.seconds + t.duration.nanos / 1e9 for t in timings}
+
+
+def document_to_proto(document: Document) -> common_pb2.Document:
+    return common_pb2.Document(doc_id=document.doc_id, title=document.title, text=document.text)
+
+
+def shard_from_proto(info: retriever_pb2.ShardInfo, component: str) -> ShardDescription:
+    kind = _KINDS.get(info.kind)
+    if kind is None:
+        raise Unavailable(f"{component}: shard reports no retriever kind")
+    return ShardDescription(
+        kind=kind,
+        shard_id=info.shard_id,
+        num_shards=info.num_shards,
+        index_name=info.index.name,
+        index_version=info.index.version,
+        num_documents=info.num_documents,
+        encoder=info.encoder,
+    )
+
+
+class GrpcRetriever:
+    """One retriever shard behind search.v1.RetrieverService.
+
+    `component` starts as "<group>/shard-<position>" (position in the configured list) and becomes the
+    shard's own "<kind>/shard-<id>" once `describe` has answered.
+    """
+
+    def __init__(self, group: str, position: int, address: str) -> None:
+        self._component = f"{group}/shard-{position}"
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._stub = retriever_pb2_grpc.RetrieverServiceStub(self._channel)
+
+    @property
+    def component(self) -> str:
+        return self._component
+
+    async def describe(self, timeout: float | None = None) -> ShardDescription:  # noqa: ASYNC109
+        try:
+            info = await self._stub.GetShardInfo(
+                retriever_pb2.GetShardInfoRequest(), timeout=timeout or DEFAULT_CALL_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc, self._component) from None
+        shard = shard_from_proto(info, self._component)
+        self._component = shard.component
+        return shard
+
+    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:  # noqa: ASYNC109
+        try:
+            response = await self._stub.Retrieve(
+                retriever_pb2.RetrieveRequest(query=query, top_k=k),
+                timeout=timeout or DEFAULT_CALL_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc, self._component) from None
+        candidates = [
+            Candidate(Document(c.document.doc_id, c.document.title, c.document.text), c.score)
+            for c in response.candidates
+        ]
+        return RetrievalResult(
+            candidates,
+            shard_from_proto(response.shard, self._component),
+            timings_from_proto(response.timings),
+        )
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class GrpcReranker:
+    """The reranker behind search.v1.RerankerService."""
+
+    component = "reranker"
+
+    def __init__(self, address: str) -> None:
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._stub = reranker_pb2_grpc.RerankerServiceStub(self._channel)
+
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[Document],
+        *,
+        model: str = "",
+        max_sequence_length: int = 0,
+        use_cache: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> RerankResult:
+        request = reranker_pb2.RerankRequest(
+            query=query,
+            documents=[document_to_proto(d) for d in documents],
+            model=model,
+            max_sequence_length=max_sequence_length,
+            use_cache=use_cache,
+        )
+        try:
+            response = await self._stub.Rerank(request, timeout=timeout or DEFAULT_CALL_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc, self.component) from None
+        if len(response.scores) != len(documents):
+            raise Unavailable(f"reranker: {len(response.scores)} scores for {len(documents)} documents")
+        return RerankResult(
+            scores=list(response.scores),
+            model_name=response.model.name,
+            model_version=response.model.version,
+            cache_hits=response.cache_hits,
+            timings=timings_from_proto(response.timings),
+        )
+
+    async def close(self) -> None:
+        await self._channel.close()

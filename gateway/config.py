@@ -1,0 +1,224 @@
+"""Settings for the gateway: the only place that reads argv, the environment or the deployment YAML.
+
+Downstream addresses come from flags (`--dense host:port,host:port --bm25 host:port --reranker host:port`)
+or from a YAML file given with `--config`:
+
+    retrievers:
+      dense: [127.0.0.1:7001, 127.0.0.1:7002]
+      bm25: [127.0.0.1:7003]
+    reranker: 127.0.0.1:7010      # optional
+
+Flags win over the file, which wins over `SEARCH_GATEWAY_*` environment variables and the defaults below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+import yaml
+
+from gateway.variants import VariantBounds
+
+ENV_PREFIX = "SEARCH_GATEWAY_"
+GROUPS = ("dense", "bm25")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway needs, parsed once in `__main__` and passed down."""
+
+    # group name -> shard addresses ("host:port"), one per shard of that group's index
+    retrievers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    reranker: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    port_file: Path | None = None
+    max_top_k: int = 100
+    max_query_chars: int = 2048
+    max_retrieval_depth: int = 1000
+    max_rerank_depth: int = 200
+    max_sequence_length: int = 512
+    # Budget for a request whose client set no deadline.
+    default_deadline_seconds: float = 2.0
+    # Seconds kept back from each downstream timeout for the gateway's own work.
+    deadline_margin_seconds: float = 0.02
+    # Share of the remaining budget kept for the reranker when a request is reranked.
+    rerank_share: float = 0.5
+    snippet_chars: int = 240
+    # None selects the packaged gateway/variants.yaml.
+    variants: Path | None = None
+    reflection: bool = True
+    log_level: str = "INFO"
+    grace_seconds: float = 5.0
+    # How long to wait at startup for every group to have a shard answering GetShardInfo.
+    startup_timeout_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        for group, addresses in self.retrievers.items():
+            if group not in GROUPS:
+                raise ValueError(f"unknown retriever group {group!r}; expected one of {', '.join(GROUPS)}")
+            for address in addresses:
+                _check_address(address, f"--{group}")
+        if not any(self.retrievers.values()):
+            raise ValueError("no retrievers configured: give --dense and/or --bm25 addresses, or --config")
+        if self.reranker is not None:
+            _check_address(self.reranker, "--reranker")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"--port must be in 0..65535, got {self.port}")
+        for name, value in (
+            ("--max-top-k", self.max_top_k),
+            ("--max-query-chars", self.max_query_chars),
+            ("--max-retrieval-depth", self.max_retrieval_depth),
+            ("--max-rerank-depth", self.max_rerank_depth),
+            ("--snippet-chars", self.snippet_chars),
+        ):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.default_deadline_seconds <= 0:
+            raise ValueError(f"--default-deadline must be positive, got {self.default_deadline_seconds}")
+        if self.deadline_margin_seconds < 0:
+            raise ValueError(f"--deadline-margin must be >= 0, got {self.deadline_margin_seconds}")
+        if not 0 <= self.rerank_share < 1:
+            raise ValueError(f"--rerank-share must be within [0, 1), got {self.rerank_share}")
+        if self.grace_seconds < 0 or self.startup_timeout_seconds <= 0:
+            raise ValueError("--grace-seconds must be >= 0 and --startup-timeout positive")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def variant_bounds(self) -> VariantBounds:
+        return VariantBounds(self.max_retrieval_depth, self.max_rerank_depth, self.max_sequence_length)
+
+
+def _check_address(address: str, flag: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"{flag}: {address!r} is not a host:port address")
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _read_config(path: Path, fail: _Fail) -> tuple[dict[str, tuple[str, ...]], str | None]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"--config {path}: cannot read ({exc.strerror})")
+    except yaml.YAMLError as exc:
+        fail(f"--config {path}: not valid YAML ({exc})")
+    if not isinstance(data, dict):
+        fail(f"--config {path}: expected a mapping with 'retrievers' (and optionally 'reranker')")
+    unknown = sorted(set(data) - {"retrievers", "reranker"})
+    if unknown:
+        fail(f"--config {path}: unknown field(s) {', '.join(unknown)}; allowed: retrievers, reranker")
+    groups: dict[str, tuple[str, ...]] = {}
+    raw_groups = data.get("retrievers") or {}
+    if not isinstance(raw_groups, dict):
+        fail(f"--config {path}: 'retrievers' must map a group (dense, bm25) to a list of host:port")
+    for group, addresses in raw_groups.items():
+        if isinstance(addresses, str):
+            addresses = [addresses]
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            fail(f"--config {path}: retrievers.{group} must be a list of host:port strings")
+        groups[str(group)] = tuple(addresses)
+    reranker = data.get("reranker")
+    if reranker is not None and not isinstance(reranker, str):
+        fail(f"--config {path}: 'reranker' must be a host:port string")
+    return groups, reranker
+
+
+class _Fail:
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self._parser = parser
+
+    def __call__(self, message: str) -> NoReturn:
+        self._parser.error(message)
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    def env(key: str, default: str) -> str:
+        return environ.get(ENV_PREFIX + key, default)
+
+    parser = argparse.ArgumentParser(
+        prog="search-gateway", description="Serve search.v1.SearchService: fan-out, merge, rerank."
+    )
+    down = parser.add_argument_group("downstream services")
+    down.add_argument("--config", type=Path, default=env("CONFIG", "") or None, help="deployment YAML")
+    down.add_argument("--dense", default=env("DENSE", ""), help="dense shard addresses, comma-separated")
+    down.add_argument("--bm25", default=env("BM25", ""), help="BM25 shard addresses, comma-separated")
+    down.add_argument("--reranker", default=env("RERANKER", "") or None, help="reranker host:port")
+    srv = parser.add_argument_group("server")
+    srv.add_argument("--host", default=env("HOST", "127.0.0.1"))
+    srv.add_argument("--port", type=int, default=int(env("PORT", "0")), help="0 picks a free port")
+    srv.add_argument("--port-file", type=Path, default=None, help="write the bound port here once SERVING")
+    srv.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
+    srv.add_argument("--grace-seconds", type=float, default=5.0)
+    srv.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for retrievers")
+    srv.add_argument(
+        "--log-level",
+        default=env("LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+    )
+    lim = parser.add_argument_group("limits and budgets")
+    lim.add_argument("--max-top-k", type=int, default=100)
+    lim.add_argument("--max-query-chars", type=int, default=2048)
+    lim.add_argument("--max-retrieval-depth", type=int, default=1000)
+    lim.add_argument("--max-rerank-depth", type=int, default=200)
+    lim.add_argument("--default-deadline", type=float, default=2.0, help="seconds, when the client sets none")
+    lim.add_argument(
+        "--deadline-margin", type=float, default=0.02, help="seconds kept back per downstream call"
+    )
+    lim.add_argument("--rerank-share", type=float, default=0.5, help="budget share kept for reranking")
+    lim.add_argument("--variants", type=Path, default=env("VARIANTS", "") or None, help="variants YAML")
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Parses gateway flags; a bad flag or config exits 2 with a message naming it."""
+    parser = build_parser(os.environ if environ is None else environ)
+    fail = _Fail(parser)
+    try:
+        args = parser.parse_args(argv)
+    except ValueError as exc:  # a bad number in the environment
+        fail(str(exc))
+    groups: dict[str, tuple[str, ...]] = {}
+    reranker: str | None = None
+    if args.config is not None:
+        groups, reranker = _read_config(args.config, fail)
+    for group in GROUPS:
+        flagged = _split(getattr(args, group))
+        if flagged:
+            groups[group] = flagged
+    if args.reranker is not None:
+        reranker = args.reranker
+    try:
+        return Settings(
+            retrievers={g: a for g, a in groups.items() if a},
+            reranker=reranker,
+            host=args.host,
+            port=args.port,
+            port_file=args.port_file,
+            max_top_k=args.max_top_k,
+            max_query_chars=args.max_query_chars,
+            max_retrieval_depth=args.max_retrieval_depth,
+            max_rerank_depth=args.max_rerank_depth,
+            default_deadline_seconds=args.default_deadline,
+            deadline_margin_seconds=args.deadline_margin,
+            rerank_share=args.rerank_share,
+            variants=args.variants,
+            reflection=args.reflection,
+            log_level=args.log_level,
+            grace_seconds=args.grace_seconds,
+            startup_timeout_seconds=args.startup_timeout,
+        )
+    except ValueError as exc:
+        fail(str(exc))

@@ -1,0 +1,96 @@
+"""Build the gateway's gRPC server in one function, run it in another (health, reflection, graceful stop)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import grpc
+from grpc_health.v1 import health
+from search.v1 import search_service_pb2, search_service_pb2_grpc
+
+from gateway.bootstrap import Gateway, bootstrap, wait_until_ready
+from gateway.config import Settings
+from gateway.pipeline import SearchPipeline
+from gateway.servicer import RequestLimits, SearchServicer
+from gateway.variants import VariantTable
+from search_common.grpc_server import (
+    add_standard_services,
+    bind,
+    message_size_options,
+    run_until_signal,
+    set_serving,
+)
+from search_common.processes import write_port_file
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = search_service_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+
+
+class BoundServer(NamedTuple):
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+
+def create_server(
+    settings: Settings,
+    pipeline: SearchPipeline,
+    variants: VariantTable,
+    limits: RequestLimits | None = None,
+) -> BoundServer:
+    """A bound, not yet started server; health reports NOT_SERVING until `set_serving` is called."""
+    server = grpc.aio.server(options=message_size_options())
+    servicer = SearchServicer(
+        pipeline,
+        variants,
+        limits
+        or RequestLimits(
+            settings.max_top_k,
+            settings.max_query_chars,
+            settings.max_retrieval_depth,
+            settings.max_rerank_depth,
+        ),
+        settings.default_deadline_seconds,
+    )
+    search_service_pb2_grpc.add_SearchServiceServicer_to_server(servicer, server)
+    health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
+    port = bind(server, settings.address)
+    return BoundServer(server, port, health_servicer)
+
+
+async def start_gateway(settings: Settings, gateway: Gateway) -> BoundServer:
+    """Starts the server, waits for every retriever group, then reports SERVING and writes the port file."""
+    bound = create_server(settings, gateway.pipeline, gateway.variants, gateway.limits)
+    await bound.server.start()
+    try:
+        await wait_until_ready(gateway.retrievers, settings.startup_timeout_seconds)
+    except BaseException:
+        await bound.server.stop(0)
+        raise
+    await set_serving(bound.health, [SERVICE_NAME], True)
+    if settings.port_file is not None:
+        write_port_file(Path(settings.port_file), bound.port)
+    logger.info(
+        "gateway serving on %s:%d (groups %s, reranker %s, variants %s, default %s)",
+        settings.host,
+        bound.port,
+        ", ".join(gateway.pipeline.groups),
+        "yes" if gateway.reranker is not None else "none",
+        ", ".join(n for n in gateway.variants.names if n not in gateway.variants.unservable),
+        gateway.variants.default_name,
+    )
+    return bound
+
+
+async def serve(settings: Settings) -> None:
+    """Runs the gateway until SIGTERM/SIGINT, then drains and closes its channels."""
+    gateway = bootstrap(settings)
+    try:
+        bound = await start_gateway(settings, gateway)
+    except BaseException:
+        await gateway.close()
+        raise
+    await run_until_signal(bound.server, bound.health, settings.grace_seconds, cleanups=[gateway.close])
