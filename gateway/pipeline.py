@@ -251,7 +251,11 @@ class SearchPipeline:
         return remaining * (1.0 - self._rerank_share) if will_rerank else remaining
 
     async def _retrieve_one(
-        self, retriever: Retriever, text: str, k: int, timeout: float | None  # noqa: ASYNC109
+        self,
+        retriever: Retriever,
+        text: str,
+        k: int,
+        timeout: float | None,  # noqa: ASYNC109
     ) -> tuple[RetrievalResult | None, BaseException | None, float]:
         started = time.monotonic()
         try:
