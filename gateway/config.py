@@ -222,3 +222,65 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         )
     except ValueError as exc:
         fail(str(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSettings:
+    """Flags of `search-eval`."""
+
+    dataset: Path
+    split: str
+    pipelines: tuple[str, ...]
+    results_dir: Path = Path("bench/results")
+    index_root: Path = Path("var/indexes")
+    shards: int = 1
+    reranker: str = "none"
+    variants: Path | None = None
+    concurrency: int = 8
+    max_queries: int | None = None
+    log_level: str = "INFO"
+
+
+def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str]) -> EvalSettings:
+    """Parses `search-eval` flags; a bad flag exits 2 with a message naming it."""
+    parser = argparse.ArgumentParser(
+        prog="search-eval", description="Run named pipelines over a BEIR dataset; write quality rows."
+    )
+    parser.add_argument("--dataset", type=Path, required=True, help="BEIR-layout dataset folder")
+    parser.add_argument("--split", default="test", help="qrels split (qrels/<split>.tsv)")
+    parser.add_argument(
+        "--pipeline", action="append", required=True, help="variant name to evaluate (repeatable)"
+    )
+    parser.add_argument("--results-dir", type=Path, default=Path("bench/results"))
+    parser.add_argument("--index-root", type=Path, default=Path("var/indexes"), help="index cache root")
+    parser.add_argument("--shards", type=int, default=1, help="dense index shards (BM25 has one)")
+    parser.add_argument("--reranker", default="none", choices=list(reranker_choices))
+    parser.add_argument("--variants", type=Path, default=None, help="variants YAML (default: packaged)")
+    parser.add_argument("--concurrency", type=int, default=8, help="queries in flight")
+    parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
+    )
+    args = parser.parse_args(argv)
+    if not (args.dataset / "corpus.jsonl").is_file():
+        parser.error(f"--dataset {args.dataset}: no corpus.jsonl there (expected the BEIR layout)")
+    if not (args.dataset / "qrels" / f"{args.split}.tsv").is_file():
+        parser.error(f"--split {args.split}: {args.dataset}/qrels/{args.split}.tsv not found")
+    for flag, value in (("--shards", args.shards), ("--concurrency", args.concurrency)):
+        if value <= 0:
+            parser.error(f"{flag} must be positive, got {value}")
+    if args.max_queries is not None and args.max_queries <= 0:
+        parser.error(f"--max-queries must be positive, got {args.max_queries}")
+    return EvalSettings(
+        dataset=args.dataset,
+        split=args.split,
+        pipelines=tuple(dict.fromkeys(args.pipeline)),
+        results_dir=args.results_dir,
+        index_root=args.index_root,
+        shards=args.shards,
+        reranker=args.reranker,
+        variants=args.variants,
+        concurrency=args.concurrency,
+        max_queries=args.max_queries,
+        log_level=args.log_level,
+    )

@@ -1,0 +1,44 @@
+"""search-eval's pure parts: scoring a run with ir_measures, merging rows into quality.json/quality.md."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from gateway.evaluate import QualityRow, score_run, update_results
+
+
+def test_score_run_counts_every_judged_query() -> None:
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 1}}
+    run = {"q1": ["a", "x"], "q2": ["x", "y", "b"]}  # q3 has no hits at all
+    scores = score_run(run, qrels)
+    assert scores["mrr@10"] == pytest.approx((1 + 1 / 3 + 0) / 3)
+    assert scores["recall@100"] == pytest.approx(2 / 3)
+    assert scores["ndcg@10"] == pytest.approx((1 + 1 / math.log2(4) + 0) / 3)
+
+
+def test_score_run_uses_rank_not_doc_id_order() -> None:
+    scores = score_run({"q": ["z", "a"]}, {"q": {"a": 1}})
+    assert scores["mrr@10"] == pytest.approx(0.5)
+
+
+def _row(pipeline: str, ndcg: float, dataset: str = "scifact") -> QualityRow:
+    return QualityRow(dataset, "test", pipeline, ndcg, 0.5, 0.9, 300)
+
+
+def test_update_results_replaces_own_rows_and_keeps_others(tmp_path: Path) -> None:
+    update_results(tmp_path, [_row("dense", 0.6), _row("bm25", 0.67), _row("dense", 0.1, "other")])
+    json_path, md_path = update_results(tmp_path, [_row("dense", 0.65)])
+    rows = json.loads(json_path.read_text())
+    assert [(r["dataset"], r["pipeline"], r["ndcg@10"]) for r in rows] == [
+        ("other", "dense", 0.1),
+        ("scifact", "bm25", 0.67),
+        ("scifact", "dense", 0.65),
+    ]
+    assert set(rows[0]) == {"dataset", "split", "pipeline", "ndcg@10", "mrr@10", "recall@100", "queries"}
+    table = md_path.read_text()
+    assert "| scifact | test | dense | 0.6500 | 0.5000 | 0.9000 | 300 |" in table
+    assert table.count("\n| ") == 4  # header + 3 rows
