@@ -2,7 +2,8 @@
 
 The same code scores pairs in the reranker's embedded ONNX backend and inside Triton's python backend
 (`triton_models/cross_encoder/1/model.py`), so scores agree between the two. It imports only numpy,
-onnxruntime, tokenizers and the standard library: the Triton server's environment has nothing else.
+tokenizers, onnxruntime (lazily, in `load`) and the standard library: the Triton server's environment has
+nothing else, and a Triton-only reranker image can use the pure helpers without onnxruntime.
 
 An artifact is a directory `<root>/<version>/` holding `model.onnx` (inputs `input_ids`, `attention_mask`,
 optionally `token_type_ids`, int64 [batch, seq]; output `logits` float32 [batch, 1]), `tokenizer.json` and a
@@ -24,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from search_common.artifacts import ArtifactError, read_manifest, verify_checksums
@@ -236,6 +236,8 @@ class CrossEncoderRuntime:
         Raises:
             ArtifactError: missing or corrupt files, an unsupported manifest or an unexpected model graph.
         """
+        import onnxruntime as ort  # here, so the pure helpers import without it (Triton-only images)
+
         manifest = read_cross_encoder_manifest(artifact_dir, verify=verify_checksums)
         try:
             tokenizer = Tokenizer.from_file(str(artifact_dir / TOKENIZER_FILE))

@@ -128,6 +128,18 @@ class TritonInstallation:
                 raise LocalServiceError(f"nvidia-pytriton in {venv} lacks {path}")
         return found
 
+    def cannot_run(self) -> str | None:
+        """Why the tritonserver binary cannot start on this machine (missing libraries, wrong arch), or None."""
+        try:
+            probe = subprocess.run(
+                [str(self.binary), "--help"], env=self.environment(), capture_output=True, text=True, timeout=60
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{self.binary} does not execute: {exc}"
+        if "Usage: tritonserver" in probe.stdout:
+            return None
+        return f"{self.binary} does not start: {(probe.stderr or probe.stdout).strip()[-500:]}"
+
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
@@ -168,13 +180,22 @@ def assemble_model_repository(
     artifact_root: Path,
     artifact_version: str,
     artifact_name: str = "",
+    artifact_max_length: int | None = None,
     source: Path = DEFAULT_MODEL_SOURCE,
     intra_op_threads: int = 0,
     instance_count: int = 1,
 ) -> Path:
-    """Copies `triton_models/` to destination with the artifact placeholders in config.pbtxt filled in."""
+    """Copies `triton_models/` to destination with the artifact placeholders in config.pbtxt filled in.
+
+    Name and max_length default to the artifact manifest's; the model refuses to load if they disagree.
+    """
+    from search_common.artifacts import read_manifest
+
     if not (artifact_root / artifact_version / "manifest.json").is_file():
         raise LocalServiceError(f"no cross-encoder artifact at {artifact_root / artifact_version}")
+    manifest = read_manifest(artifact_root / artifact_version, ("name", "max_length"))
+    artifact_name = artifact_name or str(manifest["name"])
+    artifact_max_length = artifact_max_length or int(manifest["max_length"])
     if destination.exists():
         shutil.rmtree(destination)
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -187,6 +208,7 @@ def assemble_model_repository(
         config.replace(tc.ARTIFACT_PLACEHOLDER, str(artifact_root.resolve()))
         .replace(tc.VERSION_PLACEHOLDER, artifact_version)
         .replace(tc.NAME_PLACEHOLDER, artifact_name)
+        .replace(tc.MAX_LENGTH_PLACEHOLDER, str(artifact_max_length or ""))
         .replace(
             'key: "INTRA_OP_THREADS"\n  value: { string_value: "0" }',
             f'key: "INTRA_OP_THREADS"\n  value: {{ string_value: "{intra_op_threads}" }}',
@@ -507,15 +529,13 @@ def triton_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-file", type=Path, default=None, help="also write TRITON_URL=... here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from search_common.artifacts import latest_version, read_manifest
+    from search_common.artifacts import latest_version
 
     version_dir = args.artifact_root / args.version if args.version else latest_version(args.artifact_root)
-    manifest = read_manifest(version_dir, ("name", "version"))
     repository = assemble_model_repository(
         args.repository,
         artifact_root=version_dir.parent,
         artifact_version=version_dir.name,
-        artifact_name=str(manifest["name"]),
         intra_op_threads=args.intra_op_threads,
     )
     server = TritonServer(

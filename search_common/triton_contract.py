@@ -23,9 +23,12 @@ PARAM_ARTIFACT_VERSION = "ARTIFACT_VERSION"
 # The manifest name the model must load; the model refuses to load a different one, so clients can trust
 # ARTIFACT_NAME/ARTIFACT_VERSION from the model config as the served model's identity (cache keys use it).
 PARAM_ARTIFACT_NAME = "ARTIFACT_NAME"
+# Tokens per pair the artifact was built for (its manifest max_length); the model checks it at load.
+PARAM_ARTIFACT_MAX_LENGTH = "ARTIFACT_MAX_LENGTH"
 PARAM_INTRA_OP_THREADS = "INTRA_OP_THREADS"
 PARAM_EXECUTION_ENV_PATH = "EXECUTION_ENV_PATH"
 # Placeholder the committed config carries; deploy/local assembles a repository with the real values.
 ARTIFACT_PLACEHOLDER = "__ARTIFACT_ROOT__"
 VERSION_PLACEHOLDER = "__ARTIFACT_VERSION__"
 NAME_PLACEHOLDER = "__ARTIFACT_NAME__"
+MAX_LENGTH_PLACEHOLDER = "__ARTIFACT_MAX_LENGTH__"

@@ -78,6 +78,11 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"artifact {root}/{version} is {self._runtime.name}, config expects {expected_name}"
             )
+        expected_max_length = _parameter(config, tc.PARAM_ARTIFACT_MAX_LENGTH, "")
+        if expected_max_length.isdigit() and int(expected_max_length) != self._runtime.max_length:
+            raise pb_utils.TritonModelException(
+                f"artifact max_length is {self._runtime.max_length}, config says {expected_max_length}"
+            )
         self._batch_size = max(1, int(config.get("max_batch_size", 32)))
         output = pb_utils.get_output_config_by_name(config, tc.OUTPUT_SCORE)
         self._score_dtype = pb_utils.triton_string_to_numpy(output["data_type"])

@@ -1,0 +1,91 @@
+"""In-process ONNX Runtime scorer: the embedded default, and what the gateway's evaluation uses.
+
+Tokenisation and `InferenceSession.run` block, so they run on a small dedicated thread pool; a bounded count
+of waiting requests turns overload into RESOURCE_EXHAUSTED instead of an ever-growing queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from search_common.artifacts import MANIFEST_NAME, latest_version
+from search_common.cross_encoder_runtime import CrossEncoderRuntime
+from search_common.errors import ResourceExhausted
+
+logger = logging.getLogger(__name__)
+
+WARMUP_QUERY = "warm up the reranker"
+
+
+def resolve_artifact(path: Path) -> Path:
+    """An artifact version directory itself, or the newest version below a root."""
+    return path if (path / MANIFEST_NAME).is_file() else latest_version(path)
+
+
+class OnnxScorer:
+    """`Scorer` over a `CrossEncoderRuntime`, run off the event loop.
+
+    Args:
+        runtime: the loaded model.
+        threads: batches scored at once (each on its own thread).
+        max_pending: requests admitted (running or waiting) before ResourceExhausted.
+        batch_size: pairs per ONNX Runtime call.
+    """
+
+    def __init__(
+        self, runtime: CrossEncoderRuntime, *, threads: int = 1, max_pending: int = 64, batch_size: int = 32
+    ) -> None:
+        self._runtime = runtime
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onnx-scorer")
+        self._max_pending = max_pending
+        self._pending = 0
+        self._batch_size = batch_size
+
+    @classmethod
+    def load(
+        cls, artifact: Path, *, threads: int = 1, intra_op_threads: int = 0, max_pending: int = 64
+    ) -> OnnxScorer:
+        runtime = CrossEncoderRuntime.load(resolve_artifact(artifact), intra_op_threads=intra_op_threads)
+        return cls(runtime, threads=threads, max_pending=max_pending)
+
+    @property
+    def model_name(self) -> str:
+        return self._runtime.name
+
+    @property
+    def model_version(self) -> str:
+        return self._runtime.version
+
+    @property
+    def max_length(self) -> int:
+        return self._runtime.max_length
+
+    async def start(self) -> None:
+        """Nothing to connect; one tiny scoring call warms ONNX Runtime's first-run allocations."""
+        await self.score(WARMUP_QUERY, ["warm-up document"])
+
+    async def score(
+        self, query: str, texts: Sequence[str], max_length: int | None = None
+    ) -> npt.NDArray[np.float32]:
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        if self._pending >= self._max_pending:
+            raise ResourceExhausted(f"reranker busy: {self._pending} requests already waiting to be scored")
+        self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._executor, self._runtime.score, query, list(texts), max_length, self._batch_size
+            )
+        finally:
+            self._pending -= 1
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,191 @@
+"""Triton scorer: the cross-encoder served by tritonserver (`triton_models/cross_encoder`), over gRPC aio.
+
+At start it reads the model config once: `max_batch_size` (pairs per request) and the artifact's name,
+version and max_length (the model refuses to load an artifact that disagrees with them, so they are the
+served model's identity and safe to key the score cache by). A score call sorts the documents by length, so
+each chunk holds documents of similar size, sends the chunks concurrently (Triton's dynamic batcher merges
+them with other callers' requests), and restores input order. Every call carries a timeout; Triton errors
+become the domain errors in search_common.errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tritonclient.grpc import aio as triton_aio
+from tritonclient.utils import InferenceServerException
+
+from search_common import triton_contract as tc
+from search_common.cross_encoder_runtime import batch_slices, length_order
+from search_common.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ResourceExhausted,
+    SearchError,
+    Unavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+COMPONENT = "triton"
+
+
+def to_domain_error(exc: InferenceServerException) -> SearchError:
+    """Maps a Triton client error to the domain error the servicer turns into a gRPC status."""
+    status = str(exc.status() or "")
+    message = str(exc.message() or "")
+    lowered = message.lower()
+    if "DEADLINE_EXCEEDED" in status or "deadline" in lowered:
+        return DeadlineExceeded(f"{COMPONENT}: deadline exceeded")
+    if "exceeds maximum queue size" in lowered or "RESOURCE_EXHAUSTED" in status:
+        return ResourceExhausted(f"{COMPONENT}: queue full, retry later")
+    if "timeout expired" in lowered:
+        return DeadlineExceeded(f"{COMPONENT}: request timed out in the queue")
+    if "INVALID_ARGUMENT" in status:
+        return InvalidArgument(f"{COMPONENT}: {message}")
+    return Unavailable(f"{COMPONENT}: {status.rsplit('.', 1)[-1].lower() or 'error'}")
+
+
+class TritonScorer:
+    """`Scorer` over a Triton-served cross-encoder.
+
+    Args:
+        url: Triton's gRPC address, `host:port`.
+        model: the Triton model name.
+        timeout_seconds: client-side timeout of every call.
+    """
+
+    def __init__(self, url: str, model: str = tc.MODEL_NAME, *, timeout_seconds: float = 10.0) -> None:
+        self._url = url
+        self._model = model
+        self._timeout = timeout_seconds
+        self._client: triton_aio.InferenceServerClient | None = None
+        self._max_batch_size = 0
+        self._name = ""
+        self._version = ""
+        self._max_length = 0
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def model_version(self) -> str:
+        return self._version
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._max_batch_size
+
+    async def start(self) -> None:
+        """Connects and reads the model config; raises Unavailable when the model is not ready."""
+        if self._client is not None:
+            return
+        client = triton_aio.InferenceServerClient(self._url)
+        try:
+            if not await client.is_model_ready(self._model, client_timeout=self._timeout):
+                raise Unavailable(f"{COMPONENT}: model {self._model} is not ready")
+            response: Any = await client.get_model_config(
+                self._model, as_json=True, client_timeout=self._timeout
+            )
+        except InferenceServerException as exc:
+            await client.close()
+            raise to_domain_error(exc) from None
+        except BaseException:
+            await client.close()
+            raise
+        config = response["config"]
+        params = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+        max_batch_size = int(config.get("max_batch_size", 0))
+        name = params.get(tc.PARAM_ARTIFACT_NAME, "")
+        version = params.get(tc.PARAM_ARTIFACT_VERSION, "")
+        max_length = params.get(tc.PARAM_ARTIFACT_MAX_LENGTH, "")
+        if max_batch_size <= 0 or not name or not version or not max_length.isdigit():
+            await client.close()
+            raise Unavailable(
+                f"{COMPONENT}: model {self._model} config lacks max_batch_size or the artifact's "
+                f"{tc.PARAM_ARTIFACT_NAME}/{tc.PARAM_ARTIFACT_VERSION}/{tc.PARAM_ARTIFACT_MAX_LENGTH}"
+            )
+        self._client = client
+        self._max_batch_size = max_batch_size
+        self._name, self._version, self._max_length = name, version, int(max_length)
+        logger.info(
+            "triton scorer: %s at %s serves %s %s (max batch %d pairs)",
+            self._model,
+            self._url,
+            name,
+            version,
+            max_batch_size,
+        )
+
+    async def score(
+        self, query: str, texts: Sequence[str], max_length: int | None = None
+    ) -> npt.NDArray[np.float32]:
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        if self._client is None:
+            raise Unavailable(f"{COMPONENT}: scorer not started")
+        order, inverse = length_order([len(text) for text in texts])
+        chunks = [[texts[i] for i in order[part]] for part in batch_slices(len(texts), self._max_batch_size)]
+        parts = await asyncio.gather(
+            *(self._infer(self._client, query, chunk, max_length) for chunk in chunks)
+        )
+        return np.concatenate(parts).astype(np.float32, copy=False)[inverse]
+
+    async def _infer(
+        self,
+        client: triton_aio.InferenceServerClient,
+        query: str,
+        texts: Sequence[str],
+        max_length: int | None,
+    ) -> npt.NDArray[np.float32]:
+        return await infer_pairs(
+            client, self._model, [query] * len(texts), texts, max_length=max_length, timeout=self._timeout
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+async def infer_pairs(
+    client: triton_aio.InferenceServerClient,
+    model: str,
+    queries: Sequence[str],
+    texts: Sequence[str],
+    *,
+    max_length: int | None = None,
+    timeout: float = 10.0,  # noqa: ASYNC109
+) -> npt.NDArray[np.float32]:
+    """One Triton request scoring (queries[i], texts[i]) pairs; errors become domain errors."""
+    query_input = triton_aio.InferInput(tc.INPUT_QUERY, [len(queries), 1], "BYTES")
+    query_input.set_data_from_numpy(np.array([q.encode() for q in queries], dtype=np.object_).reshape(-1, 1))
+    text_input = triton_aio.InferInput(tc.INPUT_DOCUMENT, [len(texts), 1], "BYTES")
+    text_input.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1))
+    try:
+        result = await client.infer(
+            model,
+            [query_input, text_input],
+            outputs=[triton_aio.InferRequestedOutput(tc.OUTPUT_SCORE)],
+            client_timeout=timeout,
+            parameters={tc.REQUEST_PARAM_MAX_LENGTH: max_length} if max_length else None,
+        )
+    except InferenceServerException as exc:
+        raise to_domain_error(exc) from None
+    scores = result.as_numpy(tc.OUTPUT_SCORE)
+    if scores is None or scores.size != len(texts):
+        raise Unavailable(
+            f"{COMPONENT}: model returned {0 if scores is None else scores.size} scores "
+            f"for {len(texts)} pairs"
+        )
+    return np.asarray(scores, dtype=np.float32).reshape(-1)

@@ -1,0 +1,80 @@
+"""The composition root: the only place a scorer and a score cache are chosen from Settings.
+
+Backends are imported lazily, so a Triton-only image needs no onnxruntime and an embedded one no
+tritonclient.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from reranker_service.config import Settings
+from reranker_service.ports import ScoreCache, Scorer
+from reranker_service.scoring import RequestLimits, RerankCore
+from search_common.ports import Reranker
+
+logger = logging.getLogger(__name__)
+
+
+def build_scorer(settings: Settings) -> Scorer:
+    if settings.backend == "triton":
+        from reranker_service.backends.triton import TritonScorer
+
+        return TritonScorer(
+            settings.triton_url, settings.triton_model, timeout_seconds=settings.triton_timeout_seconds
+        )
+    from reranker_service.backends.onnx import OnnxScorer
+
+    assert settings.artifact_dir is not None  # Settings checks it for the onnx backend
+    return OnnxScorer.load(
+        settings.artifact_dir,
+        threads=settings.threads,
+        intra_op_threads=settings.intra_op_threads,
+        max_pending=settings.max_pending,
+    )
+
+
+def build_cache(settings: Settings) -> ScoreCache | None:
+    if settings.cache == "redis":
+        from reranker_service.cache.redis import RedisScoreCache
+
+        return RedisScoreCache(
+            settings.redis_url,
+            ttl_seconds=settings.cache_ttl_seconds,
+            password=settings.redis_password,
+            ca_file=settings.redis_ca_file,
+            timeout_seconds=settings.redis_timeout_seconds,
+        )
+    if settings.cache == "lru":
+        from reranker_service.cache.lru import LruScoreCache
+
+        return LruScoreCache(settings.lru_size)
+    return None
+
+
+def build_core(
+    settings: Settings, *, scorer: Scorer | None = None, cache: ScoreCache | None = None
+) -> RerankCore:
+    """The reranking core from Settings; `scorer` and `cache` override the configured adapters."""
+    limits = RequestLimits(
+        max_documents=settings.max_documents,
+        max_query_chars=settings.max_query_chars,
+        max_document_chars=settings.max_document_chars,
+    )
+    return RerankCore(
+        scorer if scorer is not None else build_scorer(settings),
+        cache if cache is not None else build_cache(settings),
+        limits,
+    )
+
+
+def build_reranker(settings: Settings) -> Reranker:
+    """An in-process `search_common.ports.Reranker` (the scoring core), for the gateway's embedded use."""
+    return build_core(settings)
+
+
+def build_local_reranker(artifact_dir: Path, cache: Literal["lru", "none"] = "lru") -> Reranker:
+    """The embedded reranker: ONNX Runtime over `artifact_dir` (a version or a root) with an LRU cache."""
+    return build_reranker(Settings(backend="onnx", artifact_dir=artifact_dir, cache=cache))

@@ -1,0 +1,155 @@
+"""Settings for the reranker server: the only place that reads argv or the environment.
+
+Flags win over environment variables (`SEARCH_RERANKER_*`), which win over the defaults below. Secrets
+(the Redis password) come from the environment only, so they never show in a process listing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from search_common import triton_contract
+
+ENV_PREFIX = "SEARCH_RERANKER_"
+
+BackendKind = Literal["onnx", "triton"]
+CacheKind = Literal["lru", "redis", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the reranker needs, parsed once in `__main__` (or built in code) and passed down."""
+
+    backend: BackendKind = "onnx"
+    # onnx: an artifact version directory, or a root whose newest version is used.
+    artifact_dir: Path | None = None
+    # triton: gRPC address and model name; every call carries this timeout.
+    triton_url: str = "127.0.0.1:8001"
+    triton_model: str = triton_contract.MODEL_NAME
+    triton_timeout_seconds: float = 10.0
+    cache: CacheKind = "lru"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: str | None = None
+    # Verifies a `rediss://` server against this CA bundle (TLS is chosen by the URL scheme).
+    redis_ca_file: Path | None = None
+    redis_timeout_seconds: float = 0.25
+    cache_ttl_seconds: int = 7 * 24 * 3600
+    lru_size: int = 100_000
+    max_documents: int = 256
+    max_query_chars: int = 2_000
+    max_document_chars: int = 20_000
+    host: str = "127.0.0.1"
+    port: int = 0
+    port_file: Path | None = None
+    reflection: bool = True
+    # onnx: scoring threads (concurrent batches) and ONNX Runtime intra-op threads (0 = ORT decides).
+    threads: int = 1
+    intra_op_threads: int = 0
+    # onnx: requests waiting for a scoring thread before RESOURCE_EXHAUSTED.
+    max_pending: int = 64
+    grace_seconds: float = 5.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("onnx", "triton"):
+            raise ValueError(f"backend must be onnx or triton, got {self.backend!r}")
+        if self.cache not in ("lru", "redis", "none"):
+            raise ValueError(f"cache must be lru, redis or none, got {self.cache!r}")
+        if self.backend == "onnx" and self.artifact_dir is None:
+            raise ValueError("the onnx backend needs --artifact-dir (a cross-encoder artifact)")
+        for name in (
+            "max_documents",
+            "max_query_chars",
+            "max_document_chars",
+            "lru_size",
+            "threads",
+            "max_pending",
+            "cache_ttl_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.triton_timeout_seconds <= 0 or self.redis_timeout_seconds <= 0:
+            raise ValueError("timeouts must be positive")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _env(environ: Mapping[str, str], key: str, default: str) -> str:
+    return environ.get(ENV_PREFIX + key, default)
+
+
+def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Parses server flags; argparse exits 2 with a message naming a bad flag."""
+    env = os.environ if environ is None else environ
+    defaults = Settings(backend="triton")
+    parser = argparse.ArgumentParser(prog="search-reranker", description="Serve the cross-encoder reranker.")
+    parser.add_argument("--backend", choices=["onnx", "triton"], default=_env(env, "BACKEND", "onnx"))
+    parser.add_argument("--artifact-dir", type=Path, default=_env(env, "ARTIFACT_DIR", "") or None)
+    parser.add_argument("--triton-url", default=_env(env, "TRITON_URL", defaults.triton_url))
+    parser.add_argument("--triton-model", default=_env(env, "TRITON_MODEL", defaults.triton_model))
+    parser.add_argument(
+        "--triton-timeout-seconds", type=float, default=float(_env(env, "TRITON_TIMEOUT_SECONDS", "10"))
+    )
+    parser.add_argument("--cache", choices=["lru", "redis", "none"], default=_env(env, "CACHE", "lru"))
+    parser.add_argument("--redis-url", default=_env(env, "REDIS_URL", defaults.redis_url))
+    parser.add_argument("--redis-ca-file", type=Path, default=_env(env, "REDIS_CA_FILE", "") or None)
+    parser.add_argument(
+        "--redis-timeout-seconds", type=float, default=float(_env(env, "REDIS_TIMEOUT_SECONDS", "0.25"))
+    )
+    parser.add_argument(
+        "--cache-ttl-seconds", type=int, default=int(_env(env, "CACHE_TTL_SECONDS", str(7 * 24 * 3600)))
+    )
+    parser.add_argument("--lru-size", type=int, default=int(_env(env, "LRU_SIZE", "100000")))
+    parser.add_argument("--max-documents", type=int, default=int(_env(env, "MAX_DOCUMENTS", "256")))
+    parser.add_argument("--max-query-chars", type=int, default=int(_env(env, "MAX_QUERY_CHARS", "2000")))
+    parser.add_argument(
+        "--max-document-chars", type=int, default=int(_env(env, "MAX_DOCUMENT_CHARS", "20000"))
+    )
+    parser.add_argument("--host", default=_env(env, "HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(_env(env, "PORT", "0")), help="0 picks a free port")
+    parser.add_argument("--port-file", type=Path, default=None, help="write the bound port here once SERVING")
+    parser.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--threads", type=int, default=int(_env(env, "THREADS", "1")))
+    parser.add_argument("--intra-op-threads", type=int, default=int(_env(env, "INTRA_OP_THREADS", "0")))
+    parser.add_argument("--max-pending", type=int, default=int(_env(env, "MAX_PENDING", "64")))
+    parser.add_argument("--grace-seconds", type=float, default=float(_env(env, "GRACE_SECONDS", "5")))
+    parser.add_argument("--log-level", default=_env(env, "LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    try:
+        return Settings(
+            backend=args.backend,
+            artifact_dir=args.artifact_dir,
+            triton_url=args.triton_url,
+            triton_model=args.triton_model,
+            triton_timeout_seconds=args.triton_timeout_seconds,
+            cache=args.cache,
+            redis_url=args.redis_url,
+            redis_password=env.get(ENV_PREFIX + "REDIS_PASSWORD") or None,
+            redis_ca_file=args.redis_ca_file,
+            redis_timeout_seconds=args.redis_timeout_seconds,
+            cache_ttl_seconds=args.cache_ttl_seconds,
+            lru_size=args.lru_size,
+            max_documents=args.max_documents,
+            max_query_chars=args.max_query_chars,
+            max_document_chars=args.max_document_chars,
+            host=args.host,
+            port=args.port,
+            port_file=args.port_file,
+            reflection=args.reflection,
+            threads=args.threads,
+            intra_op_threads=args.intra_op_threads,
+            max_pending=args.max_pending,
+            grace_seconds=args.grace_seconds,
+            log_level=args.log_level,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))

@@ -1,0 +1,199 @@
+"""The reranking core: validation, score-cache read-through, scoring the misses, write-back.
+
+`RerankCore` implements `search_common.ports.Reranker` in-process: the gRPC servicer delegates to it, and the
+gateway's evaluation and embedded demo call it directly (see `bootstrap.build_local_reranker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reranker_service.ports import ScoreCache, Scorer
+from search_common.documents import Document, RerankResult
+from search_common.errors import DeadlineExceeded, InvalidArgument, NotFound
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "rr1"
+MIN_SEQUENCE_LENGTH = 8
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def cache_key(
+    model_name: str, model_version: str, max_length: int, query_hash: str, doc_id: str, text: str
+) -> str:
+    """Key of one (query, document) score.
+
+    Model name and version are part of it, so a new model version never reads the old one's scores; the
+    document text's hash is part of it, so an edited document under the same id is scored again; the
+    token budget is part of it, because truncation changes the score.
+    """
+    return f"{KEY_PREFIX}:{model_name}:{model_version}:{max_length}:{query_hash}:{doc_id}:{_digest(text)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    max_documents: int = 256
+    max_query_chars: int = 2_000
+    max_document_chars: int = 20_000
+
+
+@dataclass(slots=True)
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    # Lookups and writes the cache adapter bypassed because the cache failed.
+    errors: int = 0
+
+
+class RerankCore:
+    """Scores documents against a query through a score cache.
+
+    Args:
+        scorer: the cross-encoder adapter.
+        cache: a score cache, or None to always score.
+        limits: request bounds; requests outside them raise InvalidArgument.
+    """
+
+    def __init__(self, scorer: Scorer, cache: ScoreCache | None, limits: RequestLimits | None = None) -> None:
+        self._scorer = scorer
+        self._cache = cache
+        self._limits = limits or RequestLimits()
+        self._stats = CacheStats()
+        self._started = False
+        self._start_lock = asyncio.Lock()
+
+    @property
+    def scorer(self) -> Scorer:
+        return self._scorer
+
+    def cache_stats(self) -> CacheStats:
+        errors = self._cache.errors if self._cache is not None else 0
+        return CacheStats(self._stats.hits, self._stats.misses, errors)
+
+    async def start(self) -> None:
+        """Connects the scorer (learning model name and version); every rerank awaits it first."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if not self._started:
+                await self._scorer.start()
+                self._started = True
+
+    def _validate(
+        self, query: str, documents: Sequence[Document], model: str, max_sequence_length: int
+    ) -> int:
+        limits = self._limits
+        if not query.strip():
+            raise InvalidArgument("query must not be empty")
+        if len(query) > limits.max_query_chars:
+            raise InvalidArgument(f"query has {len(query)} characters; the limit is {limits.max_query_chars}")
+        if not documents:
+            raise InvalidArgument("documents must not be empty: send at least one document to score")
+        if len(documents) > limits.max_documents:
+            raise InvalidArgument(
+                f"{len(documents)} documents in one request; the limit is {limits.max_documents}"
+            )
+        for index, document in enumerate(documents):
+            if not document.text.strip() and not document.title.strip():
+                raise InvalidArgument(f"documents[{index}] has neither title nor text")
+            if len(document.title) + len(document.text) > limits.max_document_chars:
+                raise InvalidArgument(
+                    f"documents[{index}] has {len(document.title) + len(document.text)} characters; "
+                    f"the limit is {limits.max_document_chars}"
+                )
+        if model and model != self._scorer.model_name:
+            raise NotFound(f"unknown model {model!r}; this reranker serves {self._scorer.model_name!r}")
+        model_max = self._scorer.max_length
+        if max_sequence_length == 0:
+            return model_max
+        if not MIN_SEQUENCE_LENGTH <= max_sequence_length <= model_max:
+            raise InvalidArgument(
+                f"max_sequence_length must be 0 (model default) or between {MIN_SEQUENCE_LENGTH} and "
+                f"{model_max}, got {max_sequence_length}"
+            )
+        return max_sequence_length
+
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[Document],
+        *,
+        model: str = "",
+        max_sequence_length: int = 0,
+        use_cache: bool = True,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> RerankResult:
+        """Scores each document against the query, in input order.
+
+        Raises:
+            InvalidArgument: empty query or document list, too many or too long inputs, bad max length.
+            NotFound: a model name this reranker does not serve.
+            DeadlineExceeded: `timeout` seconds passed first.
+            Unavailable / ResourceExhausted: from the scorer.
+        """
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceeded("reranker: no time left for the request")
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._rerank(query, documents, model, max_sequence_length, use_cache)
+        except TimeoutError:
+            raise DeadlineExceeded(f"reranker: not done within {timeout:.3f}s") from None
+
+    async def _rerank(
+        self, query: str, documents: Sequence[Document], model: str, max_sequence_length: int, use_cache: bool
+    ) -> RerankResult:
+        await self.start()
+        max_length = self._validate(query, documents, model, max_sequence_length)
+        scorer = self._scorer
+        texts = [document.model_text() for document in documents]
+        scores: list[float | None] = [None] * len(documents)
+        cache = self._cache if use_cache else None
+        keys: list[str] = []
+        cache_seconds = 0.0
+        if cache is not None:
+            query_hash = _digest(query)
+            keys = [
+                cache_key(scorer.model_name, scorer.model_version, max_length, query_hash, d.doc_id, t)
+                for d, t in zip(documents, texts, strict=True)
+            ]
+            started = time.perf_counter()
+            scores = await cache.get_many(keys)
+            cache_seconds += time.perf_counter() - started
+        misses = [i for i, score in enumerate(scores) if score is None]
+        hits = len(documents) - len(misses)
+        if cache is not None:
+            self._stats.hits += hits
+            self._stats.misses += len(misses)
+        inference_seconds = 0.0
+        if misses:
+            started = time.perf_counter()
+            fresh = await scorer.score(query, [texts[i] for i in misses], max_length)
+            inference_seconds = time.perf_counter() - started
+            for index, value in zip(misses, fresh.tolist(), strict=True):
+                scores[index] = float(value)
+            if cache is not None:
+                started = time.perf_counter()
+                await cache.put_many({keys[i]: float(fresh[j]) for j, i in enumerate(misses)})
+                cache_seconds += time.perf_counter() - started
+        return RerankResult(
+            scores=[float(s) for s in scores if s is not None],
+            model_name=scorer.model_name,
+            model_version=scorer.model_version,
+            cache_hits=hits,
+            timings={"cache": cache_seconds, "inference": inference_seconds},
+        )
+
+    async def close(self) -> None:
+        """Closes the cache, then the scorer (reverse of construction)."""
+        if self._cache is not None:
+            await self._cache.close()
+        await self._scorer.close()

@@ -1,0 +1,83 @@
+"""Builds and runs the reranker gRPC server: service, health, reflection, readiness, graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health
+from search.v1 import reranker_pb2, reranker_pb2_grpc
+
+from reranker_service.bootstrap import build_core
+from reranker_service.config import Settings
+from reranker_service.scoring import RerankCore
+from reranker_service.servicer import RerankerServicer
+from search_common.grpc_server import (
+    add_standard_services,
+    bind,
+    message_size_options,
+    run_until_signal,
+    set_serving,
+)
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = reranker_pb2.DESCRIPTOR.services_by_name["RerankerService"].full_name
+
+
+@dataclass(slots=True)
+class RerankerServer:
+    """A built, not yet started server and the handles `serve` needs to drive readiness."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    servicer: RerankerServicer
+
+    async def mark_ready(self, core: RerankCore) -> None:
+        """Connects and warms the scorer, attaches the core, and reports SERVING."""
+        await core.start()
+        self.servicer.attach(core)
+        await set_serving(self.health, [SERVICE_NAME], serving=True)
+        logger.info("serving %s %s on port %d", core.scorer.model_name, core.scorer.model_version, self.port)
+
+
+def build_server(settings: Settings, core: RerankCore | None = None) -> RerankerServer:
+    """Creates the server and binds its port; health stays NOT_SERVING until `mark_ready`."""
+    server = grpc.aio.server(options=message_size_options())
+    servicer = RerankerServicer(core)
+    reranker_pb2_grpc.add_RerankerServiceServicer_to_server(servicer, server)
+    health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
+    port = bind(server, settings.address)
+    return RerankerServer(server, port, health_servicer, servicer)
+
+
+def create_server(settings: Settings, core: RerankCore) -> tuple[grpc.aio.Server, int]:
+    """A server answering Rerank with `core` (health left to the caller; `serve` uses `build_server`)."""
+    built = build_server(settings, core)
+    return built.server, built.port
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Writes the port atomically (temp file + rename) so a reader never sees a partial number."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{port}\n")
+    tmp.replace(path)
+
+
+async def serve(settings: Settings) -> None:
+    """Binds, reports NOT_SERVING while the model loads, SERVING once warm; drains on SIGTERM."""
+    built = build_server(settings)
+    await built.server.start()
+    logger.info(
+        "reranker listening on %s:%d (NOT_SERVING until the model is ready)", settings.host, built.port
+    )
+    core = build_core(settings)
+    await built.mark_ready(core)
+    if settings.port_file is not None:
+        write_port_file(settings.port_file, built.port)
+    await run_until_signal(built.server, built.health, settings.grace_seconds, cleanups=[core.close])

@@ -1,0 +1,128 @@
+"""RerankCore over a plain fake scorer and the real in-process LRU cache: validation and read-through."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from reranker_service.cache.lru import LruScoreCache
+from reranker_service.scoring import RequestLimits, RerankCore, cache_key
+from search_common.documents import Document
+from search_common.errors import DeadlineExceeded, InvalidArgument, NotFound
+
+
+class FakeScorer:
+    """Scores a text by its length; records what it was asked to score."""
+
+    def __init__(self, name: str = "fake-ce", version: str = "v1", max_length: int = 128) -> None:
+        self._name, self._version, self._max_length = name, version, max_length
+        self.calls: list[list[str]] = []
+        self.started = 0
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def model_version(self) -> str:
+        return self._version
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    async def start(self) -> None:
+        self.started += 1
+
+    async def score(
+        self, query: str, texts: Sequence[str], max_length: int | None = None
+    ) -> npt.NDArray[np.float32]:
+        self.calls.append(list(texts))
+        return np.array([len(t) / 7.0 for t in texts], dtype=np.float32)
+
+    async def close(self) -> None:
+        pass
+
+
+DOCS = [Document("d1", "", "short"), Document("d2", "Title", "a longer text"), Document("d3", "", "mid text")]
+
+
+async def test_scores_come_back_in_input_order_and_cache_hits_are_identical() -> None:
+    scorer = FakeScorer()
+    core = RerankCore(scorer, LruScoreCache(100))
+    first = await core.rerank("query", DOCS)
+    assert first.scores == [np.float32(len(d.model_text()) / 7.0) for d in DOCS]
+    assert first.cache_hits == 0 and first.model_name == "fake-ce" and first.model_version == "v1"
+    assert set(first.timings) == {"cache", "inference"}
+    second = await core.rerank("query", DOCS)
+    assert second.scores == first.scores
+    assert second.cache_hits == 3
+    assert len(scorer.calls) == 1  # the second request was all hits
+    assert scorer.started == 1
+    stats = core.cache_stats()
+    assert (stats.hits, stats.misses, stats.errors) == (3, 3, 0)
+
+
+async def test_only_misses_are_scored() -> None:
+    scorer = FakeScorer()
+    core = RerankCore(scorer, LruScoreCache(100))
+    await core.rerank("query", DOCS[:1])
+    result = await core.rerank("query", DOCS)
+    assert result.cache_hits == 1
+    assert scorer.calls[-1] == [DOCS[1].model_text(), DOCS[2].model_text()]
+
+
+async def test_use_cache_false_neither_reads_nor_writes() -> None:
+    cache = LruScoreCache(100)
+    core = RerankCore(FakeScorer(), cache)
+    result = await core.rerank("query", DOCS, use_cache=False)
+    assert result.cache_hits == 0 and len(cache) == 0
+
+
+def test_cache_key_changes_with_model_version_text_and_length() -> None:
+    base = cache_key("m", "v1", 128, "qh", "d1", "text")
+    assert cache_key("m", "v2", 128, "qh", "d1", "text") != base
+    assert cache_key("m", "v1", 128, "qh", "d1", "edited text") != base
+    assert cache_key("m", "v1", 64, "qh", "d1", "text") != base
+    assert cache_key("m2", "v1", 128, "qh", "d1", "text") != base
+
+
+@pytest.mark.parametrize(
+    ("query", "documents", "kwargs", "message"),
+    [
+        ("", DOCS, {}, "query must not be empty"),
+        ("   ", DOCS, {}, "query must not be empty"),
+        ("x" * 51, DOCS, {}, "query has 51 characters; the limit is 50"),
+        ("q", [], {}, "documents must not be empty"),
+        ("q", DOCS * 2, {}, "6 documents in one request; the limit is 5"),
+        ("q", [Document("d", "", " ")], {}, "documents[0] has neither title nor text"),
+        ("q", [Document("d", "", "y" * 101)], {}, "documents[0] has 101 characters; the limit is 100"),
+        ("q", DOCS, {"max_sequence_length": 4}, "max_sequence_length must be 0 (model default) or between 8"),
+        ("q", DOCS, {"max_sequence_length": 129}, "between 8 and 128, got 129"),
+    ],
+)
+async def test_bad_requests_raise_invalid_argument_with_a_helpful_message(
+    query: str, documents: list[Document], kwargs: dict[str, int], message: str
+) -> None:
+    core = RerankCore(
+        FakeScorer(), None, RequestLimits(max_documents=5, max_query_chars=50, max_document_chars=100)
+    )
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        await core.rerank(query, documents, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_unknown_model_is_not_found() -> None:
+    core = RerankCore(FakeScorer(), None)
+    with pytest.raises(NotFound, match="unknown model 'other'; this reranker serves 'fake-ce'"):
+        await core.rerank("q", DOCS, model="other")
+    assert (await core.rerank("q", DOCS, model="fake-ce")).scores
+
+
+async def test_no_time_left_is_deadline_exceeded() -> None:
+    core = RerankCore(FakeScorer(), None)
+    with pytest.raises(DeadlineExceeded):
+        await core.rerank("q", DOCS, timeout=0.0)

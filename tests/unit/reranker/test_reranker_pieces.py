@@ -1,0 +1,104 @@
+"""Pure pieces: LRU cache, score encoding, Settings, the Triton contract, request splitting."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reranker_service.cache.lru import LruScoreCache
+from reranker_service.cache.redis import decode_score, encode_score
+from reranker_service.config import Settings, parse_settings
+from search_common import triton_contract as tc
+from search_common.cross_encoder_runtime import PairRequest, decode_pair_request, score_requests
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+async def test_lru_evicts_least_recently_used() -> None:
+    cache = LruScoreCache(2)
+    await cache.put_many({"a": 1.0, "b": 2.0})
+    assert await cache.get_many(["a"]) == [1.0]  # a is now the most recent
+    await cache.put_many({"c": 3.0})
+    assert await cache.get_many(["a", "b", "c"]) == [1.0, None, 3.0]
+    assert cache.errors == 0
+
+
+def test_score_encoding_round_trips_float32_exactly() -> None:
+    value = float(np.float32(-1.2345678))
+    assert decode_score(encode_score(value)) == value
+    assert decode_score(None) is None
+    assert decode_score(b"garbage!") is None
+
+
+def test_settings_parse_flags_over_environment() -> None:
+    env = {
+        "SEARCH_RERANKER_BACKEND": "triton",
+        "SEARCH_RERANKER_CACHE": "redis",
+        "SEARCH_RERANKER_REDIS_PASSWORD": "s3cret",
+        "SEARCH_RERANKER_MAX_DOCUMENTS": "10",
+    }
+    settings = parse_settings(["--max-documents", "20", "--triton-url", "h:1"], env)
+    assert settings.backend == "triton" and settings.cache == "redis"
+    assert settings.max_documents == 20 and settings.triton_url == "h:1"
+    assert settings.redis_password == "s3cret"
+
+
+def test_settings_reject_onnx_without_artifact() -> None:
+    with pytest.raises(ValueError, match="needs --artifact-dir"):
+        Settings(backend="onnx")
+    with pytest.raises(SystemExit):
+        parse_settings(["--backend", "onnx"], {})
+
+
+def test_contract_names_match_the_committed_model_config() -> None:
+    config = (REPO_ROOT / "triton_models" / tc.MODEL_NAME / "config.pbtxt").read_text()
+    assert f'name: "{tc.MODEL_NAME}"' in config
+    tensor_names = set(re.findall(r'name: "([A-Z_]+)"', config))
+    assert {tc.INPUT_QUERY, tc.INPUT_DOCUMENT, tc.OUTPUT_SCORE} <= tensor_names
+    for key in (
+        tc.PARAM_ARTIFACT_ROOT,
+        tc.PARAM_ARTIFACT_VERSION,
+        tc.PARAM_ARTIFACT_NAME,
+        tc.PARAM_ARTIFACT_MAX_LENGTH,
+        tc.PARAM_INTRA_OP_THREADS,
+    ):
+        assert f'key: "{key}"' in config
+    for placeholder in (tc.ARTIFACT_PLACEHOLDER, tc.VERSION_PLACEHOLDER, tc.NAME_PLACEHOLDER):
+        assert placeholder in config
+    assert "timeout_action: REJECT" in config and "max_queue_size" in config
+
+
+def test_decode_pair_request_explains_bad_tensors() -> None:
+    good = decode_pair_request(
+        np.array([[b"q"], [b"q"]], dtype=object), np.array([[b"a"], ["b"]], dtype=object)
+    )
+    assert good == PairRequest(["q", "q"], ["a", "b"], None)
+    with pytest.raises(ValueError, match="both QUERY and DOCUMENT"):
+        decode_pair_request(None, np.array([[b"a"]], dtype=object))
+    with pytest.raises(ValueError, match="QUERY has 1 rows but DOCUMENT has 2"):
+        decode_pair_request(np.array([[b"q"]], dtype=object), np.array([[b"a"], [b"b"]], dtype=object))
+    with pytest.raises(ValueError, match="UTF-8"):
+        decode_pair_request(np.array([[b"\xff"]], dtype=object), np.array([[b"a"]], dtype=object))
+    with pytest.raises(ValueError, match="QUERY must not be empty"):
+        decode_pair_request(np.array([[b" "]], dtype=object), np.array([[b"a"]], dtype=object))
+
+
+def test_score_requests_concatenates_per_max_length_and_splits_back() -> None:
+    calls: list[tuple[list[str], int | None]] = []
+
+    def score_pairs(queries: Sequence[str], texts: Sequence[str], max_length: int | None) -> np.ndarray:
+        calls.append((list(texts), max_length))
+        return np.array([float(t) for t in texts], dtype=np.float32)
+
+    requests = [
+        PairRequest(["q", "q"], ["1", "2"]),
+        PairRequest(["r"], ["3"], 64),
+        PairRequest(["s", "s", "s"], ["4", "5", "6"]),
+    ]
+    results = score_requests(score_pairs, requests)
+    assert [r.tolist() for r in results] == [[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]]
+    assert calls == [(["1", "2", "4", "5", "6"], None), (["3"], 64)]
