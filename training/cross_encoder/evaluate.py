@@ -8,9 +8,13 @@ grid, so the depth and weight are fitted on dev queries and only then applied to
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -114,6 +118,31 @@ def rerank_report(
     return report
 
 
+PairScorer = Callable[[list[str], list[str]], npt.NDArray[np.float32]]
+
+
+def torch_scorer(
+    model: CrossEncoder, tokenizer: PreTrainedTokenizerBase, *, max_length: int, batch_size: int = 32
+) -> PairScorer:
+    def score(queries: list[str], texts: list[str]) -> npt.NDArray[np.float32]:
+        pairs = list(zip(queries, texts, strict=True))
+        return score_pairs(model, tokenizer, pairs, max_length=max_length, batch_size=batch_size)
+
+    return score
+
+
+def onnx_scorer(artifact: Path, *, batch_size: int = 32) -> PairScorer:
+    """Scores with the served artifact through the reranker's own runtime (ONNX Runtime, int8)."""
+    from search_common.cross_encoder_runtime import CrossEncoderRuntime
+
+    runtime = CrossEncoderRuntime.load(artifact)
+
+    def score(queries: list[str], texts: list[str]) -> npt.NDArray[np.float32]:
+        return runtime.score_pairs(queries, texts, batch_size=batch_size)
+
+    return score
+
+
 def score_candidates(
     model: CrossEncoder,
     tokenizer: PreTrainedTokenizerBase,
@@ -127,11 +156,100 @@ def score_candidates(
     batch_size: int = 32,
 ) -> dict[str, list[float]]:
     """CE logits for each query's top-`depth` candidates, in first-stage order."""
-    pairs: list[tuple[str, str]] = []
+    scorer = torch_scorer(model, tokenizer, max_length=max_length, batch_size=batch_size)
+    return score_candidates_with(scorer, query_ids, queries, candidates, documents, depth=depth)
+
+
+def score_candidates_with(
+    scorer: PairScorer,
+    query_ids: Sequence[str],
+    queries: Mapping[str, str],
+    candidates: Mapping[str, Sequence[str]],
+    documents: Mapping[str, Document],
+    *,
+    depth: int,
+) -> dict[str, list[float]]:
+    """Scores each query's top-`depth` candidates with any pair scorer, in first-stage order."""
+    left: list[str] = []
+    right: list[str] = []
     spans: list[tuple[str, int, int]] = []
     for q in query_ids:
         ids = list(candidates.get(q, ()))[:depth]
-        spans.append((q, len(pairs), len(pairs) + len(ids)))
-        pairs.extend((queries[q], documents[d].model_text()) for d in ids)
-    scores = score_pairs(model, tokenizer, pairs, max_length=max_length, batch_size=batch_size)
+        spans.append((q, len(left), len(left) + len(ids)))
+        left.extend(queries[q] for _ in ids)
+        right.extend(documents[d].model_text() for d in ids)
+    scores = scorer(left, right)
     return {q: [float(s) for s in scores[a:b]] for q, a, b in spans}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measures a finished recipe at the depth and weight chosen on dev (test: once per recipe)."""
+    from search_common.beir import BeirDataset
+    from training.common.splits import split_train_dev
+    from training.cross_encoder.mine import (
+        DEFAULT_CACHE,
+        DEFAULT_INDEXES,
+        first_stage_candidates,
+        labelled_queries,
+    )
+    from training.cross_encoder.model import load_cross_encoder
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--dataset", type=Path, required=True)
+    model_group = parser.add_mutually_exclusive_group(required=True)
+    model_group.add_argument("--checkpoint", type=Path, help="torch checkpoint (fp32)")
+    model_group.add_argument("--artifact", type=Path, help="exported artifact (ONNX, via the runtime)")
+    parser.add_argument("--split", choices=["dev", "test"], required=True)
+    parser.add_argument("--depth", type=int, required=True)
+    parser.add_argument("--weight", type=float, required=True, help="fusion weight fitted on dev")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--indexes", type=Path, default=DEFAULT_INDEXES)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    data = BeirDataset(args.dataset)
+    documents = {d.doc_id: d for d in data.corpus()}
+    queries = {q.query_id: q.text for q in data.queries().values()}
+    if args.split == "test":
+        qrels = data.qrels("test")
+    else:
+        train_qrels = data.qrels("train")
+        _, dev_ids = split_train_dev(train_qrels)
+        qrels = {q: train_qrels[q] for q in dev_ids}
+    candidates = first_stage_candidates(
+        data.corpus_path,
+        labelled_queries(args.dataset),
+        cache_dir=args.cache,
+        index_root=args.indexes / data.name,
+    )
+    if args.checkpoint is not None:
+        model, tokenizer = load_cross_encoder(args.checkpoint)
+        scorer = torch_scorer(model, tokenizer, max_length=args.max_length)
+    else:
+        scorer = onnx_scorer(args.artifact)
+    started = time.perf_counter()
+    scores = score_candidates_with(scorer, sorted(qrels), queries, candidates, documents, depth=args.depth)
+    seconds = time.perf_counter() - started
+    report = rerank_report(scores, candidates, qrels, documents, depths=[args.depth], weights=[args.weight])
+    figures = {
+        "split": args.split,
+        "model": str(args.checkpoint or args.artifact),
+        "backend": "torch-fp32" if args.checkpoint is not None else "onnx-int8",
+        "queries": len(qrels),
+        "depth": args.depth,
+        "weight": args.weight,
+        "first_stage_ndcg@10": report.first_stage,
+        "ce_ndcg@10": report.ce[args.depth],
+        "fused_ndcg@10": report.fused[args.depth][args.weight],
+        "scoring_seconds": seconds,
+    }
+    logger.info("%s", json.dumps(figures, sort_keys=True))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

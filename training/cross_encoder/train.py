@@ -101,10 +101,13 @@ def _batch_logits(
     return logits.view(len(groups), -1)
 
 
-def train(dataset: Path, out: Path, hp: HyperParameters, *, cache: Path, indexes: Path) -> dict[str, Any]:
+def train(
+    dataset: Path, out: Path, hp: HyperParameters, *, cache: Path, indexes: Path, threads: int | None = None
+) -> dict[str, Any]:
     """Runs the recipe and returns the record also written to out/training.json."""
     seed_everything(hp.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if threads:
+        torch.set_num_threads(threads)
     data = BeirDataset(dataset)
     documents = {d.doc_id: d for d in data.corpus()}
     all_queries = {q.query_id: q.text for q in data.queries().values()}
@@ -279,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dev-fraction", type=float, default=0.2)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--indexes", type=Path, default=DEFAULT_INDEXES)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     hp = HyperParameters(
@@ -300,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         dev_depth=args.dev_depth,
         dev_fraction=args.dev_fraction,
     )
-    train(args.dataset, args.out, hp, cache=args.cache, indexes=args.indexes)
+    train(args.dataset, args.out, hp, cache=args.cache, indexes=args.indexes, threads=args.threads)
 
 
 if __name__ == "__main__":
