@@ -16,6 +16,7 @@ keeps the others) and `<results-dir>/quality.md` is regenerated from all rows.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import sys
@@ -97,13 +98,15 @@ def ensure_index(
             encoder = BiEncoder.load()
         encoder_id = str(encoder.identity)
     name = dataset_name or corpus.parent.name
-    key = (
-        f"{kind}-{num_shards}sh-{_safe(factory)}-{corpus_sha[:16]}"
-        if kind == "dense"
-        else f"bm25-{corpus_sha[:16]}"
-    )
     if kind == "dense":
-        key += f"-{_safe(encoder_id)[:24]}"
+        key = f"dense-{num_shards}sh-{_safe(factory)}-{corpus_sha[:16]}-{_safe(encoder_id)[:24]}"
+    else:
+        from retriever_service.bm25 import BM25_PARAMS, TOKENIZER
+
+        settings_sha = hashlib.sha256(
+            json.dumps([BM25_PARAMS, TOKENIZER], sort_keys=True).encode()
+        ).hexdigest()
+        key = f"bm25-{corpus_sha[:16]}-{settings_sha[:8]}"
     out = index_root / _safe(name) / key
     if out.is_dir():
         try:
