@@ -129,14 +129,18 @@ class TritonInstallation:
         return found
 
     def cannot_run(self) -> str | None:
-        """Why the tritonserver binary cannot start on this machine (missing libraries, wrong arch), or None."""
+        """Why tritonserver cannot start on this machine (missing libraries, wrong arch), or None."""
         try:
             probe = subprocess.run(
-                [str(self.binary), "--help"], env=self.environment(), capture_output=True, text=True, timeout=60
+                [str(self.binary), "--help"],
+                env=self.environment(),
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"{self.binary} does not execute: {exc}"
-        if "Usage: tritonserver" in probe.stdout:
+        if "Usage: tritonserver" in probe.stdout + probe.stderr:
             return None
         return f"{self.binary} does not start: {(probe.stderr or probe.stdout).strip()[-500:]}"
 

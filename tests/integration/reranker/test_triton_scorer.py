@@ -1,0 +1,94 @@
+"""TritonScorer against a real tritonserver serving triton_models/cross_encoder over the v1 artifact."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tritonclient.grpc import aio as triton_aio
+
+from reranker_service.backends.onnx import OnnxScorer
+from reranker_service.backends.triton import TritonScorer, infer_pairs
+from search_common import triton_contract as tc
+from search_common.errors import InvalidArgument, Unavailable
+from search_common.local_services import TritonServer
+
+QUERY = "does aspirin prevent heart attacks"
+TEXTS = [f"document {i}: " + "aspirin and the heart " * (i % 7) for i in range(150)]
+
+
+@pytest.fixture
+async def triton_scorer(triton_server: TritonServer) -> AsyncIterator[TritonScorer]:
+    scorer = TritonScorer(triton_server.grpc_url, timeout_seconds=30.0)
+    await scorer.start()
+    yield scorer
+    await scorer.close()
+
+
+@pytest.fixture
+async def onnx_scorer(artifact_v1: Path) -> AsyncIterator[OnnxScorer]:
+    scorer = OnnxScorer.load(artifact_v1, intra_op_threads=1)
+    yield scorer
+    await scorer.close()
+
+
+async def test_identity_and_batch_limit_come_from_the_model_config(triton_scorer: TritonScorer) -> None:
+    assert (triton_scorer.model_name, triton_scorer.model_version) == ("cross-encoder-minilm", "v1")
+    assert triton_scorer.max_length == 128
+    assert triton_scorer.max_batch_size == 64
+
+
+async def test_scores_match_the_in_process_scorer(
+    triton_scorer: TritonScorer, onnx_scorer: OnnxScorer
+) -> None:
+    # 150 documents: three chunks of at most 64 pairs, sent concurrently.
+    served = await triton_scorer.score(QUERY, TEXTS)
+    local = await onnx_scorer.score(QUERY, TEXTS)
+    assert served.dtype == np.float32 and served.shape == (150,)
+    np.testing.assert_allclose(served, local, atol=1e-4)
+    short_served = await triton_scorer.score(QUERY, TEXTS[:20], max_length=16)
+    short_local = await onnx_scorer.score(QUERY, TEXTS[:20], max_length=16)
+    np.testing.assert_allclose(short_served, short_local, atol=1e-4)
+    assert not np.allclose(short_served, served[:20], atol=1e-6)  # the token budget reached the model
+
+
+async def test_concurrent_requests_are_batched_and_answered_separately(
+    triton_scorer: TritonScorer, onnx_scorer: OnnxScorer
+) -> None:
+    queries = [f"query number {i}" for i in range(8)]
+    served = await asyncio.gather(*(triton_scorer.score(q, TEXTS[i : i + 5]) for i, q in enumerate(queries)))
+    for i, q in enumerate(queries):
+        np.testing.assert_allclose(served[i], await onnx_scorer.score(q, TEXTS[i : i + 5]), atol=1e-4)
+
+
+async def test_bad_requests_get_clear_errors_and_spare_the_rest_of_the_batch(
+    triton_server: TritonServer,
+) -> None:
+    client = triton_aio.InferenceServerClient(triton_server.grpc_url)
+    try:
+        over = ["text"] * 65
+        with pytest.raises(InvalidArgument, match="batch"):
+            await infer_pairs(client, tc.MODEL_NAME, ["q"] * 65, over, timeout=30)
+        good, empty_query = await asyncio.gather(
+            infer_pairs(client, tc.MODEL_NAME, ["q", "q"], ["a", "b"], timeout=30),
+            infer_pairs(client, tc.MODEL_NAME, [" "], ["a"], timeout=30),
+            return_exceptions=True,
+        )
+        assert isinstance(good, np.ndarray) and good.shape == (2,)
+        assert isinstance(empty_query, InvalidArgument)
+        assert "QUERY must not be empty" in str(empty_query)
+        with pytest.raises(InvalidArgument, match="max_length must be an integer >= 8"):
+            await infer_pairs(client, tc.MODEL_NAME, ["q"], ["a"], max_length=3, timeout=30)
+    finally:
+        await client.close()
+
+
+async def test_an_unreachable_server_is_unavailable() -> None:
+    from search_common.local_services import free_port
+
+    scorer = TritonScorer(f"127.0.0.1:{free_port()}", timeout_seconds=2.0)
+    with pytest.raises(Unavailable):
+        await scorer.start()
