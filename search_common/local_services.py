@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from search_common import triton_contract as tc
 
@@ -188,10 +189,12 @@ def assemble_model_repository(
     source: Path = DEFAULT_MODEL_SOURCE,
     intra_op_threads: int = 0,
     instance_count: int = 1,
+    instance_kind: Literal["cpu", "gpu"] = "cpu",
 ) -> Path:
     """Copies `triton_models/` to destination with the artifact placeholders in config.pbtxt filled in.
 
     Name and max_length default to the artifact manifest's; the model refuses to load if they disagree.
+    `instance_kind="gpu"` makes the instances KIND_GPU, on which model.py asks ONNX Runtime for CUDA.
     """
     from search_common.artifacts import read_manifest
 
@@ -218,6 +221,7 @@ def assemble_model_repository(
             f'key: "INTRA_OP_THREADS"\n  value: {{ string_value: "{intra_op_threads}" }}',
         )
         .replace("    count: 1\n", f"    count: {instance_count}\n")
+        .replace("kind: KIND_CPU", "kind: KIND_GPU" if instance_kind == "gpu" else "kind: KIND_CPU")
     )
     config_path.write_text(config)
     return destination
@@ -400,8 +404,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        """The server's URL, without the password (pass that separately, so it stays out of logs)."""
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         if self.port == 0:
@@ -529,6 +533,8 @@ def triton_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=REPO_ROOT / "var" / "triton" / "model_repository")
     parser.add_argument("--venv", type=Path, default=DEFAULT_TRITON_VENV)
     parser.add_argument("--intra-op-threads", type=int, default=0)
+    parser.add_argument("--instances", type=int, default=1, help="model instances")
+    parser.add_argument("--gpu", action="store_true", help="KIND_GPU instances (CUDAExecutionProvider)")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--env-file", type=Path, default=None, help="also write TRITON_URL=... here")
     args = parser.parse_args(argv)
@@ -541,6 +547,8 @@ def triton_main(argv: list[str] | None = None) -> int:
         artifact_root=version_dir.parent,
         artifact_version=version_dir.name,
         intra_op_threads=args.intra_op_threads,
+        instance_count=args.instances,
+        instance_kind="gpu" if args.gpu else "cpu",
     )
     server = TritonServer(
         repository,
