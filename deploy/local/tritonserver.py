@@ -5,7 +5,7 @@ Assembles var/triton/model_repository from triton_models/ with the artifact fill
 tritonserver bundled in .venv-triton's nvidia-pytriton wheel, waits until the model is ready and prints
 TRITON_URL=127.0.0.1:<port> (and writes it to --env-file). Example:
 
-    .venv/bin/python deploy/local/tritonserver.py --artifact-root var/models/cross-encoder --env-file var/triton.env
+    .venv/bin/python deploy/local/tritonserver.py --env-file var/triton.env
     .venv/bin/search-reranker --backend triton --triton-url "$(grep TRITON_URL var/triton.env | cut -d= -f2)"
 """
 
