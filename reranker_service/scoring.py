@@ -68,8 +68,6 @@ class RerankCore:
         self._cache = cache
         self._limits = limits or RequestLimits()
         self._stats = CacheStats()
-        self._started = False
-        self._start_lock = asyncio.Lock()
 
     @property
     def scorer(self) -> Scorer:
@@ -80,13 +78,12 @@ class RerankCore:
         return CacheStats(self._stats.hits, self._stats.misses, errors)
 
     async def start(self) -> None:
-        """Connects the scorer (learning model name and version); every rerank awaits it first."""
-        if self._started:
-            return
-        async with self._start_lock:
-            if not self._started:
-                await self._scorer.start()
-                self._started = True
+        """Connects the scorer (learning model name and version); every rerank awaits it first.
+
+        `Scorer.start` is idempotent and cheap once started; a remote scorer uses it to notice a new model
+        version, so the cache keys built right after it name the version that will answer.
+        """
+        await self._scorer.start()
 
     def _validate(
         self, query: str, documents: Sequence[Document], model: str, max_sequence_length: int

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -247,6 +247,9 @@ def _mapped_anywhere(paths: set[Path]) -> set[Path]:
 class TritonServer:
     """A tritonserver serving a model repository on free loopback ports.
 
+    `extra_args` go to tritonserver as they are, for example
+    `("--model-control-mode=explicit", "--load-model=cross_encoder")` to let a client reload the model.
+
     Example:
         with TritonServer(repository) as triton:
             client = tritonclient.grpc.aio.InferenceServerClient(triton.grpc_url)
@@ -261,8 +264,10 @@ class TritonServer:
         models: tuple[str, ...] = (tc.MODEL_NAME,),
         startup_timeout: float = 120.0,
         stop_timeout: float = 30.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.model_repository = model_repository
+        self.extra_args = tuple(extra_args)
         self.installation = installation or TritonInstallation.find()
         self._owned_work_dir = work_dir is None
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="tritonserver-"))
@@ -299,6 +304,7 @@ class TritonServer:
             "--exit-on-error=true",
             "--strict-readiness=true",
             "--log-verbose=0",
+            *self.extra_args,
         ]
         self._shm_before = _shm_regions()
         started = time.monotonic()

@@ -47,6 +47,7 @@ class OnnxScorer:
         self._max_pending = max_pending
         self._pending = 0
         self._batch_size = batch_size
+        self._warm = False
 
     @classmethod
     def load(
@@ -68,8 +69,10 @@ class OnnxScorer:
         return self._runtime.max_length
 
     async def start(self) -> None:
-        """Nothing to connect; one tiny scoring call warms ONNX Runtime's first-run allocations."""
-        await self.score(WARMUP_QUERY, ["warm-up document"])
+        """Nothing to connect; the first call scores one tiny pair to warm ONNX Runtime's allocations."""
+        if not self._warm:
+            self._warm = True
+            await self.score(WARMUP_QUERY, ["warm-up document"])
 
     async def score(
         self, query: str, texts: Sequence[str], max_length: int | None = None

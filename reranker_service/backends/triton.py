@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,9 +59,18 @@ class TritonScorer:
         url: Triton's gRPC address, `host:port`.
         model: the Triton model name.
         timeout_seconds: client-side timeout of every call.
+        identity_ttl_seconds: how often `start` re-reads the model config, so that a Triton restarted on a
+            new artifact version is noticed (and cache keys change) within this many seconds.
     """
 
-    def __init__(self, url: str, model: str = tc.MODEL_NAME, *, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str = tc.MODEL_NAME,
+        *,
+        timeout_seconds: float = 10.0,
+        identity_ttl_seconds: float = 30.0,
+    ) -> None:
         self._url = url
         self._model = model
         self._timeout = timeout_seconds
@@ -69,6 +79,9 @@ class TritonScorer:
         self._name = ""
         self._version = ""
         self._max_length = 0
+        self._identity_ttl = identity_ttl_seconds
+        self._identity_read_at = float("-inf")
+        self._lock = asyncio.Lock()
 
     @property
     def model_name(self) -> str:
@@ -87,10 +100,34 @@ class TritonScorer:
         return self._max_batch_size
 
     async def start(self) -> None:
-        """Connects and reads the model config; raises Unavailable when the model is not ready."""
-        if self._client is not None:
+        """Connects and reads the model config, again once it is older than the identity TTL.
+
+        Raises:
+            Unavailable: the first time, when the model is not ready or its config lacks the artifact.
+        """
+        if self._client is not None and time.monotonic() - self._identity_read_at < self._identity_ttl:
             return
+        async with self._lock:
+            if self._client is None:
+                self._client = await self._connect()
+            elif time.monotonic() - self._identity_read_at >= self._identity_ttl:
+                try:
+                    await self._read_identity(self._client)
+                except SearchError as exc:
+                    # Keep serving with the identity we have; the next request tries again.
+                    logger.warning("triton scorer: could not refresh the model identity (%s)", exc)
+                    self._identity_read_at = time.monotonic()
+
+    async def _connect(self) -> triton_aio.InferenceServerClient:
         client = triton_aio.InferenceServerClient(self._url)
+        try:
+            await self._read_identity(client)
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def _read_identity(self, client: triton_aio.InferenceServerClient) -> None:
         try:
             if not await client.is_model_ready(self._model, client_timeout=self._timeout):
                 raise Unavailable(f"{COMPONENT}: model {self._model} is not ready")
@@ -98,11 +135,7 @@ class TritonScorer:
                 self._model, as_json=True, client_timeout=self._timeout
             )
         except InferenceServerException as exc:
-            await client.close()
             raise to_domain_error(exc) from None
-        except BaseException:
-            await client.close()
-            raise
         config = response["config"]
         params = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
         max_batch_size = int(config.get("max_batch_size", 0))
@@ -110,14 +143,16 @@ class TritonScorer:
         version = params.get(tc.PARAM_ARTIFACT_VERSION, "")
         max_length = params.get(tc.PARAM_ARTIFACT_MAX_LENGTH, "")
         if max_batch_size <= 0 or not name or not version or not max_length.isdigit():
-            await client.close()
             raise Unavailable(
                 f"{COMPONENT}: model {self._model} config lacks max_batch_size or the artifact's "
                 f"{tc.PARAM_ARTIFACT_NAME}/{tc.PARAM_ARTIFACT_VERSION}/{tc.PARAM_ARTIFACT_MAX_LENGTH}"
             )
-        self._client = client
+        changed = (name, version) != (self._name, self._version)
         self._max_batch_size = max_batch_size
         self._name, self._version, self._max_length = name, version, int(max_length)
+        self._identity_read_at = time.monotonic()
+        if not changed:
+            return
         logger.info(
             "triton scorer: %s at %s serves %s %s (max batch %d pairs)",
             self._model,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,9 +14,12 @@ from tritonclient.grpc import aio as triton_aio
 
 from reranker_service.backends.onnx import OnnxScorer
 from reranker_service.backends.triton import TritonScorer, infer_pairs
+from reranker_service.cache.lru import LruScoreCache
+from reranker_service.scoring import RerankCore
 from search_common import triton_contract as tc
+from search_common.documents import Document
 from search_common.errors import InvalidArgument, Unavailable
-from search_common.local_services import TritonServer
+from search_common.local_services import TritonInstallation, TritonServer, assemble_model_repository
 
 QUERY = "does aspirin prevent heart attacks"
 TEXTS = [f"document {i}: " + "aspirin and the heart " * (i % 7) for i in range(150)]
@@ -92,3 +97,33 @@ async def test_an_unreachable_server_is_unavailable() -> None:
     scorer = TritonScorer(f"127.0.0.1:{free_port()}", timeout_seconds=2.0)
     with pytest.raises(Unavailable):
         await scorer.start()
+
+
+async def test_a_model_version_swap_on_triton_misses_the_cache(
+    triton_installation: TritonInstallation, artifact_v1: Path, artifact_v2: Path, tmp_path: Path
+) -> None:
+    """Triton reloads the model on v2 behind a running reranker: new keys, no v1 score served."""
+    repository = assemble_model_repository(
+        tmp_path / "repo", artifact_root=artifact_v1.parent, artifact_version="v1", intra_op_threads=1
+    )
+    explicit = ("--model-control-mode=explicit", f"--load-model={tc.MODEL_NAME}")
+    with TritonServer(
+        repository, installation=triton_installation, work_dir=tmp_path / "run", extra_args=explicit
+    ) as server:
+        scorer = TritonScorer(server.grpc_url, timeout_seconds=30.0, identity_ttl_seconds=0.0)
+        core = RerankCore(scorer, LruScoreCache(1000))
+        documents = [Document(f"d{i}", "", text) for i, text in enumerate(TEXTS[:6])]
+        client = triton_aio.InferenceServerClient(server.grpc_url)
+        try:
+            old = await core.rerank(QUERY, documents)
+            assert (await core.rerank(QUERY, documents)).cache_hits == len(documents)
+            config: Any = (await client.get_model_config(tc.MODEL_NAME, as_json=True))["config"]
+            config["parameters"][tc.PARAM_ARTIFACT_VERSION]["string_value"] = "v2"
+            await client.load_model(tc.MODEL_NAME, config=json.dumps(config))
+            new = await core.rerank(QUERY, documents)
+            assert (old.model_version, new.model_version) == ("v1", "v2")
+            assert new.cache_hits == 0
+            assert not np.allclose(new.scores, old.scores)
+        finally:
+            await client.close()
+            await core.close()

@@ -8,12 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tritonclient.utils import InferenceServerException
 
+from reranker_service.backends.triton import to_domain_error
 from reranker_service.cache.lru import LruScoreCache
 from reranker_service.cache.redis import decode_score, encode_score
 from reranker_service.config import Settings, parse_settings
 from search_common import triton_contract as tc
 from search_common.cross_encoder_runtime import PairRequest, decode_pair_request, score_requests
+from search_common.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ResourceExhausted,
+    SearchError,
+    Unavailable,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -102,3 +111,20 @@ def test_score_requests_concatenates_per_max_length_and_splits_back() -> None:
     results = score_requests(score_pairs, requests)
     assert [r.tolist() for r in results] == [[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]]
     assert calls == [(["1", "2", "4", "5", "6"], None), (["3"], 64)]
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        ("StatusCode.UNAVAILABLE", "Exceeds maximum queue size", ResourceExhausted),
+        ("StatusCode.UNAVAILABLE", "Request timeout expired", DeadlineExceeded),
+        ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", DeadlineExceeded),
+        ("StatusCode.INVALID_ARGUMENT", "inference request batch-size must be <= 64", InvalidArgument),
+        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", Unavailable),
+        ("StatusCode.INTERNAL", "stub crashed at /opt/secret/path", Unavailable),
+    ],
+)
+def test_triton_errors_become_domain_errors(status: str, message: str, expected: type[SearchError]) -> None:
+    error = to_domain_error(InferenceServerException(message, status=status))
+    assert type(error) is expected
+    assert "/opt/secret" not in str(error)  # only invalid-argument details reach the client
