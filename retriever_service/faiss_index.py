@@ -203,7 +203,8 @@ def load_faiss_shard(
         expected = type(faiss.downcast_index(make_index(dim, str(manifest["factory"]))))
     except ValueError as exc:
         raise ArtifactError(f"{shard_dir}: {exc}") from None
-    if type(faiss.downcast_index(index)) is not expected:
+    # Loaded indexes may be a subclass of what the factory builds (IndexFlatIP for "Flat").
+    if not isinstance(faiss.downcast_index(index), expected):
         raise ArtifactError(
             f"{shard_dir}: {INDEX_FILE} is a {type(faiss.downcast_index(index)).__name__}, "
             f"not what factory {manifest['factory']!r} builds ({expected.__name__})"
