@@ -48,7 +48,7 @@ async def set_serving(
 
 def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
     """Binds an address such as '127.0.0.1:0' and returns the port actually bound."""
-    port = (
+    port: int = (
         server.add_secure_port(address, credentials)
         if credentials is not None
         else server.add_insecure_port(address)
