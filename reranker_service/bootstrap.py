@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from reranker_service.config import Settings
+from reranker_service.metrics import RerankerMetrics
 from reranker_service.ports import ScoreCache, Scorer
 from reranker_service.scoring import RequestLimits, RerankCore
 from search_common.ports import Reranker
@@ -55,7 +56,11 @@ def build_cache(settings: Settings) -> ScoreCache | None:
 
 
 def build_core(
-    settings: Settings, *, scorer: Scorer | None = None, cache: ScoreCache | None = None
+    settings: Settings,
+    *,
+    scorer: Scorer | None = None,
+    cache: ScoreCache | None = None,
+    metrics: RerankerMetrics | None = None,
 ) -> RerankCore:
     """The reranking core from Settings; `scorer` and `cache` override the configured adapters."""
     limits = RequestLimits(
@@ -67,6 +72,7 @@ def build_core(
         scorer if scorer is not None else build_scorer(settings),
         cache if cache is not None else build_cache(settings),
         limits,
+        metrics,
     )
 
 

@@ -47,6 +47,8 @@ class Settings:
     port: int = 0
     port_file: Path | None = None
     reflection: bool = True
+    # Prometheus /metrics on this port (0 picks a free one); None serves no metrics.
+    metrics_port: int | None = None
     # onnx: scoring threads (concurrent batches) and ONNX Runtime intra-op threads (0 = ORT decides).
     threads: int = 1
     intra_op_threads: int = 0
@@ -118,6 +120,12 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     parser.add_argument("--port", type=int, default=int(_env(env, "PORT", "0")), help="0 picks a free port")
     parser.add_argument("--port-file", type=Path, default=None, help="write the bound port here once SERVING")
     parser.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(_env(env, "METRICS_PORT", "-1")),
+        help="serve Prometheus /metrics here (0 picks a free port; -1, the default, serves none)",
+    )
     parser.add_argument("--threads", type=int, default=int(_env(env, "THREADS", "1")))
     parser.add_argument("--intra-op-threads", type=int, default=int(_env(env, "INTRA_OP_THREADS", "0")))
     parser.add_argument("--max-pending", type=int, default=int(_env(env, "MAX_PENDING", "64")))
@@ -145,6 +153,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             port=args.port,
             port_file=args.port_file,
             reflection=args.reflection,
+            metrics_port=None if args.metrics_port < 0 else args.metrics_port,
             threads=args.threads,
             intra_op_threads=args.intra_op_threads,
             max_pending=args.max_pending,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from reranker_service.metrics import RerankerMetrics
 from reranker_service.ports import ScoreCache, Scorer
 from search_common.documents import Document, RerankResult
 from search_common.errors import DeadlineExceeded, InvalidArgument, NotFound
@@ -61,13 +62,22 @@ class RerankCore:
         scorer: the cross-encoder adapter.
         cache: a score cache, or None to always score.
         limits: request bounds; requests outside them raise InvalidArgument.
+        metrics: Prometheus metrics to update, or None.
     """
 
-    def __init__(self, scorer: Scorer, cache: ScoreCache | None, limits: RequestLimits | None = None) -> None:
+    def __init__(
+        self,
+        scorer: Scorer,
+        cache: ScoreCache | None,
+        limits: RequestLimits | None = None,
+        metrics: RerankerMetrics | None = None,
+    ) -> None:
         self._scorer = scorer
         self._cache = cache
         self._limits = limits or RequestLimits()
+        self._metrics = metrics
         self._stats = CacheStats()
+        self._bypasses_seen = 0
 
     @property
     def scorer(self) -> Scorer:
@@ -181,6 +191,7 @@ class RerankCore:
                 started = time.perf_counter()
                 await cache.put_many({keys[i]: float(fresh[j]) for j, i in enumerate(misses)})
                 cache_seconds += time.perf_counter() - started
+        self._record(cache, hits, len(misses), cache_seconds, inference_seconds)
         return RerankResult(
             scores=[float(s) for s in scores if s is not None],
             model_name=scorer.model_name,
@@ -188,6 +199,24 @@ class RerankCore:
             cache_hits=hits,
             timings={"cache": cache_seconds, "inference": inference_seconds},
         )
+
+    def _record(
+        self, cache: ScoreCache | None, hits: int, misses: int, cache_seconds: float, inference_seconds: float
+    ) -> None:
+        metrics = self._metrics
+        if metrics is None:
+            return
+        if cache is not None:
+            metrics.cache_lookups.labels(result="hit").inc(hits)
+            metrics.cache_lookups.labels(result="miss").inc(misses)
+            metrics.stage_duration.labels(stage="cache").observe(cache_seconds)
+            bypasses = cache.errors
+            if bypasses > self._bypasses_seen:
+                metrics.cache_bypasses.inc(bypasses - self._bypasses_seen)
+                self._bypasses_seen = bypasses
+        if misses:
+            metrics.batch_pairs.observe(misses)
+            metrics.stage_duration.labels(stage="inference").observe(inference_seconds)
 
     async def close(self) -> None:
         """Closes the cache, then the scorer (reverse of construction)."""

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
+from prometheus_client import start_http_server
 from search.v1 import reranker_pb2, reranker_pb2_grpc
 
 from reranker_service.bootstrap import build_core
 from reranker_service.config import Settings
+from reranker_service.metrics import RerankerMetrics
 from reranker_service.scoring import RerankCore
 from reranker_service.servicer import RerankerServicer
 from search_common.grpc_server import (
@@ -76,7 +78,11 @@ async def serve(settings: Settings) -> None:
     logger.info(
         "reranker listening on %s:%d (NOT_SERVING until the model is ready)", settings.host, built.port
     )
-    core = build_core(settings)
+    metrics = RerankerMetrics()
+    if settings.metrics_port is not None:
+        metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
+        logger.info("metrics on http://%s:%d/metrics", settings.host, metrics_server.server_port)
+    core = build_core(settings, metrics=metrics)
     await built.mark_ready(core)
     if settings.port_file is not None:
         write_port_file(settings.port_file, built.port)

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 import pytest
+from prometheus_client import CollectorRegistry
 
 from reranker_service.cache.lru import LruScoreCache
+from reranker_service.metrics import RerankerMetrics
 from reranker_service.scoring import RequestLimits, RerankCore, cache_key
 from search_common.documents import Document
 from search_common.errors import DeadlineExceeded, InvalidArgument, NotFound
@@ -126,3 +128,20 @@ async def test_no_time_left_is_deadline_exceeded() -> None:
     core = RerankCore(FakeScorer(), None)
     with pytest.raises(DeadlineExceeded):
         await core.rerank("q", DOCS, timeout=0.0)
+
+
+async def test_metrics_count_cache_results_and_scored_pairs() -> None:
+    registry = CollectorRegistry()
+    core = RerankCore(FakeScorer(), LruScoreCache(100), metrics=RerankerMetrics(registry))
+    await core.rerank("query", DOCS[:1])
+    await core.rerank("query", DOCS)
+
+    def sample(name: str, **labels: str) -> float:
+        value = registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    assert sample("search_reranker_cache_lookups_total", result="hit") == 1
+    assert sample("search_reranker_cache_lookups_total", result="miss") == 3
+    assert sample("search_reranker_batch_pairs_count") == 2
+    assert sample("search_reranker_batch_pairs_sum") == 3
+    assert sample("search_reranker_cache_bypasses_total") == 0
