@@ -55,6 +55,8 @@ class Settings:
     # onnx: requests waiting for a scoring thread before RESOURCE_EXHAUSTED.
     max_pending: int = 64
     grace_seconds: float = 5.0
+    # How long `serve` waits for the scorer (Triton) to become ready, staying NOT_SERVING meanwhile.
+    startup_timeout_seconds: float = 120.0
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -130,6 +132,9 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     parser.add_argument("--intra-op-threads", type=int, default=int(_env(env, "INTRA_OP_THREADS", "0")))
     parser.add_argument("--max-pending", type=int, default=int(_env(env, "MAX_PENDING", "64")))
     parser.add_argument("--grace-seconds", type=float, default=float(_env(env, "GRACE_SECONDS", "5")))
+    parser.add_argument(
+        "--startup-timeout-seconds", type=float, default=float(_env(env, "STARTUP_TIMEOUT_SECONDS", "120"))
+    )
     parser.add_argument("--log-level", default=_env(env, "LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     try:
@@ -158,6 +163,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             intra_op_threads=args.intra_op_threads,
             max_pending=args.max_pending,
             grace_seconds=args.grace_seconds,
+            startup_timeout_seconds=args.startup_timeout_seconds,
             log_level=args.log_level,
         )
     except ValueError as exc:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from reranker_service.config import Settings
 from reranker_service.metrics import RerankerMetrics
 from reranker_service.scoring import RerankCore
 from reranker_service.servicer import RerankerServicer
+from search_common.errors import Unavailable
 from search_common.grpc_server import (
     add_standard_services,
     bind,
@@ -79,11 +82,34 @@ async def serve(settings: Settings) -> None:
         "reranker listening on %s:%d (NOT_SERVING until the model is ready)", settings.host, built.port
     )
     metrics = RerankerMetrics()
-    if settings.metrics_port is not None:
-        metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
-        logger.info("metrics on http://%s:%d/metrics", settings.host, metrics_server.server_port)
-    core = build_core(settings, metrics=metrics)
-    await built.mark_ready(core)
+    try:
+        if settings.metrics_port is not None:
+            metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
+            logger.info("metrics on http://%s:%d/metrics", settings.host, metrics_server.server_port)
+        core = build_core(settings, metrics=metrics)
+    except BaseException:
+        await built.server.stop(0)
+        raise
+    try:
+        await _wait_until_ready(built, core, settings.startup_timeout_seconds)
+    except BaseException:
+        await built.server.stop(0)
+        await core.close()
+        raise
     if settings.port_file is not None:
         write_port_file(settings.port_file, built.port)
     await run_until_signal(built.server, built.health, settings.grace_seconds, cleanups=[core.close])
+
+
+async def _wait_until_ready(built: RerankerServer, core: RerankCore, timeout_seconds: float) -> None:
+    """Marks the server ready, retrying while the scorer (Triton, still loading) is Unavailable."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            await built.mark_ready(core)
+            return
+        except Unavailable as exc:
+            if time.monotonic() >= deadline:
+                raise
+            logger.warning("scorer not ready yet (%s); retrying", exc)
+            await asyncio.sleep(1.0)

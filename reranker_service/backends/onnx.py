@@ -91,4 +91,4 @@ class OnnxScorer:
             self._pending -= 1
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
