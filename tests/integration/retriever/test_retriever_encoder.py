@@ -1,0 +1,50 @@
+"""The real bi-encoder: unit-norm float32 output, input order kept after length sorting, weights identity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from retriever_service.encoder import BiEncoder, default_model_dir
+from search_common.artifacts import ArtifactError
+
+TEXTS = ["short", "a somewhat longer sentence about cardiac arrest", "mid length text here", "x"]
+
+
+def test_outputs_are_unit_norm_float32_in_input_order(encoder: BiEncoder) -> None:
+    together = encoder.encode_documents(TEXTS, batch_size=2)
+    assert together.dtype == np.float32 and together.shape == (4, encoder.dim) == (4, 384)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.vstack([encoder.encode_queries([t]) for t in TEXTS])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    assert encoder.encode_queries([]).shape == (0, 384)
+
+
+def test_identity_names_model_and_weights(encoder: BiEncoder) -> None:
+    assert encoder.identity == f"all-MiniLM-L6-v2@{encoder.checksum[:12]}"
+    assert len(encoder.checksum) == 64
+
+
+def test_fine_tuned_copy_loads_with_its_own_identity(encoder: BiEncoder, tmp_path: Path) -> None:
+    tuned = tmp_path / "tuned"
+    shutil.copytree(default_model_dir(), tuned)
+    weights = load_file(str(tuned / "model.safetensors"))
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + np.float32(0.01)
+    save_file(weights, str(tuned / "model.safetensors"))
+    (tuned / "manifest.json").write_text(json.dumps({"name": "minilm-scifact", "version": "v1"}))
+    other = BiEncoder.load(tuned, max_length=64)
+    assert other.identity.startswith("minilm-scifact@")
+    assert other.checksum != encoder.checksum
+    assert other.dim == encoder.dim
+
+
+def test_missing_weights_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ArtifactError, match=r"model\.safetensors is missing"):
+        BiEncoder.load(tmp_path)
