@@ -55,6 +55,10 @@ def bootstrap(
     Raises:
         gateway.variants.VariantError: the variants file is invalid or nothing in it can be served here.
     """
+    # Variants first: a bad file fails before any channel is opened.
+    groups = {g for g, shards in (retrievers or settings.retrievers).items() if shards}
+    has_reranker = reranker is not None or settings.reranker is not None
+    variants = load_variants(settings.variants, settings.variant_bounds).restricted_to(groups, has_reranker)
     if retrievers is None:
         retrievers = {
             group: [GrpcRetriever(group, i, address) for i, address in enumerate(addresses)]
@@ -62,9 +66,6 @@ def bootstrap(
         }
     if reranker is None and settings.reranker is not None:
         reranker = GrpcReranker(settings.reranker)
-    variants = load_variants(settings.variants, settings.variant_bounds).restricted_to(
-        {g for g, shards in retrievers.items() if shards}, has_reranker=reranker is not None
-    )
     pipeline = SearchPipeline(
         retrievers,
         reranker,

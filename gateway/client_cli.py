@@ -41,8 +41,9 @@ def format_response(response: search_service_pb2.SearchResponse, out: TextIO) ->
     """Prints hits, then variant, versions, timings and coverage, in a fixed human-readable layout."""
     for hit in response.hits:
         rerank = f" rerank={hit.rerank_score:.4f}" if hit.HasField("rerank_score") else ""
+        title = f"  {hit.title}" if hit.title and hit.title != hit.doc_id else ""
         print(
-            f"{hit.rank:>3}. {hit.score:9.4f}  {hit.doc_id}  {hit.title}"
+            f"{hit.rank:>3}. {hit.score:9.4f}  {hit.doc_id}{title}"
             f"  (retrieval={hit.retrieval_score:.4f}{rerank})",
             file=out,
         )

@@ -1,0 +1,124 @@
+"""The rerank stage end to end: gateway → real reranker gRPC server (ONNX cross-encoder) and its fallback.
+
+The cross-encoder is the training exporter's small untrained artifact (the reranker tests' fixture recipe,
+cached under var/test-artifacts/): its scores are arbitrary but deterministic, which is all the order checks
+below need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from search.v1 import search_service_pb2
+
+from reranker_service.bootstrap import build_core
+from reranker_service.config import Settings as RerankerSettings
+from reranker_service.server import build_server as build_reranker_server
+from search_common.artifacts import ArtifactError
+from search_common.cross_encoder_runtime import read_cross_encoder_manifest
+from search_common.ports import Retriever
+
+StackFactory = Callable[..., AbstractAsyncContextManager[Any]]
+REPO_ROOT = Path(__file__).resolve().parents[3]
+ARTIFACT = REPO_ROOT / "var" / "test-artifacts" / "reranker-cross-encoder" / "v1"
+VARIANTS = """
+default: dense
+variants:
+  - {name: dense, weight: 1, first_stage: dense, retrieval_depth: 20}
+  - {name: ce, weight: 0, first_stage: dense, retrieval_depth: 20, reranker: cross-encoder-minilm,
+     rerank_depth: 5}
+"""
+
+
+@pytest.fixture(scope="session")
+def cross_encoder() -> Path:
+    with contextlib.suppress(ArtifactError):
+        read_cross_encoder_manifest(ARTIFACT)
+        return ARTIFACT
+    from training.cross_encoder.export import main as export_main
+
+    export_main(
+        ["--untrained", "--out", str(ARTIFACT.parent), "--version", "v1", "--layers", "1", "--seed", "13",
+         "--max-length", "128", "--no-quantize"]
+    )  # fmt: skip
+    return ARTIFACT
+
+
+@contextlib.asynccontextmanager
+async def reranker_server(artifact: Path) -> AsyncIterator[tuple[str, grpc.aio.Server]]:
+    settings = RerankerSettings(artifact_dir=artifact, cache="none", intra_op_threads=1)
+    built = build_reranker_server(settings)
+    await built.server.start()
+    core = build_core(settings)
+    await built.mark_ready(core)
+    try:
+        yield f"127.0.0.1:{built.port}", built.server
+    finally:
+        await built.server.stop(0)
+        await core.close()
+
+
+def _request(top_k: int, **overrides: int) -> search_service_pb2.SearchRequest:
+    return search_service_pb2.SearchRequest(
+        query="compress a file with gzip",
+        top_k=top_k,
+        variant="ce",
+        overrides=search_service_pb2.SearchOverrides(**overrides),
+    )
+
+
+async def test_rerank_then_fallback_when_the_reranker_goes_away(
+    shards: dict[str, list[Retriever]],
+    indexes: dict[str, Path],
+    stack: StackFactory,
+    cross_encoder: Path,
+    tmp_path: Path,
+) -> None:
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(VARIANTS)
+    async with (
+        reranker_server(cross_encoder) as (address, server),
+        stack(
+            {"dense": shards["dense-3"]}, {"dense": indexes["dense-3"]}, reranker=address, variants=variants
+        ) as running,
+    ):
+        plain = await running.stub.Search(
+            search_service_pb2.SearchRequest(query="compress a file with gzip", top_k=10, variant="dense")
+        )
+        reranked = await running.stub.Search(_request(10), timeout=30)
+
+        # Reranked head of 5 ordered by rerank score, then the first stage's ranks 6..10 unchanged.
+        head = reranked.hits[:5]
+        assert all(h.HasField("rerank_score") for h in head)
+        assert [h.rerank_score for h in head] == sorted((h.rerank_score for h in head), reverse=True)
+        assert {h.doc_id for h in head} == {h.doc_id for h in plain.hits[:5]}
+        assert [h.doc_id for h in reranked.hits[5:]] == [h.doc_id for h in plain.hits[5:]]
+        assert all(not h.HasField("rerank_score") for h in reranked.hits[5:])
+        assert not reranked.metadata.coverage.degraded
+        assert ("reranker", "cross-encoder-minilm", "v1") in {
+            (v.component, v.name, v.version) for v in reranked.metadata.versions
+        }
+        assert "rerank" in {t.stage for t in reranked.metadata.timings}
+
+        # rerank_depth 0 disables the stage for one request.
+        skipped = await running.stub.Search(_request(10, rerank_depth=0), timeout=30)
+        assert [h.doc_id for h in skipped.hits] == [h.doc_id for h in plain.hits]
+
+        await server.stop(0)
+        fallback = await running.stub.Search(_request(10), timeout=30)
+
+    assert [h.doc_id for h in fallback.hits] == [h.doc_id for h in plain.hits]
+    assert len(fallback.hits) == 10
+    assert all(not h.HasField("rerank_score") for h in fallback.hits)
+    coverage = fallback.metadata.coverage
+    assert coverage.degraded and coverage.shards_answered == coverage.shards_queried == 3
+    (degradation,) = coverage.degradations
+    assert degradation.stage == search_service_pb2.STAGE_RERANK
+    assert degradation.component == "reranker"
+    assert degradation.reason == search_service_pb2.DEGRADATION_REASON_UNAVAILABLE
