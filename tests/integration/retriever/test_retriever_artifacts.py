@@ -17,6 +17,7 @@ from retriever_service.faiss_index import FaissRetriever
 from search_common.artifacts import ArtifactError, sha256_file
 from search_common.beir import load_corpus
 from search_common.documents import Candidate
+from search_common.errors import DeadlineExceeded, InvalidArgument
 
 QUERIES = [
     "vitamin c deficiency and scurvy",
@@ -150,6 +151,18 @@ async def test_bm25_round_trip(bm25_index: Path, corpus_path: Path) -> None:
     assert stopwords_only.candidates == []
     description = await retriever.describe()
     assert (description.kind, description.num_shards, description.num_documents) == ("bm25", 1, 36)
+
+
+async def test_expired_budget_is_deadline_exceeded(dense_index: Path, encoder: BiEncoder) -> None:
+    (retriever,) = load_index(dense_index, encoder=encoder)
+    with pytest.raises(DeadlineExceeded, match="dense/shard-0: retrieval exceeded"):
+        await retriever.retrieve("vitamin", 3, timeout=0)
+
+
+async def test_bad_input_is_refused_in_process(bm25_index: Path) -> None:
+    (retriever,) = load_index(bm25_index, max_top_k=5)
+    with pytest.raises(InvalidArgument, match="exceeds this server's maximum of 5"):
+        await retriever.retrieve("vitamin", 6)
 
 
 # --- corrupt and mismatched artifacts ---
