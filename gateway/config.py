@@ -239,6 +239,8 @@ class EvalSettings:
     concurrency: int = 8
     max_queries: int | None = None
     log_level: str = "INFO"
+    # group -> an existing index version directory to evaluate instead of building one
+    prebuilt: Mapping[str, Path] = field(default_factory=dict)
 
 
 def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str]) -> EvalSettings:
@@ -258,6 +260,8 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
     parser.add_argument("--variants", type=Path, default=None, help="variants YAML (default: packaged)")
     parser.add_argument("--concurrency", type=int, default=8, help="queries in flight")
     parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
+    parser.add_argument("--dense-index", type=Path, default=None, help="use this built dense index")
+    parser.add_argument("--bm25-index", type=Path, default=None, help="use this built BM25 index")
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
@@ -283,6 +287,11 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
         concurrency=args.concurrency,
         max_queries=args.max_queries,
         log_level=args.log_level,
+        prebuilt={
+            kind: path
+            for kind, path in (("dense", args.dense_index), ("bm25", args.bm25_index))
+            if path is not None
+        },
     )
 
 

@@ -130,6 +130,23 @@ def ensure_index(
     )
 
 
+def prebuilt_index(prebuilt: Mapping[str, Path] | None, kind: str, corpus: Path) -> Path | None:
+    """The prebuilt index given for `kind`, checked to be that kind and built from `corpus`."""
+    if not prebuilt or kind not in prebuilt:
+        return None
+    path = prebuilt[kind]
+    try:
+        manifest = read_manifest(path, required=("kind", "corpus_sha256"))
+    except ArtifactError as exc:
+        raise ValueError(f"--{kind}-index: {exc}") from None
+    if manifest["kind"] != kind:
+        raise ValueError(f"--{kind}-index {path}: a {manifest['kind']} index, not {kind}")
+    if manifest["corpus_sha256"] != sha256_file(corpus):
+        raise ValueError(f"--{kind}-index {path}: built from another corpus than {corpus}")
+    logger.info("using prebuilt %s index %s", kind, path)
+    return path
+
+
 async def run_queries(
     pipeline: SearchPipeline,
     variant: Variant,
@@ -182,6 +199,7 @@ def evaluate(
     variants_path: Path | None = None,
     concurrency: int = 8,
     max_queries: int | None = None,
+    prebuilt: Mapping[str, Path] | None = None,
 ) -> list[QualityRow]:
     """Evaluates each named variant over a BEIR dataset split; one QualityRow per variant.
 
@@ -191,6 +209,8 @@ def evaluate(
         pipelines: variant names from the variants file.
         reranker: the in-process second stage for variants that rerank (None: such variants are refused).
         num_shards: dense index shards (the merged ranking is the same as one shard's).
+        prebuilt: group ("dense", "bm25") -> an existing index version directory to use instead of the
+            cache; it must have been built from this dataset's corpus (checked by checksum).
 
     Raises:
         DatasetError, ValueError: a bad dataset, or a variant that is unknown or needs a missing reranker.
@@ -214,7 +234,7 @@ def evaluate(
         from retriever_service.encoder import BiEncoder
 
         encoder = BiEncoder.load()
-        dense_dir = ensure_index(
+        dense_dir = prebuilt_index(prebuilt, "dense", beir.corpus_path) or ensure_index(
             beir.corpus_path,
             index_root,
             kind="dense",
@@ -224,7 +244,9 @@ def evaluate(
         )
         retrievers["dense"] = load_index(dense_dir, encoder=encoder)
     if "bm25" in groups_needed:
-        bm25_dir = ensure_index(beir.corpus_path, index_root, kind="bm25", dataset_name=beir.name)
+        bm25_dir = prebuilt_index(prebuilt, "bm25", beir.corpus_path) or ensure_index(
+            beir.corpus_path, index_root, kind="bm25", dataset_name=beir.name
+        )
         retrievers["bm25"] = load_index(bm25_dir)
     pipeline = SearchPipeline(retrievers, reranker)
     rows: list[QualityRow] = []
@@ -302,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             variants_path=settings.variants,
             concurrency=settings.concurrency,
             max_queries=settings.max_queries,
+            prebuilt=settings.prebuilt,
         )
     except (DatasetError, ValueError, SearchError) as exc:
         print(f"search-eval: error: {exc}", file=sys.stderr)
