@@ -1,0 +1,52 @@
+"""The shipped entry points as separate processes.
+
+Retriever and gateway start through search_common.processes (port 0, port file, health), are queried with
+search-client and stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.client_cli import main as client_main
+from search_common.processes import ServiceStack, ServiceStartError
+
+pytestmark = pytest.mark.slow
+
+
+def test_gateway_process_serves_client_and_stops_gracefully(
+    indexes: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shard = indexes["bm25-1"] / "shard-0"
+    with ServiceStack(tmp_path / "run") as stack:
+        retriever = stack.start(
+            "bm25-0", [sys.executable, "-m", "retriever_service", "--index", str(shard), "--threads", "1"]
+        )
+        gateway = stack.start("gateway", [sys.executable, "-m", "gateway", "--bm25", retriever.address])
+
+        assert client_main(["--target", gateway.address, "gzip compress archive", "--top-k", "3"]) == 0
+        out = capsys.readouterr().out
+        assert "  1. " in out and "  3. " in out and "  4. " not in out
+        assert "variant: bm25" in out  # hybrid is the default, but this gateway has no dense retriever
+        assert "coverage: complete, shards answered 1/1" in out
+
+        assert client_main(["--target", gateway.address, "gzip", "--top-k", "0"]) == 1
+        assert "INVALID_ARGUMENT: top_k must be within [1, 100], got 0" in capsys.readouterr().err
+
+        assert gateway.stop() == 0
+        assert retriever.stop() == 0
+
+
+def test_gateway_process_refuses_a_bad_variants_file(indexes: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "variants.yaml"
+    bad.write_text("variants:\n  - {name: x, weight: 1, first_stage: sparse, retrieval_depth: 10}\n")
+    with ServiceStack(tmp_path / "run") as stack:
+        gateway = stack.spawn(
+            "gateway", [sys.executable, "-m", "gateway", "--bm25", "127.0.0.1:9", "--variants", str(bad)]
+        )
+        with pytest.raises(ServiceStartError, match="exited with code 2") as info:
+            gateway.wait_ready(60)
+        assert "unknown first_stage 'sparse'" in str(info.value)
