@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,6 +72,9 @@ class BiEncoder:
         self._checksum = checksum
         self._max_length = max_length
         self._device = device
+        # One encode at a time: HF fast tokenizers raise "Already borrowed" when padding/truncation state
+        # is changed from two threads at once, and torch already uses every core for one batch.
+        self._lock = threading.Lock()
         hidden = getattr(getattr(model, "config", None), "hidden_size", None)
         if not isinstance(hidden, int):
             raise ValueError("BiEncoder: model config has no integer hidden_size")
@@ -137,6 +141,10 @@ class BiEncoder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
+        with self._lock:
+            return self._encode_locked(texts, batch_size, show_progress)
+
+    def _encode_locked(self, texts: list[str], batch_size: int, show_progress: bool) -> FloatMatrix:
         tokenizer = self._tokenizer
         # Token counts (capped at max_length) only to order the batches; the real encode pads per batch.
         ids = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self._max_length)[  # type: ignore[operator]

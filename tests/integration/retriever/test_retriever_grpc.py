@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -37,6 +38,16 @@ async def test_retrieve_returns_best_first_with_timings(
     assert all(t.component == "dense/shard-0" for t in reply.timings)
     assert reply.shard.kind == retriever_pb2.RETRIEVER_KIND_DENSE
     assert reply.shard.encoder == encoder.identity
+
+
+async def test_concurrent_requests_all_succeed(dense_stub: retriever_pb2_grpc.RetrieverServiceStub) -> None:
+    queries = [f"{topic} question {i}" for i in range(4) for topic in ("vitamin", "heart", "sleep", "virus")]
+    replies = await asyncio.gather(
+        *(dense_stub.Retrieve(retriever_pb2.RetrieveRequest(query=q, top_k=3), timeout=60) for q in queries)
+    )
+    assert [len(r.candidates) for r in replies] == [3] * len(queries)
+    for query, reply in zip(queries, replies, strict=True):
+        assert reply.candidates[0].document.title.split()[0] == query.split()[0]
 
 
 async def test_top_k_above_corpus_size_returns_every_document(
