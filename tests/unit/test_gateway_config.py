@@ -1,0 +1,82 @@
+"""Gateway flags and deployment YAML: precedence, and a clear exit-2 message for every bad input."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gateway.config import parse_demo_settings, parse_settings
+
+
+def test_flags_give_groups_and_reranker() -> None:
+    settings = parse_settings(
+        ["--dense", "127.0.0.1:7001, 127.0.0.1:7002", "--bm25", "localhost:7003", "--reranker", "h:9"], {}
+    )
+    assert settings.retrievers == {"dense": ("127.0.0.1:7001", "127.0.0.1:7002"), "bm25": ("localhost:7003",)}
+    assert settings.reranker == "h:9"
+    assert (settings.max_top_k, settings.max_query_chars, settings.default_deadline_seconds) == (
+        100,
+        2048,
+        2.0,
+    )
+    assert settings.variant_bounds.max_rerank_depth == 200
+
+
+def test_yaml_config_with_flag_override(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("retrievers:\n  dense: [a:1, b:2]\n  bm25: c:3\nreranker: r:4\n")
+    settings = parse_settings(["--config", str(config), "--bm25", "d:5"], {})
+    assert settings.retrievers == {"dense": ("a:1", "b:2"), "bm25": ("d:5",)}
+    assert settings.reranker == "r:4"
+
+
+def test_environment_is_read_only_here() -> None:
+    settings = parse_settings([], {"SEARCH_GATEWAY_DENSE": "e:1", "SEARCH_GATEWAY_PORT": "7000"})
+    assert settings.retrievers == {"dense": ("e:1",)} and settings.port == 7000
+
+
+@pytest.mark.parametrize(
+    ("argv", "yaml_text", "message"),
+    [
+        ([], None, "no retrievers configured"),
+        (["--dense", "nohost"], None, "--dense: 'nohost' is not a host:port address"),
+        (["--dense", "a:1", "--reranker", "r:x"], None, "--reranker: 'r:x' is not a host:port"),
+        (["--dense", "a:1", "--max-top-k", "0"], None, "--max-top-k must be positive"),
+        (["--dense", "a:1", "--rerank-share", "1.5"], None, "--rerank-share must be within"),
+        (["--dense", "a:1", "--default-deadline", "0"], None, "--default-deadline must be positive"),
+        ([], "retrievers: {sparse: [a:1]}\n", "unknown retriever group 'sparse'"),
+        ([], "retrievers: [a:1]\n", "'retrievers' must map a group"),
+        ([], "retrievers: {dense: [a:1]}\nextra: 1\n", r"unknown field\(s\) extra"),
+        ([], "retrievers: {dense: [a:1\n", "not valid YAML"),
+    ],
+)
+def test_bad_settings_exit_2_with_a_message(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    yaml_text: str | None,
+    message: str,
+) -> None:
+    if yaml_text is not None:
+        config = tmp_path / "gateway.yaml"
+        config.write_text(yaml_text)
+        argv = [*argv, "--config", str(config)]
+    with pytest.raises(SystemExit) as info:
+        parse_settings(argv, {})
+    assert info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_settings(["--config", str(tmp_path / "none.yaml")], {})
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_demo_refuses_rerankers_not_yet_available(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_demo_settings([]).queries[0] == "how do I parse command line arguments"
+    with pytest.raises(SystemExit):
+        parse_demo_settings(["--reranker", "onnx"])
+    assert "--reranker onnx is not available yet" in capsys.readouterr().err
