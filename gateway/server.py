@@ -61,15 +61,17 @@ def create_server(
     return BoundServer(server, port, health_servicer)
 
 
-async def start_gateway(settings: Settings, gateway: Gateway) -> BoundServer:
-    """Starts the server, waits for every retriever group, then reports SERVING and writes the port file."""
+async def open_gateway(settings: Settings, gateway: Gateway) -> BoundServer:
+    """Starts the server reporting NOT_SERVING (the health servicer defaults "" to SERVING otherwise)."""
     bound = create_server(settings, gateway.pipeline, gateway.variants, gateway.limits)
+    await set_serving(bound.health, [SERVICE_NAME], False)
     await bound.server.start()
-    try:
-        await wait_until_ready(gateway.retrievers, settings.startup_timeout_seconds)
-    except BaseException:
-        await bound.server.stop(0)
-        raise
+    return bound
+
+
+async def mark_ready(settings: Settings, gateway: Gateway, bound: BoundServer) -> None:
+    """Waits for every retriever group, then reports SERVING and writes the port file."""
+    await wait_until_ready(gateway.retrievers, settings.startup_timeout_seconds)
     await set_serving(bound.health, [SERVICE_NAME], True)
     if settings.port_file is not None:
         write_port_file(Path(settings.port_file), bound.port)
@@ -82,6 +84,16 @@ async def start_gateway(settings: Settings, gateway: Gateway) -> BoundServer:
         ", ".join(n for n in gateway.variants.names if n not in gateway.variants.unservable),
         gateway.variants.default_name,
     )
+
+
+async def start_gateway(settings: Settings, gateway: Gateway) -> BoundServer:
+    """`open_gateway` then `mark_ready`; the server is stopped again if readiness fails."""
+    bound = await open_gateway(settings, gateway)
+    try:
+        await mark_ready(settings, gateway, bound)
+    except BaseException:
+        await bound.server.stop(0)
+        raise
     return bound
 
 

@@ -10,8 +10,14 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from search.v1 import search_service_pb2
 
+from gateway.bootstrap import bootstrap
+from gateway.config import Settings
+from gateway.server import SERVICE_NAME, mark_ready, open_gateway
+from retriever_service.config import Settings as RetrieverSettings
+from retriever_service.server import create_server as create_retriever_server
 from search_common.ports import Retriever
 
 StackFactory = Callable[..., AbstractAsyncContextManager[Any]]
@@ -163,3 +169,28 @@ async def test_every_shard_down_is_unavailable(
             )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "no retriever answered" in (info.value.details() or "")
+
+
+async def test_health_waits_for_every_group(
+    shards: dict[str, list[Retriever]], indexes: dict[str, Path]
+) -> None:
+    shard_settings = RetrieverSettings(index=indexes["bm25-1"] / "shard-0", port=0)
+    retriever_server, retriever_port = create_retriever_server(shard_settings, shards["bm25-1"][0])
+    settings = Settings(retrievers={"bm25": (f"127.0.0.1:{retriever_port}",)}, startup_timeout_seconds=30)
+    gateway = bootstrap(settings)
+    bound = await open_gateway(settings, gateway)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{bound.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for name in ("", SERVICE_NAME):
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            await retriever_server.start()  # the only BM25 shard comes up only now
+            await mark_ready(settings, gateway, bound)
+            for name in ("", SERVICE_NAME):
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await bound.server.stop(0)
+        await gateway.close()
+        await retriever_server.stop(0)
