@@ -7,7 +7,6 @@ import logging
 import sys
 
 from retriever_service.config import parse_settings
-from retriever_service.server import serve
 from search_common.artifacts import ArtifactError
 from search_common.logging_setup import configure_logging
 
@@ -17,6 +16,8 @@ logger = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> int:
     settings = parse_settings(argv)
     configure_logging(settings.log_level)
+    from retriever_service.server import serve  # after argv checks, so a bad flag fails fast
+
     try:
         asyncio.run(serve(settings))
     except ArtifactError as exc:

@@ -1,14 +1,15 @@
-"""The composition root: chooses and loads the retriever adapter (FAISS or BM25) a shard directory needs."""
+"""The composition root: chooses and loads the retriever adapter (FAISS or BM25) a shard directory needs.
+
+Adapters are imported only when chosen, so a BM25 server never imports torch, transformers or FAISS.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from retriever_service.bm25 import Bm25Retriever, load_bm25_shard
 from retriever_service.config import Settings
-from retriever_service.encoder import BiEncoder
-from retriever_service.faiss_index import FaissRetriever, load_faiss_shard
 from retriever_service.shards import (
     DEFAULT_MAX_TOP_K,
     DEFAULT_QUERY_LIMIT,
@@ -18,6 +19,11 @@ from retriever_service.shards import (
 )
 from search_common.artifacts import ArtifactError, read_manifest
 from search_common.ports import Retriever
+
+if TYPE_CHECKING:
+    from retriever_service.bm25 import Bm25Retriever
+    from retriever_service.encoder import BiEncoder
+    from retriever_service.faiss_index import FaissRetriever
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +62,12 @@ def _load_shard(
 ) -> FaissRetriever | Bm25Retriever:
     shard_dir = Path(shard_dir)
     if shard_kind(shard_dir) == "bm25":
+        from retriever_service.bm25 import load_bm25_shard
+
         return load_bm25_shard(shard_dir, max_top_k=max_top_k, max_query_chars=max_query_chars)
+    from retriever_service.encoder import BiEncoder
+    from retriever_service.faiss_index import load_faiss_shard
+
     return load_faiss_shard(
         shard_dir, encoder or BiEncoder.load(), max_top_k=max_top_k, max_query_chars=max_query_chars
     )
@@ -78,6 +89,8 @@ def load_index(
     if not isinstance(num_shards, int) or num_shards <= 0:
         raise ArtifactError(f"{index_dir}: num_shards must be a positive integer")
     if manifest["kind"] == "dense" and encoder is None:
+        from retriever_service.encoder import BiEncoder
+
         encoder = BiEncoder.load()
     retrievers: list[Retriever] = []
     total = 0
@@ -107,14 +120,20 @@ def load_index(
 
 def build_retriever(settings: Settings) -> Retriever:
     """What the server serves: the shard named by --index, with the encoder named by --encoder."""
+    if shard_kind(settings.index) == "bm25":
+        from retriever_service.bm25 import load_bm25_shard
+
+        return load_bm25_shard(
+            settings.index, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars
+        )
     import faiss
     import torch
 
+    from retriever_service.encoder import BiEncoder
+
     torch.set_num_threads(settings.effective_threads)
     faiss.omp_set_num_threads(settings.effective_threads)
-    encoder = None
-    if shard_kind(settings.index) == "dense":
-        encoder = BiEncoder.load(settings.encoder, device=settings.device)
+    encoder = BiEncoder.load(settings.encoder, device=settings.device)
     return load_shard_retriever(
         settings.index,
         encoder=encoder,
