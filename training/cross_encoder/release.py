@@ -1,0 +1,116 @@
+"""Release a finished training run: export the dev-chosen epoch, measure the served artifact, publish it.
+
+1. From `training.json`, picks the epoch with the best dev fused nDCG@10 and its (depth, weight).
+2. Exports that checkpoint (ONNX, int8 per-channel) to a scratch artifact and scores dev and test with the
+   reranker's own ONNX runtime at that depth and weight (test: once per finished recipe).
+3. Exports the final artifact with the figures in its manifest: candidates go under
+   `var/models/cross-encoder-candidates/<run>/<version>`; `--default` publishes to
+   `var/models/cross-encoder/<version>`, the newest version there being the one services load, and is
+   refused when the re-ranked pipeline does not beat its own first stage on test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from search_common.artifacts import new_version
+from training.cross_encoder import evaluate
+from training.cross_encoder.export import export_cross_encoder
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ROOT = Path("var/models/cross-encoder")
+CANDIDATE_ROOT = Path("var/models/cross-encoder-candidates")
+
+
+def best_epoch(record: dict[str, Any]) -> dict[str, Any]:
+    """The epoch entry with the best dev fused nDCG@10 (earliest on ties)."""
+    entries: list[dict[str, Any]] = record["epochs"]
+    return max(entries, key=lambda e: (round(e["dev_best_fused"]["ndcg@10"], 6), -e["epoch"]))
+
+
+def _measure(
+    dataset: Path, artifact: Path, split: str, depth: int, weight: float, out: Path
+) -> dict[str, Any]:
+    evaluate.main(
+        [
+            "--dataset", str(dataset), "--artifact", str(artifact), "--split", split,
+            "--depth", str(depth), "--weight", str(weight), "--json", str(out),
+        ]
+    )  # fmt: skip
+    figures: dict[str, Any] = json.loads(out.read_text())
+    return figures
+
+
+def release(run_dir: Path, dataset: Path, *, make_default: bool, eval_dir: Path) -> Path:
+    record = json.loads((run_dir / "training.json").read_text())
+    entry = best_epoch(record)
+    checkpoint = Path(entry["checkpoint"])
+    depth = int(entry["dev_best_fused"]["depth"])
+    weight = float(entry["dev_best_fused"]["weight"])
+    max_length = int(record["hyperparameters"]["max_length"])
+    logger.info("releasing %s (epoch %d, depth %d, weight %.1f)", checkpoint, entry["epoch"], depth, weight)
+
+    scratch = eval_dir / f".artifact-{run_dir.name}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    export_cross_encoder(checkpoint, scratch, max_length=max_length)
+    dev = _measure(dataset, scratch, "dev", depth, weight, eval_dir / f"{run_dir.name}-dev-onnx.json")
+    test = _measure(dataset, scratch, "test", depth, weight, eval_dir / f"{run_dir.name}-test-onnx.json")
+    shutil.rmtree(scratch, ignore_errors=True)
+    dev_torch = entry["dev"]
+    beats = test["fused_ndcg@10"] > test["first_stage_ndcg@10"]
+    eval_figures = {
+        "dataset": record["dataset"],
+        "metric": "nDCG@10",
+        "first_stage": "hybrid dense+bm25 RRF k=60",
+        "fusion": {"method": "rrf", "weight": weight, "depth": depth, "k": 60, "fitted_on": "dev"},
+        "dev_torch_fp32": {
+            "first_stage": dev_torch["first_stage"],
+            "ce": dev_torch["ce"][str(depth)],
+            "fused": entry["dev_best_fused"]["ndcg@10"],
+        },
+        "dev_onnx_int8": {k: dev[k] for k in ("first_stage_ndcg@10", "ce_ndcg@10", "fused_ndcg@10")},
+        "test_onnx_int8": {k: test[k] for k in ("first_stage_ndcg@10", "ce_ndcg@10", "fused_ndcg@10")},
+        "beats_first_stage_on_test": beats,
+    }
+    if make_default and not beats:
+        raise SystemExit(f"{run_dir}: re-ranked test nDCG@10 does not beat the first stage; not the default")
+    root = DEFAULT_ROOT if make_default else CANDIDATE_ROOT / run_dir.name
+    out = root / new_version()
+    extra = {
+        "training_data_sha256": record["training_data_sha256"],
+        "hyperparameters": {**record["hyperparameters"], "epochs_trained": entry["epoch"]},
+        "training": {
+            "run": run_dir.name,
+            "sources_sha256": record["sources"],
+            "pairs": record["pairs"],
+            "train_minutes": entry["train_minutes"],
+        },
+        "eval": eval_figures,
+    }
+    export_cross_encoder(checkpoint, out, max_length=max_length, manifest_extra=extra)
+    logger.info("released %s: %s", out, json.dumps(eval_figures["test_onnx_int8"]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", type=Path, required=True, help="training output directory")
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--default", action="store_true", help="publish as the served default")
+    parser.add_argument("--eval-dir", type=Path, default=Path("var/eval"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.eval_dir.mkdir(parents=True, exist_ok=True)
+    release(args.run, args.dataset, make_default=args.default, eval_dir=args.eval_dir)
+
+
+if __name__ == "__main__":
+    main()
