@@ -53,6 +53,8 @@ class Settings:
     # None selects the packaged gateway/variants.yaml.
     variants: Path | None = None
     reflection: bool = True
+    # Prometheus /metrics on this port (0 picks a free one); None serves no metrics.
+    metrics_port: int | None = None
     log_level: str = "INFO"
     grace_seconds: float = 5.0
     # How long to wait at startup for every group to have a shard answering GetShardInfo.
@@ -70,6 +72,8 @@ class Settings:
             _check_address(self.reranker, "--reranker")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port must be in 0..65535, got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"--metrics-port must be in 0..65535 (or -1 for none), got {self.metrics_port}")
         for name, value in (
             ("--max-top-k", self.max_top_k),
             ("--max-query-chars", self.max_query_chars),
@@ -160,6 +164,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=int(env("PORT", "0")), help="0 picks a free port")
     srv.add_argument("--port-file", type=Path, default=None, help="write the bound port here once SERVING")
     srv.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
+    srv.add_argument(
+        "--metrics-port", type=int, default=int(env("METRICS_PORT", "-1")), help="Prometheus port; -1 = none"
+    )
     srv.add_argument("--grace-seconds", type=float, default=5.0)
     srv.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for retrievers")
     srv.add_argument(
@@ -216,6 +223,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             rerank_share=args.rerank_share,
             variants=args.variants,
             reflection=args.reflection,
+            metrics_port=None if args.metrics_port < 0 else args.metrics_port,
             log_level=args.log_level,
             grace_seconds=args.grace_seconds,
             startup_timeout_seconds=args.startup_timeout,

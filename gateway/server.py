@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import grpc
 from grpc_health.v1 import health
+from prometheus_client import start_http_server
 from search.v1 import search_service_pb2, search_service_pb2_grpc
 
 from gateway.bootstrap import Gateway, bootstrap, wait_until_ready
 from gateway.config import Settings
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline import SearchPipeline
 from gateway.servicer import RequestLimits, SearchServicer
 from gateway.variants import VariantTable
@@ -40,6 +43,7 @@ def create_server(
     pipeline: SearchPipeline,
     variants: VariantTable,
     limits: RequestLimits | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> BoundServer:
     """A bound, not yet started server; health reports NOT_SERVING until `set_serving` is called."""
     server = grpc.aio.server(options=message_size_options())
@@ -54,6 +58,7 @@ def create_server(
             settings.max_rerank_depth,
         ),
         settings.default_deadline_seconds,
+        metrics,
     )
     search_service_pb2_grpc.add_SearchServiceServicer_to_server(servicer, server)
     health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
@@ -61,9 +66,11 @@ def create_server(
     return BoundServer(server, port, health_servicer)
 
 
-async def open_gateway(settings: Settings, gateway: Gateway) -> BoundServer:
+async def open_gateway(
+    settings: Settings, gateway: Gateway, metrics: GatewayMetrics | None = None
+) -> BoundServer:
     """Starts the server reporting NOT_SERVING (the health servicer defaults "" to SERVING otherwise)."""
-    bound = create_server(settings, gateway.pipeline, gateway.variants, gateway.limits)
+    bound = create_server(settings, gateway.pipeline, gateway.variants, gateway.limits, metrics)
     await set_serving(bound.health, [SERVICE_NAME], False)
     await bound.server.start()
     return bound
@@ -86,9 +93,11 @@ async def mark_ready(settings: Settings, gateway: Gateway, bound: BoundServer) -
     )
 
 
-async def start_gateway(settings: Settings, gateway: Gateway) -> BoundServer:
+async def start_gateway(
+    settings: Settings, gateway: Gateway, metrics: GatewayMetrics | None = None
+) -> BoundServer:
     """`open_gateway` then `mark_ready`; the server is stopped again if readiness fails."""
-    bound = await open_gateway(settings, gateway)
+    bound = await open_gateway(settings, gateway, metrics)
     try:
         await mark_ready(settings, gateway, bound)
     except BaseException:
@@ -100,9 +109,21 @@ async def start_gateway(settings: Settings, gateway: Gateway) -> BoundServer:
 async def serve(settings: Settings) -> None:
     """Runs the gateway until SIGTERM/SIGINT, then drains and closes its channels."""
     gateway = bootstrap(settings)
+    metrics = GatewayMetrics()
+    components = [shard.component for shards in gateway.retrievers.values() for shard in shards]
+    metrics.prepare(gateway.variants.names, [*components, "reranker"] if gateway.reranker else components)
     try:
-        bound = await start_gateway(settings, gateway)
+        bound = await start_gateway(settings, gateway, metrics)
     except BaseException:
         await gateway.close()
         raise
-    await run_until_signal(bound.server, bound.health, settings.grace_seconds, cleanups=[gateway.close])
+    cleanups: list[Callable[[], Awaitable[None]]] = [gateway.close]
+    if settings.metrics_port is not None:
+        metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
+        logger.info("metrics on http://%s:%d/metrics", settings.host, metrics_server.server_port)
+
+        async def stop_metrics() -> None:
+            metrics_server.shutdown()
+
+        cleanups.append(stop_metrics)
+    await run_until_signal(bound.server, bound.health, settings.grace_seconds, cleanups=cleanups)

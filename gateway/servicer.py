@@ -14,9 +14,10 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from search.v1 import common_pb2, search_service_pb2, search_service_pb2_grpc
 
+from gateway.metrics import GatewayMetrics
 from gateway.pipeline import SearchOutcome, SearchPipeline, SearchQuery
 from gateway.variants import VariantTable
-from search_common.errors import InvalidArgument, abort_with
+from search_common.errors import InvalidArgument, SearchError, abort_with
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,9 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):  # type: ig
         variants: VariantTable,
         limits: RequestLimits,
         default_deadline_seconds: float,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or GatewayMetrics(registry=None)
         self._pipeline = pipeline
         self._variants = variants
         self._limits = limits
@@ -143,14 +146,20 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):  # type: ig
             search_service_pb2.SearchRequest, search_service_pb2.SearchResponse
         ],
     ) -> search_service_pb2.SearchResponse:
+        started = time.monotonic()
         remaining = context.time_remaining()
-        deadline = time.monotonic() + (self._default_deadline if remaining is None else remaining)
+        deadline = started + (self._default_deadline if remaining is None else remaining)
+        variant: str | None = None
         try:
             query = resolve_request(request, self._limits, self._variants)
+            variant = query.variant.name
             outcome = await self._pipeline.search(query, deadline)
         except Exception as exc:
+            code = exc.code if isinstance(exc, SearchError) else grpc.StatusCode.INTERNAL
+            self._metrics.record_error(variant, code)
             await abort_with(context, exc)  # type: ignore[arg-type]
             raise AssertionError("unreachable: abort raises") from exc
+        self._metrics.record_outcome(outcome, time.monotonic() - started)
         if outcome.coverage.degraded:
             logger.info(
                 "degraded answer: %s",
