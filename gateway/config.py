@@ -243,6 +243,7 @@ class EvalSettings:
     index_root: Path = Path("var/indexes")
     shards: int = 1
     reranker: str = "none"
+    reranker_artifact: Path | None = None
     variants: Path | None = None
     concurrency: int = 8
     max_queries: int | None = None
@@ -265,6 +266,7 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
     parser.add_argument("--index-root", type=Path, default=Path("var/indexes"), help="index cache root")
     parser.add_argument("--shards", type=int, default=1, help="dense index shards (BM25 has one)")
     parser.add_argument("--reranker", default="none", choices=list(reranker_choices))
+    parser.add_argument("--reranker-artifact", type=Path, default=None, help="cross-encoder artifact dir")
     parser.add_argument("--variants", type=Path, default=None, help="variants YAML (default: packaged)")
     parser.add_argument("--concurrency", type=int, default=8, help="queries in flight")
     parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
@@ -291,6 +293,7 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
         index_root=args.index_root,
         shards=args.shards,
         reranker=args.reranker,
+        reranker_artifact=args.reranker_artifact,
         variants=args.variants,
         concurrency=args.concurrency,
         max_queries=args.max_queries,

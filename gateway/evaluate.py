@@ -42,8 +42,9 @@ logger = logging.getLogger(__name__)
 
 EVAL_TOP_K = 100
 MEASURES = {"ndcg@10": nDCG @ 10, "mrr@10": RR @ 10, "recall@100": R @ 100}
-# Named in-process rerankers for --reranker; the reranker service registers its adapter factory here.
-RERANKER_FACTORIES: dict[str, Callable[[], Reranker]] = {}
+# Named in-process rerankers for --reranker: name -> factory(artifact dir from --reranker-artifact, or None
+# for the factory's default). The reranker service registers its adapter factory here.
+RERANKER_FACTORIES: dict[str, Callable[[Path | None], Reranker]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +313,11 @@ def render_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_eval_settings(argv, ["none", *sorted(RERANKER_FACTORIES)])
     configure_logging(settings.log_level)
-    reranker = None if settings.reranker == "none" else RERANKER_FACTORIES[settings.reranker]()
+    reranker = (
+        None
+        if settings.reranker == "none"
+        else RERANKER_FACTORIES[settings.reranker](settings.reranker_artifact)
+    )
     try:
         rows = evaluate(
             settings.dataset,
@@ -329,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatasetError, ValueError, SearchError) as exc:
         print(f"search-eval: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if reranker is not None:
+            asyncio.run(reranker.close())
     json_path, md_path = update_results(settings.results_dir, rows)
     print(render_markdown([r.to_json() for r in rows]))
     print(f"wrote {json_path} and {md_path}")
