@@ -173,7 +173,7 @@ class SearchPipeline:
 
         Raises:
             Unavailable: no shard of any group the variant uses answered.
-            DeadlineExceeded: the budget was spent before retrieval could start.
+            DeadlineExceeded: the budget was spent before retrieval could start, or every shard missed it.
             InvalidArgument: every shard rejected the query.
         """
         started = time.monotonic()
@@ -214,6 +214,10 @@ class SearchPipeline:
         if answered == 0:
             if failures and all(isinstance(e, InvalidArgument) for e in failures):
                 raise failures[0]
+            if failures and all(_reason(e) == "deadline_exceeded" for e in failures):
+                raise DeadlineExceeded(
+                    f"no retriever answered within the deadline ({len(shards)} shards queried)"
+                )
             raise Unavailable(f"no retriever answered ({len(shards)} shards queried)")
 
         merge_started = time.monotonic()

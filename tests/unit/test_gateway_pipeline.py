@@ -9,7 +9,7 @@ import pytest
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import Variant
 from search_common.documents import Document
-from search_common.errors import InvalidArgument, Unavailable
+from search_common.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from tests.fakes import FakeReranker, FakeRetriever
 
 DOCS = [Document(f"d{i:02d}", f"title {i}", f"body of document {i} " * 5) for i in range(30)]
@@ -92,6 +92,12 @@ async def test_every_shard_failing_is_unavailable() -> None:
         shard.error = InvalidArgument("query too long")
     with pytest.raises(InvalidArgument, match="query too long"):
         await SearchPipeline({"dense": shards}).search(_query(DENSE))
+    for shard in shards:
+        shard.error, shard.delay = None, 5.0
+    with pytest.raises(DeadlineExceeded, match="no retriever answered within the deadline"):
+        await SearchPipeline({"dense": shards}).search(_query(DENSE), time.monotonic() + 0.2)
+    with pytest.raises(DeadlineExceeded, match="spent before retrieval"):
+        await SearchPipeline({"dense": shards}).search(_query(DENSE), time.monotonic() - 1.0)
 
 
 def _by_doc_number(query: str, doc: Document) -> float:
