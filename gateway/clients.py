@@ -41,6 +41,10 @@ _KINDS: dict[int, RetrieverKind] = {
 }
 
 
+def _call_timeout(timeout: float | None) -> float:
+    return DEFAULT_CALL_TIMEOUT_SECONDS if timeout is None else max(timeout, 0.0)
+
+
 def timings_from_proto(timings: Sequence[common_pb2.StageTiming]) -> dict[str, float]:
     return {t.stage: t.duration.seconds + t.duration.nanos / 1e9 for t in timings}
 
@@ -83,7 +87,7 @@ class GrpcRetriever:
     async def describe(self, timeout: float | None = None) -> ShardDescription:  # noqa: ASYNC109
         try:
             info = await self._stub.GetShardInfo(
-                retriever_pb2.GetShardInfoRequest(), timeout=timeout or DEFAULT_CALL_TIMEOUT_SECONDS
+                retriever_pb2.GetShardInfoRequest(), timeout=_call_timeout(timeout)
             )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, self._component) from None
@@ -95,7 +99,7 @@ class GrpcRetriever:
         try:
             response = await self._stub.Retrieve(
                 retriever_pb2.RetrieveRequest(query=query, top_k=k),
-                timeout=timeout or DEFAULT_CALL_TIMEOUT_SECONDS,
+                timeout=_call_timeout(timeout),
             )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, self._component) from None
@@ -140,7 +144,7 @@ class GrpcReranker:
             use_cache=use_cache,
         )
         try:
-            response = await self._stub.Rerank(request, timeout=timeout or DEFAULT_CALL_TIMEOUT_SECONDS)
+            response = await self._stub.Rerank(request, timeout=_call_timeout(timeout))
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, self.component) from None
         if len(response.scores) != len(documents):
