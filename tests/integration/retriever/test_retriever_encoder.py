@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from retriever_service.bootstrap import build_retriever, load_index
+from retriever_service.build_index import build_index
+from retriever_service.config import Settings
 from retriever_service.encoder import BiEncoder, default_model_dir
+from retriever_service.faiss_index import FaissRetriever
 from search_common.artifacts import ArtifactError
 
 TEXTS = ["short", "a somewhat longer sentence about cardiac arrest", "mid length text here", "x"]
@@ -30,7 +34,8 @@ def test_identity_names_model_and_weights(encoder: BiEncoder) -> None:
     assert len(encoder.checksum) == 64
 
 
-def test_fine_tuned_copy_loads_with_its_own_identity(encoder: BiEncoder, tmp_path: Path) -> None:
+def _fine_tuned_copy(tmp_path: Path) -> Path:
+    """The packaged model with perturbed weights and a training-style manifest, in the same HF layout."""
     tuned = tmp_path / "tuned"
     shutil.copytree(default_model_dir(), tuned)
     weights = load_file(str(tuned / "model.safetensors"))
@@ -38,7 +43,11 @@ def test_fine_tuned_copy_loads_with_its_own_identity(encoder: BiEncoder, tmp_pat
     weights[name] = weights[name] + np.float32(0.01)
     save_file(weights, str(tuned / "model.safetensors"))
     (tuned / "manifest.json").write_text(json.dumps({"name": "minilm-scifact", "version": "v1"}))
-    other = BiEncoder.load(tuned, max_length=64)
+    return tuned
+
+
+def test_fine_tuned_copy_loads_with_its_own_identity(encoder: BiEncoder, tmp_path: Path) -> None:
+    other = BiEncoder.load(_fine_tuned_copy(tmp_path), max_length=64)
     assert other.identity.startswith("minilm-scifact@")
     assert other.checksum != encoder.checksum
     assert other.dim == encoder.dim
@@ -48,3 +57,21 @@ def test_missing_weights_are_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ArtifactError, match=r"model\.safetensors is missing"):
         BiEncoder.load(tmp_path)
+
+
+def test_index_built_with_a_fine_tuned_encoder_needs_that_encoder(
+    encoder: BiEncoder, corpus_path: Path, tmp_path: Path
+) -> None:
+    tuned_dir = _fine_tuned_copy(tmp_path)
+    tuned = BiEncoder.load(tuned_dir, max_length=64)
+    index = build_index(corpus_path, tmp_path / "idx", kind="dense", encoder=tuned)
+    with pytest.raises(
+        ArtifactError, match=r"built with encoder minilm-scifact@\w{12}, but the loaded encoder"
+    ):
+        load_index(index, encoder=encoder)
+    (shard,) = load_index(index, encoder=tuned)
+    assert shard.component == "dense/shard-0"
+    # The server's path: --encoder names the directory.
+    served = build_retriever(Settings(index=index / "shard-0", encoder=tuned_dir))
+    assert isinstance(served, FaissRetriever)
+    assert served.shard.encoder == tuned.identity
