@@ -6,7 +6,7 @@ turns that into a real reranker (GPL-style domain adaptation, no labels, nothing
 1. Pseudo-queries from the corpus. For each document, the first sentence of its docstring is a query and the
    document *without that sentence* is its positive, so the model never sees the query verbatim in the
    positive; a second kind of query is the words of the qualified name, leaf first ("json.JSONEncoder.encode"
-   -> "encode json encoder json"), whose positive is shown without its title (the title holds the name).
+   -> "encode json encoder"), whose positive is shown without its title (the title holds the name).
    Sentences shared by several documents ("Return str(self).") are ambiguous and dropped.
 2. The training corpus is the corpus with every such first sentence removed ("masked"); the project's own
    BM25 (`retriever_service.build_index` / `load_index`) ranks it for every pseudo-query. Negatives are drawn
@@ -70,6 +70,7 @@ SENTENCE_PREFIX = "s:"
 NAME_PREFIX = "n:"
 MIN_QUERY_WORDS = 4
 MAX_QUERY_WORDS = 32
+MAX_QUERY_CHARS = 200
 MIN_REST_WORDS = 8
 EVAL_WEIGHTS: tuple[float, ...] = (0.3, 0.5, 0.7)
 
@@ -166,8 +167,8 @@ def split_first_sentence(text: str) -> tuple[str, str] | None:
 
 def clean_query(sentence: str) -> str | None:
     """A first sentence as a query: markup and the final stop removed; None if unusable (too short or long,
-    a signature line such as "dumps(obj) -> str")."""
-    if _SIGNATURE.search(sentence):
+    a signature line such as "dumps(obj) -> str", a doctest)."""
+    if _SIGNATURE.search(sentence) or ">>>" in sentence or len(sentence) > MAX_QUERY_CHARS:
         return None
     query = " ".join(_MARKUP.sub("", sentence).split()).rstrip(".:;!?, ")
     words = _words(query)
@@ -177,7 +178,7 @@ def clean_query(sentence: str) -> str | None:
 
 
 def name_query(doc_id: str) -> str | None:
-    """The qualified name's words, leaf first: "json.JSONEncoder.encode" -> "encode json encoder json"."""
+    """The qualified name's words, leaf first: "json.JSONEncoder.encode" -> "encode json encoder"."""
     parts = doc_id.split(".")
     words: list[str] = []
     for part in reversed(parts):
@@ -238,6 +239,17 @@ def split_queries(
     train = rng.sample(pool_s, n_sentences) + rng.sample(pool_n, n_names)
     rng.shuffle(train)
     return train, held, held_docs
+
+
+def fitting_queries(queries: Sequence[PseudoQuery], max_tokens: int) -> list[PseudoQuery]:
+    """The queries of at most `max_tokens` word pieces, so every pair keeps room for its document."""
+    from transformers import AutoTokenizer
+
+    from training.cross_encoder.model import base_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_path())
+    pieces = tokenizer([q.text for q in queries], add_special_tokens=False)["input_ids"]
+    return [q for q, ids in zip(queries, pieces, strict=True) if len(ids) <= max_tokens]
 
 
 def corpus_sha256(corpus: Path) -> str:
@@ -488,6 +500,7 @@ def _train_and_export(
     started = time.perf_counter()
     documents = list(iter_corpus(corpus_file))
     pseudo = build_pseudo_queries(documents)
+    pseudo.queries = fitting_queries(pseudo.queries, recipe.max_length // 2)
     train_queries, held, held_docs = split_queries(pseudo, budget, recipe)
     if not train_queries or not held:
         raise DefaultModelError(f"{corpus_file}: too few usable pseudo-queries to train and evaluate")
