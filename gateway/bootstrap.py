@@ -82,7 +82,7 @@ def bootstrap(
     return Gateway(pipeline, variants, limits, retrievers, reranker)
 
 
-async def wait_until_ready(retrievers: Mapping[str, Sequence[Retriever]], timeout: float) -> None:  # noqa: ASYNC109
+async def wait_until_ready(retrievers: Mapping[str, Sequence[Retriever]], timeout: float) -> None:
     """Polls GetShardInfo until every group has at least one shard answering.
 
     Raises:

@@ -84,7 +84,7 @@ class GrpcRetriever:
     def component(self) -> str:
         return self._component
 
-    async def describe(self, timeout: float | None = None) -> ShardDescription:  # noqa: ASYNC109
+    async def describe(self, timeout: float | None = None) -> ShardDescription:
         try:
             info = await self._stub.GetShardInfo(
                 retriever_pb2.GetShardInfoRequest(), timeout=_call_timeout(timeout)
@@ -95,7 +95,7 @@ class GrpcRetriever:
         self._component = shard.component
         return shard
 
-    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:  # noqa: ASYNC109
+    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:
         try:
             response = await self._stub.Retrieve(
                 retriever_pb2.RetrieveRequest(query=query, top_k=k),
@@ -134,7 +134,7 @@ class GrpcReranker:
         model: str = "",
         max_sequence_length: int = 0,
         use_cache: bool = True,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> RerankResult:
         request = reranker_pb2.RerankRequest(
             query=query,

@@ -259,7 +259,7 @@ class SearchPipeline:
         retriever: Retriever,
         text: str,
         k: int,
-        timeout: float | None,  # noqa: ASYNC109
+        timeout: float | None,
     ) -> tuple[RetrievalResult | None, BaseException | None, float]:
         started = time.monotonic()
         try:

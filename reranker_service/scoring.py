@@ -137,7 +137,7 @@ class RerankCore:
         model: str = "",
         max_sequence_length: int = 0,
         use_cache: bool = True,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> RerankResult:
         """Scores each document against the query, in input order.
 

@@ -110,7 +110,7 @@ class Bm25Retriever:
     def shard(self) -> ShardDescription:
         return self._shard
 
-    async def describe(self, timeout: float | None = None) -> ShardDescription:  # noqa: ASYNC109
+    async def describe(self, timeout: float | None = None) -> ShardDescription:
         return self._shard
 
     def search_sync(self, query: str, k: int) -> RetrievalResult:
@@ -136,7 +136,7 @@ class Bm25Retriever:
             for row_i, row_s in zip(np.asarray(ids), np.asarray(scores), strict=True)
         ]
 
-    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:  # noqa: ASYNC109
+    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:
         validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
         try:
             return await asyncio.wait_for(asyncio.to_thread(self.search_sync, query, k), timeout)

@@ -125,7 +125,7 @@ class FaissRetriever:
     def shard(self) -> ShardDescription:
         return self._shard
 
-    async def describe(self, timeout: float | None = None) -> ShardDescription:  # noqa: ASYNC109
+    async def describe(self, timeout: float | None = None) -> ShardDescription:
         return self._shard
 
     def search_sync(self, query: str, k: int) -> RetrievalResult:
@@ -157,7 +157,7 @@ class FaissRetriever:
             for row_s, row_i in zip(scores, ids, strict=True)
         ]
 
-    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:  # noqa: ASYNC109
+    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:
         # Validate on the loop so bad input never costs a thread.
         validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
         try:

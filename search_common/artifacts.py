@@ -119,9 +119,15 @@ def _fsync_tree(root: Path) -> None:
 
 def latest_version(parent: Path) -> Path:
     """The newest complete version directory (by sortable name) below parent."""
-    versions = sorted(
-        p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_NAME).is_file()
-    ) if parent.is_dir() else []
+    versions = (
+        sorted(
+            p
+            for p in parent.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_NAME).is_file()
+        )
+        if parent.is_dir()
+        else []
+    )
     if not versions:
         raise ArtifactError(f"{parent}: no complete artifact version found")
     return versions[-1]

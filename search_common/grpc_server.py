@@ -27,7 +27,7 @@ def message_size_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
 def add_standard_services(
     server: grpc.aio.Server, service_names: Sequence[str], enable_reflection: bool
 ) -> health.aio.HealthServicer:
-    """Registers grpc.health.v1 (every service NOT_SERVING until `mark_serving`) and, optionally, reflection."""
+    """Registers grpc.health.v1 (NOT_SERVING until `set_serving`) and, optionally, reflection."""
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if enable_reflection:
@@ -39,9 +39,7 @@ def add_standard_services(
 async def set_serving(
     health_servicer: health.aio.HealthServicer, service_names: Iterable[str], serving: bool
 ) -> None:
-    status = (
-        health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ("", *service_names):
         await health_servicer.set(name, status)
 

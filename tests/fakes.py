@@ -42,10 +42,10 @@ class FakeRetriever:
     def component(self) -> str:
         return self._shard.component
 
-    async def describe(self, timeout: float | None = None) -> ShardDescription:  # noqa: ASYNC109
+    async def describe(self, timeout: float | None = None) -> ShardDescription:
         return self._shard
 
-    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:  # noqa: ASYNC109
+    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:
         self.calls.append((query, k, timeout))
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -83,7 +83,7 @@ class FakeReranker:
         model: str = "",
         max_sequence_length: int = 0,
         use_cache: bool = True,
-        timeout: float | None = None,  # noqa: ASYNC109
+        timeout: float | None = None,
     ) -> RerankResult:
         self.calls.append((query, [d.doc_id for d in documents], model, timeout))
         if self.delay:

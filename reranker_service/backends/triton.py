@@ -200,7 +200,7 @@ async def infer_pairs(
     texts: Sequence[str],
     *,
     max_length: int | None = None,
-    timeout: float = 10.0,  # noqa: ASYNC109
+    timeout: float = 10.0,
 ) -> npt.NDArray[np.float32]:
     """One Triton request scoring (queries[i], texts[i]) pairs; errors become domain errors."""
     query_input = triton_aio.InferInput(tc.INPUT_QUERY, [len(queries), 1], "BYTES")

@@ -20,7 +20,9 @@ def test_generated_stubs_are_current(tmp_path: Path) -> None:
     extra = sorted(
         str(p.relative_to(committed_root))
         for p in (committed_root / "search").rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and not (tmp_path / p.relative_to(committed_root)).exists()
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and not (tmp_path / p.relative_to(committed_root)).exists()
     )
     assert not stale and not extra, (
         f"protos/gen is stale (run `make protos`): changed {stale}, no longer generated {extra}"
