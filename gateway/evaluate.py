@@ -42,9 +42,21 @@ logger = logging.getLogger(__name__)
 
 EVAL_TOP_K = 100
 MEASURES = {"ndcg@10": nDCG @ 10, "mrr@10": RR @ 10, "recall@100": R @ 100}
+# Where trained cross-encoder artifacts are published (training.cross_encoder.export); the newest wins.
+DEFAULT_RERANKER_ARTIFACTS = Path("var/models/cross-encoder")
+
+
+def _onnx_reranker(artifact: Path | None) -> Reranker:
+    """The embedded second stage: ONNX Runtime in-process, without a cache (every query is scored once)."""
+    # Imported here: the gateway itself never depends on the reranker's inference stack.
+    from reranker_service.bootstrap import build_local_reranker
+
+    return build_local_reranker(artifact or DEFAULT_RERANKER_ARTIFACTS, cache="none")
+
+
 # Named in-process rerankers for --reranker: name -> factory(artifact dir from --reranker-artifact, or None
-# for the factory's default). The reranker service registers its adapter factory here.
-RERANKER_FACTORIES: dict[str, Callable[[Path | None], Reranker]] = {}
+# for the factory's default: the newest artifact under DEFAULT_RERANKER_ARTIFACTS).
+RERANKER_FACTORIES: dict[str, Callable[[Path | None], Reranker]] = {"onnx": _onnx_reranker}
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,12 +325,10 @@ def render_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_eval_settings(argv, ["none", *sorted(RERANKER_FACTORIES)])
     configure_logging(settings.log_level)
-    reranker = (
-        None
-        if settings.reranker == "none"
-        else RERANKER_FACTORIES[settings.reranker](settings.reranker_artifact)
-    )
+    reranker: Reranker | None = None
     try:
+        if settings.reranker != "none":
+            reranker = RERANKER_FACTORIES[settings.reranker](settings.reranker_artifact)
         rows = evaluate(
             settings.dataset,
             settings.split,
