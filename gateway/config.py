@@ -313,6 +313,8 @@ DEMO_QUERIES = (
     "run a subprocess and capture its output",
     "format a date as ISO 8601",
 )
+# Reranking depth is what a CPU can afford per query at interactive latency; see gateway/variants.yaml.
+DEMO_RERANKED_VARIANT = "hybrid30+ce"
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,8 +324,10 @@ class DemoSettings:
     var_dir: Path = Path("var")
     queries: tuple[str, ...] = DEMO_QUERIES
     top_k: int = 5
-    variant: str = "hybrid"
-    reranker: str = "none"
+    variant: str = DEMO_RERANKED_VARIANT
+    reranker: str = "onnx"
+    cache: str = "lru"
+    reranker_artifact: Path | None = None
     dense_shards: int = 2
     keep_running: bool = False
     startup_timeout_seconds: float = 300.0
@@ -341,9 +345,23 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
     parser.add_argument("--var", type=Path, default=Path("var"), help="where corpus, indexes and logs go")
     parser.add_argument("--query", action="append", default=None, help="query to run (repeatable)")
     parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--variant", default="hybrid")
     parser.add_argument(
-        "--reranker", default="none", choices=["none", "onnx", "triton"], help="only 'none' works so far"
+        "--variant", default=None, help=f"default: {DEMO_RERANKED_VARIANT}, or hybrid with --reranker none"
+    )
+    parser.add_argument(
+        "--reranker",
+        default="onnx",
+        choices=["none", "onnx", "triton"],
+        help="onnx: in-process ONNX Runtime (default); triton: a local tritonserver; none: first stage only",
+    )
+    parser.add_argument(
+        "--cache", default="lru", choices=["lru", "redis", "none"], help="the reranker's score cache"
+    )
+    parser.add_argument(
+        "--reranker-artifact",
+        type=Path,
+        default=None,
+        help="cross-encoder artifact (default: trained on the stdlib corpus on first use, then cached)",
     )
     parser.add_argument("--dense-shards", type=int, default=2)
     parser.add_argument("--keep-running", action="store_true", help="keep the stack up until Ctrl-C")
@@ -354,8 +372,6 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
         "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
     args = parser.parse_args(argv)
-    if args.reranker != "none":
-        parser.error(f"--reranker {args.reranker} is not available yet; use --reranker none")
     for flag, value in (
         ("--top-k", args.top_k),
         ("--dense-shards", args.dense_shards),
@@ -372,12 +388,90 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
         var_dir=args.var,
         queries=queries,
         top_k=args.top_k,
-        variant=args.variant,
+        variant=args.variant or (DEMO_RERANKED_VARIANT if args.reranker != "none" else "hybrid"),
         reranker=args.reranker,
+        cache=args.cache,
+        reranker_artifact=args.reranker_artifact,
         dense_shards=args.dense_shards,
         keep_running=args.keep_running,
         startup_timeout_seconds=args.startup_timeout,
         request_timeout_seconds=args.timeout,
         retriever_threads=args.retriever_threads,
         log_level=args.log_level,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AbSettings:
+    """Flags of `search-ab`: several variants over one dataset, quality and latency side by side."""
+
+    dataset: Path
+    split: str
+    variants: tuple[str, ...]
+    out_json: Path = Path("bench/results/ab_scifact.json")
+    out_md: Path = Path("bench/results/ab_scifact.md")
+    index_root: Path = Path("var/indexes")
+    shards: int = 1
+    reranker: str = "none"
+    reranker_artifact: Path | None = None
+    variants_file: Path | None = None
+    max_queries: int | None = None
+    warmup: int = 5
+    log_level: str = "INFO"
+    prebuilt: Mapping[str, Path] = field(default_factory=dict)
+
+
+def parse_ab_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str]) -> AbSettings:
+    """Parses `search-ab` flags; a bad flag exits 2 with a message naming it."""
+    parser = argparse.ArgumentParser(
+        prog="search-ab",
+        description="Offline A/B: run variants over a BEIR split; nDCG@10, MRR@10, Recall@100, p50/p95 side by side.",
+    )
+    parser.add_argument("--dataset", type=Path, required=True, help="BEIR-layout dataset folder")
+    parser.add_argument("--split", default="test", help="qrels split (qrels/<split>.tsv)")
+    parser.add_argument("--variant", action="append", required=True, help="variant name (repeatable)")
+    parser.add_argument("--out-json", type=Path, default=Path("bench/results/ab_scifact.json"))
+    parser.add_argument("--out-md", type=Path, default=Path("bench/results/ab_scifact.md"))
+    parser.add_argument("--index-root", type=Path, default=Path("var/indexes"), help="index cache root")
+    parser.add_argument("--shards", type=int, default=1, help="dense index shards (BM25 has one)")
+    parser.add_argument("--reranker", default="none", choices=list(reranker_choices))
+    parser.add_argument("--reranker-artifact", type=Path, default=None, help="cross-encoder artifact dir")
+    parser.add_argument("--variants", type=Path, default=None, help="variants YAML (default: packaged)")
+    parser.add_argument("--max-queries", type=int, default=None, help="only the first N queries")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed queries per variant before timing")
+    parser.add_argument("--dense-index", type=Path, default=None, help="use this built dense index")
+    parser.add_argument("--bm25-index", type=Path, default=None, help="use this built BM25 index")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
+    )
+    args = parser.parse_args(argv)
+    if not (args.dataset / "corpus.jsonl").is_file():
+        parser.error(f"--dataset {args.dataset}: no corpus.jsonl there (expected the BEIR layout)")
+    if not (args.dataset / "qrels" / f"{args.split}.tsv").is_file():
+        parser.error(f"--split {args.split}: {args.dataset}/qrels/{args.split}.tsv not found")
+    if args.shards <= 0:
+        parser.error(f"--shards must be positive, got {args.shards}")
+    if args.max_queries is not None and args.max_queries <= 0:
+        parser.error(f"--max-queries must be positive, got {args.max_queries}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be >= 0, got {args.warmup}")
+    return AbSettings(
+        dataset=args.dataset,
+        split=args.split,
+        variants=tuple(dict.fromkeys(args.variant)),
+        out_json=args.out_json,
+        out_md=args.out_md,
+        index_root=args.index_root,
+        shards=args.shards,
+        reranker=args.reranker,
+        reranker_artifact=args.reranker_artifact,
+        variants_file=args.variants,
+        max_queries=args.max_queries,
+        warmup=args.warmup,
+        log_level=args.log_level,
+        prebuilt={
+            kind: path
+            for kind, path in (("dense", args.dense_index), ("bm25", args.bm25_index))
+            if path is not None
+        },
     )

@@ -1,16 +1,20 @@
 """`search-demo`: the embedded default, in one command, on this machine.
 
-Builds (once, cached under var/) the stdlib documentation corpus, a 2-shard dense index and a BM25 index;
-starts every retriever shard as its own process and then the gateway, all on free loopback ports; waits for
-health SERVING; runs example queries through the gateway over gRPC and prints ranked results with per-stage
-timings; then stops every process (SIGTERM, then SIGKILL after a grace period), also on Ctrl-C or failure.
+Builds (once, cached under var/) the stdlib documentation corpus, a 2-shard dense index, a BM25 index and a
+cross-encoder trained on the corpus's own pseudo-queries; starts every retriever shard, the reranker and the
+gateway as their own processes, all on free loopback ports; waits for health SERVING; runs example queries
+through the gateway over gRPC and prints ranked results with per-stage timings; then stops every process
+(SIGTERM, then SIGKILL after a grace period), also on Ctrl-C or failure.
 
-    search-demo                      # build if needed, start, query, stop
-    search-demo --keep-running       # leave the stack up for `search-client --target ...`
+    search-demo                                  # in-process ONNX scorer and LRU cache in the reranker
+    search-demo --reranker triton --cache redis  # a real tritonserver and redis-server on loopback
+    search-demo --reranker none                  # first stage only
+    search-demo --keep-running                   # leave the stack up for `search-client --target ...`
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -26,6 +30,7 @@ from gateway.client_cli import format_response
 from gateway.config import DemoSettings, parse_demo_settings
 from gateway.evaluate import ensure_index
 from search_common.grpc_server import message_size_options
+from search_common.local_services import LocalServiceError
 from search_common.logging_setup import configure_logging
 from search_common.processes import ServiceStack, ServiceStartError
 from search_common.stdlib_corpus import ensure_stdlib_corpus
@@ -51,7 +56,49 @@ def _build_artifacts(settings: DemoSettings) -> tuple[Path, Path]:
     return dense, bm25
 
 
-def _start_stack(stack: ServiceStack, settings: DemoSettings, dense: Path, bm25: Path) -> str:
+def _reranker_artifact(settings: DemoSettings) -> Path:
+    if settings.reranker_artifact is not None:
+        return settings.reranker_artifact
+    # Trained once on the corpus's own pseudo-queries (nothing downloaded), then reused from var/.
+    from training.cross_encoder.default_model import ensure_default_model
+
+    corpus = ensure_stdlib_corpus(settings.var_dir / "corpus" / "stdlib")
+    return ensure_default_model(corpus, settings.var_dir / "models" / "cross-encoder-default")
+
+
+def _start_reranker(
+    stack: ServiceStack, settings: DemoSettings, artifact: Path, resources: contextlib.ExitStack
+) -> str:
+    # Imported here: only the triton and redis options need them.
+    from search_common.local_services import RedisServer, TritonServer, assemble_model_repository
+
+    argv = [sys.executable, "-m", "reranker_service"]
+    argv += ["--backend", settings.reranker, "--cache", settings.cache]
+    if settings.reranker == "triton":
+        repository = assemble_model_repository(
+            stack.run_dir / "triton-models", artifact_root=artifact.parent, artifact_version=artifact.name
+        )
+        triton = resources.enter_context(TritonServer(repository, work_dir=stack.run_dir / "triton"))
+        print(f"  triton   serving on {triton.grpc_url} (started in {triton.startup_seconds:.1f}s)")
+        argv += ["--triton-url", triton.grpc_url]
+    else:
+        argv += ["--artifact-dir", str(artifact)]
+    if settings.cache == "redis":
+        redis = resources.enter_context(RedisServer())
+        print(f"  redis    serving on {redis.url}")
+        argv += ["--redis-url", redis.url]
+    reranker = stack.start("reranker", argv, timeout=settings.startup_timeout_seconds)
+    print(f"  reranker serving on {reranker.address} ({settings.reranker}, cache {settings.cache})")
+    return reranker.address
+
+
+def _start_stack(
+    stack: ServiceStack,
+    settings: DemoSettings,
+    dense: Path,
+    bm25: Path,
+    reranker_address: str | None,
+) -> str:
     python = sys.executable
     threads = ["--threads", str(settings.retriever_threads)]
     shards = [(f"dense-{i}", dense / f"shard-{i}") for i in range(settings.dense_shards)]
@@ -65,11 +112,10 @@ def _start_stack(stack: ServiceStack, settings: DemoSettings, dense: Path, bm25:
         print(f"  {service.name:<8} serving on {service.address}")
     dense_addresses = ",".join(s.address for s in started if s.name.startswith("dense"))
     bm25_addresses = ",".join(s.address for s in started if s.name.startswith("bm25"))
-    gateway = stack.start(
-        "gateway",
-        [python, "-m", "gateway", "--dense", dense_addresses, "--bm25", bm25_addresses],
-        timeout=settings.startup_timeout_seconds,
-    )
+    argv = [python, "-m", "gateway", "--dense", dense_addresses, "--bm25", bm25_addresses]
+    if reranker_address is not None:
+        argv += ["--reranker", reranker_address]
+    gateway = stack.start("gateway", argv, timeout=settings.startup_timeout_seconds)
     print(f"  gateway  serving on {gateway.address}")
     return gateway.address
 
@@ -106,11 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     print("preparing the stdlib corpus and indexes (cached under var/ after the first run)...")
     dense, bm25 = _build_artifacts(settings)
+    artifact = _reranker_artifact(settings) if settings.reranker != "none" else None
     print(f"ready in {time.monotonic() - started:.1f}s; starting the stack:")
     run_dir = settings.var_dir / "run" / f"demo-{int(time.time())}"
     try:
-        with ServiceStack(run_dir) as stack:
-            address = _start_stack(stack, settings, dense, bm25)
+        with contextlib.ExitStack() as resources, ServiceStack(run_dir) as stack:
+            reranker_address = (
+                _start_reranker(stack, settings, artifact, resources) if artifact is not None else None
+            )
+            address = _start_stack(stack, settings, dense, bm25, reranker_address)
             _run_queries(address, settings)
             if settings.keep_running:
                 print(
@@ -118,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 _wait_for_interrupt()
             print("\nstopping the stack...")
-    except ServiceStartError as exc:
+    except (ServiceStartError, LocalServiceError) as exc:
         print(f"search-demo: a service failed to start: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
