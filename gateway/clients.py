@@ -8,6 +8,7 @@ name the component ("dense/shard-1", "reranker"), never a host or port.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 
@@ -29,11 +30,16 @@ logger = logging.getLogger(__name__)
 
 # Used when a caller passes no timeout (startup probes, tools); the pipeline always passes one.
 DEFAULT_CALL_TIMEOUT_SECONDS = 30.0
-CHANNEL_OPTIONS: list[tuple[str, int]] = [
+# round_robin spreads calls over every address a target resolves to: a `dns:///` target naming a Kubernetes
+# headless Service resolves to all ready pods (the default pick_first would pin one). A single-address
+# target such as 127.0.0.1:7001 behaves as before.
+LOAD_BALANCING_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     *message_size_options(),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
+    ("grpc.service_config", LOAD_BALANCING_SERVICE_CONFIG),
 ]
 _KINDS: dict[int, RetrieverKind] = {
     retriever_pb2.RETRIEVER_KIND_DENSE: "dense",
