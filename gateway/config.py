@@ -425,7 +425,7 @@ def parse_ab_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str
     """Parses `search-ab` flags; a bad flag exits 2 with a message naming it."""
     parser = argparse.ArgumentParser(
         prog="search-ab",
-        description="Offline A/B: run variants over a BEIR split; nDCG@10, MRR@10, Recall@100, p50/p95 side by side.",
+        description="Offline A/B: variants over a BEIR split, quality and p50/p95 latency side by side.",
     )
     parser.add_argument("--dataset", type=Path, required=True, help="BEIR-layout dataset folder")
     parser.add_argument("--split", default="test", help="qrels split (qrels/<split>.tsv)")
