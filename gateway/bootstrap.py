@@ -16,7 +16,7 @@ from gateway.clients import GrpcReranker, GrpcRetriever
 from gateway.config import Settings
 from gateway.pipeline import SearchPipeline
 from gateway.servicer import RequestLimits
-from gateway.variants import VariantTable, load_variants
+from gateway.variants import LiveVariants, VariantTable, load_variants
 from search_common.errors import SearchError, Unavailable
 from search_common.ports import Reranker, Retriever
 
@@ -31,10 +31,15 @@ class Gateway:
     """What the server runs: the pipeline, the variants it can serve, and the adapters to close at the end."""
 
     pipeline: SearchPipeline
-    variants: VariantTable
+    live_variants: LiveVariants
     limits: RequestLimits
     retrievers: Mapping[str, Sequence[Retriever]]
     reranker: Reranker | None
+
+    @property
+    def variants(self) -> VariantTable:
+        """The variants served right now (the variants file may be reloaded while the gateway runs)."""
+        return self.live_variants.current
 
     async def close(self) -> None:
         for shards in self.retrievers.values():
@@ -79,7 +84,8 @@ def bootstrap(
         max_retrieval_depth=settings.max_retrieval_depth,
         max_rerank_depth=settings.max_rerank_depth,
     )
-    return Gateway(pipeline, variants, limits, retrievers, reranker)
+    live = LiveVariants(variants, settings.variants, settings.variant_bounds, groups, has_reranker)
+    return Gateway(pipeline, live, limits, retrievers, reranker)
 
 
 async def wait_until_ready(retrievers: Mapping[str, Sequence[Retriever]], timeout: float) -> None:

@@ -25,6 +25,7 @@ from search_common.documents import (
 )
 from search_common.errors import Unavailable, from_rpc_error
 from search_common.grpc_server import message_size_options
+from search_common.variant_label import variant_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class GrpcRetriever:
             response = await self._stub.Retrieve(
                 retriever_pb2.RetrieveRequest(query=query, top_k=k),
                 timeout=_call_timeout(timeout),
+                metadata=variant_metadata(),
             )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, self._component) from None
@@ -150,7 +152,9 @@ class GrpcReranker:
             use_cache=use_cache,
         )
         try:
-            response = await self._stub.Rerank(request, timeout=_call_timeout(timeout))
+            response = await self._stub.Rerank(
+                request, timeout=_call_timeout(timeout), metadata=variant_metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, self.component) from None
         if len(response.scores) != len(documents):

@@ -59,6 +59,8 @@ class Settings:
     grace_seconds: float = 5.0
     # How long to wait at startup for every group to have a shard answering GetShardInfo.
     startup_timeout_seconds: float = 120.0
+    # How often the variants file is checked for changes (it is also reloaded on SIGHUP).
+    variants_poll_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         for group, addresses in self.retrievers.items():
@@ -89,6 +91,8 @@ class Settings:
             raise ValueError(f"--deadline-margin must be >= 0, got {self.deadline_margin_seconds}")
         if not 0 <= self.rerank_share < 1:
             raise ValueError(f"--rerank-share must be within [0, 1), got {self.rerank_share}")
+        if self.variants_poll_seconds <= 0:
+            raise ValueError(f"--variants-poll must be positive, got {self.variants_poll_seconds}")
         if self.grace_seconds < 0 or self.startup_timeout_seconds <= 0:
             raise ValueError("--grace-seconds must be >= 0 and --startup-timeout positive")
 
@@ -186,6 +190,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     lim.add_argument("--rerank-share", type=float, default=0.5, help="budget share kept for reranking")
     lim.add_argument("--variants", type=Path, default=env("VARIANTS", "") or None, help="variants YAML")
+    lim.add_argument(
+        "--variants-poll", type=float, default=2.0, help="seconds between checks of the variants file"
+    )
     return parser
 
 
@@ -227,6 +234,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             log_level=args.log_level,
             grace_seconds=args.grace_seconds,
             startup_timeout_seconds=args.startup_timeout,
+            variants_poll_seconds=args.variants_poll,
         )
     except ValueError as exc:
         fail(str(exc))

@@ -1,9 +1,15 @@
 """The gateway's Prometheus metrics: one place, built against a registry (tests pass a fresh one).
 
-Names follow `search_gateway_*` with base units. Label values come from small bounded sets: `variant` from
-the variants file (plus "unresolved" for requests rejected before a variant was chosen), `code` a gRPC status
-name, `stage` retrieve|merge|rerank|total, `component` a configured shard ("dense/shard-1") or "reranker",
-`result` ok|deadline_exceeded|unavailable|error. Series for every known combination exist at zero up front.
+Names follow `search_gateway_*` with base units; deploy/prometheus and deploy/grafana use these exact names
+(renaming one is an API change: note it in deploy/prometheus/README.md). Label values come from small bounded
+sets: `variant` from the variants file (plus "unresolved" for requests rejected before a variant was chosen),
+`stage` fanout|merge|rerank|end_to_end, `status` ok|degraded|error|deadline, `code` a gRPC status name,
+`reason` deadline_exceeded|unavailable|error, `component` a configured shard ("dense/shard-1") or
+"reranker", `slo` met|missed. Series for every known variant exist at zero up front.
+
+Stage status: fanout is degraded when some shard failed; rerank is error or deadline when the reranker
+failed (the response then keeps the first-stage order); end_to_end is ok or degraded for answered requests
+and error or deadline for failed ones.
 """
 
 from __future__ import annotations
@@ -11,17 +17,51 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import grpc
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.pipeline import SearchOutcome
+from gateway.variants import Variant
 
 UNRESOLVED = "unresolved"
-STAGES = ("retrieve", "merge", "rerank", "total")
+STAGES = ("fanout", "merge", "rerank", "end_to_end")
+STATUSES = ("ok", "degraded", "error", "deadline")
 RESULTS = ("ok", "deadline_exceeded", "unavailable", "error")
 CODES = ("OK", "INVALID_ARGUMENT", "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL")
 DEGRADED_STAGES = ("retrieve", "rerank")
-# Requests span 1 ms (cached BM25) to the multi-second deadline of a reranked query.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REASONS = ("deadline_exceeded", "unavailable", "error")
+RELOAD_RESULTS = ("ok", "error")
+# Latency SLOs per request, end to end at the gateway: a first-stage-only variant answers within 500 ms,
+# a reranked one (a CPU cross-encoder over up to 100 pairs) within 2.5 s. Both are bucket boundaries.
+SLO_SECONDS = 0.5
+RERANKED_SLO_SECONDS = 2.5
+# Benchmarks on a 2-core CPU: hybrid end to end ~30-120 ms, fan-out 5-100 ms (query embedding dominates),
+# merge < 1 ms, rerank 0.3-2 s for 30-100 pairs. Fine steps below 200 ms, the two SLOs as boundaries.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.035,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    1.5,
+    2.5,
+    5.0,
+    10.0,
+)
+_CODE_STATUS = {grpc.StatusCode.DEADLINE_EXCEEDED: "deadline"}
+
+
+def slo_seconds(variant: Variant) -> float:
+    """The end-to-end latency objective of a variant: longer when it reranks."""
+    return RERANKED_SLO_SECONDS if variant.reranks else SLO_SECONDS
 
 
 class GatewayMetrics:
@@ -32,18 +72,17 @@ class GatewayMetrics:
             ["variant", "code"],
             registry=registry,
         )
-        self.request_duration = Histogram(
-            "search_gateway_request_duration_seconds",
-            "Wall time of answered search requests, by variant.",
-            ["variant"],
+        self.stage_duration = Histogram(
+            "search_gateway_stage_duration_seconds",
+            "Time per gateway stage (fanout: all shards in parallel; end_to_end: the whole request).",
+            ["stage", "variant", "status"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.stage_duration = Histogram(
-            "search_gateway_stage_duration_seconds",
-            "Time per pipeline stage as the gateway measured it (retrieve: per shard call).",
-            ["stage"],
-            buckets=LATENCY_BUCKETS,
+        self.slo_requests = Counter(
+            "search_gateway_slo_requests",
+            "Requests judged against their variant's latency SLO (missed: failed or slower than the SLO).",
+            ["variant", "slo"],
             registry=registry,
         )
         self.downstream_requests = Counter(
@@ -54,40 +93,106 @@ class GatewayMetrics:
         )
         self.degraded_responses = Counter(
             "search_gateway_degraded_responses",
-            "Responses served with partial results or without reranking, by the stage that degraded.",
-            ["stage"],
+            "Degradations in answered requests, by variant, the stage that degraded and why.",
+            ["variant", "stage", "reason"],
             registry=registry,
         )
+        self.reranked_candidates = Counter(
+            "search_gateway_reranked_candidates",
+            "Candidates sent to the reranker and scored, by variant.",
+            ["variant"],
+            registry=registry,
+        )
+        self.variant_weight = Gauge(
+            "search_gateway_variant_weight",
+            "Assignment weight of each servable variant in the loaded variants file (0: by name only).",
+            ["variant"],
+            registry=registry,
+        )
+        self.variant_reloads = Counter(
+            "search_gateway_variant_reloads",
+            "Variants file reloads (SIGHUP or change on disk); error keeps the previous variants.",
+            ["result"],
+            registry=registry,
+        )
+        self._slo: dict[str, float] = {}
 
-    def prepare(self, variants: Iterable[str], components: Iterable[str]) -> None:
+    def prepare(self, variants: Iterable[Variant], components: Iterable[str]) -> None:
         """Creates every known series at zero, so dashboards see them before the first event."""
-        for variant in (*variants, UNRESOLVED):
+        variants = list(variants)
+        for variant in variants:
+            self._slo[variant.name] = slo_seconds(variant)
+        for name in (*(v.name for v in variants), UNRESOLVED):
             for code in CODES:
-                self.requests.labels(variant=variant, code=code)
-            self.request_duration.labels(variant=variant)
-        for stage in STAGES:
-            self.stage_duration.labels(stage=stage)
+                self.requests.labels(variant=name, code=code)
+            for stage in STAGES:
+                self.stage_duration.labels(stage=stage, variant=name, status="ok")
+            for slo in ("met", "missed"):
+                self.slo_requests.labels(variant=name, slo=slo)
+            for stage in DEGRADED_STAGES:
+                for reason in REASONS:
+                    self.degraded_responses.labels(variant=name, stage=stage, reason=reason)
+            self.reranked_candidates.labels(variant=name)
         for component in components:
             for result in RESULTS:
                 self.downstream_requests.labels(component=component, result=result)
-        for stage in DEGRADED_STAGES:
-            self.degraded_responses.labels(stage=stage)
+        for result in RELOAD_RESULTS:
+            self.variant_reloads.labels(result=result)
+
+    def set_variants(self, variants: Iterable[Variant], unservable: Iterable[str] = ()) -> None:
+        """Publishes the loaded variants' weights (and their SLOs for later judgements)."""
+        skip = set(unservable)
+        variants = list(variants)
+        self.variant_weight.clear()
+        for variant in variants:
+            self._slo[variant.name] = slo_seconds(variant)
+            self.variant_weight.labels(variant=variant.name).set(
+                0.0 if variant.name in skip else variant.weight
+            )
 
     def record_outcome(self, outcome: SearchOutcome, seconds: float) -> None:
-        self.requests.labels(variant=outcome.variant, code=grpc.StatusCode.OK.name).inc()
-        self.request_duration.labels(variant=outcome.variant).observe(seconds)
-        failed: dict[tuple[str, str], str] = {
-            (d.stage, d.component): d.reason for d in outcome.coverage.degradations
-        }
+        variant = outcome.variant
+        self.requests.labels(variant=variant, code=grpc.StatusCode.OK.name).inc()
+        degradations = outcome.coverage.degradations
+        failed: dict[tuple[str, str], str] = {(d.stage, d.component): d.reason for d in degradations}
+        rerank_failure = next((d.reason for d in degradations if d.stage == "rerank"), None)
         for timing in outcome.timings:
-            if timing.stage not in STAGES:
-                continue  # a downstream's own stages (embed, search, inference) stay in its metrics
-            self.stage_duration.labels(stage=timing.stage).observe(timing.seconds)
+            if timing.stage in ("fanout", "merge"):
+                status = "ok"
+                if timing.stage == "fanout" and any(d.stage == "retrieve" for d in degradations):
+                    status = "degraded"
+                self.stage_duration.labels(stage=timing.stage, variant=variant, status=status).observe(
+                    timing.seconds
+                )
+            elif timing.stage == "rerank" and timing.component:
+                status = "ok"
+                if rerank_failure is not None:
+                    status = "deadline" if rerank_failure == "deadline_exceeded" else "error"
+                self.stage_duration.labels(stage="rerank", variant=variant, status=status).observe(
+                    timing.seconds
+                )
             if timing.component and timing.stage in DEGRADED_STAGES:
                 result = failed.get((timing.stage, timing.component), "ok")
                 self.downstream_requests.labels(component=timing.component, result=result).inc()
-        for stage in {d.stage for d in outcome.coverage.degradations}:
-            self.degraded_responses.labels(stage=stage).inc()
+        status = "degraded" if degradations else "ok"
+        self.stage_duration.labels(stage="end_to_end", variant=variant, status=status).observe(seconds)
+        for degradation in degradations:
+            self.degraded_responses.labels(
+                variant=variant, stage=degradation.stage, reason=degradation.reason
+            ).inc()
+        if outcome.reranked:
+            self.reranked_candidates.labels(variant=variant).inc(outcome.reranked)
+        met = seconds <= self._slo.get(variant, SLO_SECONDS)
+        self.slo_requests.labels(variant=variant, slo="met" if met else "missed").inc()
 
-    def record_error(self, variant: str | None, code: grpc.StatusCode) -> None:
-        self.requests.labels(variant=variant or UNRESOLVED, code=code.name).inc()
+    def record_error(self, variant: str | None, code: grpc.StatusCode, seconds: float) -> None:
+        name = variant or UNRESOLVED
+        self.requests.labels(variant=name, code=code.name).inc()
+        if variant is None or code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+            return  # the caller's mistake: neither a latency sample nor an SLO miss
+        status = _CODE_STATUS.get(code, "error")
+        self.stage_duration.labels(stage="end_to_end", variant=name, status=status).observe(seconds)
+        self.slo_requests.labels(variant=name, slo="missed").inc()
+
+    def record_reload(self, ok: bool) -> None:
+        self.variant_reloads.labels(result="ok" if ok else "error").inc()

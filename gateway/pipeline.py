@@ -31,6 +31,7 @@ from gateway.variants import Variant
 from search_common.documents import Candidate, Document, RerankResult, RetrievalResult
 from search_common.errors import DeadlineExceeded, InvalidArgument, SearchError, Unavailable
 from search_common.ports import Reranker, Retriever
+from search_common.variant_label import serving_variant
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class SearchOutcome:
     versions: list[Version]
     timings: list[StageTime]
     coverage: Coverage
+    # Candidates the reranker scored (0 when the variant does not rerank or the reranker failed).
+    reranked: int = 0
 
 
 @dataclass(slots=True)
@@ -107,6 +110,7 @@ class _Trace:
     timings: list[StageTime] = field(default_factory=list)
     versions: list[Version] = field(default_factory=list)
     degradations: list[Degradation] = field(default_factory=list)
+    reranked: int = 0
 
 
 def _reason(exc: BaseException) -> Reason:
@@ -176,6 +180,10 @@ class SearchPipeline:
             DeadlineExceeded: the budget was spent before retrieval could start, or every shard missed it.
             InvalidArgument: every shard rejected the query.
         """
+        with serving_variant(query.variant.name):  # downstream clients tag their calls with it
+            return await self._search(query, deadline)
+
+    async def _search(self, query: SearchQuery, deadline: float | None) -> SearchOutcome:
         started = time.monotonic()
         trace = _Trace()
         variant = query.variant
@@ -189,9 +197,11 @@ class SearchPipeline:
         retrieve_timeout = self._retrieve_budget(deadline, will_rerank)
         depth = max(query.retrieval_depth, query.top_k)
         shards = [(group, r) for group in variant.groups for r in self._retrievers[group]]
+        fanout_started = time.monotonic()
         outcomes = await asyncio.gather(
             *(self._retrieve_one(r, query.text, depth, retrieve_timeout) for _, r in shards)
         )
+        trace.timings.append(StageTime("fanout", time.monotonic() - fanout_started))
         per_group: dict[str, list[list[Candidate]]] = {group: [] for group in variant.groups}
         failures: list[BaseException] = []
         answered = 0
@@ -244,7 +254,7 @@ class SearchPipeline:
         ]
         trace.timings.append(StageTime("total", time.monotonic() - started))
         coverage = Coverage(len(shards), answered, tuple(trace.degradations))
-        return SearchOutcome(hits, variant.name, trace.versions, trace.timings, coverage)
+        return SearchOutcome(hits, variant.name, trace.versions, trace.timings, coverage, trace.reranked)
 
     def _retrieve_budget(self, deadline: float | None, will_rerank: bool) -> float | None:
         if deadline is None:
@@ -314,6 +324,7 @@ class SearchPipeline:
             )
             return first_stage_order(first_stage)
         trace.versions.append(Version(RERANKER_COMPONENT, result.model_name, result.model_version))
+        trace.reranked = len(head)
         for stage, stage_seconds in result.timings.items():
             trace.timings.append(StageTime(stage, stage_seconds, RERANKER_COMPONENT))
         return rerank_order(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -17,7 +20,7 @@ from gateway.config import Settings
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import SearchPipeline
 from gateway.servicer import RequestLimits, SearchServicer
-from gateway.variants import VariantTable
+from gateway.variants import LiveVariants, VariantTable
 from search_common.grpc_server import (
     add_standard_services,
     bind,
@@ -41,7 +44,7 @@ class BoundServer(NamedTuple):
 def create_server(
     settings: Settings,
     pipeline: SearchPipeline,
-    variants: VariantTable,
+    variants: VariantTable | LiveVariants,
     limits: RequestLimits | None = None,
     metrics: GatewayMetrics | None = None,
 ) -> BoundServer:
@@ -70,7 +73,7 @@ async def open_gateway(
     settings: Settings, gateway: Gateway, metrics: GatewayMetrics | None = None
 ) -> BoundServer:
     """Starts the server reporting NOT_SERVING (the health servicer defaults "" to SERVING otherwise)."""
-    bound = create_server(settings, gateway.pipeline, gateway.variants, gateway.limits, metrics)
+    bound = create_server(settings, gateway.pipeline, gateway.live_variants, gateway.limits, metrics)
     await set_serving(bound.health, [SERVICE_NAME], False)
     await bound.server.start()
     return bound
@@ -106,18 +109,48 @@ async def start_gateway(
     return bound
 
 
+def watch_variants(live: LiveVariants, metrics: GatewayMetrics) -> None:
+    """Publishes the variants' weights now and after every reload, and counts reload results."""
+    table = live.current
+    metrics.set_variants(table.variants.values(), table.unservable)
+
+    def on_reload(new: VariantTable | None) -> None:
+        metrics.record_reload(new is not None)
+        if new is not None:
+            metrics.set_variants(new.variants.values(), new.unservable)
+
+    live.set_listener(on_reload)
+
+
 async def serve(settings: Settings) -> None:
-    """Runs the gateway until SIGTERM/SIGINT, then drains and closes its channels."""
+    """Runs the gateway until SIGTERM/SIGINT, then drains and closes its channels.
+
+    SIGHUP, or a change to the variants file on disk (polled), reloads the variants without a restart.
+    """
     gateway = bootstrap(settings)
     metrics = GatewayMetrics()
     components = [shard.component for shards in gateway.retrievers.values() for shard in shards]
-    metrics.prepare(gateway.variants.names, [*components, "reranker"] if gateway.reranker else components)
+    metrics.prepare(
+        gateway.variants.variants.values(), [*components, "reranker"] if gateway.reranker else components
+    )
+    watch_variants(gateway.live_variants, metrics)
     try:
         bound = await start_gateway(settings, gateway, metrics)
     except BaseException:
         await gateway.close()
         raise
     cleanups: list[Callable[[], Awaitable[None]]] = [gateway.close]
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, gateway.live_variants.reload)
+    watcher = asyncio.create_task(gateway.live_variants.watch(settings.variants_poll_seconds))
+
+    async def stop_watching() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+    cleanups.insert(0, stop_watching)
     if settings.metrics_port is not None:
         metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
         logger.info("metrics on http://%s:%d/metrics", settings.host, metrics_server.server_port)

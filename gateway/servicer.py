@@ -16,7 +16,7 @@ from search.v1 import common_pb2, search_service_pb2, search_service_pb2_grpc
 
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import SearchOutcome, SearchPipeline, SearchQuery
-from gateway.variants import VariantTable
+from gateway.variants import LiveVariants, VariantTable
 from search_common.errors import InvalidArgument, SearchError, abort_with
 
 logger = logging.getLogger(__name__)
@@ -128,14 +128,14 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):  # type: ig
     def __init__(
         self,
         pipeline: SearchPipeline,
-        variants: VariantTable,
+        variants: VariantTable | LiveVariants,
         limits: RequestLimits,
         default_deadline_seconds: float,
         metrics: GatewayMetrics | None = None,
     ) -> None:
         self._metrics = metrics or GatewayMetrics(registry=None)
         self._pipeline = pipeline
-        self._variants = variants
+        self._variants = variants if isinstance(variants, LiveVariants) else LiveVariants.fixed(variants)
         self._limits = limits
         self._default_deadline = default_deadline_seconds
 
@@ -151,12 +151,13 @@ class SearchServicer(search_service_pb2_grpc.SearchServiceServicer):  # type: ig
         deadline = started + (self._default_deadline if remaining is None else remaining)
         variant: str | None = None
         try:
-            query = resolve_request(request, self._limits, self._variants)
+            # One read of the live table per request: a reload during the request does not affect it.
+            query = resolve_request(request, self._limits, self._variants.current)
             variant = query.variant.name
             outcome = await self._pipeline.search(query, deadline)
         except Exception as exc:
             code = exc.code if isinstance(exc, SearchError) else grpc.StatusCode.INTERNAL
-            self._metrics.record_error(variant, code)
+            self._metrics.record_error(variant, code, time.monotonic() - started)
             await abort_with(context, exc)  # type: ignore[arg-type]
             raise AssertionError("unreachable: abort raises") from exc
         self._metrics.record_outcome(outcome, time.monotonic() - started)

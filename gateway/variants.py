@@ -21,13 +21,22 @@ variants this gateway can serve, so a caller keeps its variant across requests a
 A variant the deployment cannot serve (it needs a reranker or a retriever group that is not configured) is
 left out of assignment with a warning; asking for it explicitly is INVALID_ARGUMENT naming what is missing.
 Startup fails only when no servable variant has a positive weight.
+
+Names match `[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}` (they are metric labels and gRPC metadata downstream).
+
+`LiveVariants` holds the table a gateway serves and swaps it atomically when the file is reloaded (SIGHUP, or
+a change on disk noticed by `watch`). Each request reads the current table once, so requests in flight
+finish with the variant they were given; a file that fails validation is rejected with a logged error and
+the previous table stays in service.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import Collection, Mapping
+import os
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,6 +46,7 @@ import yaml
 
 from gateway.merge import FUSIONS, Fusion
 from search_common.errors import InvalidArgument
+from search_common.variant_label import NO_VARIANT, OTHER_VARIANT, VARIANT_NAME_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +72,8 @@ _FIELDS = frozenset(
     }
 )
 _TOP_LEVEL = frozenset({"default", "variants"})
+# Label values with a meaning of their own in the metrics (see search_common.variant_label, gateway.metrics).
+_RESERVED_NAMES = frozenset({NO_VARIANT, OTHER_VARIANT, "unresolved"})
 
 
 class VariantError(ValueError):
@@ -197,6 +209,11 @@ def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise VariantError(f"{where}: variants[{index}] needs a non-empty string 'name'")
+    if VARIANT_NAME_PATTERN.fullmatch(name) is None or name in _RESERVED_NAMES:
+        raise VariantError(
+            f"{where}: variants[{index}] name {name!r} must match {VARIANT_NAME_PATTERN.pattern} "
+            f"(it becomes a metric label) and not be one of {', '.join(sorted(_RESERVED_NAMES))}"
+        )
     at = f"{where}: variant {name!r}"
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
@@ -293,3 +310,99 @@ def load_variants(path: Path | None, bounds: VariantBounds) -> VariantTable:
     except yaml.YAMLError as exc:
         raise VariantError(f"{where}: not valid YAML ({exc})") from None
     return parse_variants(data, where, bounds)
+
+
+ReloadListener = Callable[["VariantTable | None"], None]
+_FileStamp = tuple[int, int, int]
+
+
+def _stamp(path: Path) -> _FileStamp | None:
+    """(inode, size, mtime_ns) of the file a path resolves to; a Kubernetes ConfigMap update swaps a
+    symlink, which changes the inode even when size and mtime happen to match."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class LiveVariants:
+    """The variants a gateway serves now, replaced atomically by `reload`.
+
+    Args:
+        table: the table loaded at startup (already restricted to this deployment).
+        path: the variants file, or None for the packaged default.
+        bounds, groups, has_reranker: as at startup; a reloaded file is checked against the same ones.
+        listener: called with the new table after a successful reload, or None after a rejected one.
+    """
+
+    def __init__(
+        self,
+        table: VariantTable,
+        path: Path | None = None,
+        bounds: VariantBounds | None = None,
+        groups: Collection[str] = (),
+        has_reranker: bool = False,
+        listener: ReloadListener | None = None,
+        *,
+        reloadable: bool = True,
+    ) -> None:
+        self._fixed = not reloadable
+        self._table = table
+        self._path = path
+        self._bounds = bounds or VariantBounds()
+        self._groups = frozenset(groups)
+        self._has_reranker = has_reranker
+        self._listener = listener
+        self._stamp = _stamp(path) if path is not None else None
+
+    @classmethod
+    def fixed(cls, table: VariantTable) -> LiveVariants:
+        """A table that never reloads (reload keeps it)."""
+        return cls(table, reloadable=False)
+
+    @property
+    def current(self) -> VariantTable:
+        """The table to serve one request with; read it once per request."""
+        return self._table
+
+    def set_listener(self, listener: ReloadListener | None) -> None:
+        self._listener = listener
+
+    def reload(self) -> bool:
+        """Loads and validates the file again; swaps it in when valid, else keeps the current table."""
+        if self._fixed:
+            logger.info("variants: nothing to reload (fixed table)")
+            return False
+        stamp = _stamp(self._path) if self._path is not None else None
+        try:
+            table = load_variants(self._path, self._bounds).restricted_to(self._groups, self._has_reranker)
+        except VariantError as exc:
+            self._stamp = stamp  # do not retry the same bad file on every poll
+            logger.error("variants reload rejected, keeping the previous variants: %s", exc)
+            if self._listener is not None:
+                self._listener(None)
+            return False
+        self._table = table  # one reference assignment: atomic for every reader
+        self._stamp = stamp
+        logger.info(
+            "variants reloaded from %s: %s (default %s)",
+            self._path or "the packaged file",
+            ", ".join(f"{v.name}={v.weight:g}" for v in table.variants.values()),
+            table.default_name,
+        )
+        if self._listener is not None:
+            self._listener(table)
+        return True
+
+    def changed_on_disk(self) -> bool:
+        return self._path is not None and _stamp(self._path) != self._stamp
+
+    async def watch(self, interval_seconds: float = 2.0) -> None:
+        """Polls the file and reloads when it changes; runs until cancelled (no-op without a file)."""
+        if self._path is None or self._fixed:
+            return
+        while True:
+            await asyncio.sleep(interval_seconds)
+            if self.changed_on_disk():
+                self.reload()

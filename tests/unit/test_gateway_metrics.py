@@ -1,4 +1,4 @@
-"""Gateway metrics from pipeline outcomes: per-shard results, degradations, series created at zero."""
+"""Gateway metrics from pipeline outcomes: stage/variant/status histograms, degradations, SLO."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import Variant
 from search_common.documents import Document
 from search_common.errors import Unavailable
-from tests.fakes import FakeRetriever
+from tests.fakes import FakeReranker, FakeRetriever
 
 DENSE = Variant("dense", 1.0, "dense", retrieval_depth=5)
+RERANKED = Variant("dense+ce", 0.0, "dense", retrieval_depth=5, reranker="ce", rerank_depth=3)
+STAGE = "search_gateway_stage_duration_seconds_count"
 
 
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -28,10 +30,14 @@ async def test_outcome_and_errors_are_counted() -> None:
 
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    metrics.prepare(["dense"], ["dense/shard-0", "dense/shard-1"])
+    metrics.prepare([DENSE], ["dense/shard-0", "dense/shard-1"])
     assert (
-        _value(registry, "search_gateway_requests_total", variant="unresolved", code="INVALID_ARGUMENT") == 0
+        registry.get_sample_value(
+            "search_gateway_requests_total", {"variant": "unresolved", "code": "INVALID_ARGUMENT"}
+        )
+        == 0.0
     )
+    assert registry.get_sample_value(STAGE, {"stage": "end_to_end", "variant": "dense", "status": "ok"}) == 0
     assert (
         registry.get_sample_value(
             "search_gateway_downstream_requests_total", {"component": "dense/shard-1", "result": "error"}
@@ -40,7 +46,8 @@ async def test_outcome_and_errors_are_counted() -> None:
     )
 
     metrics.record_outcome(outcome, 0.01)
-    metrics.record_error(None, grpc.StatusCode.INVALID_ARGUMENT)
+    metrics.record_error(None, grpc.StatusCode.INVALID_ARGUMENT, 0.001)
+    metrics.record_error("dense", grpc.StatusCode.DEADLINE_EXCEEDED, 2.0)
     assert _value(registry, "search_gateway_requests_total", variant="dense", code="OK") == 1
     assert (
         _value(registry, "search_gateway_requests_total", variant="unresolved", code="INVALID_ARGUMENT") == 1
@@ -48,7 +55,39 @@ async def test_outcome_and_errors_are_counted() -> None:
     downstream = "search_gateway_downstream_requests_total"
     assert _value(registry, downstream, component="dense/shard-0", result="ok") == 1
     assert _value(registry, downstream, component="dense/shard-1", result="unavailable") == 1
-    assert _value(registry, "search_gateway_degraded_responses_total", stage="retrieve") == 1
-    assert _value(registry, "search_gateway_stage_duration_seconds_count", stage="retrieve") == 2
-    assert _value(registry, "search_gateway_stage_duration_seconds_count", stage="merge") == 1
-    assert _value(registry, "search_gateway_request_duration_seconds_count", variant="dense") == 1
+    degraded = "search_gateway_degraded_responses_total"
+    assert _value(registry, degraded, variant="dense", stage="retrieve", reason="unavailable") == 1
+    assert _value(registry, STAGE, stage="fanout", variant="dense", status="degraded") == 1
+    assert _value(registry, STAGE, stage="merge", variant="dense", status="ok") == 1
+    assert _value(registry, STAGE, stage="end_to_end", variant="dense", status="degraded") == 1
+    assert _value(registry, STAGE, stage="end_to_end", variant="dense", status="deadline") == 1
+    # An invalid request is the caller's mistake: no latency sample, no SLO judgement.
+    assert _value(registry, STAGE, stage="end_to_end", variant="unresolved", status="error") == 0
+    assert _value(registry, "search_gateway_slo_requests_total", variant="dense", slo="met") == 1
+    assert _value(registry, "search_gateway_slo_requests_total", variant="dense", slo="missed") == 1
+
+
+async def test_reranked_candidates_and_the_longer_slo_of_reranked_variants() -> None:
+    docs = [(Document(f"d{i}", "", "text"), float(i)) for i in range(6)]
+    pipeline = SearchPipeline({"dense": [FakeRetriever("dense", 0, docs)]}, FakeReranker(lambda q, d: 1.0))
+    outcome = await pipeline.search(SearchQuery("q", 3, RERANKED, 5, 3))
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    metrics.prepare([DENSE, RERANKED], [])
+    metrics.record_outcome(outcome, 1.0)  # within the reranked SLO (2.5 s), beyond the plain one (0.5 s)
+    assert _value(registry, "search_gateway_reranked_candidates_total", variant="dense+ce") == 3
+    assert _value(registry, STAGE, stage="rerank", variant="dense+ce", status="ok") == 1
+    assert _value(registry, "search_gateway_slo_requests_total", variant="dense+ce", slo="met") == 1
+
+
+def test_variant_weights_and_reloads_are_published() -> None:
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    metrics.prepare([DENSE, RERANKED], [])
+    metrics.set_variants([DENSE, RERANKED], unservable=["dense+ce"])
+    assert _value(registry, "search_gateway_variant_weight", variant="dense") == 1.0
+    assert _value(registry, "search_gateway_variant_weight", variant="dense+ce") == 0.0
+    metrics.record_reload(True)
+    metrics.record_reload(False)
+    assert _value(registry, "search_gateway_variant_reloads_total", result="ok") == 1
+    assert _value(registry, "search_gateway_variant_reloads_total", result="error") == 1

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.variants import VariantBounds, VariantError, load_variants, parse_variants
+from gateway.variants import LiveVariants, VariantBounds, VariantError, load_variants, parse_variants
 from search_common.errors import InvalidArgument
 
 BOUNDS = VariantBounds(max_retrieval_depth=1000, max_rerank_depth=200)
@@ -105,3 +106,53 @@ def test_restricted_table_hides_what_cannot_be_served() -> None:
         parse_variants(_doc(_v("ce", reranker="ce", rerank_depth=5)), "f", BOUNDS).restricted_to(
             {"dense"}, has_reranker=False
         )
+
+
+def _live_file(tmp_path: Path, text: str) -> tuple[Path, LiveVariants]:
+    path = tmp_path / "variants.yaml"
+    path.write_text(text)
+    bounds = VariantBounds()
+    table = load_variants(path, bounds).restricted_to({"dense", "bm25"}, has_reranker=False)
+    return path, LiveVariants(table, path, bounds, {"dense", "bm25"}, has_reranker=False)
+
+
+_ONE = "variants:\n  - {name: a, weight: 1, first_stage: bm25, retrieval_depth: 10}\n"
+_TWO = _ONE + "  - {name: b, weight: 1, first_stage: dense, retrieval_depth: 10}\ndefault: b\n"
+
+
+def test_live_variants_swap_on_reload_and_keep_the_old_table_on_a_bad_file(tmp_path: Path) -> None:
+    path, live = _live_file(tmp_path, _ONE)
+    seen: list[object] = []
+    live.set_listener(seen.append)
+    before = live.current
+    path.write_text(_TWO)
+    assert live.reload() is True
+    assert live.current.default_name == "b" and before.default_name == "a"  # the old table is unchanged
+    path.write_text("variants: [{name: c, weight: 1, first_stage: sparse, retrieval_depth: 1}]\n")
+    assert live.reload() is False
+    assert live.current.default_name == "b"
+    assert seen[0] is not None and seen[1] is None
+
+
+async def test_live_variants_watch_notices_a_changed_file(tmp_path: Path) -> None:
+    path, live = _live_file(tmp_path, _ONE)
+    watcher = asyncio.create_task(live.watch(0.01))
+    try:
+        path.write_text(_TWO)
+        for _ in range(500):
+            if live.current.default_name == "b":
+                break
+            await asyncio.sleep(0.01)
+        assert live.current.default_name == "b"
+    finally:
+        watcher.cancel()
+
+
+def test_variant_names_must_be_label_safe() -> None:
+    for name in ("has space", "none", "other", "-leading"):
+        with pytest.raises(VariantError, match="must match"):
+            parse_variants(
+                {"variants": [{"name": name, "weight": 1, "first_stage": "bm25", "retrieval_depth": 1}]},
+                "test",
+                VariantBounds(),
+            )
