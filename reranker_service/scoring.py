@@ -17,6 +17,7 @@ from reranker_service.metrics import RerankerMetrics
 from reranker_service.ports import ScoreCache, Scorer
 from search_common.documents import Document, RerankResult
 from search_common.errors import DeadlineExceeded, InvalidArgument, NotFound
+from search_common.variant_label import NO_VARIANT, current_variant
 
 logger = logging.getLogger(__name__)
 
@@ -149,10 +150,12 @@ class RerankCore:
         """
         if timeout is not None and timeout <= 0:
             raise DeadlineExceeded("reranker: no time left for the request")
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
                 return await self._rerank(query, documents, model, max_sequence_length, use_cache)
         except TimeoutError:
+            self._observe("inference", "deadline", time.perf_counter() - started)
             raise DeadlineExceeded(f"reranker: not done within {timeout:.3f}s") from None
 
     async def _rerank(
@@ -166,6 +169,7 @@ class RerankCore:
         cache = self._cache if use_cache else None
         keys: list[str] = []
         cache_seconds = 0.0
+        lookup_failed = False
         if cache is not None:
             query_hash = _digest(query)
             keys = [
@@ -173,8 +177,11 @@ class RerankCore:
                 for d, t in zip(documents, texts, strict=True)
             ]
             started = time.perf_counter()
+            errors_before = cache.errors
             scores = await cache.get_many(keys)
             cache_seconds += time.perf_counter() - started
+            lookup_failed = cache.errors > errors_before
+            self._observe("cache_lookup", "error" if lookup_failed else "ok", cache_seconds)
         misses = [i for i, score in enumerate(scores) if score is None]
         hits = len(documents) - len(misses)
         if cache is not None:
@@ -183,15 +190,20 @@ class RerankCore:
         inference_seconds = 0.0
         if misses:
             started = time.perf_counter()
-            fresh = await scorer.score(query, [texts[i] for i in misses], max_length)
+            try:
+                fresh = await scorer.score(query, [texts[i] for i in misses], max_length)
+            except Exception:
+                self._observe("inference", "error", time.perf_counter() - started)
+                raise
             inference_seconds = time.perf_counter() - started
+            self._observe("inference", "ok", inference_seconds)
             for index, value in zip(misses, fresh.tolist(), strict=True):
                 scores[index] = float(value)
             if cache is not None:
                 started = time.perf_counter()
                 await cache.put_many({keys[i]: float(fresh[j]) for j, i in enumerate(misses)})
                 cache_seconds += time.perf_counter() - started
-        self._record(cache, hits, len(misses), cache_seconds, inference_seconds)
+        self._record(cache, hits, len(misses), lookup_failed)
         return RerankResult(
             scores=[float(s) for s in scores if s is not None],
             model_name=scorer.model_name,
@@ -200,23 +212,28 @@ class RerankCore:
             timings={"cache": cache_seconds, "inference": inference_seconds},
         )
 
-    def _record(
-        self, cache: ScoreCache | None, hits: int, misses: int, cache_seconds: float, inference_seconds: float
-    ) -> None:
+    def _observe(self, stage: str, status: str, seconds: float) -> None:
+        """One stage sample, labelled with the variant the caller named (see search_common.variant_label)."""
+        if self._metrics is not None:
+            variant = current_variant() or NO_VARIANT
+            self._metrics.stage_duration.labels(stage=stage, variant=variant, status=status).observe(seconds)
+
+    def _record(self, cache: ScoreCache | None, hits: int, misses: int, lookup_failed: bool) -> None:
         metrics = self._metrics
         if metrics is None:
             return
         if cache is not None:
-            metrics.cache_lookups.labels(result="hit").inc(hits)
-            metrics.cache_lookups.labels(result="miss").inc(misses)
-            metrics.stage_duration.labels(stage="cache").observe(cache_seconds)
+            if lookup_failed:  # the adapter answered every key as a miss because the cache failed
+                metrics.cache_lookups.labels(result="error").inc(hits + misses)
+            else:
+                metrics.cache_lookups.labels(result="hit").inc(hits)
+                metrics.cache_lookups.labels(result="miss").inc(misses)
             bypasses = cache.errors
             if bypasses > self._bypasses_seen:
                 metrics.cache_bypasses.inc(bypasses - self._bypasses_seen)
                 self._bypasses_seen = bypasses
         if misses:
             metrics.batch_pairs.observe(misses)
-            metrics.stage_duration.labels(stage="inference").observe(inference_seconds)
 
     async def close(self) -> None:
         """Closes the cache, then the scorer (reverse of construction)."""

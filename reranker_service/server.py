@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
-from prometheus_client import start_http_server
+from prometheus_client import disable_created_metrics, start_http_server
 from search.v1 import reranker_pb2, reranker_pb2_grpc
 
 from reranker_service.bootstrap import build_core
@@ -41,23 +41,29 @@ class RerankerServer:
     port: int
     health: health.aio.HealthServicer
     servicer: RerankerServicer
+    metrics: RerankerMetrics | None = None
+    backend: str = ""
 
     async def mark_ready(self, core: RerankCore) -> None:
-        """Connects and warms the scorer, attaches the core, and reports SERVING."""
+        """Connects and warms the scorer, attaches the core, publishes the model, and reports SERVING."""
         await core.start()
+        if self.metrics is not None:
+            self.metrics.set_model(core.scorer.model_name, core.scorer.model_version, self.backend)
         self.servicer.attach(core)
         await set_serving(self.health, [SERVICE_NAME], serving=True)
         logger.info("serving %s %s on port %d", core.scorer.model_name, core.scorer.model_version, self.port)
 
 
-def build_server(settings: Settings, core: RerankCore | None = None) -> RerankerServer:
+def build_server(
+    settings: Settings, core: RerankCore | None = None, metrics: RerankerMetrics | None = None
+) -> RerankerServer:
     """Creates the server and binds its port; health stays NOT_SERVING until `mark_ready`."""
     server = grpc.aio.server(options=message_size_options())
-    servicer = RerankerServicer(core)
+    servicer = RerankerServicer(core, metrics)
     reranker_pb2_grpc.add_RerankerServiceServicer_to_server(servicer, server)
     health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
     port = bind(server, settings.address)
-    return RerankerServer(server, port, health_servicer, servicer)
+    return RerankerServer(server, port, health_servicer, servicer, metrics, settings.backend)
 
 
 def create_server(settings: Settings, core: RerankCore) -> tuple[grpc.aio.Server, int]:
@@ -76,12 +82,14 @@ def write_port_file(path: Path, port: int) -> None:
 
 async def serve(settings: Settings) -> None:
     """Binds, reports NOT_SERVING while the model loads, SERVING once warm; drains on SIGTERM."""
-    built = build_server(settings)
+    if settings.metrics_port is not None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise here
+    metrics = RerankerMetrics()
+    built = build_server(settings, metrics=metrics)
     await built.server.start()
     logger.info(
         "reranker listening on %s:%d (NOT_SERVING until the model is ready)", settings.host, built.port
     )
-    metrics = RerankerMetrics()
     try:
         if settings.metrics_port is not None:
             metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)

@@ -36,6 +36,8 @@ class Settings:
     encoder: Path | None = None
     device: str = "cpu"
     grace_seconds: float = 5.0
+    # Prometheus /metrics on this port (0 picks a free one); None serves no metrics.
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_top_k <= 0:
@@ -48,6 +50,8 @@ class Settings:
             raise ValueError(f"--threads must be >= 0 (0 = all cores), got {self.threads}")
         if self.grace_seconds < 0:
             raise ValueError(f"--grace-seconds must be >= 0, got {self.grace_seconds}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"--metrics-port must be in 0..65535 (or -1 for none), got {self.metrics_port}")
 
     @property
     def address(self) -> str:
@@ -136,6 +140,12 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     )
     parser.add_argument("--device", default=_env(env, "DEVICE", "cpu"))
     parser.add_argument("--grace-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(_env(env, "METRICS_PORT", "-1")),
+        help="serve Prometheus /metrics here (0 picks a free port; -1, the default, serves none)",
+    )
     try:
         args = parser.parse_args(argv)
     except ValueError as exc:  # a bad integer in the environment
@@ -156,6 +166,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             encoder=args.encoder,
             device=args.device,
             grace_seconds=args.grace_seconds,
+            metrics_port=None if args.metrics_port < 0 else args.metrics_port,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
+from prometheus_client import disable_created_metrics, start_http_server
 from search.v1 import retriever_pb2
 
 from retriever_service.bootstrap import build_retriever
 from retriever_service.config import Settings
+from retriever_service.metrics import RetrieverMetrics
 from retriever_service.servicer import RetrieverServicer
 from search_common.grpc_server import (
     add_standard_services,
@@ -38,36 +40,47 @@ class RetrieverServer:
     port: int
     health: health.aio.HealthServicer
     servicer: RetrieverServicer
+    metrics: RetrieverMetrics
 
     async def mark_ready(self, retriever: Retriever) -> None:
-        """Warms the retriever with one query, attaches it, and reports SERVING."""
+        """Warms the retriever with one query, attaches it, publishes the shard, and reports SERVING."""
         await retriever.retrieve(WARMUP_QUERY, 1)
-        self.servicer.attach(retriever)
+        shard = await retriever.describe()
+        self.metrics.set_shard(shard)
+        self.servicer.attach(retriever, shard)
         await set_serving(self.health, [SERVICE_NAME], serving=True)
         logger.info("serving %s on port %d", retriever.component, self.port)
 
 
-def build_server(settings: Settings, retriever: Retriever | None = None) -> RetrieverServer:
-    """Creates the server and binds its port; health starts NOT_SERVING until `mark_ready`."""
+def build_server(
+    settings: Settings, retriever: Retriever | None = None, metrics: RetrieverMetrics | None = None
+) -> RetrieverServer:
+    """Creates the server and binds its port; health starts NOT_SERVING until `mark_ready`.
+
+    Without `metrics` the server counts into a private registry nobody scrapes (tests, in-process use).
+    """
     server = grpc.aio.server(options=message_size_options())
+    metrics = metrics or RetrieverMetrics(registry=None)
     servicer = RetrieverServicer(
-        retriever, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars
+        retriever, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars, metrics=metrics
     )
     from search.v1 import retriever_pb2_grpc
 
     retriever_pb2_grpc.add_RetrieverServiceServicer_to_server(servicer, server)
     health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
     port = bind(server, settings.address)
-    return RetrieverServer(server, port, health_servicer, servicer)
+    return RetrieverServer(server, port, health_servicer, servicer, metrics)
 
 
-def create_server(settings: Settings, retriever: Retriever) -> tuple[grpc.aio.Server, int]:
+def create_server(
+    settings: Settings, retriever: Retriever, metrics: RetrieverMetrics | None = None
+) -> tuple[grpc.aio.Server, int]:
     """A server answering Retrieve with an already loaded retriever (in-process use and tests).
 
     Health for the service stays unset until someone marks it; `serve` uses `build_server` to report
     NOT_SERVING while loading and SERVING once warmed.
     """
-    built = build_server(settings, retriever)
+    built = build_server(settings, retriever, metrics)
     return built.server, built.port
 
 
@@ -81,7 +94,13 @@ def write_port_file(path: Path, port: int) -> None:
 
 async def serve(settings: Settings) -> None:
     """Starts NOT_SERVING, loads and warms the shard off the event loop, serves until SIGTERM/SIGINT."""
-    built = build_server(settings)
+    metrics: RetrieverMetrics | None = None
+    if settings.metrics_port is not None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise here
+        metrics = RetrieverMetrics()
+        metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
+        logger.info("metrics on http://%s:%d/metrics", settings.host, metrics_server.server_port)
+    built = build_server(settings, metrics=metrics)
     await set_serving(built.health, [SERVICE_NAME], serving=False)
     await built.server.start()
     logger.info("listening on %s:%d; loading %s", settings.host, built.port, settings.index)

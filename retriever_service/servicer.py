@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from search.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 
+from retriever_service.metrics import RetrieverMetrics
 from retriever_service.shards import validate_request
-from search_common.documents import RetrievalResult, ShardDescription
-from search_common.errors import Unavailable, abort_with
+from search_common.documents import RetrievalResult, RetrieverKind, ShardDescription
+from search_common.errors import SearchError, Unavailable, abort_with
 from search_common.ports import Retriever
+from search_common.variant_label import VariantLabels
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +60,27 @@ def result_to_proto(result: RetrievalResult) -> retriever_pb2.RetrieveResponse:
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):  # type: ignore[misc]
     """Serves one shard; answers UNAVAILABLE until a retriever is attached (while the shard loads)."""
 
-    def __init__(self, retriever: Retriever | None, *, max_top_k: int, max_query_chars: int) -> None:
+    def __init__(
+        self,
+        retriever: Retriever | None,
+        *,
+        max_top_k: int,
+        max_query_chars: int,
+        metrics: RetrieverMetrics | None = None,
+        variant_labels: VariantLabels | None = None,
+    ) -> None:
         self._retriever = retriever
         self._max_top_k = max_top_k
         self._max_query_chars = max_query_chars
+        self._metrics = metrics or RetrieverMetrics(registry=None)
+        self._labels = variant_labels or VariantLabels()
+        self._kind: RetrieverKind | None = None
 
-    def attach(self, retriever: Retriever) -> None:
+    def attach(self, retriever: Retriever, shard: ShardDescription | None = None) -> None:
+        """Starts answering with `retriever`; `shard` labels errors that come before a first answer."""
         self._retriever = retriever
+        if shard is not None:
+            self._kind = shard.kind
 
     @property
     def retriever(self) -> Retriever | None:
@@ -77,6 +94,8 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):  # type: i
     async def Retrieve(
         self, request: retriever_pb2.RetrieveRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> retriever_pb2.RetrieveResponse:
+        started = time.perf_counter()
+        variant = self._labels.from_metadata(context.invocation_metadata())
         try:
             validate_request(
                 request.query, request.top_k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars
@@ -85,8 +104,12 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):  # type: i
             remaining = context.time_remaining()
             result = await retriever.retrieve(request.query, request.top_k, timeout=remaining)
         except Exception as exc:
+            code = exc.code if isinstance(exc, SearchError) else grpc.StatusCode.INTERNAL
+            self._metrics.record_error(self._kind, variant, code, time.perf_counter() - started)
             await abort_with(context, exc)
             raise  # unreachable: abort raises
+        self._kind = result.shard.kind
+        self._metrics.record_result(result.shard.kind, variant, result.timings)
         return result_to_proto(result)
 
     async def GetShardInfo(

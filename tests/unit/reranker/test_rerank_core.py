@@ -145,3 +145,42 @@ async def test_metrics_count_cache_results_and_scored_pairs() -> None:
     assert sample("search_reranker_batch_pairs_count") == 2
     assert sample("search_reranker_batch_pairs_sum") == 3
     assert sample("search_reranker_cache_bypasses_total") == 0
+
+
+class _FailingCache(LruScoreCache):
+    """An LRU cache whose reads fail the way the Redis adapter's do: every key a miss, one error counted."""
+
+    def __init__(self) -> None:
+        super().__init__(100)
+        self.failures = 0
+
+    @property
+    def errors(self) -> int:
+        return self.failures
+
+    async def get_many(self, keys: Sequence[str]) -> list[float | None]:
+        self.failures += 1
+        return [None] * len(keys)
+
+
+async def test_stage_metrics_carry_the_callers_variant_and_cache_errors() -> None:
+    from search_common.variant_label import serving_variant
+
+    registry = CollectorRegistry()
+    metrics = RerankerMetrics(registry)
+    metrics.set_model("fake-ce", "v1", "onnx")
+    core = RerankCore(FakeScorer(), _FailingCache(), metrics=metrics)
+    with serving_variant("hybrid+ce"):
+        await core.rerank("query", DOCS)
+    await core.rerank("query", DOCS[:1])
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    count = "search_reranker_stage_duration_seconds_count"
+    assert sample(count, stage="cache_lookup", variant="hybrid+ce", status="error") == 1
+    assert sample(count, stage="inference", variant="hybrid+ce", status="ok") == 1
+    assert sample(count, stage="inference", variant="none", status="ok") == 1
+    assert sample("search_reranker_cache_lookups_total", result="error") == len(DOCS) + 1
+    assert sample("search_reranker_cache_lookups_total", result="miss") == 0
+    assert sample("search_reranker_model_info", model="fake-ce", version="v1", backend="onnx") == 1
