@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1
+# tritonserver for the cross-encoder: the official Triton image plus what the python backend's model imports.
+# Build from the repository root:
+#   docker build -f deploy/docker/triton.Dockerfile -t REGISTRY/neural-search/triton:TAG .
+# Stage 1 builds this repository's wheel; stage 2 adds ONNX Runtime (the GPU build, which also runs on CPU),
+# tokenizers and that wheel (--no-deps: the model imports only search_common's runtime) to the official image,
+# and keeps triton_models/ at /opt/search/triton_models for the pod's assemble-repository step
+# (search_common.triton_repository). The model repository and the artifact come from volumes at run time.
+# Base images are pinned to an exact release; pin the digest too when you mirror them.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.01-py3
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY protos/gen protos/gen
+COPY search_common search_common
+COPY retriever_service retriever_service
+COPY reranker_service reranker_service
+COPY gateway gateway
+COPY training training
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+FROM ${TRITON_IMAGE}
+# The same pins as triton_models/requirements.txt (onnxruntime-gpu for onnxruntime).
+ARG ONNXRUNTIME=onnxruntime-gpu==1.32.0
+ARG TOKENIZERS=tokenizers==0.23.3
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_BREAK_SYSTEM_PACKAGES=1
+RUN python3 -m pip install "$ONNXRUNTIME" "$TOKENIZERS"
+COPY --from=build /wheels /wheels
+# The image's Python is newer than pyproject's requires-python range; search_common's runtime runs on it.
+RUN python3 -m pip install --no-deps --ignore-requires-python /wheels/*.whl && rm -rf /wheels
+COPY triton_models /opt/search/triton_models
+# triton-server: the official image's unprivileged user.
+USER 1000:1000
+EXPOSE 8000 8001 8002
+CMD ["tritonserver", "--model-repository=/models/repository"]
