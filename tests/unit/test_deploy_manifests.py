@@ -120,7 +120,9 @@ def port(c: Doc, name: str) -> int:
 
 
 def image_name(c: Doc) -> str:
-    return str(c["image"]).rsplit(":", 1)[0]
+    """The image without tag and registry: "neural-search/<name>" however an overlay relocates it."""
+    name = str(c["image"]).rsplit(":", 1)[0]
+    return name[name.index(IMAGE_PREFIX) :] if IMAGE_PREFIX in name else name
 
 
 def configmap_data(docs: Sequence[Doc], name: str) -> dict[str, str]:
@@ -351,7 +353,9 @@ def check_service_container(docs: list[Doc], deployment: Doc, contract: dc.Servi
     """Ports, probes, annotations and Service shared by every one of our gRPC services."""
     c = container(deployment, contract.component)
     where = f"{deployment['metadata']['name']}/{c['name']}"
-    assert image_name(c).startswith(IMAGE_PREFIX + contract.component), f"{where}: image {c['image']}"
+    assert image_name(c) in (IMAGE_PREFIX + contract.component, IMAGE_PREFIX + contract.component + "-gpu"), (
+        f"{where}: image {c['image']}"
+    )
     assert port(c, dc.GRPC_PORT_NAME) == contract.grpc_port
     assert port(c, dc.METRICS_PORT_NAME) == contract.metrics_port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
