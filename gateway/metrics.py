@@ -25,6 +25,13 @@ from gateway.variants import Variant
 UNRESOLVED = "unresolved"
 STAGES = ("fanout", "merge", "rerank", "end_to_end")
 STATUSES = ("ok", "degraded", "error", "deadline")
+# The statuses each stage can report (series created up front, so ratios over them have data from the start).
+STAGE_STATUSES = {
+    "fanout": ("ok", "degraded"),
+    "merge": ("ok",),
+    "rerank": ("ok", "error", "deadline"),
+    "end_to_end": STATUSES,
+}
 RESULTS = ("ok", "deadline_exceeded", "unavailable", "error")
 CODES = ("OK", "INVALID_ARGUMENT", "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL")
 DEGRADED_STAGES = ("retrieve", "rerank")
@@ -125,8 +132,9 @@ class GatewayMetrics:
         for name in (*(v.name for v in variants), UNRESOLVED):
             for code in CODES:
                 self.requests.labels(variant=name, code=code)
-            for stage in STAGES:
-                self.stage_duration.labels(stage=stage, variant=name, status="ok")
+            for stage, statuses in STAGE_STATUSES.items():
+                for status in statuses:
+                    self.stage_duration.labels(stage=stage, variant=name, status=status)
             for slo in ("met", "missed"):
                 self.slo_requests.labels(variant=name, slo=slo)
             for stage in DEGRADED_STAGES:

@@ -13,6 +13,7 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 # System packages: Redis for the score cache, Prometheus (promtool) for the rules.
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing system packages: ${missing[*]}; install them with apt-get (needs root)" >&2
@@ -26,6 +27,10 @@ fi
 # The Debian package starts a system-wide redis on 6379; the project starts its own on free ports.
 if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
   systemctl stop redis-server || true
+fi
+# Likewise a system-wide prometheus on 9090 (tests start their own on free ports with their own config).
+if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
 fi
 
 pip_quiet=(--quiet --disable-pip-version-check)
