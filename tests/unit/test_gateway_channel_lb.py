@@ -42,3 +42,18 @@ async def test_calls_spread_over_every_resolved_address() -> None:
         for server in servers:
             await server.stop(0)
     assert [len(fake.calls) for fake in fakes] == [10, 10]
+
+
+async def test_dns_target_as_in_kubernetes_reaches_the_server() -> None:
+    """The manifests' `dns:///<name>:<port>` target form resolves and serves (localhost stands in)."""
+    doc = Document("d1", "title", "text")
+    fake = FakeRetriever("bm25", 0, [(doc, 1.0)])
+    server, port = create_server(RetrieverSettings(index=Path("unused"), port=0), fake)
+    await server.start()
+    client = GrpcRetriever("bm25", 0, f"dns:///localhost:{port}")
+    try:
+        result = await client.retrieve("query", 1, timeout=5.0)
+    finally:
+        await client.close()
+        await server.stop(0)
+    assert [c.document.doc_id for c in result.candidates] == ["d1"]
