@@ -574,7 +574,10 @@ def test_workloads_have_resources_security_and_disruption_budgets(docs: list[Doc
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
             assert ":" in c["image"] and not c["image"].endswith(":latest"), f"{c['name']}: unpinned image"
     for hpa in of_kind(docs, "HorizontalPodAutoscaler"):
-        assert hpa["spec"]["scaleTargetRef"]["name"] in names
+        target = hpa["spec"]["scaleTargetRef"]["name"]
+        assert target in names
+        # The HPA owns the count; a replicas field would reset it on every apply.
+        assert "replicas" not in named(docs, "Deployment", target)["spec"], f"{target} sets replicas"
     budgets = {p["metadata"]["name"] for p in of_kind(docs, "PodDisruptionBudget")}
     assert {dc.GATEWAY.component, dc.RERANKER.component} <= budgets
     assert {dc.shard_name(g, i) for g, n in dc.RETRIEVER_SHARDS.items() for i in range(n)} <= budgets
