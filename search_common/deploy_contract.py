@@ -27,6 +27,10 @@ PART_OF = "neural-search"
 METRICS_LABEL = ("search.example.com/metrics", "true")
 GRAFANA_DASHBOARD_LABEL = ("grafana_dashboard", "1")
 PROMETHEUS_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")
+# Prometheus `job` of every scraped pod, from this label under both scrape paths: the ServiceMonitor's
+# jobLabel (on the Services) and deploy/prometheus/prometheus.yml's relabelling (on the pods).
+JOB_LABEL = "app.kubernetes.io/name"
+JOBS = ("gateway", "retriever-dense", "retriever-bm25", "reranker", "triton")
 METRICS_PATH = "/metrics"
 
 # Port names on containers and Services (probes and the ServiceMonitor refer to them).

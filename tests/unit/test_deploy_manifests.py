@@ -310,6 +310,7 @@ def test_servicemonitor_shape(docs: list[Doc]) -> None:
     key, value = dc.METRICS_LABEL
     assert spec["selector"] == {"matchLabels": {key: value}}
     assert spec["namespaceSelector"] == {"matchNames": [dc.NAMESPACE]}
+    assert spec["jobLabel"] == dc.JOB_LABEL
     (endpoint,) = spec["endpoints"]
     assert endpoint["port"] == dc.METRICS_PORT_NAME and endpoint["path"] == dc.METRICS_PATH
     assert re.fullmatch(r"\d+s", endpoint["interval"]) and re.fullmatch(r"\d+s", endpoint["scrapeTimeout"])
@@ -318,6 +319,17 @@ def test_servicemonitor_shape(docs: list[Doc]) -> None:
         labelled = service["metadata"].get("labels", {}).get(key) == value
         has_port = any(p["name"] == dc.METRICS_PORT_NAME for p in service["spec"]["ports"])
         assert labelled == has_port, f"Service {service['metadata']['name']}: metrics label vs port"
+        if labelled:
+            assert service["metadata"]["labels"][dc.JOB_LABEL] in dc.JOBS
+    # The annotation-scraped pods get the same jobs (deploy/prometheus/prometheus.yml relabels from the pod).
+    jobs = set()
+    for deployment in of_kind(docs, "Deployment"):
+        template = deployment["spec"]["template"]["metadata"]
+        if template.get("annotations", {}).get("prometheus.io/scrape") == "true":
+            jobs.add(template["labels"][dc.JOB_LABEL])
+            ports = [p for c in pod_spec(deployment)["containers"] for p in c["ports"]]
+            assert any(p["name"] == dc.METRICS_PORT_NAME for p in ports)
+    assert jobs == set(dc.JOBS)
 
 
 def test_yamllint() -> None:
