@@ -25,6 +25,8 @@ PART_OF = "neural-search"
 # ServiceMonitor selects Services carrying METRICS_LABEL, the Grafana sidecar ConfigMaps carrying
 # GRAFANA_DASHBOARD_LABEL (kube-prometheus-stack's default: grafana_dashboard: "1").
 METRICS_LABEL = ("search.example.com/metrics", "true")
+# kube-prometheus-stack's Prometheus picks ServiceMonitors and PrometheusRules by its Helm release label.
+PROMETHEUS_RELEASE_LABEL = ("release", "kube-prometheus-stack")
 GRAFANA_DASHBOARD_LABEL = ("grafana_dashboard", "1")
 PROMETHEUS_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")
 # Prometheus `job` of every scraped pod, from this label under both scrape paths: the ServiceMonitor's

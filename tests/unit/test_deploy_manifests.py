@@ -45,7 +45,12 @@ K8S = REPO / "deploy" / "k8s"
 DOCKER = REPO / "deploy" / "docker"
 OVERLAYS = ("cpu", "gpu")
 # Kinds without a schema in kubernetes-validate, checked by hand below.
-CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+RULES = REPO / "deploy" / "prometheus" / "rules"
+GRAFANA = REPO / "deploy" / "grafana"
 IMAGE_PREFIX = "neural-search/"
 
 Doc = dict[str, Any]
@@ -311,6 +316,8 @@ def test_servicemonitor_shape(docs: list[Doc]) -> None:
     assert spec["selector"] == {"matchLabels": {key: value}}
     assert spec["namespaceSelector"] == {"matchNames": [dc.NAMESPACE]}
     assert spec["jobLabel"] == dc.JOB_LABEL
+    release, name = dc.PROMETHEUS_RELEASE_LABEL
+    assert monitor["metadata"]["labels"][release] == name
     (endpoint,) = spec["endpoints"]
     assert endpoint["port"] == dc.METRICS_PORT_NAME and endpoint["path"] == dc.METRICS_PATH
     assert re.fullmatch(r"\d+s", endpoint["interval"]) and re.fullmatch(r"\d+s", endpoint["scrapeTimeout"])
@@ -330,6 +337,27 @@ def test_servicemonitor_shape(docs: list[Doc]) -> None:
             ports = [p for c in pod_spec(deployment)["containers"] for p in c["ports"]]
             assert any(p["name"] == dc.METRICS_PORT_NAME for p in ports)
     assert jobs == set(dc.JOBS)
+
+
+def test_prometheus_rule_is_the_rule_files(docs: list[Doc]) -> None:
+    (rule,) = of_kind(docs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(rule["spec"]) == {"groups"}
+    release, name = dc.PROMETHEUS_RELEASE_LABEL
+    assert rule["metadata"]["labels"][release] == name
+    groups = [g for path in sorted(RULES.glob("*.yml")) for g in yaml.safe_load(path.read_text())["groups"]]
+    assert rule["spec"]["groups"] == groups, "run .venv/bin/python deploy/k8s/prometheus_rule.py"
+    for group in rule["spec"]["groups"]:
+        assert group["name"] and group["rules"]
+        for entry in group["rules"]:
+            assert ("record" in entry) != ("alert" in entry) and entry["expr"]
+    check = subprocess.run(
+        [sys.executable, str(K8S / "prometheus_rule.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
 
 
 def test_yamllint() -> None:
@@ -604,11 +632,15 @@ def test_grafana_dashboard_configmap(docs: list[Doc]) -> None:
     key, value = dc.GRAFANA_DASHBOARD_LABEL
     dashboards = [d for d in of_kind(docs, "ConfigMap") if d["metadata"].get("labels", {}).get(key) == value]
     assert dashboards, f"no ConfigMap labelled {key}={value} for Grafana's dashboard sidecar"
+    committed = {p.name: p.read_text() for p in GRAFANA.glob("*.json")}
+    shipped: dict[str, str] = {}
     for configmap in dashboards:
         for name, text in configmap["data"].items():
             assert name.endswith(".json")
             dashboard = json.loads(text)
             assert dashboard.get("panels") or dashboard.get("rows"), f"{name} has no panels"
+            shipped[name] = text
+    assert shipped == committed, "every deploy/grafana/*.json, as committed, goes into the ConfigMap"
 
 
 def _gpus(c: Doc) -> str | None:
