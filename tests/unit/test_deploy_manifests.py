@@ -721,7 +721,7 @@ def test_service_dockerfiles(contract: dc.ServiceContract) -> None:
     } | {"protos"}
     assert "protos/gen" in copied
     for source in copied:
-        assert (REPO / source).exists() or source == "README.md", f"COPY {source}: not in the repository"
+        assert (REPO / source).exists(), f"COPY {source}: not in the repository"
     torch_pin = next(d for d in pyproject["project"]["dependencies"] if d.startswith("torch=="))
     assert any(torch_pin in i for i in stages[0]), "torch pin differs from pyproject.toml"
     if contract is dc.RETRIEVER:
