@@ -302,7 +302,7 @@ class SearchPipeline:
                 call = self._reranker.rerank(
                     query.text,
                     [c.document for c in head],
-                    model=query.variant.reranker,
+                    model=query.variant.reranker_model,
                     max_sequence_length=query.variant.max_sequence_length,
                     use_cache=query.variant.cache,
                     timeout=timeout,

@@ -9,6 +9,9 @@ A variants file is YAML:
         first_stage: hybrid    # dense | bm25 | hybrid (dense and BM25 fused by RRF, k=60)
         retrieval_depth: 100   # candidates fetched per retriever group
         reranker: null         # model name served by the reranker, or null for none
+        reranker_version: null # pin a model version: the reranker refuses (NOT_FOUND) when it serves
+                               # another, and the answer degrades to first-stage order; null = whatever
+                               # version is deployed (the response metadata records which one answered)
         rerank_depth: 0        # candidates sent to the reranker
         max_sequence_length: 0 # tokens per (query, document) pair; 0 = the model's default
         cache: true            # whether the reranker's score cache may be used
@@ -64,6 +67,7 @@ _FIELDS = frozenset(
         "first_stage",
         "retrieval_depth",
         "reranker",
+        "reranker_version",
         "rerank_depth",
         "max_sequence_length",
         "cache",
@@ -97,6 +101,7 @@ class Variant:
     retrieval_depth: int
     reranker: str | None = None
     rerank_depth: int = 0
+    reranker_version: str | None = None
     max_sequence_length: int = 0
     cache: bool = True
     fusion: Fusion = "none"
@@ -110,6 +115,13 @@ class Variant:
     @property
     def reranks(self) -> bool:
         return self.reranker is not None and self.rerank_depth > 0
+
+    @property
+    def reranker_model(self) -> str:
+        """The model the reranker is asked for: "name", or "name@version" when the variant pins one."""
+        if self.reranker is None:
+            return ""
+        return f"{self.reranker}@{self.reranker_version}" if self.reranker_version else self.reranker
 
 
 def _bucket(caller_key: str) -> float:
@@ -237,6 +249,16 @@ def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -
     reranker = raw.get("reranker")
     if reranker is not None and (not isinstance(reranker, str) or not reranker.strip()):
         raise VariantError(f"{at}: reranker must be a model name or null, got {reranker!r}")
+    reranker_version = raw.get("reranker_version")
+    if reranker_version is not None:
+        if not isinstance(reranker_version, str) or not reranker_version.strip() or "@" in reranker_version:
+            raise VariantError(
+                f"{at}: reranker_version must be a version string or null, got {reranker_version!r}"
+            )
+        if reranker is None:
+            raise VariantError(f"{at}: reranker_version {reranker_version!r} needs a reranker")
+    if isinstance(reranker, str) and "@" in reranker:
+        raise VariantError(f"{at}: reranker {reranker!r}: put the version in reranker_version")
     rerank_depth = _check_int(raw.get("rerank_depth", 0), f"{at}: rerank_depth", 0, bounds.max_rerank_depth)
     if reranker is None and rerank_depth > 0:
         raise VariantError(f"{at}: rerank_depth {rerank_depth} needs a reranker; set 'reranker' or depth 0")
@@ -261,6 +283,7 @@ def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -
         retrieval_depth=retrieval_depth,
         reranker=reranker,
         rerank_depth=rerank_depth,
+        reranker_version=reranker_version,
         max_sequence_length=max_len,
         cache=cache,
         fusion=cast(Fusion, fusion),

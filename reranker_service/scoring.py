@@ -118,8 +118,15 @@ class RerankCore:
                     f"documents[{index}] has {len(document.title) + len(document.text)} characters; "
                     f"the limit is {limits.max_document_chars}"
                 )
-        if model and model != self._scorer.model_name:
-            raise NotFound(f"unknown model {model!r}; this reranker serves {self._scorer.model_name!r}")
+        # `model` is "name" or "name@version" (a variant pinned to a version); empty = what is served.
+        name, _, version = model.partition("@")
+        if name and name != self._scorer.model_name:
+            raise NotFound(f"unknown model {name!r}; this reranker serves {self._scorer.model_name!r}")
+        if version and version != self._scorer.model_version:
+            raise NotFound(
+                f"model {self._scorer.model_name!r} version {version!r} is not served here; "
+                f"this reranker serves version {self._scorer.model_version!r}"
+            )
         model_max = self._scorer.max_length
         if max_sequence_length == 0:
             return model_max

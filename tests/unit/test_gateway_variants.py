@@ -156,3 +156,20 @@ def test_variant_names_must_be_label_safe() -> None:
                 "test",
                 VariantBounds(),
             )
+
+
+def test_reranker_version_pins_the_model_asked_for() -> None:
+    base = {"name": "ce", "weight": 1, "first_stage": "bm25", "retrieval_depth": 10, "reranker": "m"}
+    table = parse_variants(
+        {"variants": [{**base, "rerank_depth": 5, "reranker_version": "v3"}]}, "test", VariantBounds()
+    )
+    assert table.variants["ce"].reranker_model == "m@v3"
+    unpinned = parse_variants({"variants": [{**base, "rerank_depth": 5}]}, "test", VariantBounds())
+    assert unpinned.variants["ce"].reranker_model == "m"
+    for bad, message in (
+        ({**base, "rerank_depth": 5, "reranker_version": ""}, "reranker_version must be"),
+        ({**base, "reranker": None, "reranker_version": "v1"}, "needs a reranker"),
+        ({**base, "rerank_depth": 5, "reranker": "m@v1"}, "put the version in reranker_version"),
+    ):
+        with pytest.raises(VariantError, match=message):
+            parse_variants({"variants": [bad]}, "test", VariantBounds())

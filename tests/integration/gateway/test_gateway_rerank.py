@@ -122,3 +122,43 @@ async def test_rerank_then_fallback_when_the_reranker_goes_away(
     assert degradation.stage == search_service_pb2.STAGE_RERANK
     assert degradation.component == "reranker"
     assert degradation.reason == search_service_pb2.DEGRADATION_REASON_UNAVAILABLE
+
+
+PINNED = """
+variants:
+  - {name: dense, weight: 1, first_stage: dense, retrieval_depth: 20}
+  - {name: ce-v1, weight: 0, first_stage: dense, retrieval_depth: 20, reranker: cross-encoder-minilm,
+     reranker_version: v1, rerank_depth: 5}
+  - {name: ce-v9, weight: 0, first_stage: dense, retrieval_depth: 20, reranker: cross-encoder-minilm,
+     reranker_version: v9, rerank_depth: 5}
+"""
+
+
+async def test_a_variant_pinned_to_another_model_version_is_not_reranked_by_this_one(
+    shards: dict[str, list[Retriever]],
+    indexes: dict[str, Path],
+    stack: StackFactory,
+    cross_encoder: Path,
+    tmp_path: Path,
+) -> None:
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(PINNED)
+    async with (
+        reranker_server(cross_encoder) as (address, _),
+        stack(
+            {"dense": shards["dense-1"]}, {"dense": indexes["dense-1"]}, reranker=address, variants=variants
+        ) as running,
+    ):
+        query = "compress a file with gzip"
+        pinned = await running.stub.Search(
+            search_service_pb2.SearchRequest(query=query, top_k=5, variant="ce-v1"), timeout=30
+        )
+        other = await running.stub.Search(
+            search_service_pb2.SearchRequest(query=query, top_k=5, variant="ce-v9"), timeout=30
+        )
+    assert not pinned.metadata.coverage.degraded
+    assert all(h.HasField("rerank_score") for h in pinned.hits)
+    assert all(not h.HasField("rerank_score") for h in other.hits)
+    (degradation,) = other.metadata.coverage.degradations
+    assert degradation.stage == search_service_pb2.STAGE_RERANK
+    assert "version 'v9' is not served here" in degradation.detail

@@ -124,6 +124,13 @@ async def test_unknown_model_is_not_found() -> None:
     assert (await core.rerank("q", DOCS, model="fake-ce")).scores
 
 
+async def test_a_pinned_model_version_must_be_the_served_one() -> None:
+    core = RerankCore(FakeScorer(version="v2"), None)
+    assert (await core.rerank("q", DOCS, model="fake-ce@v2")).model_version == "v2"
+    with pytest.raises(NotFound, match="version 'v1' is not served here; this reranker serves version 'v2'"):
+        await core.rerank("q", DOCS, model="fake-ce@v1")
+
+
 async def test_no_time_left_is_deadline_exceeded() -> None:
     core = RerankCore(FakeScorer(), None)
     with pytest.raises(DeadlineExceeded):
