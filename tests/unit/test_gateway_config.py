@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import parse_demo_settings, parse_settings
+from gateway.config import DEMO_RERANKED_VARIANT, parse_demo_settings, parse_settings
 
 
 def test_flags_give_groups_and_reranker() -> None:
@@ -75,8 +75,17 @@ def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_demo_refuses_rerankers_not_yet_available(capsys: pytest.CaptureFixture[str]) -> None:
-    assert parse_demo_settings([]).queries[0] == "how do I parse command line arguments"
+def test_demo_reranks_by_default_and_picks_a_matching_variant() -> None:
+    default = parse_demo_settings([])
+    assert default.queries[0] == "how do I parse command line arguments"
+    assert (default.reranker, default.cache, default.variant) == ("onnx", "lru", DEMO_RERANKED_VARIANT)
+    assert parse_demo_settings(["--reranker", "none"]).variant == "hybrid"
+    assert parse_demo_settings(["--reranker", "none", "--variant", "dense"]).variant == "dense"
+    triton = parse_demo_settings(["--reranker", "triton", "--cache", "redis"])
+    assert (triton.reranker, triton.cache) == ("triton", "redis")
+
+
+def test_demo_refuses_an_unknown_reranker(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        parse_demo_settings(["--reranker", "onnx"])
-    assert "--reranker onnx is not available yet" in capsys.readouterr().err
+        parse_demo_settings(["--reranker", "torch"])
+    assert "invalid choice: 'torch'" in capsys.readouterr().err
