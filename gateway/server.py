@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import grpc
 from grpc_health.v1 import health
-from prometheus_client import start_http_server
+from prometheus_client import disable_created_metrics, start_http_server
 from search.v1 import search_service_pb2, search_service_pb2_grpc
 
 from gateway.bootstrap import Gateway, bootstrap, wait_until_ready
@@ -117,6 +117,7 @@ def watch_variants(live: LiveVariants, metrics: GatewayMetrics) -> None:
     def on_reload(new: VariantTable | None) -> None:
         metrics.record_reload(new is not None)
         if new is not None:
+            metrics.prepare(new.variants.values(), ())  # series of added variants start at zero too
             metrics.set_variants(new.variants.values(), new.unservable)
 
     live.set_listener(on_reload)
@@ -128,6 +129,8 @@ async def serve(settings: Settings) -> None:
     SIGHUP, or a change to the variants file on disk (polled), reloads the variants without a restart.
     """
     gateway = bootstrap(settings)
+    if settings.metrics_port is not None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise here
     metrics = GatewayMetrics()
     components = [shard.component for shards in gateway.retrievers.values() for shard in shards]
     metrics.prepare(
