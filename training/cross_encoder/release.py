@@ -18,7 +18,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from search_common.artifacts import new_version
+from search_common.artifacts import (
+    atomic_directory,
+    new_version,
+    read_manifest,
+    verify_checksums,
+    write_manifest,
+)
 from training.cross_encoder import evaluate
 from training.cross_encoder.export import export_cross_encoder
 
@@ -87,6 +93,7 @@ def release(run_dir: Path, dataset: Path, *, make_default: bool, eval_dir: Path)
         "hyperparameters": {**record["hyperparameters"], "epochs_trained": entry["epoch"]},
         "training": {
             "run": run_dir.name,
+            "checkpoint": str(checkpoint),
             "sources_sha256": record["sources"],
             "pairs": record["pairs"],
             "train_minutes": entry["train_minutes"],
@@ -98,16 +105,44 @@ def release(run_dir: Path, dataset: Path, *, make_default: bool, eval_dir: Path)
     return out
 
 
+def promote(candidate: Path, *, root: Path = DEFAULT_ROOT) -> Path:
+    """Publishes a released candidate as the served default under a new version (files copied, not rebuilt).
+
+    Raises:
+        SystemExit: the candidate's re-ranked pipeline does not beat its first stage on test.
+    """
+    manifest = read_manifest(candidate, required=("files", "eval"))
+    verify_checksums(candidate, manifest["files"])
+    if not manifest["eval"].get("beats_first_stage_on_test"):
+        raise SystemExit(f"{candidate}: does not beat its first stage on test; not the default")
+    out = root / new_version()
+    with atomic_directory(out) as scratch:
+        for name in manifest["files"]:
+            shutil.copy2(candidate / name, scratch / name)
+        write_manifest(scratch, {**manifest, "version": out.name, "promoted_from": str(candidate)})
+    logger.info("promoted %s -> %s", candidate, out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--run", type=Path, required=True, help="training output directory")
-    parser.add_argument("--dataset", type=Path, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="training output directory")
+    source.add_argument(
+        "--promote", type=Path, help="a released candidate artifact to publish as the default"
+    )
+    parser.add_argument("--dataset", type=Path)
     parser.add_argument("--default", action="store_true", help="publish as the served default")
     parser.add_argument("--eval-dir", type=Path, default=Path("var/eval"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.promote is not None:
+        promote(args.promote)
+        return
+    if args.dataset is None:
+        parser.error("--run needs --dataset")
     args.eval_dir.mkdir(parents=True, exist_ok=True)
     release(args.run, args.dataset, make_default=args.default, eval_dir=args.eval_dir)
 
