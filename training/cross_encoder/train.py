@@ -50,7 +50,7 @@ from training.cross_encoder.mine import (
     labelled_queries,
 )
 from training.cross_encoder.mine import pseudo_queries as all_pseudo_queries
-from training.cross_encoder.model import CrossEncoder, Pooling, new_cross_encoder
+from training.cross_encoder.model import CrossEncoder, Pooling, load_cross_encoder, new_cross_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,14 @@ def _batch_logits(
 
 
 def train(
-    dataset: Path, out: Path, hp: HyperParameters, *, cache: Path, indexes: Path, threads: int | None = None
+    dataset: Path,
+    out: Path,
+    hp: HyperParameters,
+    *,
+    cache: Path,
+    indexes: Path,
+    threads: int | None = None,
+    init_checkpoint: Path | None = None,
 ) -> dict[str, Any]:
     """Runs the recipe and returns the record also written to out/training.json."""
     seed_everything(hp.seed)
@@ -158,9 +165,13 @@ def train(
         "%d groups, %d pairs over %d epochs; data sha256 %s", len(all_groups), pairs, hp.epochs, data_sha
     )
 
-    model, tokenizer = new_cross_encoder(
-        num_layers=hp.layers, pooling=hp.pooling, max_length=hp.max_length, seed=hp.seed
-    )
+    if init_checkpoint is not None:
+        # Continue from an earlier run's checkpoint: a further epoch, fresh schedule and negatives.
+        model, tokenizer = load_cross_encoder(init_checkpoint)
+    else:
+        model, tokenizer = new_cross_encoder(
+            num_layers=hp.layers, pooling=hp.pooling, max_length=hp.max_length, seed=hp.seed
+        )
     head_ids = {id(p) for p in model.head_parameters()}
     decay = [
         p
@@ -191,6 +202,7 @@ def train(
             "queries.jsonl": sha256_file(dataset / "queries.jsonl"),
         },
         "dataset": dataset.name,
+        "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
         "train_queries": len(train_ids),
         "dev_queries": len(dev_ids),
         "pairs": pairs,
@@ -283,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--indexes", type=Path, default=DEFAULT_INDEXES)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--init-checkpoint", type=Path, default=None, help="continue from this checkpoint")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     hp = HyperParameters(
@@ -304,7 +317,15 @@ def main(argv: list[str] | None = None) -> None:
         dev_depth=args.dev_depth,
         dev_fraction=args.dev_fraction,
     )
-    train(args.dataset, args.out, hp, cache=args.cache, indexes=args.indexes, threads=args.threads)
+    train(
+        args.dataset,
+        args.out,
+        hp,
+        cache=args.cache,
+        indexes=args.indexes,
+        threads=args.threads,
+        init_checkpoint=args.init_checkpoint,
+    )
 
 
 if __name__ == "__main__":
