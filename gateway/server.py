@@ -24,7 +24,7 @@ from gateway.variants import LiveVariants, VariantTable
 from search_common.grpc_server import (
     add_standard_services,
     bind,
-    message_size_options,
+    new_server,
     run_until_signal,
     set_serving,
 )
@@ -49,7 +49,7 @@ def create_server(
     metrics: GatewayMetrics | None = None,
 ) -> BoundServer:
     """A bound, not yet started server; health reports NOT_SERVING until `set_serving` is called."""
-    server = grpc.aio.server(options=message_size_options())
+    server = new_server()
     servicer = SearchServicer(
         pipeline,
         variants,

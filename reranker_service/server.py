@@ -23,7 +23,7 @@ from search_common.errors import Unavailable
 from search_common.grpc_server import (
     add_standard_services,
     bind,
-    message_size_options,
+    new_server,
     run_until_signal,
     set_serving,
 )
@@ -58,7 +58,7 @@ def build_server(
     settings: Settings, core: RerankCore | None = None, metrics: RerankerMetrics | None = None
 ) -> RerankerServer:
     """Creates the server and binds its port; health stays NOT_SERVING until `mark_ready`."""
-    server = grpc.aio.server(options=message_size_options())
+    server = new_server()
     servicer = RerankerServicer(core, metrics)
     reranker_pb2_grpc.add_RerankerServiceServicer_to_server(servicer, server)
     health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)

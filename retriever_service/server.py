@@ -20,7 +20,7 @@ from retriever_service.servicer import RetrieverServicer
 from search_common.grpc_server import (
     add_standard_services,
     bind,
-    message_size_options,
+    new_server,
     run_until_signal,
     set_serving,
 )
@@ -59,7 +59,7 @@ def build_server(
 
     Without `metrics` the server counts into a private registry nobody scrapes (tests, in-process use).
     """
-    server = grpc.aio.server(options=message_size_options())
+    server = new_server()
     metrics = metrics or RetrieverMetrics(registry=None)
     servicer = RetrieverServicer(
         retriever, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars, metrics=metrics

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,6 +23,67 @@ def message_size_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> 
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
     ]
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse; the wrapped handler answers INVALID_ARGUMENT."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _safe_deserializer(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except Exception as exc:  # DecodeError, invalid UTF-8 in a string field, truncated varints...
+            return _Undecodable(type(exc).__name__)
+
+    return decode
+
+
+def _reject_undecodable(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if isinstance(request, _Undecodable):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "request is not a valid protobuf message (malformed bytes or invalid UTF-8 in a string)",
+            )
+        return await behavior(request, context)
+
+    return handle
+
+
+class RejectUndecodableRequests(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Answers INVALID_ARGUMENT, not UNKNOWN, to a unary request that fails to parse.
+
+    grpc's asyncio server turns a request deserializer exception into UNKNOWN ("Unexpected DecodeError"),
+    which would blame the server for the caller's bytes. This wraps each unary-unary handler's deserializer
+    so a parse failure reaches the handler as a marker, and the handler aborts with INVALID_ARGUMENT.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _reject_undecodable(handler.unary_unary),
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+
+def new_server(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Server:
+    """An asyncio server with bounded message sizes that rejects unparseable requests as INVALID_ARGUMENT."""
+    return grpc.aio.server(
+        options=message_size_options(max_message_bytes), interceptors=[RejectUndecodableRequests()]
+    )
 
 
 def add_standard_services(
