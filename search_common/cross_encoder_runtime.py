@@ -204,6 +204,32 @@ def read_cross_encoder_manifest(artifact_dir: Path, *, verify: bool = True) -> C
     return CrossEncoderManifest(name, version, max_length, onnx_name, manifest)
 
 
+def _check_graph_matches_manifest(
+    artifact_dir: Path, manifest: CrossEncoderManifest, session: Any, inputs: set[str]
+) -> None:
+    """Refuses a model file that is not the one the manifest describes, or whose score head is not 1 wide.
+
+    A two-class head (or any other width) would otherwise be scored by silently taking its first column.
+    """
+    logits = next(node for node in session.get_outputs() if node.name == OUTPUT_LOGITS)
+    shape = list(logits.shape or [])
+    width = shape[-1] if shape else None
+    if len(shape) != 2 or (isinstance(width, int) and width != 1):
+        raise ArtifactError(
+            f"{artifact_dir}: score head '{OUTPUT_LOGITS}' has shape {shape}, expected [batch, 1]"
+        )
+    listed = manifest.raw.get("inputs")
+    if listed is not None and (not isinstance(listed, list) or set(listed) != inputs):
+        raise ArtifactError(
+            f"{artifact_dir}: manifest lists inputs {listed!r} but {manifest.onnx} takes {sorted(inputs)}"
+        )
+    declared_output = manifest.raw.get("output")
+    if declared_output is not None and declared_output != OUTPUT_LOGITS:
+        raise ArtifactError(
+            f"{artifact_dir}: manifest output {declared_output!r} is not the runtime's '{OUTPUT_LOGITS}'"
+        )
+
+
 class CrossEncoderRuntime:
     """A loaded cross-encoder: tokenizer plus ONNX Runtime session; safe for concurrent `score` calls."""
 
@@ -269,6 +295,7 @@ class CrossEncoderRuntime:
             raise ArtifactError(
                 f"{artifact_dir}: model has no '{OUTPUT_LOGITS}' output (has {sorted(outputs)})"
             )
+        _check_graph_matches_manifest(artifact_dir, manifest, session, inputs)
         logger.info(
             "loaded cross-encoder %s version %s from %s on %s",
             manifest.name,
