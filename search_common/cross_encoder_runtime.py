@@ -96,6 +96,10 @@ def pad_batch(
     return input_ids, attention, token_types
 
 
+class ScoringStopped(Exception):
+    """Scoring was abandoned between batches because the caller no longer wants the result."""
+
+
 @dataclass(frozen=True, slots=True)
 class PairRequest:
     """One inference request's pairs, decoded: the python backend's unit of success or failure."""
@@ -322,10 +326,17 @@ class CrossEncoderRuntime:
         return list(self._session.get_providers())
 
     def score(
-        self, query: str, texts: Sequence[str], max_length: int | None = None, batch_size: int = 32
+        self,
+        query: str,
+        texts: Sequence[str],
+        max_length: int | None = None,
+        batch_size: int = 32,
+        should_stop: Callable[[], bool] | None = None,
     ) -> FloatArray:
         """One relevance score per text against the query, float32, in input order."""
-        return self.score_pairs([query] * len(texts), texts, max_length=max_length, batch_size=batch_size)
+        return self.score_pairs(
+            [query] * len(texts), texts, max_length=max_length, batch_size=batch_size, should_stop=should_stop
+        )
 
     def score_pairs(
         self,
@@ -333,17 +344,27 @@ class CrossEncoderRuntime:
         texts: Sequence[str],
         max_length: int | None = None,
         batch_size: int = 32,
+        should_stop: Callable[[], bool] | None = None,
     ) -> FloatArray:
-        """Scores (queries[i], texts[i]) pairs, float32, in input order."""
+        """Scores (queries[i], texts[i]) pairs, float32, in input order.
+
+        Args:
+            should_stop: asked before tokenising and before every batch; when it answers True (the caller
+                gave up, e.g. its deadline passed) the remaining work is skipped and `ScoringStopped` raised.
+        """
         if len(queries) != len(texts):
             raise ValueError(f"{len(queries)} queries but {len(texts)} texts")
         if not texts:
             return np.zeros(0, dtype=np.float32)
         limit = self._effective_max_length(max_length)
+        if should_stop is not None and should_stop():
+            raise ScoringStopped("scoring skipped: the caller gave up before it started")
         encodings = self._encode(queries, texts, limit)
         order, inverse = length_order([len(e.ids) for e in encodings])
         sorted_scores = np.empty(len(encodings), dtype=np.float32)
         for part in batch_slices(len(order), batch_size):
+            if should_stop is not None and should_stop():
+                raise ScoringStopped("scoring stopped between batches: the caller gave up")
             rows = [encodings[i] for i in order[part]]
             sorted_scores[part] = self._run(rows)
         return sorted_scores[inverse]

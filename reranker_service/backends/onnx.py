@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from search_common.artifacts import MANIFEST_NAME, latest_version
-from search_common.cross_encoder_runtime import CrossEncoderRuntime
+from search_common.cross_encoder_runtime import CrossEncoderRuntime, ScoringStopped
 from search_common.errors import ResourceExhausted
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,17 @@ class OnnxScorer:
         self._pending = 0
         self._batch_size = batch_size
         self._warm = False
+        # Scoring running on a pool thread right now; a request whose caller gave up stops at its next
+        # batch, so this returns to zero soon after a burst of expired requests.
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        self.abandoned = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Scoring jobs running on the pool's threads (not counting queued ones)."""
+        with self._in_flight_lock:
+            return self._in_flight
 
     @classmethod
     def load(
@@ -82,13 +94,34 @@ class OnnxScorer:
         if self._pending >= self._max_pending:
             raise ResourceExhausted(f"reranker busy: {self._pending} requests already waiting to be scored")
         self._pending += 1
+        stop = threading.Event()
         try:
             loop = asyncio.get_running_loop()
+            # A cancelled await (the request's deadline passed, or its client went away) drops a job that
+            # has not started and makes a running one stop at its next batch instead of finishing unseen.
             return await loop.run_in_executor(
-                self._executor, self._runtime.score, query, list(texts), max_length, self._batch_size
+                self._executor, self._score_unless_stopped, stop, query, list(texts), max_length
             )
+        except asyncio.CancelledError:
+            stop.set()
+            raise
         finally:
             self._pending -= 1
+
+    def _score_unless_stopped(
+        self, stop: threading.Event, query: str, texts: list[str], max_length: int | None
+    ) -> npt.NDArray[np.float32]:
+        with self._in_flight_lock:
+            self._in_flight += 1
+        try:
+            return self._runtime.score(query, texts, max_length, self._batch_size, should_stop=stop.is_set)
+        except ScoringStopped:
+            with self._in_flight_lock:
+                self.abandoned += 1
+            raise
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
 
     async def close(self) -> None:
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)

@@ -144,3 +144,15 @@ def test_the_gateway_still_answers_after_the_fuzzing(channel: grpc.Channel) -> N
     stub = search_service_pb2_grpc.SearchServiceStub(channel)
     response = stub.Search(search_service_pb2.SearchRequest(query="gzip archive", top_k=3), timeout=30)
     assert len(response.hits) == 3
+
+
+@pytest.mark.parametrize("timeout", [0.0005, 0.005, 0.05])
+def test_a_tiny_deadline_is_deadline_exceeded_or_an_answer(channel: grpc.Channel, timeout: float) -> None:
+    stub = search_service_pb2_grpc.SearchServiceStub(channel)
+    request = search_service_pb2.SearchRequest(query="gzip archive", top_k=3)
+    try:
+        response = stub.Search(request, timeout=timeout)
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED, exc.details()
+    else:
+        assert response.hits or response.metadata.coverage.degraded
