@@ -53,7 +53,9 @@ def _measure(
     return figures
 
 
-def release(run_dir: Path, dataset: Path, *, make_default: bool, eval_dir: Path) -> Path:
+def release(
+    run_dir: Path, dataset: Path, *, make_default: bool, eval_dir: Path, dev_onnx: bool = True
+) -> Path:
     record = json.loads((run_dir / "training.json").read_text())
     entry = best_epoch(record)
     checkpoint = Path(entry["checkpoint"])
@@ -65,7 +67,11 @@ def release(run_dir: Path, dataset: Path, *, make_default: bool, eval_dir: Path)
     scratch = eval_dir / f".artifact-{run_dir.name}"
     shutil.rmtree(scratch, ignore_errors=True)
     export_cross_encoder(checkpoint, scratch, max_length=max_length)
-    dev = _measure(dataset, scratch, "dev", depth, weight, eval_dir / f"{run_dir.name}-dev-onnx.json")
+    dev = (
+        _measure(dataset, scratch, "dev", depth, weight, eval_dir / f"{run_dir.name}-dev-onnx.json")
+        if dev_onnx
+        else None
+    )
     test = _measure(dataset, scratch, "test", depth, weight, eval_dir / f"{run_dir.name}-test-onnx.json")
     shutil.rmtree(scratch, ignore_errors=True)
     dev_torch = entry["dev"]
@@ -80,7 +86,9 @@ def release(run_dir: Path, dataset: Path, *, make_default: bool, eval_dir: Path)
             "ce": dev_torch["ce"][str(depth)],
             "fused": entry["dev_best_fused"]["ndcg@10"],
         },
-        "dev_onnx_int8": {k: dev[k] for k in ("first_stage_ndcg@10", "ce_ndcg@10", "fused_ndcg@10")},
+        "dev_onnx_int8": (
+            {k: dev[k] for k in ("first_stage_ndcg@10", "ce_ndcg@10", "fused_ndcg@10")} if dev else None
+        ),
         "test_onnx_int8": {k: test[k] for k in ("first_stage_ndcg@10", "ce_ndcg@10", "fused_ndcg@10")},
         "beats_first_stage_on_test": beats,
     }
@@ -136,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", type=Path)
     parser.add_argument("--default", action="store_true", help="publish as the served default")
     parser.add_argument("--eval-dir", type=Path, default=Path("var/eval"))
+    parser.add_argument(
+        "--no-dev-onnx", action="store_true", help="skip re-measuring dev with the int8 model"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.promote is not None:
@@ -144,7 +155,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.dataset is None:
         parser.error("--run needs --dataset")
     args.eval_dir.mkdir(parents=True, exist_ok=True)
-    release(args.run, args.dataset, make_default=args.default, eval_dir=args.eval_dir)
+    release(
+        args.run,
+        args.dataset,
+        make_default=args.default,
+        eval_dir=args.eval_dir,
+        dev_onnx=not args.no_dev_onnx,
+    )
 
 
 if __name__ == "__main__":
