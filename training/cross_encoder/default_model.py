@@ -568,6 +568,7 @@ def ensure_default_model(
     recipe: Recipe = DEFAULT_RECIPE,
     require_gain: bool = True,
     progress: bool = True,
+    threads: int | None = None,
 ) -> Path:
     """The artifact directory of the default cross-encoder for `corpus_dir`, trained on first use.
 
@@ -580,6 +581,9 @@ def ensure_default_model(
         recipe: learning hyper-parameters.
         require_gain: refuse (DefaultModelError) a model that does not beat BM25 on held-out queries.
         progress: tqdm progress bars on stderr.
+        threads: torch CPU threads for training (default: torch's, one per core); on a machine busy with
+            other work, 1 avoids oversubscription (seen here: 2 threads ran ~15 s per batch, 1 thread ~3 s).
+            Not part of the cache key.
 
     Returns:
         The artifact (version) directory; the same path on every later call with the same inputs.
@@ -592,6 +596,10 @@ def ensure_default_model(
         corpus = ensure_stdlib_corpus(Path("var/corpus/stdlib")).parent
         reranker = build_local_reranker(ensure_default_model(corpus))
     """
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     corpus_file = _corpus_file(corpus_dir)
     if not corpus_file.is_file():
         raise DefaultModelError(f"{corpus_file}: no corpus to train the default cross-encoder on")
@@ -686,15 +694,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the manifest's eval here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     budget = Budget(max_groups=args.max_groups, held_out=args.held_out, eval_depth=args.eval_depth)
     recipe = Recipe(seed=args.seed)
     try:
         artifact = ensure_default_model(
-            args.corpus, args.out, budget=budget, recipe=recipe, require_gain=not args.allow_no_gain
+            args.corpus,
+            args.out,
+            budget=budget,
+            recipe=recipe,
+            require_gain=not args.allow_no_gain,
+            threads=args.threads,
         )
     except DefaultModelError as exc:
         logger.error("%s", exc)
