@@ -8,14 +8,18 @@ half-written artifact where a loader would find it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 
@@ -91,6 +95,7 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
     if target.exists() and not overwrite:
         raise ArtifactError(f"{target} already exists")
     target.parent.mkdir(parents=True, exist_ok=True)
+    _recover_retired(target)
     for stale in target.parent.glob(f".tmp-{target.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)
     scratch = target.parent / f".tmp-{target.name}-{os.getpid()}"
@@ -102,12 +107,48 @@ def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
         raise
     _fsync_tree(scratch)
     if target.exists():
+        if _exchange(scratch, target):  # one atomic step: readers see the old tree or the new, never none
+            shutil.rmtree(scratch, ignore_errors=True)
+            return
+        # No renameat2 here: two renames. A kill between them leaves the old tree under the `-old-` name,
+        # which the next build (or `_recover_retired`) puts back instead of deleting.
         retired = target.parent / f".tmp-{target.name}-old-{os.getpid()}"
         target.rename(retired)
         scratch.rename(target)
         shutil.rmtree(retired, ignore_errors=True)
     else:
         scratch.rename(target)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths with Linux renameat2(RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result != 0:
+        logger.debug(
+            "renameat2 exchange unavailable (errno %d); falling back to two renames", ctypes.get_errno()
+        )
+        return False
+    return True
+
+
+def _recover_retired(target: Path) -> None:
+    """Puts back a previous version that a kill between the fallback's two renames left retired."""
+    if target.exists():
+        return
+    retired = sorted(target.parent.glob(f".tmp-{target.name}-old-*"))
+    if retired:
+        logger.warning("%s: restoring the previous version from %s", target, retired[-1].name)
+        retired[-1].rename(target)
 
 
 def _fsync_tree(root: Path) -> None:
