@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+import signal
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -17,6 +18,7 @@ from retriever_service.bootstrap import build_retriever
 from retriever_service.config import Settings
 from retriever_service.metrics import RetrieverMetrics
 from retriever_service.servicer import RetrieverServicer
+from search_common.artifacts import ArtifactError
 from search_common.grpc_server import (
     add_standard_services,
     bind,
@@ -50,6 +52,30 @@ class RetrieverServer:
         self.servicer.attach(retriever, shard)
         await set_serving(self.health, [SERVICE_NAME], serving=True)
         logger.info("serving %s on port %d", retriever.component, self.port)
+
+    async def swap(self, retriever: Retriever) -> Retriever:
+        """Hot swap: warms a freshly loaded shard beside the served one, checks it is the same shard of a
+        new version, then serves it; returns the old retriever (its in-flight requests still finish on it).
+
+        Raises:
+            ArtifactError: the new shard is another kind or shard id; the old one keeps serving.
+        """
+        old = self.servicer.retriever
+        await retriever.retrieve(WARMUP_QUERY, 1)
+        shard = await retriever.describe()
+        if old is not None:
+            before = await old.describe()
+            same = (before.kind, before.shard_id, before.num_shards)
+            if (shard.kind, shard.shard_id, shard.num_shards) != same:
+                raise ArtifactError(
+                    f"reload refused: {shard.component} of {shard.num_shards} is not the served "
+                    f"{before.component} of {before.num_shards}"
+                )
+        self.metrics.set_shard(shard)
+        self.servicer.attach(retriever, shard)  # one reference assignment: requests see old or new
+        logger.info("swapped in %s version %s", shard.component, shard.index_version)
+        assert old is not None
+        return old
 
 
 def build_server(
@@ -112,4 +138,54 @@ async def serve(settings: Settings) -> None:
         raise
     if settings.port_file is not None:
         write_port_file(settings.port_file, built.port)
-    await run_until_signal(built.server, built.health, settings.grace_seconds, cleanups=[retriever.close])
+    reloader = IndexReloader(settings, built, retriever)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request)
+
+    async def close_current() -> None:
+        await reloader.close()
+
+    await run_until_signal(built.server, built.health, settings.grace_seconds, cleanups=[close_current])
+
+
+class IndexReloader:
+    """SIGHUP loads `--index` again (resolving symlinks once, so that an index root whose `current` link
+    was switched to a new version is read from that version only), validates and warms it beside the
+    served shard and swaps it in. A shard that does not load is logged and the old one keeps serving.
+    The old shard is closed after `grace_seconds`, once the requests still running on it have finished.
+    """
+
+    def __init__(self, settings: Settings, built: RetrieverServer, retriever: Retriever) -> None:
+        self._settings = settings
+        self._built = built
+        self._current = retriever
+        self._task: asyncio.Task[None] | None = None
+        self._retired: set[asyncio.Task[None]] = set()
+
+    def request(self) -> None:
+        if self._task is not None and not self._task.done():
+            logger.warning("reload already in progress; SIGHUP ignored")
+            return
+        self._task = asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> None:
+        resolved = replace(self._settings, index=self._settings.index.resolve())
+        logger.info("reloading the index from %s", resolved.index)
+        try:
+            fresh = await asyncio.to_thread(build_retriever, resolved)
+            old = await self._built.swap(fresh)
+        except Exception as exc:  # a bad new version never takes down the served one
+            logger.error("index reload refused, still serving the old version: %s", exc)
+            return
+        self._current = fresh
+        task = asyncio.get_running_loop().create_task(self._close_later(old))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def _close_later(self, old: Retriever) -> None:
+        await asyncio.sleep(self._settings.grace_seconds)
+        await old.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self._current.close()
