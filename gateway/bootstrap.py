@@ -66,11 +66,14 @@ def bootstrap(
     variants = load_variants(settings.variants, settings.variant_bounds).restricted_to(groups, has_reranker)
     if retrievers is None:
         retrievers = {
-            group: [GrpcRetriever(group, i, address) for i, address in enumerate(addresses)]
+            group: [
+                GrpcRetriever(group, i, address, settings.downstream_tls)
+                for i, address in enumerate(addresses)
+            ]
             for group, addresses in settings.retrievers.items()
         }
     if reranker is None and settings.reranker is not None:
-        reranker = GrpcReranker(settings.reranker)
+        reranker = GrpcReranker(settings.reranker, settings.downstream_tls)
     pipeline = SearchPipeline(
         retrievers,
         reranker,

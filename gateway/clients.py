@@ -25,6 +25,7 @@ from search_common.documents import (
 )
 from search_common.errors import Unavailable, from_rpc_error
 from search_common.grpc_server import message_size_options
+from search_common.tls import ClientTls, aio_channel
 from search_common.variant_label import variant_metadata
 
 logger = logging.getLogger(__name__)
@@ -82,9 +83,9 @@ class GrpcRetriever:
     shard's own "<kind>/shard-<id>" once `describe` has answered.
     """
 
-    def __init__(self, group: str, position: int, address: str) -> None:
+    def __init__(self, group: str, position: int, address: str, tls: ClientTls | None = None) -> None:
         self._component = f"{group}/shard-{position}"
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel = aio_channel(address, CHANNEL_OPTIONS, tls)
         self._stub = retriever_pb2_grpc.RetrieverServiceStub(self._channel)
 
     @property
@@ -130,8 +131,8 @@ class GrpcReranker:
 
     component = "reranker"
 
-    def __init__(self, address: str) -> None:
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    def __init__(self, address: str, tls: ClientTls | None = None) -> None:
+        self._channel = aio_channel(address, CHANNEL_OPTIONS, tls)
         self._stub = reranker_pb2_grpc.RerankerServiceStub(self._channel)
 
     async def rerank(

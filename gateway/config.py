@@ -23,6 +23,7 @@ from typing import NoReturn
 import yaml
 
 from gateway.variants import VariantBounds
+from search_common.tls import ClientTls, ServerTls
 
 ENV_PREFIX = "SEARCH_GATEWAY_"
 GROUPS = ("dense", "bm25")
@@ -53,6 +54,10 @@ class Settings:
     # None selects the packaged gateway/variants.yaml.
     variants: Path | None = None
     reflection: bool = True
+    # TLS (mutual TLS with a client CA) on the gateway's port; None serves plaintext.
+    tls: ServerTls | None = None
+    # TLS to the retrievers and the reranker (with a client certificate for mTLS); None is plaintext.
+    downstream_tls: ClientTls | None = None
     # Prometheus /metrics on this port (0 picks a free one); None serves no metrics.
     metrics_port: int | None = None
     log_level: str = "INFO"
@@ -168,6 +173,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=int(env("PORT", "0")), help="0 picks a free port")
     srv.add_argument("--port-file", type=Path, default=None, help="write the bound port here once SERVING")
     srv.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
+    srv.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain; enables TLS")
+    srv.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    srv.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=None,
+        help="PEM CA; clients must show a cert it signed (mTLS)",
+    )
+    down.add_argument(
+        "--tls-ca", type=Path, default=None, help="PEM CA of the downstream servers; enables TLS"
+    )
+    down.add_argument("--tls-client-cert", type=Path, default=None, help="PEM client certificate (mTLS)")
+    down.add_argument("--tls-client-key", type=Path, default=None, help="PEM key of --tls-client-cert")
     srv.add_argument(
         "--metrics-port", type=int, default=int(env("METRICS_PORT", "-1")), help="Prometheus port; -1 = none"
     )
@@ -235,6 +253,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             grace_seconds=args.grace_seconds,
             startup_timeout_seconds=args.startup_timeout,
             variants_poll_seconds=args.variants_poll,
+            tls=ServerTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca),
+            downstream_tls=ClientTls.from_options(args.tls_ca, args.tls_client_cert, args.tls_client_key),
         )
     except ValueError as exc:
         fail(str(exc))

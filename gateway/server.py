@@ -65,7 +65,7 @@ def create_server(
     )
     search_service_pb2_grpc.add_SearchServiceServicer_to_server(servicer, server)
     health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
-    port = bind(server, settings.address)
+    port = bind(server, settings.address, None if settings.tls is None else settings.tls.credentials())
     return BoundServer(server, port, health_servicer)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from search_common import triton_contract
+from search_common.tls import ServerTls
 
 ENV_PREFIX = "SEARCH_RERANKER_"
 
@@ -49,6 +50,8 @@ class Settings:
     reflection: bool = True
     # Prometheus /metrics on this port (0 picks a free one); None serves no metrics.
     metrics_port: int | None = None
+    # TLS (mutual TLS with a client CA) on the gRPC port; None serves plaintext.
+    tls: ServerTls | None = None
     # onnx: scoring threads (concurrent batches) and ONNX Runtime intra-op threads (0 = ORT decides).
     threads: int = 1
     intra_op_threads: int = 0
@@ -122,6 +125,14 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     parser.add_argument("--port", type=int, default=int(_env(env, "PORT", "0")), help="0 picks a free port")
     parser.add_argument("--port-file", type=Path, default=None, help="write the bound port here once SERVING")
     parser.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain; enables TLS")
+    parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=None,
+        help="PEM CA; clients must show a cert it signed (mTLS)",
+    )
     parser.add_argument(
         "--metrics-port",
         type=int,
@@ -165,6 +176,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             grace_seconds=args.grace_seconds,
             startup_timeout_seconds=args.startup_timeout_seconds,
             log_level=args.log_level,
+            tls=ServerTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca),
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -62,7 +62,7 @@ def build_server(
     servicer = RerankerServicer(core, metrics)
     reranker_pb2_grpc.add_RerankerServiceServicer_to_server(servicer, server)
     health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
-    port = bind(server, settings.address)
+    port = bind(server, settings.address, None if settings.tls is None else settings.tls.credentials())
     return RerankerServer(server, port, health_servicer, servicer, metrics, settings.backend)
 
 

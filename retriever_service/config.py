@@ -14,6 +14,7 @@ from typing import Literal
 
 from retriever_service.shards import DEFAULT_MAX_TOP_K
 from retriever_service.shards import DEFAULT_QUERY_LIMIT as DEFAULT_MAX_QUERY_CHARS
+from search_common.tls import ServerTls
 
 ENV_PREFIX = "SEARCH_RETRIEVER_"
 
@@ -38,6 +39,8 @@ class Settings:
     grace_seconds: float = 5.0
     # Prometheus /metrics on this port (0 picks a free one); None serves no metrics.
     metrics_port: int | None = None
+    # TLS (mutual TLS with a client CA) on the gRPC port; None serves plaintext.
+    tls: ServerTls | None = None
 
     def __post_init__(self) -> None:
         if self.max_top_k <= 0:
@@ -120,6 +123,14 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         "--max-query-chars", type=int, default=int(_env(env, "MAX_QUERY_CHARS", str(DEFAULT_MAX_QUERY_CHARS)))
     )
     parser.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain; enables TLS")
+    parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=None,
+        help="PEM CA; clients must show a cert it signed (mTLS)",
+    )
     parser.add_argument(
         "--log-level",
         default=_env(env, "LOG_LEVEL", "INFO"),
@@ -167,6 +178,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             device=args.device,
             grace_seconds=args.grace_seconds,
             metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+            tls=ServerTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca),
         )
     except ValueError as exc:
         parser.error(str(exc))

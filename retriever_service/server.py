@@ -94,7 +94,7 @@ def build_server(
 
     retriever_pb2_grpc.add_RetrieverServiceServicer_to_server(servicer, server)
     health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
-    port = bind(server, settings.address)
+    port = bind(server, settings.address, None if settings.tls is None else settings.tls.credentials())
     return RetrieverServer(server, port, health_servicer, servicer, metrics)
 
 

@@ -1,0 +1,88 @@
+"""TLS and mutual TLS for every gRPC hop, from PEM files: one place that loads credentials.
+
+Servers: `--tls-cert` and `--tls-key` turn TLS on; `--tls-client-ca` also requires and verifies a client
+certificate signed by that CA (mutual TLS). Clients: `--tls-ca` turns TLS on (the CA that signed the
+servers' certificates); `--tls-client-cert` and `--tls-client-key` present a client certificate. Files are
+read once at startup; a missing or unreadable file is a `TlsConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+logger = logging.getLogger(__name__)
+
+
+class TlsConfigError(ValueError):
+    """The TLS options are incomplete or name a file that cannot be read."""
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise TlsConfigError(f"{what} {path} cannot be read ({exc.strerror})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    @classmethod
+    def from_options(cls, cert: Path | None, key: Path | None, client_ca: Path | None) -> ServerTls | None:
+        """None when TLS is off; TlsConfigError when the options do not make a whole."""
+        if cert is None and key is None:
+            if client_ca is not None:
+                raise TlsConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+            return None
+        if cert is None or key is None:
+            raise TlsConfigError("--tls-cert and --tls-key go together")
+        return cls(cert, key, client_ca)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        chain = _read(self.cert, "--tls-cert")
+        key = _read(self.key, "--tls-key")
+        client_ca = None if self.client_ca is None else _read(self.client_ca, "--tls-client-ca")
+        return grpc.ssl_server_credentials(
+            [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    ca: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    @classmethod
+    def from_options(
+        cls, ca: Path | None, client_cert: Path | None, client_key: Path | None
+    ) -> ClientTls | None:
+        if ca is None:
+            if client_cert is not None or client_key is not None:
+                raise TlsConfigError("--tls-client-cert/--tls-client-key need --tls-ca")
+            return None
+        if (client_cert is None) != (client_key is None):
+            raise TlsConfigError("--tls-client-cert and --tls-client-key go together")
+        return cls(ca, client_cert, client_key)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        ca = _read(self.ca, "--tls-ca")
+        cert = None if self.client_cert is None else _read(self.client_cert, "--tls-client-cert")
+        key = None if self.client_key is None else _read(self.client_key, "--tls-client-key")
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def aio_channel(
+    address: str, options: list[tuple[str, int | str]], tls: ClientTls | None = None
+) -> grpc.aio.Channel:
+    """A long-lived asyncio channel, secure when `tls` is given."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, tls.credentials(), options=options)
