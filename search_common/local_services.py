@@ -288,7 +288,8 @@ class TritonServer:
         inst = self.installation
         inst.ensure_repo_installed()
         backends = inst.build_backend_directory(self.work_dir / "backends")
-        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        if not self.grpc_port:  # a restart (after `kill` or `stop`) keeps the ports clients know
+            self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         command = [
             str(inst.binary),
             f"--model-repository={self.model_repository}",
@@ -356,6 +357,14 @@ class TritonServer:
 
     def log_tail(self) -> str:
         return _log_tail(self.log_path)
+
+    def kill(self) -> None:
+        """SIGKILL to tritonserver and its backend stubs, as a crash would; `start()` brings it back."""
+        if self._process is not None and self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(timeout=30)
+        self._process = None
 
     def stop(self) -> None:
         if self._process is not None:

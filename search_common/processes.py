@@ -115,6 +115,12 @@ class ServiceProcess:
         wait_for_serving(self.address, max(1.0, deadline - time.monotonic()))
         return port
 
+    def kill(self) -> int:
+        """SIGKILL, as a crash would: no drain, no health change; returns the exit code."""
+        if self.running:
+            self.process.kill()
+        return self.process.wait()
+
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_SECONDS) -> int:
         """SIGTERM, wait up to `timeout`, then SIGKILL; returns the exit code."""
         if self.running:
@@ -135,15 +141,20 @@ def spawn_service(
     *,
     host: str = "127.0.0.1",
     env: Mapping[str, str] | None = None,
+    port: int = 0,
 ) -> ServiceProcess:
-    """Starts `argv + --host HOST --port 0 --port-file <run_dir>/<name>.port`, logging to <name>.log."""
+    """Starts `argv + --host HOST --port PORT --port-file <run_dir>/<name>.port`, logging to <name>.log.
+
+    PORT is 0 (a free one) unless given: a restart after a crash passes the old port, so clients holding a
+    channel to it reconnect without being told anything. The log is appended to across restarts.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     port_file = run_dir / f"{name}.port"
     port_file.unlink(missing_ok=True)
     log_path = run_dir / f"{name}.log"
-    command = [*argv, "--host", host, "--port", "0", "--port-file", str(port_file)]
+    command = [*argv, "--host", host, "--port", str(port), "--port-file", str(port_file)]
     logger.info("starting %s: %s", name, " ".join(command))
-    with log_path.open("wb") as log:
+    with log_path.open("ab" if port else "wb") as log:
         process = subprocess.Popen(
             command,
             stdout=log,
@@ -179,6 +190,22 @@ class ServiceStack:
         service = self.spawn(name, argv, env)
         service.wait_ready(timeout)
         return service
+
+    def restart(
+        self,
+        service: ServiceProcess,
+        argv: Sequence[str],
+        *,
+        timeout: float = DEFAULT_START_TIMEOUT_SECONDS,
+        env: Mapping[str, str] | None = None,
+    ) -> ServiceProcess:
+        """Starts `argv` again under the service's name on its old port (after a kill or stop)."""
+        if service.running:
+            raise RuntimeError(f"{service.name} is still running (pid {service.process.pid})")
+        fresh = spawn_service(service.name, argv, self.run_dir, env=env, port=service.port)
+        self.services[self.services.index(service)] = fresh
+        fresh.wait_ready(timeout)
+        return fresh
 
     def stop_all(self) -> None:
         for service in reversed(self.services):

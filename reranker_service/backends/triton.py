@@ -34,6 +34,19 @@ from search_common.errors import (
 logger = logging.getLogger(__name__)
 
 COMPONENT = "triton"
+# tritonclient's own defaults plus a short reconnect backoff: grpc's default (1 s growing to 120 s) could
+# leave the reranker failing for up to two minutes after a restarted tritonserver is back.
+CHANNEL_ARGS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.keepalive_time_ms", 2**31 - 1),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 2),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
 
 
 def to_domain_error(exc: InferenceServerException) -> SearchError:
@@ -119,7 +132,7 @@ class TritonScorer:
                     self._identity_read_at = time.monotonic()
 
     async def _connect(self) -> triton_aio.InferenceServerClient:
-        client = triton_aio.InferenceServerClient(self._url)
+        client = triton_aio.InferenceServerClient(self._url, channel_args=CHANNEL_ARGS)
         try:
             await self._read_identity(client)
         except BaseException:

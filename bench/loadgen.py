@@ -1,0 +1,146 @@
+"""Faults under load: kill -9 each component mid-run, restart it, and count what the callers saw.
+
+Builds (once, cached under var/bench/faults/) a 2-shard dense index and a BM25 index over the first
+`--docs` documents of the stdlib corpus, starts gateway.fault_drill's stack (retriever shards, reranker on a
+real tritonserver with a real redis-server cache, gateway; every one its own process on loopback) and, for
+each fault in turn (reranker, triton, redis, one dense shard), sends `--requests` Search requests from
+`--concurrency` concurrent grpc.aio clients, kills the component a quarter of the way in, restarts it on
+the same port after `--down` seconds and keeps the load on until the answers have settled. The gateway is
+never restarted. Writes one JSON list (fault, requests, failed, degraded, recovery_s, plus status codes and
+timings) and a Markdown table.
+
+Example:
+    python bench/loadgen.py --requests 2000 --out bench/results/faults
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import platform
+import subprocess
+import time
+from itertools import islice
+from pathlib import Path
+
+from gateway.fault_drill import FAULTS, DrillStack, FaultReport, run_fault
+from retriever_service.build_index import build_index
+from retriever_service.encoder import BiEncoder
+from search_common.artifacts import ArtifactError, read_manifest
+from search_common.logging_setup import configure_logging
+from search_common.stdlib_corpus import ensure_stdlib_corpus
+
+logger = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=REPO
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _index(corpus: Path, out: Path, kind: str, shards: int, encoder: BiEncoder | None) -> Path:
+    try:
+        read_manifest(out / "shard-0")
+        return out
+    except ArtifactError:
+        pass
+    return build_index(corpus, out, kind=kind, num_shards=shards, encoder=encoder, overwrite=True)  # type: ignore[arg-type]
+
+
+def _prepare(work: Path, docs: int) -> tuple[Path, Path]:
+    full = ensure_stdlib_corpus(REPO / "var" / "corpus" / "stdlib")
+    corpus = work / f"corpus-{docs}.jsonl"
+    if not corpus.is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        with full.open(encoding="utf-8") as src:
+            corpus.write_text("".join(islice(src, docs)), encoding="utf-8")
+    dense = _index(corpus, work / f"dense-2-{docs}", "dense", 2, BiEncoder.load())
+    bm25 = _index(corpus, work / f"bm25-1-{docs}", "bm25", 1, None)
+    return dense, bm25
+
+
+def _markdown(rows: list[FaultReport], args: argparse.Namespace, sha: str) -> str:
+    lines = [
+        "# Faults under load",
+        "",
+        f"{args.concurrency} concurrent grpc.aio clients, about {args.requests} Search requests per fault "
+        f"(hybrid first stage, cross-encoder over Triton at rerank depth 10), kill -9 a quarter of the way in, restart on the same port "
+        f"after {args.down:.0f} s; the gateway is never restarted. Commit {sha[:10]}, {platform.node()}, "
+        "2 shared CPU cores.",
+        "",
+        "| fault | requests | failed | degraded | recovery_s | down_s | restart_s | codes |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        codes = ", ".join(f"{k} {v}" for k, v in sorted(r.codes.items()))
+        lines.append(
+            f"| {r.fault} | {r.requests} | {r.failed} | {r.degraded} | {r.recovery_s} | {r.down_s} | "
+            f"{r.restart_s} | {codes} |"
+        )
+    lines += [
+        "",
+        "recovery_s: seconds from the restart (component ready again) until the last failed or degraded "
+        "answer; 0 when none came after the restart. A Redis outage is invisible to callers: the reranker "
+        "skips the cache while Redis is down, so no answer is degraded.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+async def _drills(args: argparse.Namespace, dense: Path, bm25: Path) -> list[FaultReport]:
+    rows: list[FaultReport] = []
+    run_dir = REPO / "var" / "run" / f"faults-{int(time.time())}"
+    with DrillStack(run_dir, dense, bm25, args.artifact) as stack:
+        for fault in args.faults:
+            report = await run_fault(
+                stack,
+                fault,
+                requests=args.requests,
+                concurrency=args.concurrency,
+                down_seconds=args.down,
+                settle_seconds=args.settle,
+            )
+            print(json.dumps(report.row()))
+            rows.append(report)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    general = parser.add_argument_group("general")
+    general.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faults")
+    general.add_argument("--log-level", default="WARNING")
+    data = parser.add_argument_group("dataset and artifacts")
+    data.add_argument("--docs", type=int, default=500, help="first N documents of the stdlib corpus")
+    data.add_argument("--work", type=Path, default=REPO / "var" / "bench" / "faults")
+    data.add_argument(
+        "--artifact",
+        type=Path,
+        default=REPO / "var" / "test-artifacts" / "reranker-cross-encoder" / "v1",
+        help="cross-encoder artifact version directory for Triton",
+    )
+    load = parser.add_argument_group("load and faults")
+    load.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS))
+    load.add_argument("--requests", type=int, default=2000)
+    load.add_argument("--concurrency", type=int, default=16)
+    load.add_argument("--down", type=float, default=3.0, help="seconds a component stays dead")
+    load.add_argument("--settle", type=float, default=3.0, help="clean seconds that end a drill")
+    args = parser.parse_args()
+    configure_logging(args.log_level)
+    dense, bm25 = _prepare(args.work, args.docs)
+    sha = _git_sha()
+    rows = asyncio.run(_drills(args, dense, bm25))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps([r.row() for r in rows], indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(_markdown(rows, args, sha))
+    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""Fault drills: a real stack under load loses one component at a time, gets it back, and keeps answering.
+
+The stack is the production shape on loopback: two dense shards and one BM25 shard (retriever processes),
+the reranker process on a real tritonserver with a real redis-server score cache, and the gateway process.
+During a bounded load (`search_common.loadgen`), one component is killed with SIGKILL, left down for a few
+seconds and started again on the same port; the gateway is never restarted. Each drill reports the
+requests sent, those that failed (any status but OK; the goal is none), the answers flagged degraded, and
+the seconds from the restart until answers stopped being degraded.
+
+Used by `bench/faults.py` (full size, writes bench/results/faults.json) and by the slow fault test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from search_common.loadgen import RequestRecord, recovery_seconds, run_load
+from search_common.local_services import RedisServer, TritonServer, assemble_model_repository
+from search_common.processes import ServiceProcess, ServiceStack
+
+logger = logging.getLogger(__name__)
+
+Fault = Literal["reranker", "triton", "redis", "shard"]
+FAULTS: tuple[Fault, ...] = ("reranker", "triton", "redis", "shard")
+# The variant every drill request asks for: hybrid first stage, then the cross-encoder over Triton at the
+# model's own sequence length (the packaged variants ask 256 tokens; small test artifacts allow fewer).
+DRILL_VARIANT = "drill"
+DRILL_VARIANTS_YAML = """\
+default: drill
+variants:
+  - {name: drill, weight: 1, first_stage: hybrid, retrieval_depth: 20, reranker: cross-encoder-minilm,
+     rerank_depth: 10, cache: true, fusion: none}
+"""
+DRILL_QUERIES = (
+    "how to compress a file with gzip",
+    "parse command line arguments",
+    "sha256 digest of bytes",
+    "open a socket connection to a server",
+    "format a date as iso 8601",
+    "run a subprocess and capture its output",
+    "read a csv file row by row",
+    "json encode a python object",
+    "walk a directory tree",
+    "thread pool executor map",
+    "regular expression match groups",
+    "parse an url into components",
+    "temporary file that is deleted on close",
+    "send an http request",
+    "decode base64 data",
+    "sort a list with a key function",
+)
+
+
+def drill_queries(count: int, tag: str) -> list[str]:
+    """`count` distinct queries marked with `tag`, so that no drill's scores are cached by an earlier one and
+    the score cache never answers in Triton's place: every request is scored."""
+    n = len(DRILL_QUERIES)
+    return [f"{DRILL_QUERIES[i % n]} {tag}{i // n}" for i in range(count)]
+
+
+@dataclass(frozen=True, slots=True)
+class FaultReport:
+    fault: Fault
+    requests: int
+    failed: int
+    degraded: int
+    recovery_s: float | None
+    codes: dict[str, int] = field(default_factory=dict)
+    down_s: float = 0.0
+    restart_s: float = 0.0
+
+    def row(self) -> dict[str, object]:
+        """The faults.json row: fault, requests, failed, degraded, recovery_s (plus detail fields)."""
+        return asdict(self)
+
+
+class DrillStack:
+    """Starts the drill stack (`with DrillStack(...) as stack:`) and kills/restarts its components.
+
+    Args:
+        run_dir: logs, port files, the Triton model repository.
+        dense_index: a 2-shard dense index version directory.
+        bm25_index: a 1-shard BM25 index version directory.
+        artifact: the cross-encoder artifact version directory Triton serves.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        dense_index: Path,
+        bm25_index: Path,
+        artifact: Path,
+        *,
+        startup_timeout: float = 180.0,
+    ) -> None:
+        self.run_dir = run_dir
+        self._dense = dense_index
+        self._bm25 = bm25_index
+        self._artifact = artifact
+        self._timeout = startup_timeout
+        self._resources = contextlib.ExitStack()
+        self.services = ServiceStack(run_dir)
+        self.redis: RedisServer | None = None
+        self.triton: TritonServer | None = None
+        self.argv: dict[str, list[str]] = {}
+        self.processes: dict[str, ServiceProcess] = {}
+
+    @property
+    def gateway_address(self) -> str:
+        return self.processes["gateway"].address
+
+    def __enter__(self) -> DrillStack:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.services.stop_all()
+        self._resources.close()
+
+    def _start(self) -> None:
+        python = sys.executable
+        self.redis = self._resources.enter_context(RedisServer())
+        repository = assemble_model_repository(
+            self.run_dir / "triton-models",
+            artifact_root=self._artifact.parent,
+            artifact_version=self._artifact.name,
+            intra_op_threads=1,
+        )
+        self.triton = self._resources.enter_context(
+            TritonServer(repository, work_dir=self.run_dir / "triton")
+        )
+        self.argv["reranker"] = [
+            python, "-m", "reranker_service", "--backend", "triton", "--triton-url", self.triton.grpc_url,
+            "--cache", "redis", "--redis-url", self.redis.url,
+        ]  # fmt: skip
+        shards = {
+            "dense-0": self._dense / "shard-0",
+            "dense-1": self._dense / "shard-1",
+            "bm25-0": self._bm25 / "shard-0",
+        }
+        for name, path in shards.items():
+            self.argv[name] = [python, "-m", "retriever_service", "--index", str(path), "--threads", "1"]
+        spawned = [self.services.spawn(name, self.argv[name]) for name in ("reranker", *shards)]
+        for service in spawned:
+            service.wait_ready(self._timeout)
+            self.processes[service.name] = service
+        dense = ",".join(self.processes[n].address for n in ("dense-0", "dense-1"))
+        variants = self.run_dir / "variants.yaml"
+        variants.write_text(DRILL_VARIANTS_YAML)
+        self.argv["gateway"] = [
+            python, "-m", "gateway", "--dense", dense, "--bm25", self.processes["bm25-0"].address,
+            "--reranker", self.processes["reranker"].address, "--variants", str(variants),
+        ]  # fmt: skip
+        self.processes["gateway"] = self.services.start(
+            "gateway", self.argv["gateway"], timeout=self._timeout
+        )
+
+    def kill(self, fault: Fault) -> None:
+        """SIGKILL the component, as a crash would."""
+        if fault == "redis":
+            assert self.redis is not None
+            self.redis.kill()
+        elif fault == "triton":
+            assert self.triton is not None
+            self.triton.kill()
+        else:
+            self.processes[self._process_name(fault)].kill()
+        logger.info("killed %s", fault)
+
+    def restart(self, fault: Fault) -> None:
+        """Starts the component again on its old port and waits until it is ready."""
+        if fault == "redis":
+            assert self.redis is not None
+            self.redis.start()
+        elif fault == "triton":
+            assert self.triton is not None
+            self.triton.start()
+        else:
+            name = self._process_name(fault)
+            self.processes[name] = self.services.restart(
+                self.processes[name], self.argv[name], timeout=self._timeout
+            )
+        logger.info("restarted %s", fault)
+
+    @staticmethod
+    def _process_name(fault: Fault) -> str:
+        return "dense-1" if fault == "shard" else fault
+
+
+async def run_fault(
+    stack: DrillStack,
+    fault: Fault,
+    *,
+    requests: int,
+    concurrency: int = 16,
+    kill_after: float = 0.25,
+    down_seconds: float = 3.0,
+    settle_seconds: float = 3.0,
+    timeout: float = 10.0,
+    queries: Sequence[str] | None = None,
+) -> FaultReport:
+    """One drill: load, kill `fault` after `kill_after` of the requests, restart it, load until settled.
+
+    The load runs past `requests` until `settle_seconds` have passed since both the restart and the last
+    bad (failed or degraded) answer, so that recovery is observed, within hard bounds (3 × requests, 10 min).
+    """
+    done = 0
+    restarted_at: float | None = None
+    last_bad = 0.0
+    kill_point = asyncio.Event()
+
+    def on_record(record: RequestRecord) -> None:
+        nonlocal done, last_bad
+        done += 1
+        if not record.ok or record.degraded:
+            last_bad = max(last_bad, record.finished)
+        if done >= requests * kill_after:
+            kill_point.set()
+
+    def keep_going() -> bool:
+        if restarted_at is None:
+            return True
+        return time.monotonic() - max(restarted_at, last_bad) < settle_seconds
+
+    async def inject() -> tuple[float, float]:
+        nonlocal restarted_at
+        await kill_point.wait()
+        killed_at = time.monotonic()
+        await asyncio.to_thread(stack.kill, fault)
+        await asyncio.sleep(down_seconds)
+        restart_began = time.monotonic()
+        await asyncio.to_thread(stack.restart, fault)
+        restarted_at = time.monotonic()
+        return restart_began - killed_at, restarted_at - restart_began
+
+    injector = asyncio.create_task(inject())
+    result = await run_load(
+        stack.gateway_address,
+        queries if queries is not None else drill_queries(3 * requests, fault),
+        total=requests,
+        concurrency=concurrency,
+        timeout=timeout,
+        variant=DRILL_VARIANT,
+        keep_going=keep_going,
+        on_record=on_record,
+    )
+    if not injector.done():  # the load hit a hard bound first: still bring the component back
+        await injector
+    down_s, restart_s = injector.result()
+    assert restarted_at is not None
+    report = FaultReport(
+        fault=fault,
+        requests=result.requests,
+        failed=result.failed,
+        degraded=result.degraded,
+        recovery_s=round(recovery_seconds(result.records, restarted_at), 2),
+        codes=result.codes(),
+        down_s=round(down_s, 2),
+        restart_s=round(restart_s, 2),
+    )
+    logger.info("fault drill %s: %s", fault, report)
+    return report
