@@ -389,6 +389,15 @@ class TritonServer:
 # --- Redis -------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RedisTls:
+    """PEM files for a TLS-only redis-server: its certificate and key, and the CA clients verify it with."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 class RedisServer:
     """A redis-server on a free loopback port, without persistence.
 
@@ -403,6 +412,7 @@ class RedisServer:
         port: int = 0,
         startup_timeout: float = 20.0,
         stop_timeout: float = 10.0,
+        tls: RedisTls | None = None,
     ) -> None:
         resolved = shutil.which(binary)
         if resolved is None:
@@ -410,6 +420,7 @@ class RedisServer:
         self.binary = resolved
         self.password = password
         self.port = port
+        self.tls = tls
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.startup_seconds = 0.0
@@ -420,7 +431,8 @@ class RedisServer:
     @property
     def url(self) -> str:
         """The server's URL, without the password (pass that separately, so it stays out of logs)."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         if self.port == 0:
@@ -442,6 +454,15 @@ class RedisServer:
         ]
         if self.password:
             command += ["--requirepass", self.password]
+        if self.tls is not None:  # TLS only: the plaintext port is closed
+            command[command.index("--port") + 1] = "0"
+            command += [
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.cert),
+                "--tls-key-file", str(self.tls.key),
+                "--tls-ca-cert-file", str(self.tls.ca),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
         started = time.monotonic()
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
@@ -466,7 +487,14 @@ class RedisServer:
 
         assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1.0)
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password,
+            socket_timeout=1.0,
+            ssl=self.tls is not None,
+            ssl_ca_certs=None if self.tls is None else str(self.tls.ca),
+        )
         try:
             while True:
                 if self._process.poll() is not None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
 
 from reranker_service.cache.redis import RedisScoreCache
-from search_common.local_services import RedisServer
+from search_common.local_services import RedisServer, RedisTls
+from tests.pki import make_pki
 
 
 @pytest.fixture
@@ -83,3 +85,19 @@ async def test_after_a_failure_the_cache_is_skipped_for_a_while(doomed_redis: Re
         assert cache.errors == 2
     finally:
         await cache.close()
+
+
+async def test_a_tls_only_server_with_auth(tmp_path: Path) -> None:
+    """rediss:// with the CA of --redis-ca-file and AUTH round-trips; trusting another CA, no connection."""
+    pki = make_pki(tmp_path / "pki")
+    tls = RedisTls(pki.server_cert, pki.server_key, pki.ca)
+    with RedisServer(password="s3cret", tls=tls) as server:
+        assert server.url.startswith("rediss://")
+        cache = RedisScoreCache(server.url, ttl_seconds=60, password="s3cret", ca_file=pki.ca)
+        await cache.put_many({"k": 1.5})
+        assert await cache.get_many(["k"]) == [1.5]
+        await cache.close()
+        untrusting = RedisScoreCache(server.url, ttl_seconds=60, password="s3cret", ca_file=pki.other_ca)
+        assert await untrusting.get_many(["k"]) == [None]  # bypassed: the handshake fails
+        assert untrusting.errors == 1
+        await untrusting.close()
