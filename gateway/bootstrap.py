@@ -80,6 +80,8 @@ def bootstrap(
         deadline_margin=settings.deadline_margin_seconds,
         rerank_share=settings.rerank_share,
         snippet_chars=settings.snippet_chars,
+        retrieve_timeout=settings.retrieve_timeout_seconds,
+        rerank_timeout=settings.rerank_timeout_seconds,
     )
     limits = RequestLimits(
         max_top_k=settings.max_top_k,

@@ -50,6 +50,9 @@ class Settings:
     deadline_margin_seconds: float = 0.02
     # Share of the remaining budget kept for the reranker when a request is reranked.
     rerank_share: float = 0.5
+    # Optional caps, in seconds, on each stage's share of the budget (None: the share alone decides).
+    retrieve_timeout_seconds: float | None = None
+    rerank_timeout_seconds: float | None = None
     snippet_chars: int = 240
     # None selects the packaged gateway/variants.yaml.
     variants: Path | None = None
@@ -96,6 +99,12 @@ class Settings:
             raise ValueError(f"--deadline-margin must be >= 0, got {self.deadline_margin_seconds}")
         if not 0 <= self.rerank_share < 1:
             raise ValueError(f"--rerank-share must be within [0, 1), got {self.rerank_share}")
+        for flag, cap in (
+            ("--retrieve-timeout", self.retrieve_timeout_seconds),
+            ("--rerank-timeout", self.rerank_timeout_seconds),
+        ):
+            if cap is not None and cap <= 0:
+                raise ValueError(f"{flag} must be positive, got {cap}")
         if self.variants_poll_seconds <= 0:
             raise ValueError(f"--variants-poll must be positive, got {self.variants_poll_seconds}")
         if self.grace_seconds < 0 or self.startup_timeout_seconds <= 0:
@@ -207,6 +216,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--deadline-margin", type=float, default=0.02, help="seconds kept back per downstream call"
     )
     lim.add_argument("--rerank-share", type=float, default=0.5, help="budget share kept for reranking")
+    lim.add_argument("--retrieve-timeout", type=float, default=None, help="cap on the retrieval stage, s")
+    lim.add_argument("--rerank-timeout", type=float, default=None, help="cap on the rerank stage, s")
     lim.add_argument("--variants", type=Path, default=env("VARIANTS", "") or None, help="variants YAML")
     lim.add_argument(
         "--variants-poll", type=float, default=2.0, help="seconds between checks of the variants file"
@@ -246,6 +257,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             default_deadline_seconds=args.default_deadline,
             deadline_margin_seconds=args.deadline_margin,
             rerank_share=args.rerank_share,
+            retrieve_timeout_seconds=args.retrieve_timeout,
+            rerank_timeout_seconds=args.rerank_timeout,
             variants=args.variants,
             reflection=args.reflection,
             metrics_port=None if args.metrics_port < 0 else args.metrics_port,

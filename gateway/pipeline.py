@@ -139,6 +139,9 @@ class SearchPipeline:
         rerank_share: fraction of the remaining budget given to retrieval is `1 - rerank_share` when the
             request will be reranked; the reranker gets whatever is left after retrieval.
         snippet_chars: length bound of each hit's snippet.
+        retrieve_timeout: optional cap, in seconds, on the retrieval stage's budget (each shard call).
+        rerank_timeout: optional cap, in seconds, on the rerank stage's budget; a slow reranker then
+            degrades the answer early and leaves the rest of the request's budget unused.
     """
 
     def __init__(
@@ -149,6 +152,8 @@ class SearchPipeline:
         deadline_margin: float = 0.02,
         rerank_share: float = 0.5,
         snippet_chars: int = 240,
+        retrieve_timeout: float | None = None,
+        rerank_timeout: float | None = None,
     ) -> None:
         if not any(retrievers.values()):
             raise ValueError("a search pipeline needs at least one retriever")
@@ -159,6 +164,11 @@ class SearchPipeline:
         self._margin = deadline_margin
         self._rerank_share = rerank_share
         self._snippet_chars = snippet_chars
+        for name, cap in (("retrieve_timeout", retrieve_timeout), ("rerank_timeout", rerank_timeout)):
+            if cap is not None and cap <= 0:
+                raise ValueError(f"{name} must be positive, got {cap}")
+        self._retrieve_cap = retrieve_timeout
+        self._rerank_cap = rerank_timeout
 
     @property
     def groups(self) -> list[str]:
@@ -258,11 +268,12 @@ class SearchPipeline:
 
     def _retrieve_budget(self, deadline: float | None, will_rerank: bool) -> float | None:
         if deadline is None:
-            return None
+            return self._retrieve_cap
         remaining = deadline - time.monotonic() - self._margin
         if remaining <= 0:
             raise DeadlineExceeded("the request deadline was spent before retrieval started")
-        return remaining * (1.0 - self._rerank_share) if will_rerank else remaining
+        budget = remaining * (1.0 - self._rerank_share) if will_rerank else remaining
+        return budget if self._retrieve_cap is None else min(budget, self._retrieve_cap)
 
     async def _retrieve_one(
         self,
@@ -292,6 +303,8 @@ class SearchPipeline:
         assert self._reranker is not None and query.variant.reranker is not None
         head = first_stage[: query.rerank_depth]
         timeout = None if deadline is None else deadline - time.monotonic() - self._margin
+        if self._rerank_cap is not None:
+            timeout = self._rerank_cap if timeout is None else min(timeout, self._rerank_cap)
         started = time.monotonic()
         failure: BaseException | None = None
         result: RerankResult | None = None

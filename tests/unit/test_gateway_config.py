@@ -89,3 +89,12 @@ def test_demo_refuses_an_unknown_reranker(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         parse_demo_settings(["--reranker", "torch"])
     assert "invalid choice: 'torch'" in capsys.readouterr().err
+
+
+def test_per_stage_timeouts_parse_and_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    settings = parse_settings(["--bm25", "b:1", "--retrieve-timeout", "0.3", "--rerank-timeout", "0.5"], {})
+    assert (settings.retrieve_timeout_seconds, settings.rerank_timeout_seconds) == (0.3, 0.5)
+    assert parse_settings(["--bm25", "b:1"], {}).rerank_timeout_seconds is None
+    with pytest.raises(SystemExit):
+        parse_settings(["--bm25", "b:1", "--rerank-timeout", "0"], {})
+    assert "--rerank-timeout must be positive" in capsys.readouterr().err

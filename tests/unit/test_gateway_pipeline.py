@@ -158,3 +158,31 @@ async def test_variant_needing_missing_parts_is_invalid_argument() -> None:
         await pipeline.search(_query(HYBRID))
     with pytest.raises(InvalidArgument, match="needs a reranker"):
         await pipeline.search(_query(CE))
+
+
+async def test_per_stage_caps_bound_each_downstream_timeout() -> None:
+    shards = _shards("dense", 2)
+    reranker = FakeReranker(_by_doc_number)
+    pipeline = SearchPipeline({"dense": shards}, reranker, retrieve_timeout=0.3, rerank_timeout=0.2)
+    await pipeline.search(_query(CE), time.monotonic() + 10.0)
+    timeouts = [timeout for shard in shards for (_, _, timeout) in shard.calls]
+    assert len(timeouts) == 2 and all(t is not None and 0 < t <= 0.3 for t in timeouts)
+    ((_, _, _, rerank_timeout),) = reranker.calls
+    assert rerank_timeout is not None and 0 < rerank_timeout <= 0.2
+    # Without a request deadline the caps still bound each call.
+    await pipeline.search(_query(CE), None)
+    assert shards[0].calls[-1][2] == 0.3 and reranker.calls[-1][3] == 0.2
+
+
+async def test_a_slow_reranker_past_its_cap_degrades_the_answer_early() -> None:
+    pipeline = SearchPipeline(
+        {"dense": _shards("dense", 1)}, FakeReranker(_by_doc_number, delay=5.0), rerank_timeout=0.1
+    )
+    outcome = await pipeline.search(_query(CE), time.monotonic() + 10.0)
+    (deg,) = outcome.coverage.degradations
+    assert (deg.stage, deg.reason) == ("rerank", "deadline_exceeded")
+
+
+def test_caps_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="rerank_timeout must be positive"):
+        SearchPipeline({"dense": _shards("dense", 1)}, rerank_timeout=0)
