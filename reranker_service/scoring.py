@@ -84,6 +84,15 @@ class RerankCore:
     def scorer(self) -> Scorer:
         return self._scorer
 
+    def swap_scorer(self, scorer: Scorer) -> Scorer:
+        """Serves a new (already started and warmed) scorer from the next request on; returns the old one.
+
+        Requests already running keep the scorer they started with. Cache keys carry the model version,
+        so scores of the old version are never served as the new one's.
+        """
+        old, self._scorer = self._scorer, scorer
+        return old
+
     def cache_stats(self) -> CacheStats:
         errors = self._cache.errors if self._cache is not None else 0
         return CacheStats(self._stats.hits, self._stats.misses, errors)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,10 @@ from grpc_health.v1 import health
 from prometheus_client import disable_created_metrics, start_http_server
 from search.v1 import reranker_pb2, reranker_pb2_grpc
 
-from reranker_service.bootstrap import build_core
+from reranker_service.bootstrap import build_core, build_scorer
 from reranker_service.config import Settings
 from reranker_service.metrics import RerankerMetrics
+from reranker_service.ports import Scorer
 from reranker_service.scoring import RerankCore
 from reranker_service.servicer import RerankerServicer
 from search_common.errors import Unavailable
@@ -106,7 +108,55 @@ async def serve(settings: Settings) -> None:
         raise
     if settings.port_file is not None:
         write_port_file(settings.port_file, built.port)
+    if settings.backend == "onnx":
+        reloader = ModelReloader(settings, built, core)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request)
     await run_until_signal(built.server, built.health, settings.grace_seconds, cleanups=[core.close])
+
+
+class ModelReloader:
+    """SIGHUP (onnx backend) loads `--artifact-dir` again (a root picks its newest complete version), warms
+    the new model beside the served one, checks it is the same model name, and swaps it in. An artifact
+    that does not load is logged and the old model keeps serving; the old one is closed after
+    `grace_seconds`, once the requests still scoring on it have finished. (With the triton backend a new
+    version is Triton's to load; the scorer notices it through its identity refresh.)
+    """
+
+    def __init__(self, settings: Settings, built: RerankerServer, core: RerankCore) -> None:
+        self._settings = settings
+        self._built = built
+        self._core = core
+        self._task: asyncio.Task[None] | None = None
+        self._retired: set[asyncio.Task[None]] = set()
+
+    def request(self) -> None:
+        if self._task is not None and not self._task.done():
+            logger.warning("model reload already in progress; SIGHUP ignored")
+            return
+        self._task = asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> None:
+        old = self._core.scorer
+        try:
+            fresh = await asyncio.to_thread(build_scorer, self._settings)
+            await fresh.start()  # the onnx scorer's start scores one pair: warm before it serves
+            if fresh.model_name != old.model_name:
+                await fresh.close()
+                raise ValueError(f"new artifact is model {fresh.model_name!r}, not {old.model_name!r}")
+        except Exception as exc:  # a bad new version never takes down the served one
+            logger.error("model reload refused, still serving %s: %s", old.model_version, exc)
+            return
+        self._core.swap_scorer(fresh)
+        if self._built.metrics is not None:
+            self._built.metrics.set_model(fresh.model_name, fresh.model_version, self._built.backend)
+        logger.info("swapped in %s %s (was %s)", fresh.model_name, fresh.model_version, old.model_version)
+        task = asyncio.get_running_loop().create_task(self._close_later(old))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def _close_later(self, old: Scorer) -> None:
+        await asyncio.sleep(self._settings.grace_seconds)
+        await old.close()
 
 
 async def _wait_until_ready(built: RerankerServer, core: RerankCore, timeout_seconds: float) -> None:
