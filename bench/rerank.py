@@ -1,0 +1,286 @@
+"""Reranker: the project's scorer against what a user would otherwise pick, on the same 100-pair sets.
+
+Each SciFact test query's top-100 hybrid candidates (the cached first stage of training.cross_encoder.mine)
+form one 100-pair set. Every set is scored by every scorer, in an order rotated per set so that the shared
+machine's noise falls on all of them alike; the first `--warmup` sets are dropped from the timings. Scorers:
+
+- `onnx`: the project's in-process scorer, `CrossEncoderRuntime.score` on the served artifact (int8 ONNX).
+- `triton` (with `--triton`): the same artifact behind a real tritonserver, through `TritonScorer`.
+- `st`: sentence-transformers `CrossEncoder.predict` built from the same torch checkpoint. The project's model
+  mean-pools the body's token states and applies a linear head; `CrossEncoder(modules=[Transformer, Pooling
+  (mean), Dense(384 -> 1, identity, output "scores")])` is exactly that architecture, and its scores are
+  checked against the project's torch model (max abs difference recorded).
+- `torch`: the project's fp32 torch model, batched (training.cross_encoder.evaluate.score_pairs).
+- `per_pair`: the seed's loop, one fp32 torch forward per (query, document) pair.
+
+The fp32 reference for the nDCG delta and the score agreement is `torch` when it runs, else `per_pair` (the
+same fp32 model, one pair at a time).
+
+Per scorer: pairs/s (all timed pairs / all timed seconds), p50/p95 of one 100-pair set, and nDCG@10 of the
+candidates re-ranked by its scores alone (depth 100) over every query scored.
+
+Example:
+    python bench/rerank.py --dataset /work/shared/data/scifact \
+        --artifact var/models/cross-encoder-candidates/ce-lw-mean-e1/v20261127T094147Z \
+        --checkpoint var/checkpoints/ce-lw-mean-e1/epoch-1 --queries 100 --triton
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from search_common.beir import BeirDataset
+from training.common.metrics import ndcg_at_10, ranking_to_run
+from training.cross_encoder.evaluate import score_pairs
+from training.cross_encoder.mine import (
+    DEFAULT_CACHE,
+    DEFAULT_INDEXES,
+    first_stage_candidates,
+    labelled_queries,
+)
+from training.cross_encoder.model import CrossEncoder, load_cross_encoder
+
+logger = logging.getLogger(__name__)
+
+SetScorer = Callable[[str, list[str]], npt.NDArray[np.float32]]
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def percentile_ms(values: Sequence[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values), q)) * 1000.0, 2)
+
+
+def sentence_transformers_cross_encoder(checkpoint: Path, max_length: int) -> Any:
+    """A sentence-transformers CrossEncoder with the checkpoint's body, mean pooling and linear head."""
+    from safetensors.torch import load_file
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    config = json.loads((checkpoint / "cross_encoder.json").read_text())
+    if config["pooling"] != "mean":
+        raise ValueError(f"{checkpoint}: only the mean-pooled head is mapped here, not {config['pooling']!r}")
+    body = Transformer(str(checkpoint), max_seq_length=max_length)
+    dim = int(body.get_embedding_dimension()) if hasattr(body, "get_embedding_dimension") else 384
+    head = load_file(checkpoint / "head.safetensors")
+    dense = Dense(
+        dim,
+        1,
+        activation_function=None,
+        init_weight=head["weight"],
+        init_bias=head["bias"],
+        module_input_name="sentence_embedding",
+        module_output_name="scores",
+    )
+    return STCrossEncoder(modules=[body, Pooling(dim, "mean"), dense], device="cpu")
+
+
+def per_pair_scorer(model: CrossEncoder, tokenizer: Any, max_length: int) -> SetScorer:
+    """The seed's loop: one fp32 forward per pair."""
+
+    def score(query: str, texts: list[str]) -> npt.NDArray[np.float32]:
+        out = np.empty(len(texts), dtype=np.float32)
+        with torch.inference_mode():
+            for i, text in enumerate(texts):
+                enc = tokenizer(
+                    query, text, truncation="only_second", max_length=max_length, return_tensors="pt"
+                )
+                out[i] = float(model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])[0, 0])
+        return out
+
+    return score
+
+
+@contextlib.contextmanager
+def triton_scorer(artifact: Path, intra_op_threads: int) -> Iterator[SetScorer]:
+    """A real tritonserver serving the artifact, and a blocking wrapper over `TritonScorer.score`."""
+    from reranker_service.backends.triton import TritonScorer
+    from search_common.local_services import TritonServer, assemble_model_repository
+
+    with tempfile.TemporaryDirectory(prefix="bench-triton-") as tmp:
+        repo = assemble_model_repository(
+            Path(tmp) / "models",
+            artifact_root=artifact.parent,
+            artifact_version=artifact.name,
+            intra_op_threads=intra_op_threads,
+        )
+        with TritonServer(repo, startup_timeout=300.0) as server:
+            loop = asyncio.new_event_loop()
+            scorer = TritonScorer(server.grpc_url, timeout_seconds=60.0)
+            loop.run_until_complete(scorer.start())
+
+            def score(query: str, texts: list[str]) -> npt.NDArray[np.float32]:
+                return loop.run_until_complete(scorer.score(query, texts))
+
+            try:
+                yield score
+            finally:
+                loop.run_until_complete(scorer.close())
+                loop.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    general = parser.add_argument_group("general")
+    general.add_argument("--out", type=Path, default=Path("bench/results/rerank.json"))
+    general.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
+    general.add_argument("--warmup", type=int, default=2, help="sets dropped from the timings")
+    data = parser.add_argument_group("dataset")
+    data.add_argument("--dataset", type=Path, default=Path("/work/shared/data/scifact"))
+    data.add_argument("--queries", type=int, default=100, help="first N test queries (sorted ids)")
+    data.add_argument("--depth", type=int, default=100, help="pairs per set")
+    model = parser.add_argument_group("model")
+    model.add_argument("--artifact", type=Path, required=True, help="served artifact version dir")
+    model.add_argument("--checkpoint", type=Path, required=True, help="its torch checkpoint")
+    model.add_argument("--max-length", type=int, default=128)
+    model.add_argument("--batch-size", type=int, default=32)
+    model.add_argument("--scorers", nargs="+", default=["onnx", "st", "per_pair"])
+    model.add_argument("--triton", action="store_true", help="also score through a real tritonserver")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+
+    from search_common.cross_encoder_runtime import CrossEncoderRuntime
+
+    data_set = BeirDataset(args.dataset)
+    documents = {d.doc_id: d for d in data_set.corpus()}
+    queries = {q.query_id: q.text for q in data_set.queries().values()}
+    qrels_all = data_set.qrels("test")
+    candidates = first_stage_candidates(
+        data_set.corpus_path,
+        labelled_queries(args.dataset),
+        cache_dir=DEFAULT_CACHE,
+        index_root=DEFAULT_INDEXES / data_set.name,
+    )
+    query_ids = [q for q in sorted(qrels_all) if q in candidates][: args.queries]
+    qrels = {q: qrels_all[q] for q in query_ids}
+    sets = {q: [documents[d].model_text() for d in candidates[q][: args.depth]] for q in query_ids}
+
+    runtime = CrossEncoderRuntime.load(args.artifact, intra_op_threads=args.threads)
+    model_fp32, tokenizer = load_cross_encoder(args.checkpoint)
+    model_fp32.eval()
+    st_model = sentence_transformers_cross_encoder(args.checkpoint, args.max_length)
+    identity = torch.nn.Identity()
+
+    scorers: dict[str, SetScorer] = {
+        "onnx": lambda q, t: runtime.score(q, t, batch_size=args.batch_size),
+        "st": lambda q, t: np.asarray(
+            st_model.predict(
+                [(q, x) for x in t],
+                batch_size=args.batch_size,
+                activation_fn=identity,
+                show_progress_bar=False,
+            ),
+            dtype=np.float32,
+        ),
+        "torch": lambda q, t: score_pairs(
+            model_fp32,
+            tokenizer,
+            [(q, x) for x in t],
+            max_length=args.max_length,
+            batch_size=args.batch_size,
+        ),
+        "per_pair": per_pair_scorer(model_fp32, tokenizer, args.max_length),
+    }
+    names = [n for n in args.scorers if n in scorers]
+    with contextlib.ExitStack() as stack:
+        if args.triton:
+            scorers["triton"] = stack.enter_context(triton_scorer(args.artifact, args.threads))
+            names.append("triton")
+        seconds: dict[str, list[float]] = {n: [] for n in names}
+        scores: dict[str, dict[str, list[float]]] = {n: {} for n in names}
+        for i, q in enumerate(query_ids):
+            rotated = names[i % len(names) :] + names[: i % len(names)]
+            for name in rotated:
+                start = time.perf_counter()
+                result = scorers[name](queries[q], sets[q])
+                elapsed = time.perf_counter() - start
+                if i >= args.warmup:
+                    seconds[name].append(elapsed)
+                scores[name][q] = [float(s) for s in result]
+            if i % 10 == 0:
+                logger.info(
+                    "set %d/%d: %s",
+                    i + 1,
+                    len(query_ids),
+                    {n: round(seconds[n][-1], 3) for n in names if seconds[n]},
+                )
+
+    timed_pairs = sum(len(sets[q]) for q in query_ids[args.warmup :])
+    first_run = ranking_to_run({q: list(candidates[q][: args.depth]) for q in query_ids})
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names:
+        ranked = {
+            q: [
+                d
+                for _, d in sorted(
+                    zip(scores[name][q], candidates[q][: args.depth], strict=True), key=lambda t: -t[0]
+                )
+            ]
+            for q in query_ids
+        }
+        rows[name] = {
+            "pairs_per_s": round(timed_pairs / sum(seconds[name]), 1),
+            "p50_ms": percentile_ms(seconds[name], 50),
+            "p95_ms": percentile_ms(seconds[name], 95),
+            "ndcg@10": round(ndcg_at_10(qrels, ranking_to_run(ranked)), 4),
+            "sets": len(seconds[name]),
+        }
+    # The fp32 torch reference: the batched model when it ran, else the per-pair loop (the same fp32 model).
+    ref_name = next((n for n in ("torch", "per_pair") if n in scores), None)
+    agreement: dict[str, float] = {}
+    if ref_name is not None:
+        ref = scores[ref_name]
+        for name in names:
+            diffs = [abs(a - b) for q in query_ids for a, b in zip(scores[name][q], ref[q], strict=True)]
+            agreement[name] = float(max(diffs))
+    record: dict[str, Any] = {
+        "bench": "rerank",
+        "git_sha": git_sha(),
+        "device": f"cpu ({platform.machine()}), {args.threads} threads, shared machine",
+        "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "artifact_quantization": runtime._manifest.raw.get("quantization", "unknown"),
+        "queries": len(query_ids),
+        "pairs_per_set": args.depth,
+        "first_stage_ndcg@10": round(ndcg_at_10(qrels, first_run), 4),
+        "scorers": rows,
+        "fp32_reference": ref_name,
+        "max_abs_score_diff_vs_torch_fp32": agreement,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if "onnx" in rows and "st" in rows:
+        record["rerank_speedup_vs_st"] = round(rows["onnx"]["pairs_per_s"] / rows["st"]["pairs_per_s"], 2)
+    if "onnx" in rows and ref_name is not None:
+        record["rerank_ndcg_delta"] = round(rows["onnx"]["ndcg@10"] - rows[ref_name]["ndcg@10"], 4)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps({k: record[k] for k in ("scorers", "max_abs_score_diff_vs_torch_fp32")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
