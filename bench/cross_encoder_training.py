@@ -16,6 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from training.cross_encoder.release import best_epoch
+
 
 def _pairs(values: list[str]) -> dict[str, Path]:
     out: dict[str, Path] = {}
@@ -40,10 +42,9 @@ def rows(runs: dict[str, Path], tests: dict[str, list[Path]]) -> list[dict[str, 
         record = json.loads((run_dir / "training.json").read_text())
         hp = record["hyperparameters"]
         per_epoch_pairs = record["pairs"] / max(1, hp["epochs"])
-        test_by_ckpt: dict[str, list[dict[str, Any]]] = {}
-        for path in tests.get(name, []):
-            figures = json.loads(path.read_text())
-            test_by_ckpt.setdefault(Path(figures["model"]).name, []).append(figures)
+        # Measurements of the released artifact belong to the epoch `release` picked (best dev fused).
+        released = best_epoch(record)["epoch"]
+        measured = [json.loads(path.read_text()) for path in tests.get(name, [])]
         for entry in record["epochs"]:
             dev = entry["dev"]
             best = entry["dev_best_fused"]
@@ -71,8 +72,9 @@ def rows(runs: dict[str, Path], tests: dict[str, list[Path]]) -> list[dict[str, 
                 "dev_ce_at_best_depth": round(dev["ce"][depth], 4),
                 "test": [],
             }
-            for figures in test_by_ckpt.get(Path(entry["checkpoint"]).name, []):
-                row["test"].append({k: figures[k] for k in sorted(figures) if k != "model"})
+            if entry["epoch"] == released:
+                for figures in measured:
+                    row["test"].append({k: figures[k] for k in sorted(figures) if k != "model"})
             table.append(row)
     return table
 
@@ -86,33 +88,30 @@ def markdown(table: list[dict[str, Any]], notes: str) -> str:
         'chosen on dev; fused = gateway `rerank_order(fusion="rrf", fusion_weight=w)`, w fitted on dev.',
         "",
         "| recipe | len | layers | epoch | neg | loss | PQ/epoch | pairs | train min (wall / cpu) "
-        "| dev first stage | dev CE@depth | dev fused (depth, w) "
+        "| dev first stage | dev CE@depth | dev fused (depth, w) | dev int8 CE / fused "
         "| test first stage | test CE | test fused | backend |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         best = r["dev_fused_best"]
-        tests = r["test"] or [None]
+        tests = [t for t in r["test"] if t["split"] == "test"] or [None]
+        dev_onnx = [t for t in r["test"] if t["split"] == "dev"]
+        int8 = f"{dev_onnx[0]['ce_ndcg@10']:.4f} / {dev_onnx[0]['fused_ndcg@10']:.4f}" if dev_onnx else "–"
         for t in tests:
-            test_cols = (
-                " | ".join(
-                    (
-                        f"{t['first_stage_ndcg@10']:.4f}",
-                        f"{t['ce_ndcg@10']:.4f}",
-                        f"{t['fused_ndcg@10']:.4f}",
-                        t["backend"],
-                    )
+            if t:
+                test_cols = (
+                    f"{t['first_stage_ndcg@10']:.4f} | {t['ce_ndcg@10']:.4f} | {t['fused_ndcg@10']:.4f}"
                 )
-                if t
-                else "– | – | – | –"
-            )
-            lines.append(
-                f"| {r['recipe']} | {r['max_length']} | {r['layers']} | {r['epoch']} | {r['negatives']} "
-                f"| {r['loss']} | {r['pseudo_queries_per_epoch']} | {r['pairs']} "
-                f"| {r['train_minutes']} / {r['train_cpu_minutes']} "
-                f"| {r['dev_first_stage']:.4f} | {r['dev_ce_at_best_depth']:.4f}@{best['depth']} "
-                f"| {best['ndcg@10']:.4f} ({best['depth']}, {best['weight']}) | {test_cols} |"
-            )
+                test_cols += f" | {t['backend']}"
+            else:
+                test_cols = "– | – | – | –"
+            cells = [
+                r["recipe"], r["max_length"], r["layers"], r["epoch"], r["negatives"], r["loss"],
+                r["pseudo_queries_per_epoch"], r["pairs"], f"{r['train_minutes']} / {r['train_cpu_minutes']}",
+                f"{r['dev_first_stage']:.4f}", f"{r['dev_ce_at_best_depth']:.4f}@{best['depth']}",
+                f"{best['ndcg@10']:.4f} ({best['depth']}, {best['weight']})", int8, test_cols,
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", notes.strip(), ""]
     return "\n".join(lines)
 
