@@ -1,0 +1,161 @@
+"""Serving overhead: end to end through the gateway against the same pipeline called in-process.
+
+Starts the SciFact stack as real processes (one retriever per dense shard and one for BM25, then the
+gateway, all on loopback, via search_common.processes.ServiceStack) and, in this process, the same pipeline
+over the same index directories (`retriever_service.bootstrap.load_index` + `gateway.pipeline.SearchPipeline`,
+as gateway/ab_report.py does). Each query goes once through each, in an order alternating per query; the
+first `--warmup` queries are dropped. One query is in flight at a time. Reports p50/p95 of each and the
+ratios; serving_overhead_p50 = gateway p50 / in-process p50 - 1.
+
+Example:
+    python bench/serving.py \
+        --dense var/indexes/scifact/dense-3sh-Flat-dec31c8182f3d744-all-MiniLM-L6-v2_53aa511 \
+        --bm25 var/indexes/scifact/bm25-dec31c8182f3d744-006f9ab9 --variant hybrid --queries 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from search.v1 import search_service_pb2, search_service_pb2_grpc
+
+from gateway.pipeline import SearchPipeline, SearchQuery
+from gateway.variants import VariantBounds, load_variants
+from search_common.beir import BeirDataset
+from search_common.grpc_server import message_size_options
+from search_common.processes import ServiceStack
+
+logger = logging.getLogger(__name__)
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def ms(values: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values), q)) * 1000.0, 2)
+
+
+async def measure(args: argparse.Namespace, gateway_address: str, texts: list[str]) -> dict[str, Any]:
+    from retriever_service.bootstrap import load_index
+    from retriever_service.encoder import BiEncoder
+
+    encoder = BiEncoder.load()
+    pipeline = SearchPipeline(
+        {"dense": load_index(args.dense, encoder=encoder), "bm25": load_index(args.bm25)}
+    )
+    variant = load_variants(None, VariantBounds()).get(args.variant)
+    query_depth = variant.retrieval_depth
+    in_process: list[float] = []
+    served: list[float] = []
+    async with grpc.aio.insecure_channel(gateway_address, options=message_size_options()) as channel:
+        stub = search_service_pb2_grpc.SearchServiceStub(channel)
+
+        async def via_gateway(text: str) -> None:
+            request = search_service_pb2.SearchRequest(query=text, top_k=args.top_k, variant=args.variant)
+            response = await stub.Search(request, timeout=args.timeout)
+            if response.metadata.coverage.degraded:
+                raise RuntimeError(f"degraded gateway answer for {text!r}")
+
+        async def direct(text: str) -> None:
+            outcome = await pipeline.search(
+                SearchQuery(text, args.top_k, variant, query_depth, variant.rerank_depth)
+            )
+            if outcome.coverage.degraded:
+                raise RuntimeError(f"degraded in-process answer for {text!r}")
+
+        for i, text in enumerate(texts):
+            order = [("gateway", via_gateway), ("in_process", direct)]
+            if i % 2:
+                order.reverse()
+            for name, call in order:
+                start = time.perf_counter()
+                await call(text)
+                elapsed = time.perf_counter() - start
+                if i >= args.warmup:
+                    (served if name == "gateway" else in_process).append(elapsed)
+    return {
+        "variant": args.variant,
+        "queries": len(served),
+        "in_process_p50_ms": ms(in_process, 50),
+        "in_process_p95_ms": ms(in_process, 95),
+        "gateway_p50_ms": ms(served, 50),
+        "gateway_p95_ms": ms(served, 95),
+        "p50_ratio": round(statistics.median(served) / statistics.median(in_process), 3),
+        "p95_ratio": round(float(np.percentile(served, 95) / np.percentile(in_process, 95)), 3),
+        "serving_overhead_p50": round(statistics.median(served) / statistics.median(in_process) - 1.0, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    general = parser.add_argument_group("general")
+    general.add_argument("--out", type=Path, default=Path("bench/results/serving.json"))
+    general.add_argument("--warmup", type=int, default=5)
+    general.add_argument("--timeout", type=float, default=30.0, help="per-request deadline, s")
+    data = parser.add_argument_group("dataset")
+    data.add_argument("--dataset", type=Path, default=Path("/work/shared/data/scifact"))
+    data.add_argument("--queries", type=int, default=60)
+    data.add_argument("--dense", type=Path, required=True, help="dense index version dir (shards inside)")
+    data.add_argument("--bm25", type=Path, required=True, help="BM25 index version dir")
+    search = parser.add_argument_group("search")
+    search.add_argument("--variant", default="hybrid")
+    search.add_argument("--top-k", type=int, default=10)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data_set = BeirDataset(args.dataset)
+    queries = data_set.queries()
+    texts = [queries[q].text for q in sorted(data_set.qrels("test"))][: args.queries]
+    python = sys.executable
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp, ServiceStack(Path(tmp)) as stack:
+        shards = {f"dense-{i}": p for i, p in enumerate(sorted(args.dense.glob("shard-*")))}
+        shards["bm25-0"] = args.bm25 / "shard-0"
+        started = [
+            stack.spawn(name, [python, "-m", "retriever_service", "--index", str(path), "--threads", "1"])
+            for name, path in shards.items()
+        ]
+        for service in started:
+            service.wait_ready(300.0)
+        dense = ",".join(s.address for s in started if s.name.startswith("dense"))
+        bm25 = next(s.address for s in started if s.name == "bm25-0")
+        gateway = stack.start(
+            "gateway",
+            [python, "-m", "gateway", "--dense", dense, "--bm25", bm25, "--default-deadline", "30"],
+            timeout=300.0,
+        )
+        result = asyncio.run(measure(args, gateway.address, texts))
+    record = {
+        "bench": "serving",
+        "git_sha": git_sha(),
+        "device": f"cpu ({platform.machine()}), shared machine; gateway and retrievers are local processes",
+        "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        **result,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
