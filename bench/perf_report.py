@@ -1,0 +1,271 @@
+"""Collects the bench records into bench/results/perf.json, a Markdown table beside it, and two plots.
+
+Reads what the bench scripts wrote (each one measures its ratios within one run, baseline and candidate
+interleaved): rerank.json (bench/rerank.py), serving.json (bench/serving.py), cache_batching.json
+(bench/cache_batching.py), faiss_scaling.json (bench/faiss_scaling.py) and ab_scifact.json (`search-ab`).
+A missing record leaves its keys null and is named in `missing`. Plots: FAISS recall@100 against QPS per
+index type at each size (faiss_recall_qps.png) and the A/B variants' nDCG@10 against p50 latency
+(ab_frontier.png).
+
+Example:
+    python bench/perf_report.py --results bench/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+GOALS: dict[str, tuple[str, float]] = {
+    "rerank_speedup_vs_st": (">=", 3.0),
+    "rerank_ndcg_delta": ("|x|<=", 0.005),
+    "serving_overhead_p50": ("<=", 0.10),
+    "cache_hit_speedup": (">=", 20.0),
+    "faiss_1m_speedup_at_recall95": (">=", 100.0),
+    "batching_speedup_16": (">=", 1.5),
+}
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def meets(key: str, value: float | None) -> bool | None:
+    if value is None:
+        return None
+    op, goal = GOALS[key]
+    if op == ">=":
+        return value >= goal
+    if op == "<=":
+        return value <= goal
+    return abs(value) <= goal
+
+
+def faiss_speedup(record: dict[str, Any], n: int) -> tuple[float | None, dict[str, Any] | None]:
+    best = (record.get("best_at_recall95") or {}).get(str(n))
+    if not best:
+        return None, None
+    return float(best["speedup_vs_flat"]), best
+
+
+def plot_faiss(record: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({int(r["n"]) for r in record["rows"]})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
+    for ax, n in zip(axes[0], sizes, strict=True):
+        rows = [r for r in record["rows"] if r["n"] == n]
+        for key in sorted({r["index_key"] for r in rows}):
+            points = sorted(
+                (r["recall@100"], r["qps"], r["search_params"]) for r in rows if r["index_key"] == key
+            )
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=key)
+            for recall, qps, params in points:
+                if params:
+                    ax.annotate(params.split("=")[1], (recall, qps), fontsize=7)
+        ax.axvline(0.95, color="grey", linestyle=":", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("recall@100 vs exact")
+        ax.set_ylabel("QPS (batch, 2 threads)")
+        ax.set_title(f"{n:,} vectors, 384-d")
+        ax.legend(fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_ab(record: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = record["rows"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    points = sorted((r["latency_p50_ms"], r["ndcg@10"], r["variant"]) for r in rows)
+    frontier: list[tuple[float, float]] = []
+    for latency, ndcg, _ in points:
+        if not frontier or ndcg > frontier[-1][1]:
+            frontier.append((latency, ndcg))
+    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    for latency, ndcg, name in points:
+        ax.annotate(name, (latency, ndcg), fontsize=8, xytext=(4, 2), textcoords="offset points")
+    ax.step([f[0] for f in frontier], [f[1] for f in frontier], where="post", color="C1", label="frontier")
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency, ms (in-process, one query in flight)")
+    ax.set_ylabel("nDCG@10")
+    ax.set_title(f"A/B variants, {record.get('dataset', '')} {record.get('split', '')}")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--results", type=Path, default=Path("bench/results"))
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    res = args.results
+    rerank = read(res / "rerank.json")
+    serving = read(res / "serving.json")
+    cache_batching = read(res / "cache_batching.json")
+    faiss_rec = read(res / "faiss_scaling.json")
+    ab = read(res / "ab_scifact.json")
+    missing = [
+        name
+        for name, rec in (
+            ("rerank.json", rerank),
+            ("serving.json", serving),
+            ("cache_batching.json", cache_batching),
+            ("faiss_scaling.json", faiss_rec),
+            ("ab_scifact.json", ab),
+        )
+        if rec is None
+    ]
+    cache = (cache_batching or {}).get("cache") or {}
+    batching = (cache_batching or {}).get("batching") or {}
+    f1m, best1m = faiss_speedup(faiss_rec, 1_000_000) if faiss_rec else (None, None)
+    keys: dict[str, float | None] = {
+        "rerank_speedup_vs_st": (rerank or {}).get("rerank_speedup_vs_st"),
+        "rerank_ndcg_delta": (rerank or {}).get("rerank_ndcg_delta"),
+        "serving_overhead_p50": (serving or {}).get("serving_overhead_p50"),
+        "cache_hit_speedup": cache.get("cache_hit_speedup"),
+        "faiss_1m_speedup_at_recall95": f1m,
+        "batching_speedup_16": (batching.get("speedup") or {}).get("16"),
+    }
+    perf: dict[str, Any] = {
+        **keys,
+        "goals": {k: f"{op} {goal}" for k, (op, goal) in GOALS.items()},
+        "meets_goal": {k: meets(k, v) for k, v in keys.items()},
+        "details": {
+            "rerank": rerank,
+            "serving": serving,
+            "cache": cache or None,
+            "batching": batching or None,
+            "faiss_best_at_recall95": (faiss_rec or {}).get("best_at_recall95"),
+            "faiss_1m_best": best1m,
+        },
+        "missing": missing,
+        "git_sha": git_sha(),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (res / "perf.json").write_text(json.dumps(perf, indent=2) + "\n")
+
+    lines = [
+        "# Performance",
+        "",
+        f"Generated by `python bench/perf_report.py` at {perf['written']} (commit {perf['git_sha'][:7]})"
+        " from the records beside it. Every figure is a ratio measured within one run on a shared, loaded"
+        " 2-core CPU.",
+        "",
+        "| key | value | goal | met |",
+        "|---|---:|---|---|",
+    ]
+    for key, value in keys.items():
+        op, goal = GOALS[key]
+        met = perf["meets_goal"][key]
+        lines.append(
+            f"| {key} | {fmt(value)} | {op} {goal} | {'—' if met is None else ('yes' if met else 'no')} |"
+        )
+    if rerank:
+        lines += [
+            "",
+            f"Reranker, {rerank['queries']} SciFact test queries x {rerank['pairs_per_set']} pairs "
+            f"(artifact quantization: {rerank.get('artifact_quantization')}; fp32 reference: "
+            f"{rerank.get('fp32_reference')}):",
+            "",
+            "| scorer | pairs/s | p50 ms / 100 pairs | p95 ms | nDCG@10 | max abs score diff vs fp32 torch |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, row in rerank["scorers"].items():
+            diff = rerank.get("max_abs_score_diff_vs_torch_fp32", {}).get(name)
+            lines.append(
+                f"| {name} | {row['pairs_per_s']} | {row['p50_ms']} | {row['p95_ms']} | {row['ndcg@10']} "
+                f"| {fmt(diff)} |"
+            )
+    if serving:
+        lines += [
+            "",
+            f"Serving ({serving['variant']}, {serving['queries']} queries, one in flight): "
+            f"in-process p50/p95 {serving['in_process_p50_ms']}/{serving['in_process_p95_ms']} ms, gateway "
+            f"{serving['gateway_p50_ms']}/{serving['gateway_p95_ms']} ms; ratios p50 {serving['p50_ratio']}, "
+            f"p95 {serving['p95_ratio']}.",
+        ]
+    if cache:
+        lines += [
+            "",
+            f"Cache ({cache['backend']}, {cache['documents_per_request']} documents): miss p50/p95 "
+            f"{cache['miss_p50_ms']}/{cache['miss_p95_ms']} ms, "
+            f"hit {cache['hit_p50_ms']}/{cache['hit_p95_ms']} ms.",
+        ]
+    if batching:
+        lines += [
+            "",
+            "| Triton clients | dynamic batching pairs/s | without pairs/s | ratio |",
+            "|---:|---:|---:|---:|",
+        ]
+        by = {(r["dynamic_batching"], r["clients"]): r["pairs_per_s"] for r in batching["rows"]}
+        for c in sorted({r["clients"] for r in batching["rows"]}):
+            lines.append(
+                f"| {c} | {by.get((True, c))} | {by.get((False, c))} | {batching['speedup'].get(str(c))} |"
+            )
+    if faiss_rec:
+        lines += [
+            "",
+            "| n | index | search params | build s | QPS | recall@100 | x Flat |",
+            "|---:|---|---|---:|---:|---:|---:|",
+        ]
+        for r in faiss_rec["rows"]:
+            lines.append(
+                f"| {r['n']:,} | {r['index_key']} | {r['search_params'] or '—'} | {r['build_s']} "
+                f"| {r['qps']} | {r['recall@100']} | {r['speedup_vs_flat']} |"
+            )
+    if missing:
+        lines += ["", f"Missing records: {', '.join(missing)}."]
+    (res / "perf.md").write_text("\n".join(lines) + "\n")
+    if not args.no_plots:
+        if faiss_rec:
+            plot_faiss(faiss_rec, res / "faiss_recall_qps.png")
+        if ab:
+            plot_ab(ab, res / "ab_frontier.png")
+    print(json.dumps(keys, indent=1))
+
+
+if __name__ == "__main__":
+    main()
