@@ -214,6 +214,67 @@ def main() -> None:
             names.append("triton")
         seconds: dict[str, list[float]] = {n: [] for n in names}
         scores: dict[str, dict[str, list[float]]] = {n: {} for n in names}
+
+        def write(done_ids: list[str]) -> dict[str, Any]:
+            """The record for the sets scored so far, written after every set (a stopped run leaves one)."""
+            timed_ids = done_ids[args.warmup :]
+            timed_pairs = sum(len(sets[q]) for q in timed_ids)
+            qrels_done = {q: qrels[q] for q in done_ids}
+            first_run = ranking_to_run({q: list(candidates[q][: args.depth]) for q in done_ids})
+            rows: dict[str, dict[str, Any]] = {}
+            for name in names:
+                ranked = {
+                    q: [
+                        d
+                        for _, d in sorted(
+                            zip(scores[name][q], candidates[q][: args.depth], strict=True),
+                            key=lambda t: -t[0],
+                        )
+                    ]
+                    for q in done_ids
+                }
+                rows[name] = {
+                    "pairs_per_s": round(timed_pairs / sum(seconds[name]), 1) if seconds[name] else None,
+                    "p50_ms": percentile_ms(seconds[name], 50) if seconds[name] else None,
+                    "p95_ms": percentile_ms(seconds[name], 95) if seconds[name] else None,
+                    "ndcg@10": round(ndcg_at_10(qrels_done, ranking_to_run(ranked)), 4),
+                    "sets": len(seconds[name]),
+                }
+            # The fp32 reference: the batched model when it ran, else the per-pair loop (the same model).
+            ref_name = next((n for n in ("torch", "per_pair") if n in scores), None)
+            agreement: dict[str, float] = {}
+            if ref_name is not None:
+                ref = scores[ref_name]
+                for name in names:
+                    diffs = [
+                        abs(a - b) for q in done_ids for a, b in zip(scores[name][q], ref[q], strict=True)
+                    ]
+                    agreement[name] = float(max(diffs))
+            record: dict[str, Any] = {
+                "bench": "rerank",
+                "git_sha": git_sha(),
+                "device": f"cpu ({platform.machine()}), {args.threads} threads, shared machine",
+                "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                "artifact_quantization": runtime._manifest.raw.get("quantization", "unknown"),
+                "queries": len(done_ids),
+                "complete": len(done_ids) == len(query_ids),
+                "pairs_per_set": args.depth,
+                "first_stage_ndcg@10": round(ndcg_at_10(qrels_done, first_run), 4),
+                "scorers": rows,
+                "fp32_reference": ref_name,
+                "max_abs_score_diff_vs_torch_fp32": agreement,
+                "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            if rows.get("onnx", {}).get("pairs_per_s") and rows.get("st", {}).get("pairs_per_s"):
+                record["rerank_speedup_vs_st"] = round(
+                    rows["onnx"]["pairs_per_s"] / rows["st"]["pairs_per_s"], 2
+                )
+            if "onnx" in rows and ref_name is not None:
+                record["rerank_ndcg_delta"] = round(rows["onnx"]["ndcg@10"] - rows[ref_name]["ndcg@10"], 4)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(record, indent=2) + "\n")
+            return record
+
         for i, q in enumerate(query_ids):
             rotated = names[i % len(names) :] + names[: i % len(names)]
             for name in rotated:
@@ -223,62 +284,15 @@ def main() -> None:
                 if i >= args.warmup:
                     seconds[name].append(elapsed)
                 scores[name][q] = [float(s) for s in result]
-            if i % 10 == 0:
-                logger.info(
-                    "set %d/%d: %s",
-                    i + 1,
-                    len(query_ids),
-                    {n: round(seconds[n][-1], 3) for n in names if seconds[n]},
-                )
+            write(query_ids[: i + 1])
+            logger.info(
+                "set %d/%d: %s",
+                i + 1,
+                len(query_ids),
+                {n: round(seconds[n][-1], 3) for n in names if seconds[n]},
+            )
 
-    timed_pairs = sum(len(sets[q]) for q in query_ids[args.warmup :])
-    first_run = ranking_to_run({q: list(candidates[q][: args.depth]) for q in query_ids})
-    rows: dict[str, dict[str, Any]] = {}
-    for name in names:
-        ranked = {
-            q: [
-                d
-                for _, d in sorted(
-                    zip(scores[name][q], candidates[q][: args.depth], strict=True), key=lambda t: -t[0]
-                )
-            ]
-            for q in query_ids
-        }
-        rows[name] = {
-            "pairs_per_s": round(timed_pairs / sum(seconds[name]), 1),
-            "p50_ms": percentile_ms(seconds[name], 50),
-            "p95_ms": percentile_ms(seconds[name], 95),
-            "ndcg@10": round(ndcg_at_10(qrels, ranking_to_run(ranked)), 4),
-            "sets": len(seconds[name]),
-        }
-    # The fp32 torch reference: the batched model when it ran, else the per-pair loop (the same fp32 model).
-    ref_name = next((n for n in ("torch", "per_pair") if n in scores), None)
-    agreement: dict[str, float] = {}
-    if ref_name is not None:
-        ref = scores[ref_name]
-        for name in names:
-            diffs = [abs(a - b) for q in query_ids for a, b in zip(scores[name][q], ref[q], strict=True)]
-            agreement[name] = float(max(diffs))
-    record: dict[str, Any] = {
-        "bench": "rerank",
-        "git_sha": git_sha(),
-        "device": f"cpu ({platform.machine()}), {args.threads} threads, shared machine",
-        "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "artifact_quantization": runtime._manifest.raw.get("quantization", "unknown"),
-        "queries": len(query_ids),
-        "pairs_per_set": args.depth,
-        "first_stage_ndcg@10": round(ndcg_at_10(qrels, first_run), 4),
-        "scorers": rows,
-        "fp32_reference": ref_name,
-        "max_abs_score_diff_vs_torch_fp32": agreement,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if "onnx" in rows and "st" in rows:
-        record["rerank_speedup_vs_st"] = round(rows["onnx"]["pairs_per_s"] / rows["st"]["pairs_per_s"], 2)
-    if "onnx" in rows and ref_name is not None:
-        record["rerank_ndcg_delta"] = round(rows["onnx"]["ndcg@10"] - rows[ref_name]["ndcg@10"], 4)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    record = write(query_ids)
     print(json.dumps({k: record[k] for k in ("scorers", "max_abs_score_diff_vs_torch_fp32")}, indent=1))
 
 
