@@ -71,9 +71,9 @@ def _markdown(rows: list[FaultReport], args: argparse.Namespace, sha: str) -> st
         "# Faults under load",
         "",
         f"{args.concurrency} concurrent grpc.aio clients, about {args.requests} Search requests per fault "
-        f"(hybrid first stage, cross-encoder over Triton at rerank depth 10), kill -9 a quarter of the way in, restart on the same port "
-        f"after {args.down:.0f} s; the gateway is never restarted. Commit {sha[:10]}, {platform.node()}, "
-        "2 shared CPU cores.",
+        "(hybrid first stage, cross-encoder over Triton at rerank depth 10), kill -9 a quarter of the way "
+        f"in, restart on the same port after {args.down:.0f} s; the gateway is never restarted. "
+        f"Commit {sha[:10]}, {platform.node()}, 2 shared CPU cores.",
         "",
         "| fault | requests | failed | degraded | recovery_s | down_s | restart_s | codes |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
