@@ -266,11 +266,12 @@ class TritonServer:
         stop_timeout: float = 30.0,
         extra_args: Sequence[str] = (),
     ) -> None:
-        self.model_repository = model_repository
+        # tritonserver resolves paths against its own working directory: pass absolute ones.
+        self.model_repository = model_repository.resolve()
         self.extra_args = tuple(extra_args)
         self.installation = installation or TritonInstallation.find()
         self._owned_work_dir = work_dir is None
-        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="tritonserver-"))
+        self.work_dir = (work_dir or Path(tempfile.mkdtemp(prefix="tritonserver-"))).resolve()
         self.models = models
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
