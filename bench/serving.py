@@ -3,9 +3,10 @@
 Starts the SciFact stack as real processes (one retriever per dense shard and one for BM25, then the
 gateway, all on loopback, via search_common.processes.ServiceStack) and, in this process, the same pipeline
 over the same index directories (`retriever_service.bootstrap.load_index` + `gateway.pipeline.SearchPipeline`,
-as gateway/ab_report.py does). Each query goes once through each, in an order alternating per query; the
-first `--warmup` queries are dropped. One query is in flight at a time. Reports p50/p95 of each and the
-ratios; serving_overhead_p50 = gateway p50 / in-process p50 - 1.
+as gateway/ab_report.py does), and that pipeline again with the BiEncoder's single-query memo off (the
+code before it: each in-process dense shard embeds the query again). Each query goes once through each,
+in an order rotated per query; the first `--warmup` queries are dropped. One query is in flight at a
+time. Reports p50/p95 of each and the ratios; serving_overhead_p50 = gateway p50 / in-process p50 - 1.
 
 Example:
     python bench/serving.py \
@@ -65,6 +66,7 @@ async def measure(args: argparse.Namespace, gateway_address: str, texts: list[st
     variant = load_variants(None, VariantBounds()).get(args.variant)
     query_depth = variant.retrieval_depth
     in_process: list[float] = []
+    no_memo: list[float] = []
     served: list[float] = []
     async with grpc.aio.insecure_channel(gateway_address, options=message_size_options()) as channel:
         stub = search_service_pb2_grpc.SearchServiceStub(channel)
@@ -76,22 +78,34 @@ async def measure(args: argparse.Namespace, gateway_address: str, texts: list[st
                 raise RuntimeError(f"degraded gateway answer for {text!r}")
 
         async def direct(text: str) -> None:
+            encoder.query_memo_size = 64
             outcome = await pipeline.search(
                 SearchQuery(text, args.top_k, variant, query_depth, variant.rerank_depth)
             )
             if outcome.coverage.degraded:
                 raise RuntimeError(f"degraded in-process answer for {text!r}")
 
+        async def direct_without_memo(text: str) -> None:
+            # Before the BiEncoder's single-query memo: every shard embeds the query again.
+            encoder.query_memo_size = 0
+            try:
+                outcome = await pipeline.search(
+                    SearchQuery(text, args.top_k, variant, query_depth, variant.rerank_depth)
+                )
+            finally:
+                encoder.query_memo_size = 64
+            if outcome.coverage.degraded:
+                raise RuntimeError(f"degraded in-process answer for {text!r}")
+
+        arms = [("gateway", via_gateway, served), ("in_process", direct, in_process)]
+        arms.append(("in_process_no_memo", direct_without_memo, no_memo))
         for i, text in enumerate(texts):
-            order = [("gateway", via_gateway), ("in_process", direct)]
-            if i % 2:
-                order.reverse()
-            for name, call in order:
+            for _, call, bucket in arms[i % len(arms) :] + arms[: i % len(arms)]:
                 start = time.perf_counter()
                 await call(text)
                 elapsed = time.perf_counter() - start
                 if i >= args.warmup:
-                    (served if name == "gateway" else in_process).append(elapsed)
+                    bucket.append(elapsed)
     return {
         "variant": args.variant,
         "queries": len(served),
@@ -102,6 +116,10 @@ async def measure(args: argparse.Namespace, gateway_address: str, texts: list[st
         "p50_ratio": round(statistics.median(served) / statistics.median(in_process), 3),
         "p95_ratio": round(float(np.percentile(served, 95) / np.percentile(in_process, 95)), 3),
         "serving_overhead_p50": round(statistics.median(served) / statistics.median(in_process) - 1.0, 3),
+        "in_process_no_memo_p50_ms": ms(no_memo, 50),
+        "in_process_no_memo_p95_ms": ms(no_memo, 95),
+        "query_memo_speedup_p50": round(statistics.median(no_memo) / statistics.median(in_process), 3),
+        "query_memo_speedup_p95": round(float(np.percentile(no_memo, 95) / np.percentile(in_process, 95)), 3),
     }
 
 

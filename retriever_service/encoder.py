@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class BiEncoder:
         checksum: str,
         max_length: int,
         device: str,
+        query_memo_size: int = 64,
     ) -> None:
         if max_length <= 0:
             raise ValueError(f"BiEncoder: max_length must be positive, got {max_length}")
@@ -75,6 +77,11 @@ class BiEncoder:
         # One encode at a time: HF fast tokenizers raise "Already borrowed" when padding/truncation state
         # is changed from two threads at once, and torch already uses every core for one batch.
         self._lock = threading.Lock()
+        # Single-query embeddings recently computed, by text: in-process, every dense shard of one index
+        # shares this encoder and embeds the same query, so shards 2..n reuse shard 1's vector instead of
+        # queueing behind the lock to compute it again. 0 turns it off.
+        self.query_memo_size = query_memo_size
+        self._query_memo: OrderedDict[str, FloatMatrix] = OrderedDict()
         hidden = getattr(getattr(model, "config", None), "hidden_size", None)
         if not isinstance(hidden, int):
             raise ValueError("BiEncoder: model config has no integer hidden_size")
@@ -126,8 +133,24 @@ class BiEncoder:
         return self._max_length
 
     def encode_queries(self, texts: Sequence[str], batch_size: int = 32) -> FloatMatrix:
-        """Embeds queries: float32 (n, dim), unit L2 norm, in input order."""
-        return self._encode(texts, batch_size, show_progress=False)
+        """Embeds queries: float32 (n, dim), unit L2 norm, in input order.
+
+        A single query is looked up in (and added to) a small memo of recent queries first; the returned
+        array is a copy, so callers may modify it.
+        """
+        if len(texts) != 1 or self.query_memo_size <= 0:
+            return self._encode(texts, batch_size, show_progress=False)
+        text = texts[0]
+        with self._lock:
+            cached = self._query_memo.get(text)
+            if cached is not None:
+                self._query_memo.move_to_end(text)
+                return cached.copy()
+            vector = self._encode_locked([text], batch_size, show_progress=False)
+            self._query_memo[text] = vector.copy()
+            while len(self._query_memo) > self.query_memo_size:
+                self._query_memo.popitem(last=False)
+            return vector
 
     def encode_documents(
         self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False

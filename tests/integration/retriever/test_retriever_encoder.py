@@ -29,6 +29,29 @@ def test_outputs_are_unit_norm_float32_in_input_order(encoder: BiEncoder) -> Non
     assert encoder.encode_queries([]).shape == (0, 384)
 
 
+def test_single_query_memo_returns_the_computed_vector_without_recomputing(
+    encoder: BiEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "memo check: which protein binds the receptor"
+    first = encoder.encode_queries([text])
+    calls: list[list[str]] = []
+    real = encoder._encode_locked
+
+    def counting(texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
+        calls.append(texts)
+        return real(texts, batch_size, show_progress)
+
+    monkeypatch.setattr(encoder, "_encode_locked", counting)
+    again = encoder.encode_queries([text])
+    assert calls == []
+    np.testing.assert_array_equal(first, again)
+    again[0, 0] = 123.0  # a copy: the memo is not modified through it
+    np.testing.assert_array_equal(encoder.encode_queries([text]), first)
+    monkeypatch.setattr(encoder, "query_memo_size", 0)
+    np.testing.assert_allclose(encoder.encode_queries([text]), first, atol=1e-6)
+    assert calls == [[text]]
+
+
 def test_identity_names_model_and_weights(encoder: BiEncoder) -> None:
     assert encoder.identity == f"all-MiniLM-L6-v2@{encoder.checksum[:12]}"
     assert len(encoder.checksum) == 64
