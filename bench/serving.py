@@ -7,6 +7,8 @@ as gateway/ab_report.py does), and that pipeline again with the BiEncoder's sing
 code before it: each in-process dense shard embeds the query again). Each query goes once through each,
 in an order rotated per query; the first `--warmup` queries are dropped. One query is in flight at a
 time. Reports p50/p95 of each and the ratios; serving_overhead_p50 = gateway p50 / in-process p50 - 1.
+With `--load-seconds`, it then drives the gateway with `--load-clients` closed-loop clients and reports
+sustained QPS, p50/p95 and whether p95 stayed under the target (the non-reranked SLO, 0.5 s).
 
 Example:
     python bench/serving.py \
@@ -53,6 +55,46 @@ def git_sha() -> str:
 
 def ms(values: list[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(values), q)) * 1000.0, 2)
+
+
+async def sustained_load(
+    stub: search_service_pb2_grpc.SearchServiceStub, args: argparse.Namespace, texts: list[str]
+) -> dict[str, Any]:
+    """`--load-clients` closed-loop clients on one channel for `--load-seconds`: QPS and latency."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + args.load_seconds
+
+    async def client(offset: int) -> None:
+        nonlocal errors
+        i = offset
+        while time.perf_counter() < deadline:
+            request = search_service_pb2.SearchRequest(
+                query=texts[i % len(texts)], top_k=args.top_k, variant=args.variant
+            )
+            start = time.perf_counter()
+            try:
+                await stub.Search(request, timeout=args.timeout)
+                latencies.append(time.perf_counter() - start)
+            except grpc.aio.AioRpcError:
+                errors += 1
+            i += args.load_clients
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(args.load_clients)))
+    elapsed = time.perf_counter() - start
+    p95 = float(np.percentile(latencies, 95))
+    return {
+        "clients": args.load_clients,
+        "seconds": round(elapsed, 1),
+        "requests": len(latencies),
+        "errors": errors,
+        "qps": round(len(latencies) / elapsed, 2),
+        "p50_ms": ms(latencies, 50),
+        "p95_ms": round(p95 * 1000.0, 2),
+        "p95_target_ms": args.p95_target * 1000.0,
+        "p95_under_target": p95 <= args.p95_target,
+    }
 
 
 async def measure(args: argparse.Namespace, gateway_address: str, texts: list[str]) -> dict[str, Any]:
@@ -106,7 +148,9 @@ async def measure(args: argparse.Namespace, gateway_address: str, texts: list[st
                 elapsed = time.perf_counter() - start
                 if i >= args.warmup:
                     bucket.append(elapsed)
+        load = await sustained_load(stub, args, texts) if args.load_seconds > 0 else None
     return {
+        "load": load,
         "variant": args.variant,
         "queries": len(served),
         "in_process_p50_ms": ms(in_process, 50),
@@ -139,6 +183,10 @@ def main() -> None:
     search = parser.add_argument_group("search")
     search.add_argument("--variant", default="hybrid")
     search.add_argument("--top-k", type=int, default=10)
+    load = parser.add_argument_group("sustained load")
+    load.add_argument("--load-seconds", type=float, default=0.0, help="0 skips the load phase")
+    load.add_argument("--load-clients", type=int, default=16)
+    load.add_argument("--p95-target", type=float, default=0.5, help="s; gateway.metrics.SLO_SECONDS")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_set = BeirDataset(args.dataset)
