@@ -19,5 +19,7 @@ def test_report_ce_and_fused() -> None:
     assert report.ce[1] == pytest.approx(0.5)  # depth 1 re-ranks only 'a'
     assert report.fused[3][0.0] == pytest.approx(0.5)  # weight 0: first-stage order
     assert report.fused[3][1.0] == pytest.approx(1.0)
-    assert report.best_fused() == (3, 1.0, pytest.approx(1.0))
+    depth, weight, value = report.best_fused()
+    assert (depth, weight) == (3, 1.0)
+    assert value == pytest.approx(1.0)
     assert report.as_dict()["ce"] == {"1": pytest.approx(0.5), "3": pytest.approx(1.0)}

@@ -25,8 +25,9 @@ def tiny_checkpoint(tmp_path: Path) -> Path:
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=128,
-        attn_implementation="eager",
     )
+    # The exporter needs eager attention; BertConfig's typed signature does not take it as an argument.
+    config._attn_implementation = "eager"
     body = BertModel(config, add_pooling_layer=False)
     model = CrossEncoder(body, CrossEncoderConfig(pooling="cls", num_layers=2, max_length=64))
     directory = tmp_path / "ckpt"
