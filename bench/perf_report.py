@@ -227,6 +227,22 @@ def main() -> None:
             f"{serving['gateway_p50_ms']}/{serving['gateway_p95_ms']} ms; ratios p50 {serving['p50_ratio']}, "
             f"p95 {serving['p95_ratio']}.",
         ]
+        if "query_memo_speedup_p50" in serving:
+            lines += [
+                "",
+                f"In-process query-embedding memo (same run): without it p50/p95 "
+                f"{serving['in_process_no_memo_p50_ms']}/{serving['in_process_no_memo_p95_ms']} ms; speedup "
+                f"p50 {serving['query_memo_speedup_p50']}x, p95 {serving['query_memo_speedup_p95']}x.",
+            ]
+        load = serving.get("load")
+        if load:
+            lines += [
+                "",
+                f"Sustained load ({load['clients']} closed-loop clients, {load['seconds']} s, gateway): "
+                f"{load['qps']} QPS, p50 {load['p50_ms']} ms, p95 {load['p95_ms']} ms "
+                f"(target {load['p95_target_ms']} ms: {'met' if load['p95_under_target'] else 'missed'}), "
+                f"{load['errors']} errors.",
+            ]
     if cache:
         lines += [
             "",
