@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 GOALS: dict[str, tuple[str, float]] = {
     "rerank_speedup_vs_st": (">=", 3.0),
-    "rerank_ndcg_delta": ("|x|<=", 0.005),
+    "rerank_ndcg_delta": ("abs <=", 0.005),
     "serving_overhead_p50": ("<=", 0.10),
     "cache_hit_speedup": (">=", 20.0),
     "faiss_1m_speedup_at_recall95": (">=", 100.0),
@@ -129,7 +129,7 @@ def fmt(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     return str(value)
 
 
