@@ -115,6 +115,10 @@ def plot_ab(record: dict[str, Any], out: Path) -> None:
         ax.annotate(name, (latency, ndcg), fontsize=8, xytext=(4, 2), textcoords="offset points")
     ax.step([f[0] for f in frontier], [f[1] for f in frontier], where="post", color="C1", label="frontier")
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("p50 latency, ms (in-process, one query in flight)")
     ax.set_ylabel("nDCG@10")
     ax.set_title(f"A/B variants, {record.get('dataset', '')} {record.get('split', '')}")
