@@ -14,9 +14,7 @@ make scores from different shards incomparable when the gateway merges them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,13 +26,12 @@ import Stemmer
 from retriever_service.shards import (
     DEFAULT_MAX_TOP_K,
     DEFAULT_QUERY_LIMIT,
+    ShardRetriever,
     load_shard_docs,
     load_shard_manifest,
-    validate_request,
 )
 from search_common.artifacts import ArtifactError
-from search_common.documents import Candidate, Document, RetrievalResult, ShardDescription
-from search_common.errors import DeadlineExceeded
+from search_common.documents import Candidate, Document, ShardDescription
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +79,7 @@ def build_bm25(documents: Sequence[Document], out_dir: Path) -> dict[str, Any]:
     return {"tokenizer": tokenizer.config, "bm25": dict(BM25_PARAMS)}
 
 
-class Bm25Retriever:
+class Bm25Retriever(ShardRetriever[list[list[str]]]):
     """One BM25 index in process; scoring runs in a worker thread."""
 
     def __init__(
@@ -95,35 +92,15 @@ class Bm25Retriever:
         max_top_k: int = DEFAULT_MAX_TOP_K,
         max_query_chars: int = DEFAULT_QUERY_LIMIT,
     ) -> None:
+        super().__init__(documents, shard, max_top_k=max_top_k, max_query_chars=max_query_chars)
         self._model = model
         self._tokenizer = tokenizer
-        self._documents = documents
-        self._shard = shard
-        self._max_top_k = max_top_k
-        self._max_query_chars = max_query_chars
 
-    @property
-    def component(self) -> str:
-        return self._shard.component
+    def encode(self, text: str) -> list[list[str]]:
+        return self._tokenizer([text])
 
-    @property
-    def shard(self) -> ShardDescription:
-        return self._shard
-
-    async def describe(self, timeout: float | None = None) -> ShardDescription:
-        return self._shard
-
-    def search_sync(self, query: str, k: int) -> RetrievalResult:
-        text = validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
-        started = time.perf_counter()
-        tokens = self._tokenizer([text])
-        embedded = time.perf_counter()
-        candidates = self.search_tokens(tokens, k)[0]
-        return RetrievalResult(
-            candidates=candidates,
-            shard=self._shard,
-            timings={"embed": embedded - started, "search": time.perf_counter() - embedded},
-        )
+    def search(self, encoded: list[list[str]], k: int) -> list[Candidate]:
+        return self.search_tokens(encoded, k)[0]
 
     def search_tokens(self, tokens: list[list[str]], k: int) -> list[list[Candidate]]:
         """Top-k per tokenized query, best first; documents sharing no term with the query are left out."""
@@ -135,16 +112,6 @@ class Bm25Retriever:
             [Candidate(self._documents[int(i)], float(s)) for i, s in zip(row_i, row_s, strict=True) if s > 0]
             for row_i, row_s in zip(np.asarray(ids), np.asarray(scores), strict=True)
         ]
-
-    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:
-        validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(self.search_sync, query, k), timeout)
-        except TimeoutError:
-            raise DeadlineExceeded(f"{self.component}: retrieval exceeded {timeout:.3f}s") from None
-
-    async def close(self) -> None:
-        return None
 
 
 def load_bm25_shard(

@@ -6,10 +6,8 @@ Vectors are L2-normalised and searched by inner product, so scores are cosine si
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +18,12 @@ import numpy.typing as npt
 from retriever_service.encoder import BiEncoder
 from retriever_service.shards import (
     DEFAULT_QUERY_LIMIT,
+    ShardRetriever,
     load_shard_docs,
     load_shard_manifest,
-    validate_request,
 )
 from search_common.artifacts import ArtifactError
-from search_common.documents import Candidate, Document, RetrievalResult, ShardDescription
-from search_common.errors import DeadlineExceeded
+from search_common.documents import Candidate, Document, ShardDescription
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +90,7 @@ def build_faiss_index(vectors: npt.NDArray[np.float32], factory: str) -> faiss.I
     return cpu
 
 
-class FaissRetriever:
+class FaissRetriever(ShardRetriever[npt.NDArray[np.float32]]):
     """One dense shard in process: query encoding and FAISS search run in worker threads."""
 
     def __init__(
@@ -110,37 +107,15 @@ class FaissRetriever:
             raise ArtifactError(f"index holds {index.ntotal} vectors but {len(documents)} documents")
         if index.d != encoder.dim:
             raise ArtifactError(f"index dimension {index.d} != encoder dimension {encoder.dim}")
+        super().__init__(documents, shard, max_top_k=max_top_k, max_query_chars=max_query_chars)
         self._index = index
-        self._documents = documents
         self._encoder = encoder
-        self._shard = shard
-        self._max_top_k = max_top_k
-        self._max_query_chars = max_query_chars
 
-    @property
-    def component(self) -> str:
-        return self._shard.component
+    def encode(self, text: str) -> npt.NDArray[np.float32]:
+        return self._encoder.encode_queries([text])
 
-    @property
-    def shard(self) -> ShardDescription:
-        return self._shard
-
-    async def describe(self, timeout: float | None = None) -> ShardDescription:
-        return self._shard
-
-    def search_sync(self, query: str, k: int) -> RetrievalResult:
-        """Blocking encode + search; `retrieve` runs this off the event loop."""
-        text = validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
-        started = time.perf_counter()
-        vector = self._encoder.encode_queries([text])
-        embedded = time.perf_counter()
-        candidates = self.search_vectors(vector, k)[0]
-        searched = time.perf_counter()
-        return RetrievalResult(
-            candidates=candidates,
-            shard=self._shard,
-            timings={"embed": embedded - started, "search": searched - embedded},
-        )
+    def search(self, encoded: npt.NDArray[np.float32], k: int) -> list[Candidate]:
+        return self.search_vectors(encoded, k)[0]
 
     def search_vectors(self, vectors: npt.NDArray[np.float32], k: int) -> list[list[Candidate]]:
         """Top-k candidates per query vector, best first (evaluation uses this with batches of queries)."""
@@ -156,17 +131,6 @@ class FaissRetriever:
             ]
             for row_s, row_i in zip(scores, ids, strict=True)
         ]
-
-    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:
-        # Validate on the loop so bad input never costs a thread.
-        validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(self.search_sync, query, k), timeout)
-        except TimeoutError:
-            raise DeadlineExceeded(f"{self.component}: retrieval exceeded {timeout:.3f}s") from None
-
-    async def close(self) -> None:
-        return None
 
 
 def load_faiss_shard(

@@ -18,15 +18,18 @@ of shard i is corpus document `n*i // nshards + r`.
 
 from __future__ import annotations
 
+import abc
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from search_common.artifacts import ArtifactError, read_manifest, verify_checksums
-from search_common.documents import Document
-from search_common.errors import InvalidArgument
+from search_common.documents import Candidate, Document, RetrievalResult, ShardDescription
+from search_common.errors import DeadlineExceeded, InvalidArgument
 
 logger = logging.getLogger(__name__)
 
@@ -142,3 +145,70 @@ def validate_request(query: str, k: int, *, max_top_k: int, max_query_chars: int
     if k > max_top_k:
         raise InvalidArgument(f"top_k {k} exceeds this server's maximum of {max_top_k}")
     return stripped
+
+
+EncodedQuery = TypeVar("EncodedQuery")
+
+
+class ShardRetriever(abc.ABC, Generic[EncodedQuery]):
+    """What a dense and a BM25 shard share: request checks, timings, running off the event loop.
+
+    A subclass says how a query is encoded (a vector, a token list) and how encoded queries are searched;
+    this class implements the `search_common.ports.Retriever` protocol on top.
+    """
+
+    def __init__(
+        self,
+        documents: list[Document],
+        shard: ShardDescription,
+        *,
+        max_top_k: int = DEFAULT_MAX_TOP_K,
+        max_query_chars: int = DEFAULT_QUERY_LIMIT,
+    ) -> None:
+        self._documents = documents
+        self._shard = shard
+        self._max_top_k = max_top_k
+        self._max_query_chars = max_query_chars
+
+    @property
+    def component(self) -> str:
+        return self._shard.component
+
+    @property
+    def shard(self) -> ShardDescription:
+        return self._shard
+
+    async def describe(self, timeout: float | None = None) -> ShardDescription:
+        return self._shard
+
+    @abc.abstractmethod
+    def encode(self, text: str) -> EncodedQuery:
+        """The query in the form `search` takes (blocking)."""
+
+    @abc.abstractmethod
+    def search(self, encoded: EncodedQuery, k: int) -> list[Candidate]:
+        """Top-k candidates of one encoded query, best first (blocking)."""
+
+    def search_sync(self, query: str, k: int) -> RetrievalResult:
+        """Blocking encode + search; `retrieve` runs this off the event loop."""
+        text = validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
+        started = time.perf_counter()
+        encoded = self.encode(text)
+        embedded = time.perf_counter()
+        candidates = self.search(encoded, k)
+        return RetrievalResult(
+            candidates=candidates,
+            shard=self._shard,
+            timings={"embed": embedded - started, "search": time.perf_counter() - embedded},
+        )
+
+    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:
+        # Validate on the loop so bad input never costs a thread.
+        validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.search_sync, query, k), timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(f"{self.component}: retrieval exceeded {timeout:.3f}s") from None
+
+    async def close(self) -> None:
+        return None
