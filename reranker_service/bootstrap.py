@@ -24,7 +24,10 @@ def build_scorer(settings: Settings) -> Scorer:
         from reranker_service.backends.triton import TritonScorer
 
         return TritonScorer(
-            settings.triton_url, settings.triton_model, timeout_seconds=settings.triton_timeout_seconds
+            settings.triton_url,
+            settings.triton_model,
+            timeout_seconds=settings.triton_timeout_seconds,
+            tls=settings.triton_tls,
         )
     from reranker_service.backends.onnx import OnnxScorer
 

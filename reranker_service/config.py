@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from search_common import triton_contract
-from search_common.tls import ServerTls
+from search_common.tls import ClientTls, ServerTls
 
 ENV_PREFIX = "SEARCH_RERANKER_"
 
@@ -52,6 +52,8 @@ class Settings:
     metrics_port: int | None = None
     # TLS (mutual TLS with a client CA) on the gRPC port; None serves plaintext.
     tls: ServerTls | None = None
+    # TLS (with a client certificate: mutual TLS) to tritonserver's gRPC port; None connects in plaintext.
+    triton_tls: ClientTls | None = None
     # onnx: scoring threads (concurrent batches) and ONNX Runtime intra-op threads (0 = ORT decides).
     threads: int = 1
     intra_op_threads: int = 0
@@ -134,6 +136,11 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         help="PEM CA; clients must show a cert it signed (mTLS)",
     )
     parser.add_argument(
+        "--triton-tls-ca", type=Path, default=None, help="PEM CA of tritonserver's gRPC port; enables TLS"
+    )
+    parser.add_argument("--triton-tls-client-cert", type=Path, default=None, help="PEM client cert (mTLS)")
+    parser.add_argument("--triton-tls-client-key", type=Path, default=None, help="PEM key of the client cert")
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=int(_env(env, "METRICS_PORT", "-1")),
@@ -177,6 +184,9 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             startup_timeout_seconds=args.startup_timeout_seconds,
             log_level=args.log_level,
             tls=ServerTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca),
+            triton_tls=ClientTls.from_options(
+                args.triton_tls_ca, args.triton_tls_client_cert, args.triton_tls_client_key, "--triton-tls"
+            ),
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Literal
 
 from search_common import triton_contract as tc
+from search_common.tls import ClientTls, tritonclient_options
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +245,27 @@ def _mapped_anywhere(paths: set[Path]) -> set[Path]:
     return mapped
 
 
+@dataclass(frozen=True)
+class TritonTls:
+    """TLS on tritonserver's gRPC port. `client` is what a client trusts and shows: its CA signs the server
+    certificate, and with `mutual` the server also asks for a client certificate signed by that CA.
+    """
+
+    server_cert: Path
+    server_key: Path
+    client: ClientTls
+    mutual: bool = False
+
+    def server_args(self) -> list[str]:
+        args = [
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={self.server_cert.resolve()}",
+            f"--grpc-server-key={self.server_key.resolve()}",
+            f"--grpc-root-cert={self.client.ca.resolve()}",
+        ]
+        return [*args, "--grpc-use-ssl-mutual=true"] if self.mutual else args
+
+
 class TritonServer:
     """A tritonserver serving a model repository on free loopback ports.
 
@@ -265,10 +287,12 @@ class TritonServer:
         startup_timeout: float = 120.0,
         stop_timeout: float = 30.0,
         extra_args: Sequence[str] = (),
+        grpc_tls: TritonTls | None = None,
     ) -> None:
         # tritonserver resolves paths against its own working directory: pass absolute ones.
         self.model_repository = model_repository.resolve()
         self.extra_args = tuple(extra_args)
+        self.grpc_tls = grpc_tls
         self.installation = installation or TritonInstallation.find()
         self._owned_work_dir = work_dir is None
         self.work_dir = (work_dir or Path(tempfile.mkdtemp(prefix="tritonserver-"))).resolve()
@@ -306,6 +330,7 @@ class TritonServer:
             "--exit-on-error=true",
             "--strict-readiness=true",
             "--log-verbose=0",
+            *(self.grpc_tls.server_args() if self.grpc_tls else ()),
             *self.extra_args,
         ]
         self._shm_before = _shm_regions()
@@ -334,7 +359,9 @@ class TritonServer:
 
         assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout
-        client = grpcclient.InferenceServerClient(self.grpc_url)
+        client = grpcclient.InferenceServerClient(
+            self.grpc_url, **tritonclient_options(self.grpc_tls.client if self.grpc_tls else None)
+        )
         try:
             while True:
                 if self._process.poll() is not None:

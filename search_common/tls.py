@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -62,14 +63,15 @@ class ClientTls:
 
     @classmethod
     def from_options(
-        cls, ca: Path | None, client_cert: Path | None, client_key: Path | None
+        cls, ca: Path | None, client_cert: Path | None, client_key: Path | None, flags: str = "--tls"
     ) -> ClientTls | None:
+        """`flags` is the prefix of the options these came from, so errors name the right ones."""
         if ca is None:
             if client_cert is not None or client_key is not None:
-                raise TlsConfigError("--tls-client-cert/--tls-client-key need --tls-ca")
+                raise TlsConfigError(f"{flags}-client-cert/{flags}-client-key need {flags}-ca")
             return None
         if (client_cert is None) != (client_key is None):
-            raise TlsConfigError("--tls-client-cert and --tls-client-key go together")
+            raise TlsConfigError(f"{flags}-client-cert and {flags}-client-key go together")
         return cls(ca, client_cert, client_key)
 
     def credentials(self) -> grpc.ChannelCredentials:
@@ -77,6 +79,18 @@ class ClientTls:
         cert = None if self.client_cert is None else _read(self.client_cert, "--tls-client-cert")
         key = None if self.client_key is None else _read(self.client_key, "--tls-client-key")
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def tritonclient_options(tls: ClientTls | None) -> dict[str, Any]:
+    """Keyword arguments of tritonclient's gRPC clients (sync and aio), which take PEM paths, not bytes."""
+    if tls is None:
+        return {}
+    return {
+        "ssl": True,
+        "root_certificates": str(tls.ca),
+        "private_key": None if tls.client_key is None else str(tls.client_key),
+        "certificate_chain": None if tls.client_cert is None else str(tls.client_cert),
+    }
 
 
 def aio_channel(

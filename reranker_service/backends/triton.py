@@ -30,6 +30,7 @@ from search_common.errors import (
     SearchError,
     Unavailable,
 )
+from search_common.tls import ClientTls, tritonclient_options
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,10 @@ class TritonScorer:
         *,
         timeout_seconds: float = 10.0,
         identity_ttl_seconds: float = 30.0,
+        tls: ClientTls | None = None,
     ) -> None:
         self._url = url
+        self._tls = tls
         self._model = model
         self._timeout = timeout_seconds
         self._client: triton_aio.InferenceServerClient | None = None
@@ -132,7 +135,9 @@ class TritonScorer:
                     self._identity_read_at = time.monotonic()
 
     async def _connect(self) -> triton_aio.InferenceServerClient:
-        client = triton_aio.InferenceServerClient(self._url, channel_args=CHANNEL_ARGS)
+        client = triton_aio.InferenceServerClient(
+            self._url, channel_args=CHANNEL_ARGS, **tritonclient_options(self._tls)
+        )
         try:
             await self._read_identity(client)
         except BaseException:
