@@ -293,39 +293,55 @@ class EvalSettings:
     prebuilt: Mapping[str, Path] = field(default_factory=dict)
 
 
-def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str]) -> EvalSettings:
-    """Parses `search-eval` flags; a bad flag exits 2 with a message naming it."""
-    parser = argparse.ArgumentParser(
-        prog="search-eval", description="Run named pipelines over a BEIR dataset; write quality rows."
-    )
+def _add_offline_run_options(parser: argparse.ArgumentParser, reranker_choices: Sequence[str]) -> None:
+    """Flags `search-eval` and `search-ab` share: the dataset, the indexes, the reranker, logging."""
     parser.add_argument("--dataset", type=Path, required=True, help="BEIR-layout dataset folder")
     parser.add_argument("--split", default="test", help="qrels split (qrels/<split>.tsv)")
-    parser.add_argument(
-        "--pipeline", action="append", required=True, help="variant name to evaluate (repeatable)"
-    )
-    parser.add_argument("--results-dir", type=Path, default=Path("bench/results"))
     parser.add_argument("--index-root", type=Path, default=Path("var/indexes"), help="index cache root")
     parser.add_argument("--shards", type=int, default=1, help="dense index shards (BM25 has one)")
     parser.add_argument("--reranker", default="none", choices=list(reranker_choices))
     parser.add_argument("--reranker-artifact", type=Path, default=None, help="cross-encoder artifact dir")
     parser.add_argument("--variants", type=Path, default=None, help="variants YAML (default: packaged)")
-    parser.add_argument("--concurrency", type=int, default=8, help="queries in flight")
     parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
     parser.add_argument("--dense-index", type=Path, default=None, help="use this built dense index")
     parser.add_argument("--bm25-index", type=Path, default=None, help="use this built BM25 index")
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
-    args = parser.parse_args(argv)
+
+
+def _check_offline_run_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Path]:
+    """Checks the shared flags (exits 2 naming a bad one); returns the prebuilt indexes by group."""
     if not (args.dataset / "corpus.jsonl").is_file():
         parser.error(f"--dataset {args.dataset}: no corpus.jsonl there (expected the BEIR layout)")
     if not (args.dataset / "qrels" / f"{args.split}.tsv").is_file():
         parser.error(f"--split {args.split}: {args.dataset}/qrels/{args.split}.tsv not found")
-    for flag, value in (("--shards", args.shards), ("--concurrency", args.concurrency)):
-        if value <= 0:
-            parser.error(f"{flag} must be positive, got {value}")
+    if args.shards <= 0:
+        parser.error(f"--shards must be positive, got {args.shards}")
     if args.max_queries is not None and args.max_queries <= 0:
         parser.error(f"--max-queries must be positive, got {args.max_queries}")
+    return {
+        kind: path
+        for kind, path in (("dense", args.dense_index), ("bm25", args.bm25_index))
+        if path is not None
+    }
+
+
+def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str]) -> EvalSettings:
+    """Parses `search-eval` flags; a bad flag exits 2 with a message naming it."""
+    parser = argparse.ArgumentParser(
+        prog="search-eval", description="Run named pipelines over a BEIR dataset; write quality rows."
+    )
+    _add_offline_run_options(parser, reranker_choices)
+    parser.add_argument(
+        "--pipeline", action="append", required=True, help="variant name to evaluate (repeatable)"
+    )
+    parser.add_argument("--results-dir", type=Path, default=Path("bench/results"))
+    parser.add_argument("--concurrency", type=int, default=8, help="queries in flight")
+    args = parser.parse_args(argv)
+    prebuilt = _check_offline_run_options(parser, args)
+    if args.concurrency <= 0:
+        parser.error(f"--concurrency must be positive, got {args.concurrency}")
     return EvalSettings(
         dataset=args.dataset,
         split=args.split,
@@ -339,11 +355,7 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
         concurrency=args.concurrency,
         max_queries=args.max_queries,
         log_level=args.log_level,
-        prebuilt={
-            kind: path
-            for kind, path in (("dense", args.dense_index), ("bm25", args.bm25_index))
-            if path is not None
-        },
+        prebuilt=prebuilt,
     )
 
 
@@ -468,32 +480,13 @@ def parse_ab_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str
         prog="search-ab",
         description="Offline A/B: variants over a BEIR split, quality and p50/p95 latency side by side.",
     )
-    parser.add_argument("--dataset", type=Path, required=True, help="BEIR-layout dataset folder")
-    parser.add_argument("--split", default="test", help="qrels split (qrels/<split>.tsv)")
+    _add_offline_run_options(parser, reranker_choices)
     parser.add_argument("--variant", action="append", required=True, help="variant name (repeatable)")
     parser.add_argument("--out-json", type=Path, default=Path("bench/results/ab_scifact.json"))
     parser.add_argument("--out-md", type=Path, default=Path("bench/results/ab_scifact.md"))
-    parser.add_argument("--index-root", type=Path, default=Path("var/indexes"), help="index cache root")
-    parser.add_argument("--shards", type=int, default=1, help="dense index shards (BM25 has one)")
-    parser.add_argument("--reranker", default="none", choices=list(reranker_choices))
-    parser.add_argument("--reranker-artifact", type=Path, default=None, help="cross-encoder artifact dir")
-    parser.add_argument("--variants", type=Path, default=None, help="variants YAML (default: packaged)")
-    parser.add_argument("--max-queries", type=int, default=None, help="only the first N queries")
     parser.add_argument("--warmup", type=int, default=5, help="untimed queries per variant before timing")
-    parser.add_argument("--dense-index", type=Path, default=None, help="use this built dense index")
-    parser.add_argument("--bm25-index", type=Path, default=None, help="use this built BM25 index")
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
-    )
     args = parser.parse_args(argv)
-    if not (args.dataset / "corpus.jsonl").is_file():
-        parser.error(f"--dataset {args.dataset}: no corpus.jsonl there (expected the BEIR layout)")
-    if not (args.dataset / "qrels" / f"{args.split}.tsv").is_file():
-        parser.error(f"--split {args.split}: {args.dataset}/qrels/{args.split}.tsv not found")
-    if args.shards <= 0:
-        parser.error(f"--shards must be positive, got {args.shards}")
-    if args.max_queries is not None and args.max_queries <= 0:
-        parser.error(f"--max-queries must be positive, got {args.max_queries}")
+    prebuilt = _check_offline_run_options(parser, args)
     if args.warmup < 0:
         parser.error(f"--warmup must be >= 0, got {args.warmup}")
     return AbSettings(
@@ -510,9 +503,5 @@ def parse_ab_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str
         max_queries=args.max_queries,
         warmup=args.warmup,
         log_level=args.log_level,
-        prebuilt={
-            kind: path
-            for kind, path in (("dense", args.dense_index), ("bm25", args.bm25_index))
-            if path is not None
-        },
+        prebuilt=prebuilt,
     )
