@@ -1,0 +1,75 @@
+"""Bi-encoder training data on a tiny fake dataset: examples, clash-free batches, false-negative filter."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from search_common.documents import Document
+from training.bi_encoder.data import (
+    Example,
+    examples_sha256,
+    filter_false_negatives,
+    in_batch_safe_batches,
+    positive_examples,
+)
+from training.common.splits import split_train_dev
+
+DOCS = {f"d{i}": Document(doc_id=f"d{i}", title=f"title {i}", text=f"text {i}") for i in range(6)}
+QUERIES = {"q1": "one", "q2": "two", "q3": "three", "q4": "four", "q5": "five"}
+QRELS = {
+    "q1": {"d1": 1, "d2": 1},
+    "q2": {"d2": 1},
+    "q3": {"d3": 0},
+    "q4": {"d4": 1, "missing": 1},
+    "q5": {"d5": 1},
+}
+
+
+def test_positive_examples_one_per_relevant_pair() -> None:
+    examples = positive_examples(["q4", "q1", "q2", "q3"], QUERIES, QRELS, DOCS)
+    assert [(e.query_id, e.positive_id) for e in examples] == [
+        ("q1", "d1"),
+        ("q1", "d2"),
+        ("q2", "d2"),
+        ("q4", "d4"),
+    ]
+    assert examples[0].query == "one" and examples[0].negative_ids == ()
+
+
+def test_positive_examples_exclude_dev_queries() -> None:
+    train_ids, dev_ids = split_train_dev(QRELS, dev_fraction=0.4, seed=13)
+    examples = positive_examples(train_ids, QUERIES, QRELS, DOCS)
+    assert dev_ids and not {e.query_id for e in examples} & set(dev_ids)
+
+
+def test_missing_query_text_refused() -> None:
+    with pytest.raises(ValueError, match="positive_examples"):
+        positive_examples(["q9"], QUERIES, {"q9": {"d1": 1}}, DOCS)
+
+
+def test_batches_have_no_repeated_query_or_document() -> None:
+    examples = positive_examples(list(QUERIES), QUERIES, QRELS, DOCS)
+    batches = in_batch_safe_batches(examples, 3, random.Random(0))
+    flat = [e for b in batches for e in b]
+    assert len(flat) == len(examples) and set(flat) == set(examples)
+    for batch in batches:
+        assert len(batch) <= 3
+        assert len({e.query_id for e in batch}) == len(batch)
+        assert len({e.positive_id for e in batch}) == len(batch)
+    assert in_batch_safe_batches(examples, 3, random.Random(0)) == batches
+    with pytest.raises(ValueError, match="batch_size"):
+        in_batch_safe_batches(examples, 0, random.Random(0))
+
+
+def test_filter_false_negatives_drops_positives_unscored_and_close_scores() -> None:
+    scores = {"a": 0.1, "b": 4.9, "c": 2.0, "p": 9.0}
+    kept = filter_false_negatives(["p", "a", "b", "c", "z"], ["p"], scores, 5.0, margin=1.0)
+    assert kept == ["a", "c"]
+
+
+def test_examples_sha256_depends_on_content_and_order() -> None:
+    a, b = Example("q1", "one", "d1"), Example("q2", "two", "d2")
+    assert examples_sha256([a, b]) == examples_sha256([a, b])
+    assert examples_sha256([a, b]) != examples_sha256([b, a])

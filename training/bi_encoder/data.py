@@ -1,0 +1,120 @@
+"""Training examples for the bi-encoder: (query, positive[, hard negatives]) from SciFact train qrels.
+
+Only the train side of the seeded dev split (`training.common.splits`) is used; the dev queries are kept
+for choosing between recipes. Batches for in-batch negatives never hold the same query or the same
+positive document twice, since either would turn a true positive into a "negative" of another row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from search_common.documents import Document
+
+__all__ = [
+    "Example",
+    "examples_sha256",
+    "filter_false_negatives",
+    "in_batch_safe_batches",
+    "positive_examples",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One query, one judged positive document and optional hard negatives (document ids)."""
+
+    query_id: str
+    query: str
+    positive_id: str
+    negative_ids: tuple[str, ...] = ()
+
+
+def positive_examples(
+    query_ids: Sequence[str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    documents: Mapping[str, Document],
+) -> list[Example]:
+    """One example per judged (query, relevant document) pair of the given queries, in id order.
+
+    Pairs whose document is missing from the corpus are skipped.
+
+    Raises:
+        ValueError: a query id has no text.
+    """
+    examples: list[Example] = []
+    for qid in sorted(query_ids):
+        if qid not in queries:
+            raise ValueError(f"positive_examples: query {qid!r} has no text")
+        for doc_id in sorted(d for d, rel in qrels.get(qid, {}).items() if rel > 0):
+            if doc_id in documents:
+                examples.append(Example(qid, queries[qid], doc_id))
+    return examples
+
+
+def in_batch_safe_batches(
+    examples: Sequence[Example], batch_size: int, rng: random.Random
+) -> list[list[Example]]:
+    """Shuffles and packs examples into batches where no query id and no positive id repeats.
+
+    Greedy: each example goes to the first open batch without a clash; every example is used once.
+
+    Raises:
+        ValueError: batch_size is not positive.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"in_batch_safe_batches: batch_size must be positive, got {batch_size}")
+    order = list(examples)
+    rng.shuffle(order)
+    batches: list[list[Example]] = []
+    keys: list[set[str]] = []
+    for example in order:
+        mine = {
+            "q:" + example.query_id,
+            "d:" + example.positive_id,
+            *("d:" + n for n in example.negative_ids),
+        }
+        for batch, used in zip(batches, keys, strict=True):
+            if len(batch) < batch_size and not (mine & used):
+                batch.append(example)
+                used |= mine
+                break
+        else:
+            batches.append([example])
+            keys.append(set(mine))
+    return batches
+
+
+def filter_false_negatives(
+    candidates: Sequence[str],
+    positives: Iterable[str],
+    teacher_scores: Mapping[str, float],
+    positive_score: float,
+    *,
+    margin: float,
+) -> list[str]:
+    """Keeps mined candidates the teacher (cross-encoder) scores clearly below the positive.
+
+    A candidate is dropped when it is judged relevant, has no teacher score, or scores above
+    `positive_score - margin` (a likely unjudged relevant document, i.e. a false negative).
+    """
+    banned = set(positives)
+    return [
+        d
+        for d in candidates
+        if d not in banned and d in teacher_scores and teacher_scores[d] <= positive_score - margin
+    ]
+
+
+def examples_sha256(examples: Iterable[Example]) -> str:
+    """Checksum of the exact training examples (ids and query text), in order."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps(asdict(example), sort_keys=True).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
