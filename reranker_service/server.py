@@ -18,7 +18,6 @@ from search.v1 import reranker_pb2, reranker_pb2_grpc
 from reranker_service.bootstrap import build_core, build_scorer
 from reranker_service.config import Settings
 from reranker_service.metrics import RerankerMetrics
-from reranker_service.ports import Scorer
 from reranker_service.scoring import RerankCore
 from reranker_service.servicer import RerankerServicer
 from search_common.errors import Unavailable
@@ -29,6 +28,7 @@ from search_common.grpc_server import (
     run_until_signal,
     set_serving,
 )
+from search_common.hot_swap import SignalReloader
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ async def serve(settings: Settings) -> None:
     await run_until_signal(built.server, built.health, settings.grace_seconds, cleanups=[core.close])
 
 
-class ModelReloader:
+class ModelReloader(SignalReloader):
     """SIGHUP (onnx backend) loads `--artifact-dir` again (a root picks its newest complete version), warms
     the new model beside the served one, checks it is the same model name, and swaps it in. An artifact
     that does not load is logged and the old model keeps serving; the old one is closed after
@@ -123,17 +123,10 @@ class ModelReloader:
     """
 
     def __init__(self, settings: Settings, built: RerankerServer, core: RerankCore) -> None:
+        super().__init__(settings.grace_seconds, "model")
         self._settings = settings
         self._built = built
         self._core = core
-        self._task: asyncio.Task[None] | None = None
-        self._retired: set[asyncio.Task[None]] = set()
-
-    def request(self) -> None:
-        if self._task is not None and not self._task.done():
-            logger.warning("model reload already in progress; SIGHUP ignored")
-            return
-        self._task = asyncio.get_running_loop().create_task(self.reload())
 
     async def reload(self) -> None:
         old = self._core.scorer
@@ -150,13 +143,7 @@ class ModelReloader:
         if self._built.metrics is not None:
             self._built.metrics.set_model(fresh.model_name, fresh.model_version, self._built.backend)
         logger.info("swapped in %s %s (was %s)", fresh.model_name, fresh.model_version, old.model_version)
-        task = asyncio.get_running_loop().create_task(self._close_later(old))
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
-
-    async def _close_later(self, old: Scorer) -> None:
-        await asyncio.sleep(self._settings.grace_seconds)
-        await old.close()
+        self.retire(old)
 
 
 async def _wait_until_ready(built: RerankerServer, core: RerankCore, timeout_seconds: float) -> None:

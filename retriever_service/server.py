@@ -26,6 +26,7 @@ from search_common.grpc_server import (
     run_until_signal,
     set_serving,
 )
+from search_common.hot_swap import SignalReloader
 from search_common.ports import Retriever
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ async def serve(settings: Settings) -> None:
     await run_until_signal(built.server, built.health, settings.grace_seconds, cleanups=[close_current])
 
 
-class IndexReloader:
+class IndexReloader(SignalReloader):
     """SIGHUP loads `--index` again (resolving symlinks once, so that an index root whose `current` link
     was switched to a new version is read from that version only), validates and warms it beside the
     served shard and swaps it in. A shard that does not load is logged and the old one keeps serving.
@@ -155,17 +156,10 @@ class IndexReloader:
     """
 
     def __init__(self, settings: Settings, built: RetrieverServer, retriever: Retriever) -> None:
+        super().__init__(settings.grace_seconds, "index")
         self._settings = settings
         self._built = built
         self._current = retriever
-        self._task: asyncio.Task[None] | None = None
-        self._retired: set[asyncio.Task[None]] = set()
-
-    def request(self) -> None:
-        if self._task is not None and not self._task.done():
-            logger.warning("reload already in progress; SIGHUP ignored")
-            return
-        self._task = asyncio.get_running_loop().create_task(self.reload())
 
     async def reload(self) -> None:
         resolved = replace(self._settings, index=self._settings.index.resolve())
@@ -177,15 +171,8 @@ class IndexReloader:
             logger.error("index reload refused, still serving the old version: %s", exc)
             return
         self._current = fresh
-        task = asyncio.get_running_loop().create_task(self._close_later(old))
-        self._retired.add(task)
-        task.add_done_callback(self._retired.discard)
-
-    async def _close_later(self, old: Retriever) -> None:
-        await asyncio.sleep(self._settings.grace_seconds)
-        await old.close()
+        self.retire(old)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self.cancel()
         await self._current.close()
