@@ -1,0 +1,243 @@
+"""Fine-tune the bi-encoder (all-MiniLM-L6-v2, mean pooling as in `BiEncoder`) on SciFact train qrels.
+
+Recipes (`--recipe`):
+- `mnrl`: contrastive InfoNCE over in-batch negatives with a temperature (MultipleNegativesRankingLoss);
+- `hardneg`: `mnrl` plus first-stage hard negatives filtered by the cross-encoder (not implemented yet);
+- `distill`: MarginMSE on the cross-encoder's score margins (not implemented yet).
+
+The dev side of the seeded split (`training.common.splits`) is never trained on. The result is a versioned
+HF-format directory `<out>/<version>/` (config.json, model.safetensors, tokenizer files, manifest.json)
+built atomically and loadable by `retriever_service.encoder.BiEncoder.load`.
+
+Example:
+    python -m training.bi_encoder.train --dataset /work/shared/data/scifact --recipe mnrl \\
+        --out var/models/bi-encoder --epochs 1 --batch-size 32 --temperature 0.05 --seed 13 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
+
+from retriever_service.encoder import DEFAULT_MODEL_NAME, WEIGHTS_FILE, default_model_dir
+from search_common.artifacts import atomic_directory, new_version, sha256_file, write_manifest
+from search_common.beir import BeirDataset
+from training.bi_encoder.data import examples_sha256, in_batch_safe_batches, positive_examples
+from training.bi_encoder.losses import InBatchContrastiveLoss
+from training.common.seeding import seed_everything
+from training.common.splits import split_train_dev
+
+logger = logging.getLogger(__name__)
+
+Recipe = Literal["mnrl", "hardneg", "distill"]
+RECIPES: tuple[Recipe, ...] = ("mnrl", "hardneg", "distill")
+IMPLEMENTED: frozenset[str] = frozenset({"mnrl"})
+
+
+@dataclass(frozen=True)
+class HyperParameters:
+    recipe: Recipe
+    epochs: int
+    batch_size: int
+    temperature: float
+    seed: int
+    lr: float
+    warmup: float
+    weight_decay: float
+    query_max_length: int
+    doc_max_length: int
+    dev_fraction: float
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token vectors under the mask, L2-normalised: the same pooling as `BiEncoder`."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return F.normalize(pooled, p=2, dim=1)
+
+
+def _embed(model: Any, tokenizer: Any, texts: list[str], max_length: int) -> torch.Tensor:
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    hidden = model(**batch).last_hidden_state
+    return mean_pool(hidden, batch["attention_mask"])
+
+
+def train(
+    dataset: Path,
+    out: Path,
+    hp: HyperParameters,
+    *,
+    base_model: Path | None = None,
+    threads: int | None = None,
+    max_examples: int | None = None,
+) -> Path:
+    """Runs a recipe and returns the new artifact directory `<out>/<version>`.
+
+    Args:
+        dataset: a BEIR-layout folder with qrels/train.tsv.
+        out: parent folder of versioned artifacts.
+        hp: the recipe and its hyper-parameters (recorded in the manifest).
+        base_model: HF-format starting point; None selects the packaged all-MiniLM-L6-v2.
+        threads: torch CPU threads.
+        max_examples: keep only the first N training examples (smoke tests).
+
+    Raises:
+        NotImplementedError: the recipe is not implemented yet.
+    """
+    if hp.recipe not in IMPLEMENTED:
+        raise NotImplementedError(f"recipe {hp.recipe!r} is not implemented yet (implemented: mnrl)")
+    seed_everything(hp.seed)
+    if threads:
+        torch.set_num_threads(threads)
+    base = Path(base_model) if base_model is not None else default_model_dir()
+    data = BeirDataset(dataset)
+    documents = {d.doc_id: d for d in data.corpus()}
+    queries = {q.query_id: q.text for q in data.queries().values()}
+    train_qrels = data.qrels("train")
+    train_ids, dev_ids = split_train_dev(train_qrels, dev_fraction=hp.dev_fraction)
+    examples = positive_examples(train_ids, queries, train_qrels, documents)
+    if max_examples is not None:
+        examples = examples[:max_examples]
+    if not examples:
+        raise ValueError(f"{dataset}: no training examples")
+    rng = random.Random(hp.seed)
+    epochs = [in_batch_safe_batches(examples, hp.batch_size, rng) for _ in range(hp.epochs)]
+    data_sha = examples_sha256(e for batches in epochs for batch in batches for e in batch)
+    logger.info(
+        "%d train queries (%d dev held out), %d examples, %d epochs; data sha256 %s",
+        len(train_ids), len(dev_ids), len(examples), hp.epochs, data_sha,
+    )  # fmt: skip
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+    model = AutoModel.from_pretrained(str(base), local_files_only=True)
+    no_decay = [p for n, p in model.named_parameters() if "LayerNorm" in n or "bias" in n]
+    decay = [p for n, p in model.named_parameters() if not ("LayerNorm" in n or "bias" in n)]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": hp.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=hp.lr,
+    )
+    steps = sum(len(b) for b in epochs)
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(hp.warmup * steps), steps)  # type: ignore[no-untyped-call]
+    loss_fn = InBatchContrastiveLoss(hp.temperature)
+    mean_losses: list[float] = []
+    wall0 = time.perf_counter()
+    model.train()
+    for epoch, batches in enumerate(epochs, start=1):
+        running = 0.0
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch")
+        for n, batch in enumerate(bar, start=1):
+            q = _embed(model, tokenizer, [e.query for e in batch], hp.query_max_length)
+            p = _embed(
+                model, tokenizer, [documents[e.positive_id].model_text() for e in batch], hp.doc_max_length
+            )
+            loss = loss_fn(q @ p.T)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += float(loss.detach())
+            bar.set_postfix(loss=f"{running / n:.4f}")
+        mean_losses.append(running / max(1, len(batches)))
+        logger.info("epoch %d: mean loss %.4f", epoch, mean_losses[-1])
+    train_minutes = (time.perf_counter() - wall0) / 60
+
+    version = new_version()
+    target = out / version
+    with atomic_directory(target) as scratch:
+        model.eval()
+        model.save_pretrained(str(scratch), safe_serialization=True)
+        tokenizer.save_pretrained(str(scratch))
+        manifest: dict[str, Any] = {
+            "name": f"{DEFAULT_MODEL_NAME}-{hp.recipe}",
+            "version": version,
+            "recipe": hp.recipe,
+            "hyperparameters": asdict(hp),
+            "training_data_sha256": data_sha,
+            "sources": {"qrels/train.tsv": sha256_file(dataset / "qrels" / "train.tsv")},
+            "dataset": dataset.name,
+            "base_model": {"name": DEFAULT_MODEL_NAME, "weights_sha256": sha256_file(base / WEIGHTS_FILE)},
+            "weights_sha256": sha256_file(scratch / WEIGHTS_FILE),
+            "examples": len(examples),
+            "train_queries": len(train_ids),
+            "dev_queries": len(dev_ids),
+            "mean_loss_per_epoch": mean_losses,
+            "train_minutes": train_minutes,
+        }
+        write_manifest(scratch, manifest)
+    logger.info("wrote %s", target.resolve())
+    return target.resolve()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--recipe", choices=RECIPES, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="parent folder of versioned artifacts")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--temperature", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--warmup", type=float, default=0.1)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--query-max-length", type=int, default=64)
+    parser.add_argument("--doc-max-length", type=int, default=256)
+    parser.add_argument("--dev-fraction", type=float, default=0.2)
+    parser.add_argument("--base-model", type=Path, default=None, help="default: packaged all-MiniLM-L6-v2")
+    parser.add_argument("--max-examples", type=int, default=None, help="smoke tests: first N examples")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.recipe not in IMPLEMENTED:
+        parser.error(
+            f"--recipe {args.recipe}: not implemented yet (implemented: {', '.join(sorted(IMPLEMENTED))})"
+        )
+    for flag in ("epochs", "batch_size"):
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
+    if not args.temperature > 0:
+        parser.error("--temperature must be positive")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hp = HyperParameters(
+        recipe=args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        temperature=args.temperature,
+        seed=args.seed,
+        lr=args.lr,
+        warmup=args.warmup,
+        weight_decay=args.weight_decay,
+        query_max_length=args.query_max_length,
+        doc_max_length=args.doc_max_length,
+        dev_fraction=args.dev_fraction,
+    )
+    path = train(
+        args.dataset,
+        args.out,
+        hp,
+        base_model=args.base_model,
+        threads=args.threads,
+        max_examples=args.max_examples,
+    )
+    print(path, file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
