@@ -23,7 +23,14 @@ from typing import NoReturn
 import yaml
 
 from gateway.variants import VariantBounds
-from search_common.tls import ClientTls, ServerTls
+from search_common.tls import (
+    ClientTls,
+    ServerTls,
+    add_client_tls_options,
+    add_server_tls_options,
+    client_tls_from,
+    server_tls_from,
+)
 
 ENV_PREFIX = "SEARCH_GATEWAY_"
 GROUPS = ("dense", "bm25")
@@ -182,19 +189,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=int(env("PORT", "0")), help="0 picks a free port")
     srv.add_argument("--port-file", type=Path, default=None, help="write the bound port here once SERVING")
     srv.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
-    srv.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain; enables TLS")
-    srv.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
-    srv.add_argument(
-        "--tls-client-ca",
-        type=Path,
-        default=None,
-        help="PEM CA; clients must show a cert it signed (mTLS)",
-    )
-    down.add_argument(
-        "--tls-ca", type=Path, default=None, help="PEM CA of the downstream servers; enables TLS"
-    )
-    down.add_argument("--tls-client-cert", type=Path, default=None, help="PEM client certificate (mTLS)")
-    down.add_argument("--tls-client-key", type=Path, default=None, help="PEM key of --tls-client-cert")
+    add_server_tls_options(srv)
+    add_client_tls_options(down, "--tls", "the downstream servers")
     srv.add_argument(
         "--metrics-port", type=int, default=int(env("METRICS_PORT", "-1")), help="Prometheus port; -1 = none"
     )
@@ -266,8 +262,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             grace_seconds=args.grace_seconds,
             startup_timeout_seconds=args.startup_timeout,
             variants_poll_seconds=args.variants_poll,
-            tls=ServerTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca),
-            downstream_tls=ClientTls.from_options(args.tls_ca, args.tls_client_cert, args.tls_client_key),
+            tls=server_tls_from(args),
+            downstream_tls=client_tls_from(args, "--tls"),
         )
     except ValueError as exc:
         fail(str(exc))

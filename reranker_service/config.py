@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Literal
 
 from search_common import triton_contract
-from search_common.tls import ClientTls, ServerTls
+from search_common.tls import (
+    ClientTls,
+    ServerTls,
+    add_client_tls_options,
+    add_server_tls_options,
+    client_tls_from,
+    server_tls_from,
+)
 
 ENV_PREFIX = "SEARCH_RERANKER_"
 
@@ -127,19 +134,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     parser.add_argument("--port", type=int, default=int(_env(env, "PORT", "0")), help="0 picks a free port")
     parser.add_argument("--port-file", type=Path, default=None, help="write the bound port here once SERVING")
     parser.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain; enables TLS")
-    parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
-    parser.add_argument(
-        "--tls-client-ca",
-        type=Path,
-        default=None,
-        help="PEM CA; clients must show a cert it signed (mTLS)",
-    )
-    parser.add_argument(
-        "--triton-tls-ca", type=Path, default=None, help="PEM CA of tritonserver's gRPC port; enables TLS"
-    )
-    parser.add_argument("--triton-tls-client-cert", type=Path, default=None, help="PEM client cert (mTLS)")
-    parser.add_argument("--triton-tls-client-key", type=Path, default=None, help="PEM key of the client cert")
+    add_server_tls_options(parser)
+    add_client_tls_options(parser, "--triton-tls", "tritonserver's gRPC port")
     parser.add_argument(
         "--metrics-port",
         type=int,
@@ -183,10 +179,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             grace_seconds=args.grace_seconds,
             startup_timeout_seconds=args.startup_timeout_seconds,
             log_level=args.log_level,
-            tls=ServerTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca),
-            triton_tls=ClientTls.from_options(
-                args.triton_tls_ca, args.triton_tls_client_cert, args.triton_tls_client_key, "--triton-tls"
-            ),
+            tls=server_tls_from(args),
+            triton_tls=client_tls_from(args, "--triton-tls"),
         )
     except ValueError as exc:
         parser.error(str(exc))

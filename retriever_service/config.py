@@ -14,7 +14,7 @@ from typing import Literal
 
 from retriever_service.shards import DEFAULT_MAX_TOP_K
 from retriever_service.shards import DEFAULT_QUERY_LIMIT as DEFAULT_MAX_QUERY_CHARS
-from search_common.tls import ServerTls
+from search_common.tls import ServerTls, add_server_tls_options, server_tls_from
 
 ENV_PREFIX = "SEARCH_RETRIEVER_"
 
@@ -123,14 +123,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         "--max-query-chars", type=int, default=int(_env(env, "MAX_QUERY_CHARS", str(DEFAULT_MAX_QUERY_CHARS)))
     )
     parser.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain; enables TLS")
-    parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
-    parser.add_argument(
-        "--tls-client-ca",
-        type=Path,
-        default=None,
-        help="PEM CA; clients must show a cert it signed (mTLS)",
-    )
+    add_server_tls_options(parser)
     parser.add_argument(
         "--log-level",
         default=_env(env, "LOG_LEVEL", "INFO"),
@@ -178,7 +171,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             device=args.device,
             grace_seconds=args.grace_seconds,
             metrics_port=None if args.metrics_port < 0 else args.metrics_port,
-            tls=ServerTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca),
+            tls=server_tls_from(args),
         )
     except ValueError as exc:
         parser.error(str(exc))

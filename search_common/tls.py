@@ -8,6 +8,7 @@ read once at startup; a missing or unreadable file is a `TlsConfigError` naming 
 
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,42 @@ class ClientTls:
         cert = None if self.client_cert is None else _read(self.client_cert, "--tls-client-cert")
         key = None if self.client_key is None else _read(self.client_key, "--tls-client-key")
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+# argparse's parser and argument groups both take add_argument.
+ArgumentContainer = argparse.ArgumentParser | argparse._ArgumentGroup
+
+
+def add_server_tls_options(parser: ArgumentContainer) -> None:
+    """--tls-cert, --tls-key and --tls-client-ca, the same on every server."""
+    parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain; enables TLS")
+    parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca", type=Path, default=None, help="PEM CA; clients must show a cert it signed (mTLS)"
+    )
+
+
+def server_tls_from(args: argparse.Namespace) -> ServerTls | None:
+    return ServerTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
+def add_client_tls_options(parser: ArgumentContainer, flags: str, peer: str) -> None:
+    """`{flags}-ca`, `{flags}-client-cert` and `{flags}-client-key` for the channels to `peer`."""
+    parser.add_argument(f"{flags}-ca", type=Path, default=None, help=f"PEM CA of {peer}; enables TLS")
+    parser.add_argument(f"{flags}-client-cert", type=Path, default=None, help="PEM client certificate (mTLS)")
+    parser.add_argument(
+        f"{flags}-client-key", type=Path, default=None, help=f"PEM key of {flags}-client-cert"
+    )
+
+
+def client_tls_from(args: argparse.Namespace, flags: str) -> ClientTls | None:
+    dest = flags.lstrip("-").replace("-", "_")
+    return ClientTls.from_options(
+        getattr(args, f"{dest}_ca"),
+        getattr(args, f"{dest}_client_cert"),
+        getattr(args, f"{dest}_client_key"),
+        flags,
+    )
 
 
 def tritonclient_options(tls: ClientTls | None) -> dict[str, Any]:
