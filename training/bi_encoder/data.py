@@ -10,13 +10,21 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from search_common.documents import Document
 
+Teacher = Callable[[str, Sequence[str]], npt.NDArray[np.float32]]
+"""Scores texts against a query, one float per text in input order (`CrossEncoderRuntime.score`)."""
+
 __all__ = [
     "Example",
+    "Teacher",
+    "attach_hard_negatives",
     "examples_sha256",
     "filter_false_negatives",
     "in_batch_safe_batches",
@@ -26,12 +34,16 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """One query, one judged positive document and optional hard negatives (document ids)."""
+    """One query, one judged positive document, optional hard negatives and the teacher's margins.
+
+    `teacher_margins[i]` is the cross-encoder's score of the positive minus its score of `negative_ids[i]`.
+    """
 
     query_id: str
     query: str
     positive_id: str
     negative_ids: tuple[str, ...] = ()
+    teacher_margins: tuple[float, ...] = ()
 
 
 def positive_examples(
@@ -109,6 +121,57 @@ def filter_false_negatives(
         for d in candidates
         if d not in banned and d in teacher_scores and teacher_scores[d] <= positive_score - margin
     ]
+
+
+def attach_hard_negatives(
+    examples: Sequence[Example],
+    candidates: Mapping[str, Sequence[str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    documents: Mapping[str, Document],
+    teacher: Teacher,
+    *,
+    count: int,
+    skip_top: int,
+    depth: int,
+    margin: float,
+    rng: random.Random,
+) -> list[Example]:
+    """Adds `count` mined negatives (and their teacher margins) to each example.
+
+    Negatives come from first-stage ranks (skip_top, depth] of the query, never a judged positive, and only
+    those the teacher scores at least `margin` below the example's positive (false negatives dropped); a
+    seeded sample of `count` of them is kept. Examples left with fewer than `count` are dropped.
+
+    Raises:
+        ValueError: count < 1, skip_top < 0 or depth <= skip_top.
+    """
+    if count < 1 or skip_top < 0 or depth <= skip_top:
+        raise ValueError(f"attach_hard_negatives: bad count/skip_top/depth {count}/{skip_top}/{depth}")
+    out: list[Example] = []
+    for example in examples:
+        positives = [d for d, rel in qrels.get(example.query_id, {}).items() if rel > 0]
+        banned = set(positives)
+        window = [d for d in candidates.get(example.query_id, ())[skip_top:depth] if d not in banned]
+        window = [d for d in window if d in documents]
+        if len(window) < count:
+            continue
+        texts = [documents[example.positive_id].model_text()] + [documents[d].model_text() for d in window]
+        scores = [float(s) for s in teacher(example.query, texts)]
+        by_id = dict(zip(window, scores[1:], strict=True))
+        kept = filter_false_negatives(window, positives, by_id, scores[0], margin=margin)
+        if len(kept) < count:
+            continue
+        chosen = rng.sample(kept, count)
+        out.append(
+            Example(
+                example.query_id,
+                example.query,
+                example.positive_id,
+                tuple(chosen),
+                tuple(scores[0] - by_id[d] for d in chosen),
+            )
+        )
+    return out
 
 
 def examples_sha256(examples: Iterable[Example]) -> str:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from search_common.documents import Document
 from training.bi_encoder.data import (
     Example,
+    attach_hard_negatives,
     examples_sha256,
     filter_false_negatives,
     in_batch_safe_batches,
@@ -73,3 +77,56 @@ def test_examples_sha256_depends_on_content_and_order() -> None:
     a, b = Example("q1", "one", "d1"), Example("q2", "two", "d2")
     assert examples_sha256([a, b]) == examples_sha256([a, b])
     assert examples_sha256([a, b]) != examples_sha256([b, a])
+
+
+def _teacher(query: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    # "title 1" (the positive of q1) scores 9, "title 3" scores 8.5 (a likely false negative), others 1.
+    table = {"title 1. text 1": 9.0, "title 3. text 3": 8.5}
+    return np.array([table.get(t, 1.0) for t in texts], dtype=np.float32)
+
+
+def test_attach_hard_negatives_filters_with_teacher() -> None:
+    examples = [Example("q1", "one", "d1")]
+    candidates = {"q1": ["d1", "d0", "d2", "d3", "d4", "d5"]}
+    out = attach_hard_negatives(
+        examples,
+        candidates,
+        QRELS,
+        DOCS,
+        _teacher,
+        count=2,
+        skip_top=1,
+        depth=6,
+        margin=1.0,
+        rng=random.Random(0),
+    )
+    assert len(out) == 1
+    negs = out[0].negative_ids
+    assert len(negs) == 2 and set(negs) <= {"d0", "d4", "d5"}  # d1, d2 judged; d3 too close to the positive
+    assert out[0].teacher_margins == pytest.approx((8.0, 8.0))
+    too_many = attach_hard_negatives(
+        examples,
+        candidates,
+        QRELS,
+        DOCS,
+        _teacher,
+        count=4,
+        skip_top=1,
+        depth=6,
+        margin=1.0,
+        rng=random.Random(0),
+    )
+    assert too_many == []
+    with pytest.raises(ValueError, match="attach_hard_negatives"):
+        attach_hard_negatives(
+            examples,
+            candidates,
+            QRELS,
+            DOCS,
+            _teacher,
+            count=1,
+            skip_top=3,
+            depth=3,
+            margin=1.0,
+            rng=random.Random(0),
+        )
