@@ -2,8 +2,12 @@
 
 Recipes (`--recipe`):
 - `mnrl`: contrastive InfoNCE over in-batch negatives with a temperature (MultipleNegativesRankingLoss);
-- `hardneg`: `mnrl` plus first-stage hard negatives filtered by the cross-encoder (not implemented yet);
-- `distill`: MarginMSE on the cross-encoder's score margins (not implemented yet).
+- `hardneg`: `mnrl` plus, per query, `--negatives` extra columns: hybrid first-stage hard negatives (the
+  mining cache of `training.cross_encoder.mine`) from ranks (skip_top, depth], keeping only those the
+  cross-encoder (newest artifact under var/models/cross-encoder) scores `--teacher-margin` below the
+  positive, so likely false negatives are dropped;
+- `distill`: MarginMSE: the student's margin (cos(q, p) - cos(q, n)) / temperature fitted to the
+  cross-encoder's logit margin, on the same filtered (query, positive, negative) triples.
 
 The dev side of the seeded split (`training.common.splits`) is never trained on. The result is a versioned
 HF-format directory `<out>/<version>/` (config.json, model.safetensors, tokenizer files, manifest.json)
@@ -22,6 +26,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,16 +39,23 @@ from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warm
 from retriever_service.encoder import DEFAULT_MODEL_NAME, WEIGHTS_FILE, default_model_dir
 from search_common.artifacts import atomic_directory, new_version, sha256_file, write_manifest
 from search_common.beir import BeirDataset
-from training.bi_encoder.data import examples_sha256, in_batch_safe_batches, positive_examples
-from training.bi_encoder.losses import InBatchContrastiveLoss
+from training.bi_encoder.data import (
+    Teacher,
+    attach_hard_negatives,
+    examples_sha256,
+    in_batch_safe_batches,
+    positive_examples,
+)
+from training.bi_encoder.losses import InBatchContrastiveLoss, MarginMSELoss
 from training.common.seeding import seed_everything
 from training.common.splits import split_train_dev
+from training.cross_encoder.mine import DEFAULT_CACHE, DEFAULT_INDEXES
 
 logger = logging.getLogger(__name__)
 
 Recipe = Literal["mnrl", "hardneg", "distill"]
 RECIPES: tuple[Recipe, ...] = ("mnrl", "hardneg", "distill")
-IMPLEMENTED: frozenset[str] = frozenset({"mnrl"})
+DEFAULT_TEACHER_ROOT = Path("var/models/cross-encoder")
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,10 @@ class HyperParameters:
     query_max_length: int
     doc_max_length: int
     dev_fraction: float
+    negatives: int = 1
+    skip_top: int = 3
+    neg_depth: int = 30
+    teacher_margin: float = 1.0
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -82,6 +98,9 @@ def train(
     base_model: Path | None = None,
     threads: int | None = None,
     max_examples: int | None = None,
+    candidates: Mapping[str, Sequence[str]] | None = None,
+    teacher: Teacher | None = None,
+    teacher_name: str | None = None,
 ) -> Path:
     """Runs a recipe and returns the new artifact directory `<out>/<version>`.
 
@@ -92,12 +111,15 @@ def train(
         base_model: HF-format starting point; None selects the packaged all-MiniLM-L6-v2.
         threads: torch CPU threads.
         max_examples: keep only the first N training examples (smoke tests).
+        candidates: first-stage ranked doc ids per query id (hardneg, distill).
+        teacher: the cross-encoder's scorer (hardneg, distill).
+        teacher_name: recorded in the manifest.
 
     Raises:
-        NotImplementedError: the recipe is not implemented yet.
+        ValueError: hardneg/distill without candidates and teacher, or no examples left.
     """
-    if hp.recipe not in IMPLEMENTED:
-        raise NotImplementedError(f"recipe {hp.recipe!r} is not implemented yet (implemented: mnrl)")
+    if hp.recipe != "mnrl" and (candidates is None or teacher is None):
+        raise ValueError(f"train: recipe {hp.recipe!r} needs first-stage candidates and a teacher")
     seed_everything(hp.seed)
     if threads:
         torch.set_num_threads(threads)
@@ -113,6 +135,14 @@ def train(
     if not examples:
         raise ValueError(f"{dataset}: no training examples")
     rng = random.Random(hp.seed)
+    if hp.recipe != "mnrl":
+        assert candidates is not None and teacher is not None
+        examples = attach_hard_negatives(
+            examples, candidates, train_qrels, documents, teacher,
+            count=hp.negatives, skip_top=hp.skip_top, depth=hp.neg_depth, margin=hp.teacher_margin, rng=rng,
+        )  # fmt: skip
+        if not examples:
+            raise ValueError(f"{dataset}: no examples kept after hard-negative filtering")
     epochs = [in_batch_safe_batches(examples, hp.batch_size, rng) for _ in range(hp.epochs)]
     data_sha = examples_sha256(e for batches in epochs for batch in batches for e in batch)
     logger.info(
@@ -134,6 +164,7 @@ def train(
     steps = sum(len(b) for b in epochs)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(hp.warmup * steps), steps)  # type: ignore[no-untyped-call]
     loss_fn = InBatchContrastiveLoss(hp.temperature)
+    margin_loss = MarginMSELoss()
     mean_losses: list[float] = []
     wall0 = time.perf_counter()
     model.train()
@@ -145,7 +176,19 @@ def train(
             p = _embed(
                 model, tokenizer, [documents[e.positive_id].model_text() for e in batch], hp.doc_max_length
             )
-            loss = loss_fn(q @ p.T)
+            if hp.recipe == "mnrl":
+                loss = loss_fn(q @ p.T)
+            else:
+                k = hp.negatives
+                texts = [documents[d].model_text() for e in batch for d in e.negative_ids]
+                negs = _embed(model, tokenizer, texts, hp.doc_max_length).view(len(batch), k, -1)
+                neg_scores = (q.unsqueeze(1) * negs).sum(-1)  # (B, k)
+                if hp.recipe == "hardneg":
+                    loss = loss_fn(q @ p.T, neg_scores)
+                else:
+                    pos_scores = (q * p).sum(-1, keepdim=True).expand(-1, k)
+                    margins = torch.tensor([e.teacher_margins for e in batch], dtype=q.dtype)
+                    loss = margin_loss(pos_scores / hp.temperature, neg_scores / hp.temperature, margins)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -171,6 +214,7 @@ def train(
             "training_data_sha256": data_sha,
             "sources": {"qrels/train.tsv": sha256_file(dataset / "qrels" / "train.tsv")},
             "dataset": dataset.name,
+            "teacher": teacher_name if hp.recipe != "mnrl" else None,
             "base_model": {"name": DEFAULT_MODEL_NAME, "weights_sha256": sha256_file(base / WEIGHTS_FILE)},
             "weights_sha256": sha256_file(scratch / WEIGHTS_FILE),
             "examples": len(examples),
@@ -201,15 +245,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--query-max-length", type=int, default=64)
     parser.add_argument("--doc-max-length", type=int, default=256)
     parser.add_argument("--dev-fraction", type=float, default=0.2)
+    parser.add_argument(
+        "--negatives", type=int, default=1, help="hard negatives per query (hardneg, distill)"
+    )
+    parser.add_argument("--skip-top", type=int, default=3, help="first-stage ranks skipped when mining")
+    parser.add_argument("--neg-depth", type=int, default=30, help="deepest first-stage rank mined")
+    parser.add_argument(
+        "--teacher-margin", type=float, default=1.0, help="drop negatives the CE scores closer"
+    )
+    parser.add_argument("--teacher", type=Path, default=None, help="cross-encoder artifact (default: newest)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="first-stage mining cache")
+    parser.add_argument("--indexes", type=Path, default=DEFAULT_INDEXES, help="mining index root")
     parser.add_argument("--base-model", type=Path, default=None, help="default: packaged all-MiniLM-L6-v2")
     parser.add_argument("--max-examples", type=int, default=None, help="smoke tests: first N examples")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
-    if args.recipe not in IMPLEMENTED:
-        parser.error(
-            f"--recipe {args.recipe}: not implemented yet (implemented: {', '.join(sorted(IMPLEMENTED))})"
-        )
-    for flag in ("epochs", "batch_size"):
+    for flag in ("epochs", "batch_size", "negatives"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive")
     if not args.temperature > 0:
@@ -227,7 +278,27 @@ def main(argv: list[str] | None = None) -> None:
         query_max_length=args.query_max_length,
         doc_max_length=args.doc_max_length,
         dev_fraction=args.dev_fraction,
+        negatives=args.negatives,
+        skip_top=args.skip_top,
+        neg_depth=args.neg_depth,
+        teacher_margin=args.teacher_margin,
     )
+    candidates: dict[str, list[str]] | None = None
+    teacher: Teacher | None = None
+    teacher_name: str | None = None
+    if args.recipe != "mnrl":
+        from search_common.artifacts import latest_version
+        from search_common.cross_encoder_runtime import CrossEncoderRuntime
+        from training.cross_encoder.mine import first_stage_candidates, labelled_queries
+
+        candidates = first_stage_candidates(
+            args.dataset / "corpus.jsonl",
+            labelled_queries(args.dataset),
+            cache_dir=args.cache,
+            index_root=args.indexes / args.dataset.name,
+        )
+        runtime = CrossEncoderRuntime.load(args.teacher or latest_version(DEFAULT_TEACHER_ROOT))
+        teacher, teacher_name = runtime.score, f"{runtime.name}@{runtime.version}"
     path = train(
         args.dataset,
         args.out,
@@ -235,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
         base_model=args.base_model,
         threads=args.threads,
         max_examples=args.max_examples,
+        candidates=candidates,
+        teacher=teacher,
+        teacher_name=teacher_name,
     )
     print(path, file=sys.stdout)
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from retriever_service.encoder import BiEncoder
 from search_common.artifacts import read_manifest
-from training.bi_encoder.train import main
+from training.bi_encoder.train import HyperParameters, Recipe, main, train
 
 
 def _fake_dataset(root: Path, n: int = 10) -> Path:
@@ -66,14 +68,40 @@ def test_mnrl_tiny_run_loads_in_bi_encoder(tmp_path: Path, capsys: pytest.Captur
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+def _teacher(query: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    # The query's own document (same number) scores 10, every other document 0.
+    number = query.split()[2]
+    return np.array([10.0 if f"Study {number}." in t else 0.0 for t in texts], dtype=np.float32)
+
+
+def _hp(recipe: Recipe) -> HyperParameters:
+    return HyperParameters(
+        recipe=recipe, epochs=1, batch_size=4, temperature=0.05, seed=7, lr=2e-5, warmup=0.1,
+        weight_decay=0.01, query_max_length=16, doc_max_length=32, dev_fraction=0.2,
+        negatives=2, skip_top=1, neg_depth=6, teacher_margin=1.0,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("recipe", ["hardneg", "distill"])
-def test_unimplemented_recipes_exit_2(
-    tmp_path: Path, recipe: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["--dataset", str(tmp_path), "--recipe", recipe, "--out", str(tmp_path / "m")])
-    assert info.value.code == 2
-    assert "not implemented yet" in capsys.readouterr().err
+def test_teacher_recipes_tiny_run(tmp_path: Path, recipe: Recipe) -> None:
+    dataset = _fake_dataset(tmp_path / "scifact")
+    n = 10
+    # Ranked lists: the query's own document first, then the others in a fixed rotation.
+    candidates = {f"q{i}": [f"d{(i + j) % n}" for j in range(n)] for i in range(n)}
+    artifact = train(
+        dataset, tmp_path / "models", _hp(recipe), threads=1, candidates=candidates, teacher=_teacher,
+        teacher_name="fake-ce@v1",
+    )  # fmt: skip
+    manifest = read_manifest(artifact)
+    assert manifest["name"] == f"all-MiniLM-L6-v2-{recipe}" and manifest["teacher"] == "fake-ce@v1"
+    assert manifest["examples"] == 8 and manifest["hyperparameters"]["negatives"] == 2
+    assert BiEncoder.load(artifact, max_length=32).identity.startswith(f"all-MiniLM-L6-v2-{recipe}@")
+
+
+def test_teacher_recipes_need_teacher(tmp_path: Path) -> None:
+    dataset = _fake_dataset(tmp_path / "scifact")
+    with pytest.raises(ValueError, match="teacher"):
+        train(dataset, tmp_path / "models", _hp("distill"))
 
 
 def test_bad_temperature_exits_2(tmp_path: Path) -> None:
