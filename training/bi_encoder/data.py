@@ -124,7 +124,7 @@ def filter_false_negatives(
 
 
 def attach_hard_negatives(
-    examples: Sequence[Example],
+    examples: Iterable[Example],
     candidates: Mapping[str, Sequence[str]],
     qrels: Mapping[str, Mapping[str, int]],
     documents: Mapping[str, Document],

@@ -138,7 +138,8 @@ def train(
     if hp.recipe != "mnrl":
         assert candidates is not None and teacher is not None
         examples = attach_hard_negatives(
-            examples, candidates, train_qrels, documents, teacher,
+            tqdm(examples, desc="teacher-filtered negatives", unit="query"),
+            candidates, train_qrels, documents, teacher,
             count=hp.negatives, skip_top=hp.skip_top, depth=hp.neg_depth, margin=hp.teacher_margin, rng=rng,
         )  # fmt: skip
         if not examples:
