@@ -29,23 +29,19 @@ import pytest
 import yaml
 from search.v1 import search_service_pb2, search_service_pb2_grpc
 
-from search_common.artifacts import ArtifactError
-from search_common.cross_encoder_runtime import read_cross_encoder_manifest
 from search_common.local_services import (
-    LocalServiceError,
-    TritonInstallation,
     TritonServer,
     assemble_model_repository,
     free_port,
 )
 from search_common.processes import ServiceStack
+from tests.cross_encoder_support import cross_encoder_artifact, triton_installation_or_skip
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[3]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 DASHBOARD = REPO / "deploy" / "grafana" / "search-dashboard.json"
-ARTIFACT_ROOT = REPO / "var" / "test-artifacts" / "reranker-cross-encoder"
 VARIANTS = """
 default: hybrid
 variants:
@@ -59,31 +55,10 @@ QUERIES = ("gzip compress archive", "http socket server", "parse iso date", "sha
 DATA_TIMEOUT_SECONDS = 60.0
 
 
-def _artifact() -> Path:
-    """The reranker tests' v1 artifact (packaged MiniLM body, one layer, seeded head), exported if absent."""
-    target = ARTIFACT_ROOT / "v1"
-    with contextlib.suppress(ArtifactError):
-        read_cross_encoder_manifest(target)
-        return target
-    from training.cross_encoder.export import main as export_main
-
-    export_main(
-        ["--untrained", "--out", str(ARTIFACT_ROOT), "--version", "v1", "--layers", "1", "--seed", "13",
-         "--max-length", "128", "--no-quantize"]
-    )  # fmt: skip
-    return target
-
-
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    try:
-        installation = TritonInstallation.find()
-    except LocalServiceError as exc:
-        pytest.skip(f"tritonserver not installed here: {exc}")
-    reason = installation.cannot_run()
-    if reason is not None:
-        pytest.skip(f"tritonserver cannot start on this machine: {reason}")
-    artifact = _artifact()
+    installation = triton_installation_or_skip()
+    artifact = cross_encoder_artifact()
     work = tmp_path_factory.mktemp("observability-triton")
     repository = assemble_model_repository(
         work / "model_repository",

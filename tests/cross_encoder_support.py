@@ -1,0 +1,50 @@
+"""What tests that need a cross-encoder or a tritonserver share: a test artifact and the runnable server.
+
+Artifacts come from `training.cross_encoder.export --untrained`: the packaged MiniLM body, one layer kept, a
+seeded fresh head, fp32 so that Triton and in-process scores agree to float precision whatever the batch
+composition. They are built once under var/test-artifacts/ and reused by later runs; versions differ in the
+head's seed, so a version change also changes the scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from search_common.artifacts import ArtifactError
+from search_common.cross_encoder_runtime import read_cross_encoder_manifest
+from search_common.local_services import LocalServiceError, TritonInstallation
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACT_ROOT = REPO_ROOT / "var" / "test-artifacts" / "reranker-cross-encoder"
+MAX_LENGTH = 128
+HEAD_SEEDS = {"v1": 13, "v2": 7}
+
+
+def cross_encoder_artifact(version: str = "v1") -> Path:
+    """The test cross-encoder `version` (a key of HEAD_SEEDS), exported on first use."""
+    target = ARTIFACT_ROOT / version
+    with contextlib.suppress(ArtifactError):
+        read_cross_encoder_manifest(target)
+        return target
+    from training.cross_encoder.export import main as export_main
+
+    export_main(
+        ["--untrained", "--out", str(ARTIFACT_ROOT), "--version", version, "--layers", "1",
+         "--seed", str(HEAD_SEEDS[version]), "--max-length", str(MAX_LENGTH), "--no-quantize"]
+    )  # fmt: skip
+    return target
+
+
+def triton_installation_or_skip() -> TritonInstallation:
+    """The tritonserver of .venv-triton; skips the calling test, saying why, where it cannot run."""
+    try:
+        installation = TritonInstallation.find()
+    except LocalServiceError as exc:
+        pytest.skip(f"tritonserver not installed here: {exc}")
+    reason = installation.cannot_run()
+    if reason is not None:
+        pytest.skip(f"tritonserver cannot start on this machine: {reason}")
+    return installation
