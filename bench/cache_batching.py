@@ -24,7 +24,6 @@ import logging
 import platform
 import re
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -34,17 +33,9 @@ import numpy as np
 
 from search_common.beir import BeirDataset
 from search_common.documents import Document
+from search_common.provenance import git_sha
 
 logger = logging.getLogger(__name__)
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def ms(values: list[float], q: float) -> float:

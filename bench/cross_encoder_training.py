@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
+from search_common.provenance import git_sha
 from training.cross_encoder.release import best_epoch
 
 
@@ -25,15 +25,6 @@ def _pairs(values: list[str]) -> dict[str, Path]:
         name, _, path = value.partition("=")
         out[name] = Path(path)
     return out
-
-
-def _git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def rows(runs: dict[str, Path], tests: dict[str, list[Path]]) -> list[dict[str, Any]]:
@@ -135,7 +126,7 @@ def main() -> None:
     notes = args.notes.read_text() if args.notes else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(
-        json.dumps({"git_sha": _git_sha(), "device": "cpu (2 cores, shared)", "rows": table}, indent=2) + "\n"
+        json.dumps({"git_sha": git_sha(), "device": "cpu (2 cores, shared)", "rows": table}, indent=2) + "\n"
     )
     args.out.with_suffix(".md").write_text(markdown(table, notes))
     print(args.out.with_suffix(".md").read_text())

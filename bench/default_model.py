@@ -18,12 +18,12 @@ import logging
 import os
 import platform
 import resource
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from search_common.artifacts import read_manifest
+from search_common.provenance import git_sha
 from training.cross_encoder.default_model import (
     DEFAULT_OUT_ROOT,
     Budget,
@@ -34,15 +34,6 @@ from training.cross_encoder.default_model import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _cpu_seconds() -> float:
@@ -171,7 +162,7 @@ def main() -> None:
     if args.full_corpus:
         evals.append(full_corpus_eval(artifact, args.corpus, args.work))
     record = {
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
         "device": args.device,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),

@@ -16,7 +16,6 @@ import json
 import logging
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,9 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from search_common.provenance import git_sha
+
 logger = logging.getLogger(__name__)
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def clustered_vectors(

@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import platform
-import subprocess
 import time
 from itertools import islice
 from pathlib import Path
@@ -30,19 +29,11 @@ from retriever_service.build_index import build_index
 from retriever_service.encoder import BiEncoder
 from search_common.artifacts import ArtifactError, read_manifest
 from search_common.logging_setup import configure_logging
+from search_common.provenance import git_sha
 from search_common.stdlib_corpus import ensure_stdlib_corpus
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=REPO
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _index(corpus: Path, out: Path, kind: str, shards: int, encoder: BiEncoder | None) -> Path:
@@ -134,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging(args.log_level)
     dense, bm25 = _prepare(args.work, args.docs)
-    sha = _git_sha()
+    sha = git_sha(cwd=REPO)
     rows = asyncio.run(_drills(args, dense, bm25))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps([r.row() for r in rows], indent=2) + "\n")

@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from search_common.provenance import git_sha
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +32,6 @@ GOALS: dict[str, tuple[str, float]] = {
     "faiss_1m_speedup_at_recall95": (">=", 100.0),
     "batching_speedup_16": (">=", 1.5),
 }
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def read(path: Path) -> dict[str, Any] | None:

@@ -35,7 +35,6 @@ import json
 import logging
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +46,7 @@ import numpy.typing as npt
 import torch
 
 from search_common.beir import BeirDataset
+from search_common.provenance import git_sha
 from training.common.metrics import ndcg_at_10, ranking_to_run
 from training.cross_encoder.evaluate import score_pairs
 from training.cross_encoder.mine import (
@@ -60,15 +60,6 @@ from training.cross_encoder.model import CrossEncoder, load_cross_encoder
 logger = logging.getLogger(__name__)
 
 SetScorer = Callable[[str, list[str]], npt.NDArray[np.float32]]
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def percentile_ms(values: Sequence[float], q: float) -> float:

@@ -24,7 +24,6 @@ import json
 import logging
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,17 +39,9 @@ from gateway.variants import VariantBounds, load_variants
 from search_common.beir import BeirDataset
 from search_common.grpc_server import message_size_options
 from search_common.processes import ServiceStack
+from search_common.provenance import git_sha
 
 logger = logging.getLogger(__name__)
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def ms(values: list[float], q: float) -> float:

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,7 @@ from search_common.beir import BeirDataset, DatasetError, Query
 from search_common.errors import SearchError
 from search_common.logging_setup import configure_logging
 from search_common.ports import Reranker, Retriever
+from search_common.provenance import git_sha
 
 logger = logging.getLogger(__name__)
 
@@ -171,22 +171,12 @@ def run_ab(settings: AbSettings, reranker: Reranker | None) -> tuple[list[AbRow]
         "split": settings.split,
         "dense_shards": settings.shards,
         "reranker_adapter": settings.reranker,
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(short=True),
         "host": {"machine": platform.machine(), "cores": os.cpu_count() or 0, "device": "cpu"},
         "latency": "wall time of SearchPipeline.search, one query in flight, in-process shards",
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return rows, context
-
-
-def _git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip()
 
 
 def render_markdown(rows: Sequence[Mapping[str, Any]], context: Mapping[str, Any]) -> str:

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from search_common.provenance import git_sha
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_git_sha_names_the_checked_out_commit() -> None:
+    assert re.fullmatch(r"[0-9a-f]{40}", git_sha(cwd=REPO_ROOT))
+    assert git_sha(cwd=REPO_ROOT).startswith(git_sha(short=True, cwd=REPO_ROOT))
+
+
+def test_git_sha_outside_a_checkout_is_unknown(tmp_path: Path) -> None:
+    assert git_sha(cwd=tmp_path) == "unknown"
