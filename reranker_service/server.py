@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
@@ -29,6 +27,7 @@ from search_common.grpc_server import (
     set_serving,
 )
 from search_common.hot_swap import SignalReloader
+from search_common.processes import write_port_file
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +71,6 @@ def create_server(settings: Settings, core: RerankCore) -> tuple[grpc.aio.Server
     """A server answering Rerank with `core` (health left to the caller; `serve` uses `build_server`)."""
     built = build_server(settings, core)
     return built.server, built.port
-
-
-def write_port_file(path: Path, port: int) -> None:
-    """Writes the port atomically (temp file + rename) so a reader never sees a partial number."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{port}\n")
-    tmp.replace(path)
 
 
 async def serve(settings: Settings) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
@@ -28,6 +26,7 @@ from search_common.grpc_server import (
 )
 from search_common.hot_swap import SignalReloader
 from search_common.ports import Retriever
+from search_common.processes import write_port_file
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +108,6 @@ def create_server(
     """
     built = build_server(settings, retriever, metrics)
     return built.server, built.port
-
-
-def write_port_file(path: Path, port: int) -> None:
-    """Writes the port atomically (temp file + rename) so a reader never sees a partial number."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{port}\n")
-    tmp.replace(path)
 
 
 async def serve(settings: Settings) -> None:
