@@ -33,6 +33,7 @@ import numpy as np
 
 from search_common.beir import BeirDataset
 from search_common.documents import Document
+from search_common.logging_setup import configure_logging
 from search_common.provenance import git_sha
 
 logger = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def main() -> None:
     batching.add_argument("--pairs-per-request", type=int, default=8)
     batching.add_argument("--seconds", type=float, default=30.0, help="load window per setting")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     sets = load_sets(args.dataset, max(args.cache_queries, 1), args.cache_depth)
     record: dict[str, Any] = {
         "bench": "cache_batching",

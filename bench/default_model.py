@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from search_common.artifacts import read_manifest
+from search_common.logging_setup import configure_logging
 from search_common.provenance import git_sha
 from training.cross_encoder.default_model import (
     DEFAULT_OUT_ROOT,
@@ -140,7 +141,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu (2 cores, shared with 3 other engineers' jobs)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/default_model"))
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     wall0, cpu0 = time.perf_counter(), _cpu_seconds()
     budget = Budget()

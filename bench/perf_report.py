@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from search_common.logging_setup import configure_logging
 from search_common.provenance import git_sha
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("bench/results"))
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     res = args.results
     rerank = read(res / "rerank.json")
     # A longer reranker run (more queries scored) gives the nDCG delta when there is one.

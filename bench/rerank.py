@@ -46,6 +46,7 @@ import numpy.typing as npt
 import torch
 
 from search_common.beir import BeirDataset
+from search_common.logging_setup import configure_logging
 from search_common.provenance import git_sha
 from training.common.metrics import ndcg_at_10, ranking_to_run
 from training.cross_encoder.evaluate import score_pairs
@@ -155,7 +156,7 @@ def main() -> None:
     model.add_argument("--scorers", nargs="+", default=["onnx", "st", "per_pair"])
     model.add_argument("--triton", action="store_true", help="also score through a real tritonserver")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     torch.set_num_threads(args.threads)
 
     from search_common.cross_encoder_runtime import CrossEncoderRuntime

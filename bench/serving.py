@@ -38,6 +38,7 @@ from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import VariantBounds, load_variants
 from search_common.beir import BeirDataset
 from search_common.grpc_server import message_size_options
+from search_common.logging_setup import configure_logging
 from search_common.processes import ServiceStack
 from search_common.provenance import git_sha
 
@@ -179,7 +180,7 @@ def main() -> None:
     load.add_argument("--load-clients", type=int, default=16)
     load.add_argument("--p95-target", type=float, default=0.5, help="s; gateway.metrics.SLO_SECONDS")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     data_set = BeirDataset(args.dataset)
     queries = data_set.queries()
     texts = [queries[q].text for q in sorted(data_set.qrels("test"))][: args.queries]

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Literal
 
 from search_common import triton_contract as tc
+from search_common.logging_setup import configure_logging
 from search_common.tls import ClientTls, tritonclient_options
 
 logger = logging.getLogger(__name__)
@@ -609,7 +610,7 @@ def triton_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--env-file", type=Path, default=None, help="also write TRITON_URL=... here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     from search_common.artifacts import latest_version
 
     version_dir = args.artifact_root / args.version if args.version else latest_version(args.artifact_root)
@@ -647,7 +648,7 @@ def redis_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default=None)
     parser.add_argument("--env-file", type=Path, default=None, help="also write REDIS_URL=... here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     with RedisServer(port=args.port, password=args.password) as server, _until_signal():
         _write_env_file(
             args.env_file,

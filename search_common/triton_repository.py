@@ -17,6 +17,7 @@ from pathlib import Path
 
 from search_common.artifacts import ArtifactError
 from search_common.local_services import LocalServiceError, assemble_model_repository
+from search_common.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         repository = assemble_model_repository(
             args.out,

@@ -26,6 +26,7 @@ from ir_measures import R, nDCG
 
 from retriever_service.encoder import BiEncoder
 from search_common.beir import BeirDataset
+from search_common.logging_setup import configure_logging
 from training.common.splits import split_train_dev
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
     for model in args.model:

@@ -39,6 +39,7 @@ from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warm
 from retriever_service.encoder import DEFAULT_MODEL_NAME, WEIGHTS_FILE, default_model_dir
 from search_common.artifacts import atomic_directory, new_version, sha256_file, write_manifest
 from search_common.beir import BeirDataset
+from search_common.logging_setup import configure_logging
 from training.bi_encoder.data import (
     Teacher,
     attach_hard_negatives,
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--{flag.replace('_', '-')} must be positive")
     if not args.temperature > 0:
         parser.error("--temperature must be positive")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     hp = HyperParameters(
         recipe=args.recipe,
         epochs=args.epochs,

@@ -59,6 +59,7 @@ from search_common.artifacts import (
 )
 from search_common.beir import iter_corpus
 from search_common.documents import Document
+from search_common.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -693,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--allow-no-gain", action="store_true", help="publish even without held-out gain")
     parser.add_argument("--json", type=Path, default=None, help="also write the manifest's eval here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     budget = Budget(max_groups=args.max_groups, held_out=args.held_out, eval_depth=args.eval_depth)
     recipe = Recipe(seed=args.seed)
     try:

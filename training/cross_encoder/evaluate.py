@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from gateway.merge import rerank_order
 from search_common.documents import Candidate, Document
+from search_common.logging_setup import configure_logging
 from training.common.metrics import ndcg_at_10, ranking_to_run
 from training.cross_encoder.model import CrossEncoder
 
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--indexes", type=Path, default=DEFAULT_INDEXES)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     data = BeirDataset(args.dataset)
     documents = {d.doc_id: d for d in data.corpus()}

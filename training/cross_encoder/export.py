@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from search_common.artifacts import atomic_directory, new_version, sha256_file, write_manifest
+from search_common.logging_setup import configure_logging
 from training.cross_encoder.model import (
     CONFIG_NAME,
     CrossEncoder,
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=13, help="with --untrained: head seed")
     parser.add_argument("--no-quantize", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
 
     version = args.version or new_version()
     with tempfile.TemporaryDirectory(prefix="ce-untrained-") as tmp:

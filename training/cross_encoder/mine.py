@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from gateway.merge import merge_shards, reciprocal_rank_fusion
 from search_common.documents import Candidate, RetrieverKind
+from search_common.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--depth", type=int, default=DEFAULT_DEPTH)
     parser.add_argument("--no-pseudo", action="store_true", help="skip mining the title pseudo-queries")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     corpus = args.dataset / "corpus.jsonl"
     root = args.indexes / args.dataset.name
     first_stage_candidates(

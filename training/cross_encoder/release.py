@@ -25,6 +25,7 @@ from search_common.artifacts import (
     verify_checksums,
     write_manifest,
 )
+from search_common.logging_setup import configure_logging
 from training.cross_encoder import evaluate
 from training.cross_encoder.export import export_cross_encoder
 
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-dev-onnx", action="store_true", help="skip re-measuring dev with the int8 model"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     if args.promote is not None:
         promote(args.promote)
         return

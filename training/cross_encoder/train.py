@@ -31,6 +31,7 @@ from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmu
 from search_common.artifacts import sha256_file
 from search_common.beir import BeirDataset
 from search_common.documents import Document
+from search_common.logging_setup import configure_logging
 from training.common.seeding import seed_everything
 from training.common.splits import split_train_dev
 from training.cross_encoder.data import (
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--init-checkpoint", type=Path, default=None, help="continue from this checkpoint")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     hp = HyperParameters(
         loss=args.loss,
         negatives=args.negatives,
