@@ -18,12 +18,22 @@ RETRIEVER_KIND_DENSE: RetrieverKind
 RETRIEVER_KIND_BM25: RetrieverKind
 
 class RetrieveRequest(_message.Message):
-    __slots__ = ("query", "top_k")
+    __slots__ = ("query", "top_k", "query_embedding")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    QUERY_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     query: str
     top_k: int
-    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ...) -> None: ...
+    query_embedding: QueryEmbedding
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., query_embedding: _Optional[_Union[QueryEmbedding, _Mapping]] = ...) -> None: ...
+
+class QueryEmbedding(_message.Message):
+    __slots__ = ("values", "encoder")
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    encoder: str
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., encoder: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("document", "score")

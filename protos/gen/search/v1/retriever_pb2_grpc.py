@@ -53,7 +53,9 @@ class RetrieverServiceServicer:
 
     def Retrieve(self, request, context):
         """Returns the shard's top_k candidates for a query, best first.
-        Errors: INVALID_ARGUMENT for bad input, UNAVAILABLE while the shard loads.
+        Errors: INVALID_ARGUMENT for bad input (including a query_embedding of the wrong dimension or with
+        non-finite values), FAILED_PRECONDITION for a query_embedding from another encoder than the shard's,
+        UNAVAILABLE while the shard loads.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
