@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from search_common.documents import Document
+from training.cross_encoder.data import PSEUDO_PREFIX, pseudo_query_ids
 
 Teacher = Callable[[str, Sequence[str]], npt.NDArray[np.float32]]
 """Scores texts against a query, one float per text in input order (`CrossEncoderRuntime.score`)."""
@@ -29,6 +30,7 @@ __all__ = [
     "filter_false_negatives",
     "in_batch_safe_batches",
     "positive_examples",
+    "pseudo_query_examples",
 ]
 
 
@@ -37,6 +39,8 @@ class Example:
     """One query, one judged positive document, optional hard negatives and the teacher's margins.
 
     `teacher_margins[i]` is the cross-encoder's score of the positive minus its score of `negative_ids[i]`.
+    `title_free` (pseudo-query examples, whose query is the positive's own title) shows every document of
+    the example without its title, so the model cannot match the title verbatim.
     """
 
     query_id: str
@@ -44,6 +48,10 @@ class Example:
     positive_id: str
     negative_ids: tuple[str, ...] = ()
     teacher_margins: tuple[float, ...] = ()
+    title_free: bool = False
+
+    def document_text(self, document: Document) -> str:
+        return document.text if self.title_free else document.model_text()
 
 
 def positive_examples(
@@ -66,6 +74,24 @@ def positive_examples(
         for doc_id in sorted(d for d, rel in qrels.get(qid, {}).items() if rel > 0):
             if doc_id in documents:
                 examples.append(Example(qid, queries[qid], doc_id))
+    return examples
+
+
+def pseudo_query_examples(
+    documents: Mapping[str, Document], limit: int, *, seed: int, exclude_docs: frozenset[str] = frozenset()
+) -> list[Example]:
+    """Up to `limit` title -> own abstract examples (GPL-style domain adaptation from the corpus itself).
+
+    The pseudo-query id is `pq:<doc_id>`, the ids the first-stage mining cache uses for titles
+    (`training.cross_encoder.mine.pseudo_queries`), so hard negatives can be mined for them too. Documents in
+    `exclude_docs` (those judged for held-out queries) are never used, so the dev figures stay honest.
+    """
+    usable = [d for d in documents.values() if d.doc_id not in exclude_docs]
+    chosen = pseudo_query_ids(usable, limit, seed=seed)
+    examples = []
+    for pid in chosen:
+        doc_id = pid.removeprefix(PSEUDO_PREFIX)
+        examples.append(Example(pid, documents[doc_id].title, doc_id, title_free=True))
     return examples
 
 
@@ -149,13 +175,15 @@ def attach_hard_negatives(
         raise ValueError(f"attach_hard_negatives: bad count/skip_top/depth {count}/{skip_top}/{depth}")
     out: list[Example] = []
     for example in examples:
-        positives = [d for d, rel in qrels.get(example.query_id, {}).items() if rel > 0]
+        # A pseudo-query has no qrels: its own document is its only known positive.
+        judged = [d for d, rel in qrels.get(example.query_id, {}).items() if rel > 0]
+        positives = [*judged, example.positive_id]
         banned = set(positives)
         window = [d for d in candidates.get(example.query_id, ())[skip_top:depth] if d not in banned]
         window = [d for d in window if d in documents]
         if len(window) < count:
             continue
-        texts = [documents[example.positive_id].model_text()] + [documents[d].model_text() for d in window]
+        texts = [example.document_text(documents[d]) for d in (example.positive_id, *window)]
         scores = [float(s) for s in teacher(example.query, texts)]
         by_id = dict(zip(window, scores[1:], strict=True))
         kept = filter_false_negatives(window, positives, by_id, scores[0], margin=margin)
@@ -169,6 +197,7 @@ def attach_hard_negatives(
                 example.positive_id,
                 tuple(chosen),
                 tuple(scores[0] - by_id[d] for d in chosen),
+                example.title_free,
             )
         )
     return out

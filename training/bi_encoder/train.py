@@ -46,6 +46,7 @@ from training.bi_encoder.data import (
     examples_sha256,
     in_batch_safe_batches,
     positive_examples,
+    pseudo_query_examples,
 )
 from training.bi_encoder.losses import InBatchContrastiveLoss, MarginMSELoss
 from training.common.seeding import seed_everything
@@ -76,6 +77,7 @@ class HyperParameters:
     skip_top: int = 3
     neg_depth: int = 30
     teacher_margin: float = 1.0
+    pseudo_queries: int = 0
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -133,6 +135,9 @@ def train(
     examples = positive_examples(train_ids, queries, train_qrels, documents)
     if max_examples is not None:
         examples = examples[:max_examples]
+    if hp.pseudo_queries > 0:
+        held_out = frozenset(d for q in dev_ids for d, rel in train_qrels[q].items() if rel > 0)
+        examples += pseudo_query_examples(documents, hp.pseudo_queries, seed=hp.seed, exclude_docs=held_out)
     if not examples:
         raise ValueError(f"{dataset}: no training examples")
     rng = random.Random(hp.seed)
@@ -175,14 +180,13 @@ def train(
         bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch")
         for n, batch in enumerate(bar, start=1):
             q = _embed(model, tokenizer, [e.query for e in batch], hp.query_max_length)
-            p = _embed(
-                model, tokenizer, [documents[e.positive_id].model_text() for e in batch], hp.doc_max_length
-            )
+            positives = [e.document_text(documents[e.positive_id]) for e in batch]
+            p = _embed(model, tokenizer, positives, hp.doc_max_length)
             if hp.recipe == "mnrl":
                 loss = loss_fn(q @ p.T)
             else:
                 k = hp.negatives
-                texts = [documents[d].model_text() for e in batch for d in e.negative_ids]
+                texts = [e.document_text(documents[d]) for e in batch for d in e.negative_ids]
                 negs = _embed(model, tokenizer, texts, hp.doc_max_length).view(len(batch), k, -1)
                 neg_scores = (q.unsqueeze(1) * negs).sum(-1)  # (B, k)
                 if hp.recipe == "hardneg":
@@ -255,6 +259,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--teacher-margin", type=float, default=1.0, help="drop negatives the CE scores closer"
     )
+    parser.add_argument(
+        "--pseudo-queries", type=int, default=0, help="title -> own abstract examples from the corpus"
+    )
     parser.add_argument("--teacher", type=Path, default=None, help="cross-encoder artifact (default: newest)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="first-stage mining cache")
     parser.add_argument("--indexes", type=Path, default=DEFAULT_INDEXES, help="mining index root")
@@ -284,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         skip_top=args.skip_top,
         neg_depth=args.neg_depth,
         teacher_margin=args.teacher_margin,
+        pseudo_queries=args.pseudo_queries,
     )
     candidates: dict[str, list[str]] | None = None
     teacher: Teacher | None = None
@@ -291,14 +299,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.recipe != "mnrl":
         from search_common.artifacts import latest_version
         from search_common.cross_encoder_runtime import CrossEncoderRuntime
-        from training.cross_encoder.mine import first_stage_candidates, labelled_queries
+        from training.cross_encoder.mine import first_stage_candidates, labelled_queries, pseudo_queries
 
-        candidates = first_stage_candidates(
-            args.dataset / "corpus.jsonl",
-            labelled_queries(args.dataset),
-            cache_dir=args.cache,
-            index_root=args.indexes / args.dataset.name,
-        )
+        query_sets = [labelled_queries(args.dataset)]
+        if args.pseudo_queries > 0:
+            query_sets.append(pseudo_queries(args.dataset))
+        candidates = {}
+        for query_set in query_sets:
+            candidates |= first_stage_candidates(
+                args.dataset / "corpus.jsonl",
+                query_set,
+                cache_dir=args.cache,
+                index_root=args.indexes / args.dataset.name,
+            )
         runtime = CrossEncoderRuntime.load(args.teacher or latest_version(DEFAULT_TEACHER_ROOT))
         teacher, teacher_name = runtime.score, f"{runtime.name}@{runtime.version}"
     path = train(

@@ -17,6 +17,7 @@ from training.bi_encoder.data import (
     filter_false_negatives,
     in_batch_safe_batches,
     positive_examples,
+    pseudo_query_examples,
 )
 from training.common.splits import split_train_dev
 
@@ -130,3 +131,38 @@ def test_attach_hard_negatives_filters_with_teacher() -> None:
             margin=1.0,
             rng=random.Random(0),
         )
+
+
+def test_pseudo_query_examples_title_as_query_abstract_without_title() -> None:
+    docs = {
+        f"p{i}": Document(doc_id=f"p{i}", title=f"a long enough title {i}", text=f"abstract {i}")
+        for i in range(5)
+    }
+    docs["short"] = Document(doc_id="short", title="too short", text="abstract")
+    examples = pseudo_query_examples(docs, 10, seed=0, exclude_docs=frozenset({"p0"}))
+    assert {e.positive_id for e in examples} == {"p1", "p2", "p3", "p4"}
+    for example in examples:
+        assert example.query_id == "pq:" + example.positive_id and example.title_free
+        assert example.query == docs[example.positive_id].title
+        assert example.document_text(docs[example.positive_id]) == docs[example.positive_id].text
+    assert len(pseudo_query_examples(docs, 2, seed=0)) == 2
+
+
+def test_attach_hard_negatives_never_takes_a_pseudo_querys_own_document() -> None:
+    docs = {
+        f"p{i}": Document(doc_id=f"p{i}", title=f"a long enough title {i}", text=f"abstract {i}")
+        for i in range(6)
+    }
+    (example,) = [e for e in pseudo_query_examples(docs, 6, seed=0) if e.positive_id == "p0"]
+    seen: list[Sequence[str]] = []
+
+    def teacher(query: str, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        seen.append(texts)
+        return np.asarray([10.0] + [0.0] * (len(texts) - 1), dtype=np.float32)
+
+    ranked = {"pq:p0": ["p1", "p0", "p2", "p3", "p4", "p5"]}
+    (out,) = attach_hard_negatives(
+        [example], ranked, {}, docs, teacher, count=3, skip_top=0, depth=6, margin=1.0, rng=random.Random(0)
+    )
+    assert "p0" not in out.negative_ids and out.title_free
+    assert all("title" not in text for text in seen[0])
