@@ -23,7 +23,8 @@ from retriever_service.shards import (
     load_shard_manifest,
 )
 from search_common.artifacts import ArtifactError
-from search_common.documents import Candidate, Document, ShardDescription
+from search_common.documents import Candidate, Document, QueryEmbedding, ShardDescription
+from search_common.errors import FailedPrecondition, InvalidArgument
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,27 @@ class FaissRetriever(ShardRetriever[npt.NDArray[np.float32]]):
 
     def encode(self, text: str) -> npt.NDArray[np.float32]:
         return self._encoder.encode_queries([text])
+
+    def from_embedding(self, embedding: QueryEmbedding) -> npt.NDArray[np.float32]:
+        """The caller's vector as a (1, dim) query, if it comes from this shard's encoder and is usable.
+
+        Raises:
+            FailedPrecondition: another encoder made it (its vectors live in another space).
+            InvalidArgument: wrong dimension, or NaN/infinite values.
+        """
+        if embedding.encoder != self._encoder.identity:
+            raise FailedPrecondition(
+                f"{self.component}: query embedding from encoder {embedding.encoder or '(none)'!r}, "
+                f"but this shard's encoder is {self._encoder.identity!r}; send the query text only"
+            )
+        vector = np.asarray(embedding.values, dtype=np.float32).reshape(1, -1)
+        if vector.shape[1] != self._index.d:
+            raise InvalidArgument(
+                f"query embedding has {vector.shape[1]} dimensions; this shard's index has {self._index.d}"
+            )
+        if not np.isfinite(vector).all():
+            raise InvalidArgument("query embedding holds NaN or infinite values")
+        return vector
 
     def search(self, encoded: npt.NDArray[np.float32], k: int) -> list[Candidate]:
         return self.search_vectors(encoded, k)[0]

@@ -4,8 +4,8 @@ Names follow `search_retriever_*` with base units; deploy/prometheus and deploy/
 names. Labels: `stage` embed|faiss_search|bm25, `variant` the caller's `x-search-variant` bounded by
 `search_common.variant_label.VariantLabels` (none, other, or one of at most 32 valid names), `status`
 ok|error|deadline, `code` a gRPC status name. The shard's identity is the scrape target (instance/pod), not a
-label. A dense shard reports embed (query encoding) and faiss_search; a BM25 shard reports bm25
-(tokenisation and scoring together).
+label. A dense shard reports embed (query encoding; absent when the caller sent the query embedding) and
+faiss_search; a BM25 shard reports bm25 (tokenisation and scoring together).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from search_common.variant_label import NO_VARIANT
 
 STAGES_OF: Mapping[RetrieverKind, tuple[str, ...]] = {"dense": ("embed", "faiss_search"), "bm25": ("bm25",)}
 STATUSES = ("ok", "error", "deadline")
-CODES = ("OK", "INVALID_ARGUMENT", "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL")
+CODES = ("OK", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL")
 # Benchmarks on a 2-core CPU: query embedding 5-15 ms (up to ~100 ms under contention), FAISS Flat over
 # 5k vectors < 1 ms, BM25 1-5 ms. A fine low end, and 0.5 s (the gateway's SLO) as a boundary.
 STAGE_BUCKETS = (
@@ -44,9 +44,13 @@ STAGE_BUCKETS = (
 
 
 def stage_seconds(kind: RetrieverKind, timings: Mapping[str, float]) -> dict[str, float]:
-    """The adapters' timings ("embed", "search") as metric stages of a shard of `kind`."""
+    """The adapters' timings ("embed", "search") as metric stages of a shard of `kind`.
+
+    No "embed" timing (the caller sent the query embedding) means no embed sample, rather than a zero one.
+    """
     if kind == "dense":
-        return {"embed": timings.get("embed", 0.0), "faiss_search": timings.get("search", 0.0)}
+        stages = {"embed": timings["embed"]} if "embed" in timings else {}
+        return {**stages, "faiss_search": timings.get("search", 0.0)}
     return {"bm25": sum(timings.values())}
 
 
@@ -104,7 +108,7 @@ class RetrieverMetrics:
         self, kind: RetrieverKind | None, variant: str, code: grpc.StatusCode, seconds: float
     ) -> None:
         self.requests.labels(variant=variant, code=code.name).inc()
-        if kind is None or code == grpc.StatusCode.INVALID_ARGUMENT:
-            return  # not loaded yet, or a bad request: no latency sample
+        if kind is None or code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+            return  # not loaded yet, or a request to resend: no latency sample
         status = "deadline" if code == grpc.StatusCode.DEADLINE_EXCEEDED else "error"
         self.stage_duration.labels(stage=STAGES_OF[kind][-1], variant=variant, status=status).observe(seconds)

@@ -6,12 +6,13 @@ import logging
 import time
 
 import grpc
+import numpy as np
 from google.protobuf.duration_pb2 import Duration
 from search.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 
 from retriever_service.metrics import RetrieverMetrics
 from retriever_service.shards import validate_request
-from search_common.documents import RetrievalResult, RetrieverKind, ShardDescription
+from search_common.documents import QueryEmbedding, RetrievalResult, RetrieverKind, ShardDescription
 from search_common.errors import SearchError, Unavailable, abort_with
 from search_common.ports import Retriever
 from search_common.variant_label import VariantLabels
@@ -32,6 +33,14 @@ def shard_to_proto(shard: ShardDescription) -> retriever_pb2.ShardInfo:
         encoder=shard.encoder,
         num_documents=shard.num_documents,
     )
+
+
+def embedding_from_proto(request: retriever_pb2.RetrieveRequest) -> QueryEmbedding | None:
+    """The request's query embedding, or None when the caller sent the text only."""
+    if not request.HasField("query_embedding"):
+        return None
+    given = request.query_embedding
+    return QueryEmbedding(np.asarray(given.values, dtype=np.float32), given.encoder)
 
 
 def result_to_proto(result: RetrievalResult) -> retriever_pb2.RetrieveResponse:
@@ -102,7 +111,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):  # type: i
             )
             retriever = self._ready()
             remaining = context.time_remaining()
-            result = await retriever.retrieve(request.query, request.top_k, timeout=remaining)
+            result = await retriever.retrieve(
+                request.query, request.top_k, timeout=remaining, embedding=embedding_from_proto(request)
+            )
         except Exception as exc:
             code = exc.code if isinstance(exc, SearchError) else grpc.StatusCode.INTERNAL
             self._metrics.record_error(self._kind, variant, code, time.perf_counter() - started)

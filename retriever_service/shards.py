@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from search_common.artifacts import ArtifactError, read_manifest, verify_checksums
-from search_common.documents import Candidate, Document, RetrievalResult, ShardDescription
+from search_common.documents import Candidate, Document, QueryEmbedding, RetrievalResult, ShardDescription
 from search_common.errors import DeadlineExceeded, InvalidArgument
 
 logger = logging.getLogger(__name__)
@@ -185,28 +185,47 @@ class ShardRetriever(abc.ABC, Generic[EncodedQuery]):
     def encode(self, text: str) -> EncodedQuery:
         """The query in the form `search` takes (blocking)."""
 
+    def from_embedding(self, embedding: QueryEmbedding) -> EncodedQuery | None:
+        """The caller's query embedding in the form `search` takes, or None to embed the text instead.
+
+        Checks it (cheap, non-blocking). A BM25 shard has no use for a vector: None.
+        """
+        return None
+
     @abc.abstractmethod
     def search(self, encoded: EncodedQuery, k: int) -> list[Candidate]:
         """Top-k candidates of one encoded query, best first (blocking)."""
 
-    def search_sync(self, query: str, k: int) -> RetrievalResult:
-        """Blocking encode + search; `retrieve` runs this off the event loop."""
+    def search_sync(self, query: str, k: int, embedding: QueryEmbedding | None = None) -> RetrievalResult:
+        """Blocking encode + search; `retrieve` runs the same off the event loop."""
         text = validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
-        started = time.perf_counter()
-        encoded = self.encode(text)
-        embedded = time.perf_counter()
-        candidates = self.search(encoded, k)
-        return RetrievalResult(
-            candidates=candidates,
-            shard=self._shard,
-            timings={"embed": embedded - started, "search": time.perf_counter() - embedded},
-        )
+        given = None if embedding is None else self.from_embedding(embedding)
+        return self._search_text(text, k, given)
 
-    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:
+    def _search_text(self, text: str, k: int, given: EncodedQuery | None) -> RetrievalResult:
+        timings: dict[str, float] = {}
+        if given is None:
+            started = time.perf_counter()
+            given = self.encode(text)
+            timings["embed"] = time.perf_counter() - started  # absent when the caller embedded
+        searched = time.perf_counter()
+        candidates = self.search(given, k)
+        timings["search"] = time.perf_counter() - searched
+        return RetrievalResult(candidates=candidates, shard=self._shard, timings=timings)
+
+    async def retrieve(
+        self,
+        query: str,
+        k: int,
+        timeout: float | None = None,
+        *,
+        embedding: QueryEmbedding | None = None,
+    ) -> RetrievalResult:
         # Validate on the loop so bad input never costs a thread.
-        validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
+        text = validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
+        given = None if embedding is None else self.from_embedding(embedding)
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self.search_sync, query, k), timeout)
+            return await asyncio.wait_for(asyncio.to_thread(self._search_text, text, k, given), timeout)
         except TimeoutError:
             raise DeadlineExceeded(f"{self.component}: retrieval exceeded {timeout:.3f}s") from None
 

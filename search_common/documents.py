@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
+
 RetrieverKind = Literal["dense", "bm25"]
 
 
@@ -39,6 +42,18 @@ class ShardDescription:
     def component(self) -> str:
         """Bounded label for metrics and metadata, for example 'dense/shard-0'."""
         return f"{self.kind}/shard-{self.shard_id}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class QueryEmbedding:
+    """A query embedded once by the caller, for every dense shard of the encoder named by `encoder`.
+
+    `values` is the 1-D float32 vector; `encoder` the identity a dense shard reports in
+    `ShardDescription.encoder` ("<name>@<sha256 prefix>").
+    """
+
+    values: npt.NDArray[np.float32]
+    encoder: str
 
 
 @dataclass(slots=True)

@@ -27,6 +27,12 @@ class Unavailable(SearchError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class FailedPrecondition(SearchError):
+    """Not servable as sent, but servable as changed (a query embedding made by another encoder)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class ResourceExhausted(SearchError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -61,4 +67,6 @@ def from_rpc_error(error: grpc.aio.AioRpcError, component: str) -> SearchError:
         return ResourceExhausted(detail)
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFound(f"{component}: {error.details()}")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPrecondition(f"{component}: {error.details()}")
     return Unavailable(detail)

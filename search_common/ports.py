@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from search_common.documents import Document, RerankResult, RetrievalResult, ShardDescription
+import numpy as np
+import numpy.typing as npt
+
+from search_common.documents import (
+    Document,
+    QueryEmbedding,
+    RerankResult,
+    RetrievalResult,
+    ShardDescription,
+)
 
 
 class Retriever(Protocol):
@@ -22,15 +31,39 @@ class Retriever(Protocol):
 
     async def describe(self, timeout: float | None = None) -> ShardDescription: ...
 
-    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:
+    async def retrieve(
+        self,
+        query: str,
+        k: int,
+        timeout: float | None = None,
+        *,
+        embedding: QueryEmbedding | None = None,
+    ) -> RetrievalResult:
         """The shard's top-k candidates, best first.
 
+        A dense shard given `embedding` searches with it instead of embedding `query` (and reports no
+        "embed" timing); a BM25 shard ignores it.
+
         Raises:
-            search_common.errors.SearchError subclasses: InvalidArgument, Unavailable, DeadlineExceeded.
+            search_common.errors.SearchError subclasses: InvalidArgument (also a bad embedding),
+            FailedPrecondition (an embedding from another encoder), Unavailable, DeadlineExceeded.
         """
         ...
 
     async def close(self) -> None: ...
+
+
+class QueryEncoder(Protocol):
+    """Embeds queries for dense retrieval (retriever_service.encoder.BiEncoder)."""
+
+    @property
+    def identity(self) -> str:
+        """The encoder's identity, as a dense shard built with it reports in ShardDescription.encoder."""
+        ...
+
+    def encode_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """float32 (n, dim), in input order (blocking: call it off the event loop)."""
+        ...
 
 
 class Reranker(Protocol):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from search_common.documents import (
     Candidate,
     Document,
+    QueryEmbedding,
     RerankResult,
     RetrievalResult,
     RetrieverKind,
@@ -36,6 +37,7 @@ class FakeRetriever:
         self.error = error
         self.delay = delay
         self.calls: list[tuple[str, int, float | None]] = []
+        self.embeddings: list[QueryEmbedding | None] = []
         self._shard = ShardDescription(kind, shard_id, num_shards, f"fake-{kind}", "v1", len(self._scored))
 
     @property
@@ -45,8 +47,16 @@ class FakeRetriever:
     async def describe(self, timeout: float | None = None) -> ShardDescription:
         return self._shard
 
-    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:
+    async def retrieve(
+        self,
+        query: str,
+        k: int,
+        timeout: float | None = None,
+        *,
+        embedding: QueryEmbedding | None = None,
+    ) -> RetrievalResult:
         self.calls.append((query, k, timeout))
+        self.embeddings.append(embedding)
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.error is not None:
