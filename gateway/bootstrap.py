@@ -18,12 +18,13 @@ from gateway.pipeline import SearchPipeline
 from gateway.servicer import RequestLimits
 from gateway.variants import LiveVariants, VariantTable, load_variants
 from search_common.errors import SearchError, Unavailable
-from search_common.ports import Reranker, Retriever
+from search_common.ports import QueryEncoder, Reranker, Retriever
 
 logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS = 2.0
 PROBE_INTERVAL_SECONDS = 0.25
+WARMUP_QUERY = "warm up the query encoder"
 
 
 @dataclass
@@ -54,8 +55,12 @@ def bootstrap(
     *,
     retrievers: Mapping[str, Sequence[Retriever]] | None = None,
     reranker: Reranker | None = None,
+    query_encoder: QueryEncoder | None = None,
 ) -> Gateway:
     """Builds the gateway from Settings; `retrievers`/`reranker` replace the gRPC adapters when given.
+
+    `query_encoder` is what `load_query_encoder(settings)` returned (loading is slow, so the caller does it
+    off the event loop), or an encoder a test already holds; None embeds nothing at the gateway.
 
     Raises:
         gateway.variants.VariantError: the variants file is invalid or nothing in it can be served here.
@@ -82,6 +87,7 @@ def bootstrap(
         snippet_chars=settings.snippet_chars,
         retrieve_timeout=settings.retrieve_timeout_seconds,
         rerank_timeout=settings.rerank_timeout_seconds,
+        query_encoder=query_encoder,
     )
     limits = RequestLimits(
         max_top_k=settings.max_top_k,
@@ -93,8 +99,36 @@ def bootstrap(
     return Gateway(pipeline, live, limits, retrievers, reranker)
 
 
-async def wait_until_ready(retrievers: Mapping[str, Sequence[Retriever]], timeout: float) -> None:
+def load_query_encoder(settings: Settings) -> QueryEncoder | None:
+    """The encoder `--query-encoder` names, loaded and warmed up (blocking); None when none is set.
+
+    Imported only when configured, so a gateway without one never loads torch.
+
+    Raises:
+        search_common.artifacts.ArtifactError: the directory is not a loadable bi-encoder.
+    """
+    if settings.query_encoder is None:
+        return None
+    import torch
+
+    from retriever_service.config import available_cores
+    from retriever_service.encoder import BiEncoder
+
+    torch.set_num_threads(settings.query_encoder_threads or available_cores())
+    directory = None if settings.query_encoder == "packaged" else settings.query_encoder
+    encoder = BiEncoder.load(directory)
+    encoder.encode_queries([WARMUP_QUERY])  # the first call pays one-off setup; not a request's
+    logger.info("query encoder %s: queries are embedded once here", encoder.identity)
+    return encoder
+
+
+async def wait_until_ready(
+    retrievers: Mapping[str, Sequence[Retriever]], timeout: float, query_encoder: str | None = None
+) -> None:
     """Polls GetShardInfo until every group has at least one shard answering.
+
+    With `query_encoder` (the gateway's encoder identity), a dense shard reporting another encoder is
+    logged: it will refuse the gateway's query vectors and be asked again by text, which is slower.
 
     Raises:
         Unavailable: a group had no answering shard within `timeout` seconds.
@@ -119,6 +153,14 @@ async def wait_until_ready(retrievers: Mapping[str, Sequence[Retriever]], timeou
                     raise ValueError(
                         f"{group}: {shard.component} belongs to an index of {shard.num_shards} shards "
                         f"but {len(shards)} address(es) are configured"
+                    )
+            for shard in described:
+                if query_encoder is not None and shard.kind == "dense" and shard.encoder != query_encoder:
+                    logger.warning(
+                        "%s uses encoder %s, the gateway's query encoder is %s: its queries go by text",
+                        shard.component,
+                        shard.encoder,
+                        query_encoder,
                     )
             if len({(d.index_name, d.index_version) for d in described}) > 1:
                 logger.warning("%s shards serve different index versions: %s", group, described)

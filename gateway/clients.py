@@ -18,6 +18,7 @@ from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc, retriever_pb2
 from search_common.documents import (
     Candidate,
     Document,
+    QueryEmbedding,
     RerankResult,
     RetrievalResult,
     RetrieverKind,
@@ -103,10 +104,21 @@ class GrpcRetriever:
         self._component = shard.component
         return shard
 
-    async def retrieve(self, query: str, k: int, timeout: float | None = None) -> RetrievalResult:
+    async def retrieve(
+        self,
+        query: str,
+        k: int,
+        timeout: float | None = None,
+        *,
+        embedding: QueryEmbedding | None = None,
+    ) -> RetrievalResult:
+        request = retriever_pb2.RetrieveRequest(query=query, top_k=k)
+        if embedding is not None:
+            request.query_embedding.values.extend(embedding.values.tolist())
+            request.query_embedding.encoder = embedding.encoder
         try:
             response = await self._stub.Retrieve(
-                retriever_pb2.RetrieveRequest(query=query, top_k=k),
+                request,
                 timeout=_call_timeout(timeout),
                 metadata=variant_metadata(),
             )

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import yaml
 
@@ -34,6 +34,9 @@ from search_common.tls import (
 
 ENV_PREFIX = "SEARCH_GATEWAY_"
 GROUPS = ("dense", "bm25")
+# `--query-encoder packaged`: the all-MiniLM-L6-v2 the project ships, which a dense shard started without
+# --encoder loads (so the images need no model mount for it).
+PACKAGED_ENCODER = "packaged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,11 @@ class Settings:
     startup_timeout_seconds: float = 120.0
     # How often the variants file is checked for changes (it is also reloaded on SIGHUP).
     variants_poll_seconds: float = 2.0
+    # Bi-encoder directory (or PACKAGED_ENCODER) to embed each query once here and send the vector to the
+    # dense shards; None leaves the embedding to every dense shard.
+    query_encoder: Path | Literal["packaged"] | None = None
+    # torch threads for the query encoder; 0 = every core this process may use.
+    query_encoder_threads: int = 0
 
     def __post_init__(self) -> None:
         for group, addresses in self.retrievers.items():
@@ -114,6 +122,8 @@ class Settings:
                 raise ValueError(f"{flag} must be positive, got {cap}")
         if self.variants_poll_seconds <= 0:
             raise ValueError(f"--variants-poll must be positive, got {self.variants_poll_seconds}")
+        if self.query_encoder_threads < 0:
+            raise ValueError(f"--query-encoder-threads must be >= 0, got {self.query_encoder_threads}")
         if self.grace_seconds < 0 or self.startup_timeout_seconds <= 0:
             raise ValueError("--grace-seconds must be >= 0 and --startup-timeout positive")
 
@@ -184,6 +194,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     down.add_argument("--dense", default=env("DENSE", ""), help="dense shard addresses, comma-separated")
     down.add_argument("--bm25", default=env("BM25", ""), help="BM25 shard addresses, comma-separated")
     down.add_argument("--reranker", default=env("RERANKER", "") or None, help="reranker host:port")
+    down.add_argument(
+        "--query-encoder",
+        default=env("QUERY_ENCODER", "") or None,
+        metavar="PATH",
+        help="bi-encoder directory of the dense index (or 'packaged'): embed each query once here and "
+        "send the vector to the dense shards (default: each dense shard embeds the query)",
+    )
+    down.add_argument(
+        "--query-encoder-threads",
+        type=int,
+        default=int(env("QUERY_ENCODER_THREADS", "0")),
+        help="torch threads for the query encoder (0 = all available cores)",
+    )
     srv = parser.add_argument_group("server")
     srv.add_argument("--host", default=env("HOST", "127.0.0.1"))
     srv.add_argument("--port", type=int, default=int(env("PORT", "0")), help="0 picks a free port")
@@ -219,6 +242,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--variants-poll", type=float, default=2.0, help="seconds between checks of the variants file"
     )
     return parser
+
+
+def _query_encoder(value: str | None) -> Path | Literal["packaged"] | None:
+    if value is None:
+        return None
+    return "packaged" if value == PACKAGED_ENCODER else Path(value)
 
 
 def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -262,6 +291,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             grace_seconds=args.grace_seconds,
             startup_timeout_seconds=args.startup_timeout,
             variants_poll_seconds=args.variants_poll,
+            query_encoder=_query_encoder(args.query_encoder),
+            query_encoder_threads=args.query_encoder_threads,
             tls=server_tls_from(args),
             downstream_tls=client_tls_from(args, "--tls"),
         )

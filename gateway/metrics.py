@@ -3,9 +3,10 @@
 Names follow `search_gateway_*` with base units; deploy/prometheus and deploy/grafana use these exact names
 (renaming one is an API change: note it in deploy/prometheus/README.md). Label values come from small bounded
 sets: `variant` from the variants file (plus "unresolved" for requests rejected before a variant was chosen),
-`stage` fanout|merge|rerank|end_to_end, `status` ok|degraded|error|deadline, `code` a gRPC status name,
-`reason` deadline_exceeded|unavailable|error, `component` a configured shard ("dense/shard-1") or
-"reranker", `slo` met|missed. Series for every known variant exist at zero up front.
+`stage` embed|fanout|merge|rerank|end_to_end (embed: the gateway's own query embedding, with
+--query-encoder), `status` ok|degraded|error|deadline, `code` a gRPC status name, `reason`
+deadline_exceeded|unavailable|error, `component` a configured shard ("dense/shard-1") or "reranker", `slo`
+met|missed. Series for every known variant exist at zero up front.
 
 Stage status: fanout is degraded when some shard failed; rerank is error or deadline when the reranker
 failed (the response then keeps the first-stage order); end_to_end is ok or degraded for answered requests
@@ -23,10 +24,11 @@ from gateway.pipeline import SearchOutcome
 from gateway.variants import Variant
 
 UNRESOLVED = "unresolved"
-STAGES = ("fanout", "merge", "rerank", "end_to_end")
+STAGES = ("embed", "fanout", "merge", "rerank", "end_to_end")
 STATUSES = ("ok", "degraded", "error", "deadline")
 # The statuses each stage can report (series created up front, so ratios over them have data from the start).
 STAGE_STATUSES = {
+    "embed": ("ok",),
     "fanout": ("ok", "degraded"),
     "merge": ("ok",),
     "rerank": ("ok", "error", "deadline"),
@@ -122,6 +124,12 @@ class GatewayMetrics:
             ["result"],
             registry=registry,
         )
+        self.query_embedding_fallbacks = Counter(
+            "search_gateway_query_embedding_fallbacks",
+            "Dense shard calls resent by text because the shard refused the gateway's query embedding "
+            "(built with another encoder than --query-encoder).",
+            registry=registry,
+        )
         self._slo: dict[str, float] = {}
 
     def prepare(self, variants: Iterable[Variant], components: Iterable[str]) -> None:
@@ -165,7 +173,11 @@ class GatewayMetrics:
         failed: dict[tuple[str, str], str] = {(d.stage, d.component): d.reason for d in degradations}
         rerank_failure = next((d.reason for d in degradations if d.stage == "rerank"), None)
         for timing in outcome.timings:
-            if timing.stage in ("fanout", "merge"):
+            if timing.stage == "embed" and not timing.component:  # the gateway's, not a shard's
+                self.stage_duration.labels(stage="embed", variant=variant, status="ok").observe(
+                    timing.seconds
+                )
+            elif timing.stage in ("fanout", "merge"):
                 status = "ok"
                 if timing.stage == "fanout" and any(d.stage == "retrieve" for d in degradations):
                     status = "degraded"
@@ -188,6 +200,8 @@ class GatewayMetrics:
             self.degraded_responses.labels(
                 variant=variant, stage=degradation.stage, reason=degradation.reason
             ).inc()
+        if outcome.embedding_fallbacks:
+            self.query_embedding_fallbacks.inc(outcome.embedding_fallbacks)
         if outcome.reranked:
             self.reranked_candidates.labels(variant=variant).inc(outcome.reranked)
         met = seconds <= self._slo.get(variant, SLO_SECONDS)

@@ -4,6 +4,11 @@ The gRPC servicer, the evaluation command, the demo and the benchmarks all call 
 of them re-implements fan-out, merge or rerank. The pipeline sees first-stage retrievers and the reranker
 only through `search_common.ports`, so it runs over gRPC clients and over in-process adapters alike.
 
+Query embedding: given a query encoder, the pipeline embeds each query once (off the event loop, timed as the
+gateway stage "embed") and sends the vector to the dense shards, which then skip their own embedding. A
+shard built with another encoder answers FailedPrecondition; that shard's call is resent once with the text
+only and counted in `SearchOutcome.embedding_fallbacks`, so a misconfigured encoder costs time, never hits.
+
 Failure policy: a shard that fails or misses its deadline is left out and recorded as a degradation; only
 when every shard fails does the search fail (Unavailable). A reranker that fails or misses its share of the
 deadline leaves the first-stage order in place, flagged degraded. A response never has fewer hits than the
@@ -28,9 +33,15 @@ from gateway.merge import (
     snippet,
 )
 from gateway.variants import Variant
-from search_common.documents import Candidate, Document, RerankResult, RetrievalResult
-from search_common.errors import DeadlineExceeded, InvalidArgument, SearchError, Unavailable
-from search_common.ports import Reranker, Retriever
+from search_common.documents import Candidate, Document, QueryEmbedding, RerankResult, RetrievalResult
+from search_common.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    SearchError,
+    Unavailable,
+)
+from search_common.ports import QueryEncoder, Reranker, Retriever
 from search_common.variant_label import serving_variant
 
 logger = logging.getLogger(__name__)
@@ -38,6 +49,8 @@ logger = logging.getLogger(__name__)
 StageName = Literal["retrieve", "rerank"]
 Reason = Literal["deadline_exceeded", "unavailable", "error"]
 RERANKER_COMPONENT = "reranker"
+# The retriever group whose shards search by query vector (gateway.config.GROUPS).
+DENSE_GROUP = "dense"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +116,8 @@ class SearchOutcome:
     coverage: Coverage
     # Candidates the reranker scored (0 when the variant does not rerank or the reranker failed).
     reranked: int = 0
+    # Dense shards that refused the gateway's query embedding (another encoder) and were asked again by text.
+    embedding_fallbacks: int = 0
 
 
 @dataclass(slots=True)
@@ -111,6 +126,15 @@ class _Trace:
     versions: list[Version] = field(default_factory=list)
     degradations: list[Degradation] = field(default_factory=list)
     reranked: int = 0
+    embedding_fallbacks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _ShardAnswer:
+    result: RetrievalResult | None
+    error: BaseException | None
+    seconds: float
+    fell_back: bool = False
 
 
 def _reason(exc: BaseException) -> Reason:
@@ -142,6 +166,7 @@ class SearchPipeline:
         retrieve_timeout: optional cap, in seconds, on the retrieval stage's budget (each shard call).
         rerank_timeout: optional cap, in seconds, on the rerank stage's budget; a slow reranker then
             degrades the answer early and leaves the rest of the request's budget unused.
+        query_encoder: embeds each query once for all dense shards; None lets every dense shard embed it.
     """
 
     def __init__(
@@ -154,6 +179,7 @@ class SearchPipeline:
         snippet_chars: int = 240,
         retrieve_timeout: float | None = None,
         rerank_timeout: float | None = None,
+        query_encoder: QueryEncoder | None = None,
     ) -> None:
         if not any(retrievers.values()):
             raise ValueError("a search pipeline needs at least one retriever")
@@ -169,6 +195,8 @@ class SearchPipeline:
                 raise ValueError(f"{name} must be positive, got {cap}")
         self._retrieve_cap = retrieve_timeout
         self._rerank_cap = rerank_timeout
+        self._query_encoder = query_encoder
+        self._warned_fallback: set[str] = set()  # components already logged, so the warning comes once
 
     @property
     def groups(self) -> list[str]:
@@ -177,6 +205,10 @@ class SearchPipeline:
     @property
     def has_reranker(self) -> bool:
         return self._reranker is not None
+
+    @property
+    def query_encoder(self) -> QueryEncoder | None:
+        return self._query_encoder
 
     async def search(self, query: SearchQuery, deadline: float | None = None) -> SearchOutcome:
         """Runs one query.
@@ -204,19 +236,29 @@ class SearchPipeline:
         if will_rerank and self._reranker is None:
             raise InvalidArgument(f"variant {variant.name!r} needs a reranker, none configured")
 
+        embedding = None
+        if self._query_encoder is not None and DENSE_GROUP in variant.groups:
+            embedding = await self._embed(query.text, trace)
         retrieve_timeout = self._retrieve_budget(deadline, will_rerank)
         depth = max(query.retrieval_depth, query.top_k)
         shards = [(group, r) for group in variant.groups for r in self._retrievers[group]]
         fanout_started = time.monotonic()
-        outcomes = await asyncio.gather(
-            *(self._retrieve_one(r, query.text, depth, retrieve_timeout) for _, r in shards)
+        answers = await asyncio.gather(
+            *(
+                self._retrieve_one(
+                    r, query.text, depth, retrieve_timeout, embedding if group == DENSE_GROUP else None
+                )
+                for group, r in shards
+            )
         )
         trace.timings.append(StageTime("fanout", time.monotonic() - fanout_started))
         per_group: dict[str, list[list[Candidate]]] = {group: [] for group in variant.groups}
         failures: list[BaseException] = []
         answered = 0
-        for (group, retriever), (result, error, seconds) in zip(shards, outcomes, strict=True):
-            trace.timings.append(StageTime("retrieve", seconds, retriever.component))
+        for (group, retriever), answer in zip(shards, answers, strict=True):
+            trace.timings.append(StageTime("retrieve", answer.seconds, retriever.component))
+            trace.embedding_fallbacks += answer.fell_back
+            result, error = answer.result, answer.error
             if result is None:
                 assert error is not None
                 failures.append(error)
@@ -264,7 +306,27 @@ class SearchPipeline:
         ]
         trace.timings.append(StageTime("total", time.monotonic() - started))
         coverage = Coverage(len(shards), answered, tuple(trace.degradations))
-        return SearchOutcome(hits, variant.name, trace.versions, trace.timings, coverage, trace.reranked)
+        return SearchOutcome(
+            hits,
+            variant.name,
+            trace.versions,
+            trace.timings,
+            coverage,
+            trace.reranked,
+            trace.embedding_fallbacks,
+        )
+
+    async def _embed(self, text: str, trace: _Trace) -> QueryEmbedding | None:
+        """The query's vector, computed in a worker thread; None (the shards embed) if the encoder fails."""
+        assert self._query_encoder is not None
+        started = time.monotonic()
+        try:
+            vectors = await asyncio.to_thread(self._query_encoder.encode_queries, [text])
+        except Exception:  # the shards can still embed the text: slower, not wrong
+            logger.exception("query encoder failed; the dense shards embed the query themselves")
+            return None
+        trace.timings.append(StageTime("embed", time.monotonic() - started))
+        return QueryEmbedding(vectors[0], self._query_encoder.identity)
 
     def _retrieve_budget(self, deadline: float | None, will_rerank: bool) -> float | None:
         if deadline is None:
@@ -281,17 +343,50 @@ class SearchPipeline:
         text: str,
         k: int,
         timeout: float | None,
-    ) -> tuple[RetrievalResult | None, BaseException | None, float]:
+        embedding: QueryEmbedding | None,
+    ) -> _ShardAnswer:
         started = time.monotonic()
+        fell_back = False
         try:
-            call = retriever.retrieve(text, k, timeout=timeout)
-            # The port promises to honour `timeout`; the outer bound guards adapters that do not.
-            result = await (call if timeout is None else asyncio.wait_for(call, timeout + self._margin))
+            try:
+                result = await self._call(retriever, text, k, timeout, embedding)
+            except FailedPrecondition as refused:
+                if embedding is None:
+                    raise
+                # Built with another encoder: our vector is meaningless there, its own embedding is not.
+                fell_back = True
+                self._warn_fallback(retriever.component, refused)
+                left = None if timeout is None else timeout - (time.monotonic() - started)
+                if left is not None and left <= 0:
+                    raise DeadlineExceeded(f"{retriever.component}: no time left to resend by text") from None
+                result = await self._call(retriever, text, k, left, None)
         except Exception as exc:  # one shard failing degrades the answer, never fails it
             if not isinstance(exc, SearchError | TimeoutError):
                 logger.exception("retriever %s failed unexpectedly", retriever.component)
-            return None, exc, time.monotonic() - started
-        return result, None, time.monotonic() - started
+            return _ShardAnswer(None, exc, time.monotonic() - started, fell_back)
+        return _ShardAnswer(result, None, time.monotonic() - started, fell_back)
+
+    async def _call(
+        self,
+        retriever: Retriever,
+        text: str,
+        k: int,
+        timeout: float | None,
+        embedding: QueryEmbedding | None,
+    ) -> RetrievalResult:
+        call = retriever.retrieve(text, k, timeout=timeout, embedding=embedding)
+        # The port promises to honour `timeout`; the outer bound guards adapters that do not.
+        return await (call if timeout is None else asyncio.wait_for(call, timeout + self._margin))
+
+    def _warn_fallback(self, component: str, refused: FailedPrecondition) -> None:
+        if component not in self._warned_fallback:
+            self._warned_fallback.add(component)
+            logger.warning(
+                "%s refused the gateway's query embedding, resending by text (slower; check the "
+                "gateway's --query-encoder): %s",
+                component,
+                refused,
+            )
 
     async def _rerank(
         self,

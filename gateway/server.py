@@ -15,7 +15,7 @@ from grpc_health.v1 import health
 from prometheus_client import disable_created_metrics, start_http_server
 from search.v1 import search_service_pb2, search_service_pb2_grpc
 
-from gateway.bootstrap import Gateway, bootstrap, wait_until_ready
+from gateway.bootstrap import Gateway, bootstrap, load_query_encoder, wait_until_ready
 from gateway.config import Settings
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import SearchPipeline
@@ -81,7 +81,12 @@ async def open_gateway(
 
 async def mark_ready(settings: Settings, gateway: Gateway, bound: BoundServer) -> None:
     """Waits for every retriever group, then reports SERVING and writes the port file."""
-    await wait_until_ready(gateway.retrievers, settings.startup_timeout_seconds)
+    encoder = gateway.pipeline.query_encoder
+    await wait_until_ready(
+        gateway.retrievers,
+        settings.startup_timeout_seconds,
+        None if encoder is None else encoder.identity,
+    )
     await set_serving(bound.health, [SERVICE_NAME], True)
     if settings.port_file is not None:
         write_port_file(Path(settings.port_file), bound.port)
@@ -128,7 +133,8 @@ async def serve(settings: Settings) -> None:
 
     SIGHUP, or a change to the variants file on disk (polled), reloads the variants without a restart.
     """
-    gateway = bootstrap(settings)
+    query_encoder = await asyncio.to_thread(load_query_encoder, settings)
+    gateway = bootstrap(settings, query_encoder=query_encoder)
     if settings.metrics_port is not None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise here
     metrics = GatewayMetrics()

@@ -98,3 +98,17 @@ def test_per_stage_timeouts_parse_and_must_be_positive(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit):
         parse_settings(["--bm25", "b:1", "--rerank-timeout", "0"], {})
     assert "--rerank-timeout must be positive" in capsys.readouterr().err
+
+
+def test_query_encoder_from_flag_or_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_settings(["--dense", "a:1"], {}).query_encoder is None
+    assert parse_settings(["--dense", "a:1", "--query-encoder", "packaged"], {}).query_encoder == "packaged"
+    settings = parse_settings(
+        ["--dense", "a:1"],
+        {"SEARCH_GATEWAY_QUERY_ENCODER": "/models/enc", "SEARCH_GATEWAY_QUERY_ENCODER_THREADS": "2"},
+    )
+    assert (settings.query_encoder, settings.query_encoder_threads) == (Path("/models/enc"), 2)
+    with pytest.raises(SystemExit) as exited:
+        parse_settings(["--dense", "a:1", "--query-encoder-threads", "-1"], {})
+    assert exited.value.code == 2
+    assert "--query-encoder-threads must be >= 0" in capsys.readouterr().err

@@ -19,13 +19,14 @@ from search.v1 import search_service_pb2_grpc
 
 from gateway.bootstrap import bootstrap
 from gateway.config import Settings as GatewaySettings
+from gateway.metrics import GatewayMetrics
 from gateway.server import start_gateway
 from retriever_service.bootstrap import load_index
 from retriever_service.build_index import build_index
 from retriever_service.config import Settings as RetrieverSettings
 from retriever_service.encoder import BiEncoder
 from retriever_service.server import create_server as create_retriever_server
-from search_common.ports import Retriever
+from search_common.ports import QueryEncoder, Retriever
 
 TOPICS = {
     "archive": "gzip tar zip compress decompress archive file bytes stream",
@@ -85,9 +86,15 @@ class Stack:
 async def running_stack(
     groups: Mapping[str, Sequence[Retriever]],
     shard_dirs: Mapping[str, Path],
+    *,
+    query_encoder: QueryEncoder | None = None,
+    metrics: GatewayMetrics | None = None,
     **gateway_options: object,
 ) -> AsyncIterator[Stack]:
-    """Serves each group's shards on their own retriever servers, then a gateway over them."""
+    """Serves each group's shards on their own retriever servers, then a gateway over them.
+
+    `query_encoder` is the gateway's (what --query-encoder loads), `metrics` what it counts into.
+    """
     started: list[grpc.aio.Server] = []
     servers: dict[str, list[grpc.aio.Server]] = {}
     addresses: dict[str, tuple[str, ...]] = {}
@@ -101,8 +108,8 @@ async def running_stack(
                 servers.setdefault(group, []).append(server)
                 addresses[group] = (*addresses.get(group, ()), f"127.0.0.1:{port}")
         settings = GatewaySettings(retrievers=addresses, port=0, **gateway_options)  # type: ignore[arg-type]
-        gateway = bootstrap(settings)
-        bound = await start_gateway(settings, gateway)
+        gateway = bootstrap(settings, query_encoder=query_encoder)
+        bound = await start_gateway(settings, gateway, metrics)
         started.append(bound.server)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{bound.port}") as channel:
