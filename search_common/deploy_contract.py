@@ -65,6 +65,8 @@ GATEWAY = ServiceContract(
     grpc_port=50051,
     metrics_port=9102,
     env_prefix="SEARCH_GATEWAY_",
+    # torch threads of the query encoder from the container's CPU limit (downward API).
+    env=("SEARCH_GATEWAY_QUERY_ENCODER_THREADS",),
 )
 RETRIEVER = ServiceContract(
     component="retriever",
@@ -103,6 +105,10 @@ def service_target(name: str, port: int, namespace: str = NAMESPACE) -> str:
     """A gRPC target resolving a headless Service to every ready pod (the gateway balances round_robin)."""
     return f"dns:///{name}.{namespace}.svc.{CLUSTER_DOMAIN}:{port}"
 
+
+# The gateway's --query-encoder: the dense shards' encoder, which is the one packaged in the images while
+# they run without --encoder (gateway.config.PACKAGED_ENCODER); with --encoder PATH it would be that PATH.
+QUERY_ENCODER = "packaged"
 
 # The gateway's files, mounted from ConfigMaps.
 CONFIG_DIR = "/etc/search"

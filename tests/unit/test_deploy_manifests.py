@@ -442,6 +442,16 @@ def test_gateway(docs: list[Doc], tmp_path: Path) -> None:
     settings = parse_or_fail(lambda: gateway_config.parse_settings(local_args, env), "gateway")
     check_common_flags(settings, dc.GATEWAY, "gateway")
     assert settings.metrics_port == dc.GATEWAY.metrics_port
+    for var in dc.GATEWAY.env:
+        env_changes_settings(gateway_config.parse_settings, local_args, env, var)
+    # The gateway embeds queries with the dense shards' own encoder, or every call falls back to text.
+    assert settings.query_encoder == dc.QUERY_ENCODER
+    for shard in range(dc.RETRIEVER_SHARDS["dense"]):
+        dense = container(named(docs, "Deployment", dc.shard_name("dense", shard)), dc.RETRIEVER.component)
+        dense_settings = retriever_config.parse_settings(
+            substitute(dense["args"], env_values(docs, dense)), {}
+        )
+        assert settings.query_encoder == (dense_settings.encoder or gateway_config.PACKAGED_ENCODER)
     # gateway.yaml: one target per shard, each a headless Service; the reranker too.
     for group, count in dc.RETRIEVER_SHARDS.items():
         targets = settings.retrievers[group]
