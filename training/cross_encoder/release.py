@@ -41,6 +41,15 @@ def best_epoch(record: dict[str, Any]) -> dict[str, Any]:
     return max(entries, key=lambda e: (round(e["dev_best_fused"]["ndcg@10"], 6), -e["epoch"]))
 
 
+def released_entry(record: dict[str, Any], fusion_record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The epoch to release with its (depth, weight): the run's best on dev, or, for a run without a dev
+    side, its last epoch with the depth and weight `fusion_record`'s best epoch was fitted to."""
+    if fusion_record is None:
+        return best_epoch(record)
+    last = {k: v for k, v in record["epochs"][-1].items() if k not in ("dev", "dev_best_fused")}
+    return {**last, "dev_best_fused": best_epoch(fusion_record)["dev_best_fused"]}
+
+
 def _measure(
     dataset: Path, artifact: Path, split: str, depth: int, weight: float, out: Path
 ) -> dict[str, Any]:
@@ -55,10 +64,25 @@ def _measure(
 
 
 def release(
-    run_dir: Path, dataset: Path, *, make_default: bool, eval_dir: Path, dev_onnx: bool = True
+    run_dir: Path,
+    dataset: Path,
+    *,
+    make_default: bool,
+    eval_dir: Path,
+    dev_onnx: bool = True,
+    fusion_from: Path | None = None,
 ) -> Path:
+    """Exports, measures and publishes the run's best epoch.
+
+    `fusion_from` names the run whose dev-fitted depth and weight to use: a final retrain on every train
+    query has no dev side of its own, so it takes the choice of the same recipe run with a dev split (and its
+    last epoch, the one that recipe's schedule ends on).
+    """
     record = json.loads((run_dir / "training.json").read_text())
-    entry = best_epoch(record)
+    fusion_record = json.loads((fusion_from / "training.json").read_text()) if fusion_from else None
+    entry = released_entry(record, fusion_record)
+    fitted_on = f"dev of {fusion_from.name}" if fusion_from else "dev"
+    dev_onnx = dev_onnx and fusion_from is None
     checkpoint = Path(entry["checkpoint"])
     depth = int(entry["dev_best_fused"]["depth"])
     weight = float(entry["dev_best_fused"]["weight"])
@@ -75,18 +99,22 @@ def release(
     )
     test = _measure(dataset, scratch, "test", depth, weight, eval_dir / f"{run_dir.name}-test-onnx.json")
     shutil.rmtree(scratch, ignore_errors=True)
-    dev_torch = entry["dev"]
+    dev_torch = entry.get("dev")
     beats = test["fused_ndcg@10"] > test["first_stage_ndcg@10"]
     eval_figures = {
         "dataset": record["dataset"],
         "metric": "nDCG@10",
         "first_stage": "hybrid dense+bm25 RRF k=60",
-        "fusion": {"method": "rrf", "weight": weight, "depth": depth, "k": 60, "fitted_on": "dev"},
-        "dev_torch_fp32": {
-            "first_stage": dev_torch["first_stage"],
-            "ce": dev_torch["ce"][str(depth)],
-            "fused": entry["dev_best_fused"]["ndcg@10"],
-        },
+        "fusion": {"method": "rrf", "weight": weight, "depth": depth, "k": 60, "fitted_on": fitted_on},
+        "dev_torch_fp32": (
+            {
+                "first_stage": dev_torch["first_stage"],
+                "ce": dev_torch["ce"][str(depth)],
+                "fused": entry["dev_best_fused"]["ndcg@10"],
+            }
+            if dev_torch and fusion_from is None
+            else None
+        ),
         "dev_onnx_int8": (
             {k: dev[k] for k in ("first_stage_ndcg@10", "ce_ndcg@10", "fused_ndcg@10")} if dev else None
         ),
@@ -146,6 +174,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default", action="store_true", help="publish as the served default")
     parser.add_argument("--eval-dir", type=Path, default=Path("var/eval"))
     parser.add_argument(
+        "--fusion-from",
+        type=Path,
+        help="take depth and weight from this run's dev (for a retrain on all train queries)",
+    )
+    parser.add_argument(
         "--no-dev-onnx", action="store_true", help="skip re-measuring dev with the int8 model"
     )
     args = parser.parse_args(argv)
@@ -162,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         make_default=args.default,
         eval_dir=args.eval_dir,
         dev_onnx=not args.no_dev_onnx,
+        fusion_from=args.fusion_from,
     )
 
 

@@ -237,37 +237,52 @@ def train(
         mean_loss = running / max(1, math.ceil(len(groups) / hp.batch_groups))
         checkpoint = out / f"epoch-{epoch}"
         model.save(checkpoint, tokenizer)
-        eval_wall0 = time.perf_counter()
-        scores = score_candidates(
-            model,
-            tokenizer,
-            dev_ids,
-            all_queries,
-            labelled,
-            documents,
-            depth=hp.dev_depth,
-            max_length=hp.max_length,
-        )
-        depths = sorted({d for d in (10, 20, 30, 50, hp.dev_depth) if d <= hp.dev_depth})
-        report = rerank_report(scores, labelled, dev_qrels, documents, depths=depths)
-        depth, weight, fused = report.best_fused()
-        entry = {
+        entry: dict[str, Any] = {
             "epoch": epoch,
             "checkpoint": str(checkpoint),
             "mean_loss": mean_loss,
             "train_minutes": train_wall / 60,
             "train_cpu_minutes": train_cpu / 60,
-            "dev_eval_minutes": (time.perf_counter() - eval_wall0) / 60,
-            "dev": report.as_dict(),
-            "dev_best_fused": {"depth": depth, "weight": weight, "ndcg@10": fused},
         }
+        if dev_ids:  # a final retrain on every train query has no dev side
+            entry |= _dev_figures(
+                model, tokenizer, hp, dev_ids, all_queries, labelled, documents, dev_qrels, epoch, mean_loss
+            )
         record["epochs"].append(entry)
-        logger.info(
-            "epoch %d: loss %.4f, dev nDCG@10 first stage %.4f, CE@%d %.4f, fused %.4f (depth %d, w %.1f)",
-            epoch, mean_loss, report.first_stage, hp.dev_depth, report.ce[hp.dev_depth], fused, depth, weight,
-        )  # fmt: skip
         (out / "training.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
+
+
+def _dev_figures(
+    model: CrossEncoder,
+    tokenizer: PreTrainedTokenizerBase,
+    hp: HyperParameters,
+    dev_ids: list[str],
+    queries: dict[str, str],
+    candidates: dict[str, list[str]],
+    documents: dict[str, Document],
+    dev_qrels: dict[str, dict[str, int]],
+    epoch: int,
+    mean_loss: float,
+) -> dict[str, Any]:
+    """Re-ranking figures on the dev queries and the best (depth, fusion weight) among them."""
+    wall0 = time.perf_counter()
+    scores = score_candidates(
+        model, tokenizer, dev_ids, queries, candidates, documents,
+        depth=hp.dev_depth, max_length=hp.max_length,
+    )  # fmt: skip
+    depths = sorted({d for d in (10, 20, 30, 50, hp.dev_depth) if d <= hp.dev_depth})
+    report = rerank_report(scores, candidates, dev_qrels, documents, depths=depths)
+    depth, weight, fused = report.best_fused()
+    logger.info(
+        "epoch %d: loss %.4f, dev nDCG@10 first stage %.4f, CE@%d %.4f, fused %.4f (depth %d, w %.1f)",
+        epoch, mean_loss, report.first_stage, hp.dev_depth, report.ce[hp.dev_depth], fused, depth, weight,
+    )  # fmt: skip
+    return {
+        "dev_eval_minutes": (time.perf_counter() - wall0) / 60,
+        "dev": report.as_dict(),
+        "dev_best_fused": {"depth": depth, "weight": weight, "ndcg@10": fused},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

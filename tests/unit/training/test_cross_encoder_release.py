@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from search_common.artifacts import read_manifest, sha256_file, write_manifest
-from training.cross_encoder.release import best_epoch, promote
+from training.cross_encoder.release import best_epoch, promote, released_entry
 
 
 def _entry(epoch: int, fused: float) -> dict[str, Any]:
@@ -42,3 +42,12 @@ def test_promote_refuses_a_model_that_loses(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         promote(_candidate(tmp_path / "cand", beats=False), root=tmp_path / "models")
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_a_retrain_without_dev_takes_its_last_epoch_and_the_fitted_fusion() -> None:
+    fused = {"depth": 20, "weight": 0.4, "ndcg@10": 0.7}
+    fitted: dict[str, Any] = {"epochs": [{"epoch": 1, "dev": {}, "dev_best_fused": fused}]}
+    retrain = {"epochs": [{"epoch": 1, "checkpoint": "a"}, {"epoch": 2, "checkpoint": "b"}]}
+    entry = released_entry(retrain, fitted)
+    assert entry["checkpoint"] == "b" and entry["dev_best_fused"]["weight"] == 0.4 and "dev" not in entry
+    assert released_entry(fitted) == fitted["epochs"][0]
