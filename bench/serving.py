@@ -1,10 +1,12 @@
 """Serving overhead: end to end through the gateway against the same pipeline called in-process.
 
 Starts the SciFact stack as real processes (one retriever per dense shard and one for BM25, then the
-gateway, all on loopback, via search_common.processes.ServiceStack) and, in this process, the same pipeline
-over the same index directories (`retriever_service.bootstrap.load_index` + `gateway.pipeline.SearchPipeline`,
-as gateway/ab_report.py does), and that pipeline again with the BiEncoder's single-query memo off (the
-code before it: each in-process dense shard embeds the query again). Each query goes once through each,
+gateway with the dense index's encoder as --query-encoder, all on loopback, via
+search_common.processes.ServiceStack) and, in this process, the same pipeline over the same index directories
+(`retriever_service.bootstrap.load_index` + `gateway.pipeline.SearchPipeline`, as gateway/ab_report.py
+does) with the same query encoder, so both embed each query once. A third arm runs that pipeline without a
+query encoder and with the BiEncoder's single-query memo off (the code before both: each dense shard embeds
+the query again). Each query goes once through each,
 in an order rotated per query; the first `--warmup` queries are dropped. One query is in flight at a
 time. Reports p50/p95 of each and the ratios; serving_overhead_p50 = gateway p50 / in-process p50 - 1.
 With `--load-seconds`, it then drives the gateway with `--load-clients` closed-loop clients and reports
@@ -36,6 +38,7 @@ from search.v1 import search_service_pb2, search_service_pb2_grpc
 
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import VariantBounds, load_variants
+from retriever_service.encoder import default_model_dir
 from search_common.beir import BeirDataset
 from search_common.grpc_server import message_size_options
 from search_common.logging_setup import configure_logging
@@ -93,10 +96,10 @@ async def measure(args: argparse.Namespace, gateway_address: str, texts: list[st
     from retriever_service.bootstrap import load_index
     from retriever_service.encoder import BiEncoder
 
-    encoder = BiEncoder.load()
-    pipeline = SearchPipeline(
-        {"dense": load_index(args.dense, encoder=encoder), "bm25": load_index(args.bm25)}
-    )
+    encoder = BiEncoder.load(default_model_dir())
+    retrievers = {"dense": load_index(args.dense, encoder=encoder), "bm25": load_index(args.bm25)}
+    pipeline = SearchPipeline(retrievers, query_encoder=encoder)  # what the gateway runs
+    per_shard_embedding = SearchPipeline(retrievers)
     variant = load_variants(None, VariantBounds()).get(args.variant)
     query_depth = variant.retrieval_depth
     in_process: list[float] = []
@@ -120,10 +123,10 @@ async def measure(args: argparse.Namespace, gateway_address: str, texts: list[st
                 raise RuntimeError(f"degraded in-process answer for {text!r}")
 
         async def direct_without_memo(text: str) -> None:
-            # Before the BiEncoder's single-query memo: every shard embeds the query again.
+            # Before embedding once and before the BiEncoder's single-query memo: every shard embeds again.
             encoder.query_memo_size = 0
             try:
-                outcome = await pipeline.search(
+                outcome = await per_shard_embedding.search(
                     SearchQuery(text, args.top_k, variant, query_depth, variant.rerank_depth)
                 )
             finally:
@@ -196,11 +199,10 @@ def main() -> None:
             service.wait_ready(300.0)
         dense = ",".join(s.address for s in started if s.name.startswith("dense"))
         bm25 = next(s.address for s in started if s.name == "bm25-0")
-        gateway = stack.start(
-            "gateway",
-            [python, "-m", "gateway", "--dense", dense, "--bm25", bm25, "--default-deadline", "30"],
-            timeout=300.0,
-        )
+        gateway_argv = [python, "-m", "gateway", "--dense", dense, "--bm25", bm25, "--default-deadline", "30"]
+        # The retrievers run the packaged encoder (no --encoder); the gateway embeds once with the same.
+        gateway_argv += ["--query-encoder", str(default_model_dir())]
+        gateway = stack.start("gateway", gateway_argv, timeout=300.0)
         result = asyncio.run(measure(args, gateway.address, texts))
     record = {
         "bench": "serving",

@@ -43,7 +43,7 @@ def _build_artifacts(settings: DemoSettings) -> tuple[Path, Path]:
 
     corpus = ensure_stdlib_corpus(settings.var_dir / "corpus" / "stdlib")
     index_root = settings.var_dir / "indexes"
-    encoder = BiEncoder.load()
+    encoder = BiEncoder.load(_query_encoder_dir())
     dense = ensure_index(
         corpus,
         index_root,
@@ -54,6 +54,13 @@ def _build_artifacts(settings: DemoSettings) -> tuple[Path, Path]:
     )
     bm25 = ensure_index(corpus, index_root, kind="bm25", dataset_name="stdlib")
     return dense, bm25
+
+
+def _query_encoder_dir() -> Path:
+    """The encoder the dense index is built and served with (`_build_artifacts`: the packaged one)."""
+    from retriever_service.encoder import default_model_dir
+
+    return default_model_dir()
 
 
 def _reranker_artifact(settings: DemoSettings) -> Path:
@@ -113,6 +120,8 @@ def _start_stack(
     dense_addresses = ",".join(s.address for s in started if s.name.startswith("dense"))
     bm25_addresses = ",".join(s.address for s in started if s.name.startswith("bm25"))
     argv = [python, "-m", "gateway", "--dense", dense_addresses, "--bm25", bm25_addresses]
+    # The dense shards run the packaged encoder (no --encoder): the gateway embeds each query once with it.
+    argv += ["--query-encoder", str(_query_encoder_dir())]
     if reranker_address is not None:
         argv += ["--reranker", reranker_address]
     gateway = stack.start("gateway", argv, timeout=settings.startup_timeout_seconds)
