@@ -19,6 +19,7 @@ Modules:
 
 Commands:
     search-gateway --dense HOST:PORT,HOST:PORT --bm25 HOST:PORT [--reranker HOST:PORT] --port 0 --port-file F
+                   [--query-encoder DIR|packaged]   embed each query once here for all dense shards
     search-client --target HOST:PORT "query" [--top-k 10] [--variant X] [--caller-key K]
     search-eval --dataset DIR --split test --pipeline dense --pipeline bm25 --pipeline hybrid
     search-demo [--keep-running]      the whole stack on loopback over the stdlib corpus

@@ -28,7 +28,7 @@ UID = "search-stack"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 V = 'variant=~"$variant"'
 SUBSYSTEM_STAGES = {
-    "gateway": "fanout, merge, rerank, end_to_end",
+    "gateway": "embed, fanout, merge, rerank, end_to_end",
     "retriever": "embed, faiss_search, bm25",
     "reranker": "cache_lookup, inference",
 }
