@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from search_common.documents import (
     Candidate,
     Document,
@@ -17,7 +20,7 @@ from search_common.documents import (
     RetrieverKind,
     ShardDescription,
 )
-from search_common.errors import SearchError
+from search_common.errors import FailedPrecondition, SearchError
 
 
 class FakeRetriever:
@@ -32,8 +35,11 @@ class FakeRetriever:
         num_shards: int = 1,
         error: SearchError | None = None,
         delay: float = 0.0,
+        encoder: str = "",
     ) -> None:
         self._scored = list(scored)
+        # A dense shard's encoder identity: an embedding from another one is refused, as real shards do.
+        self.encoder = encoder
         self.error = error
         self.delay = delay
         self.calls: list[tuple[str, int, float | None]] = []
@@ -57,6 +63,8 @@ class FakeRetriever:
     ) -> RetrievalResult:
         self.calls.append((query, k, timeout))
         self.embeddings.append(embedding)
+        if embedding is not None and self.encoder and embedding.encoder != self.encoder:
+            raise FailedPrecondition(f"{self.component}: built with {self.encoder}, not {embedding.encoder}")
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.error is not None:
@@ -68,6 +76,23 @@ class FakeRetriever:
 
     async def close(self) -> None:
         return None
+
+
+class FakeQueryEncoder:
+    """Embeds every query as the same fixed vector; counts its calls."""
+
+    def __init__(self, identity: str, dim: int = 4) -> None:
+        self._identity = identity
+        self._dim = dim
+        self.calls: list[list[str]] = []
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def encode_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        self.calls.append(list(texts))
+        return np.full((len(texts), self._dim), 0.5, dtype=np.float32)
 
 
 class FakeReranker:

@@ -10,7 +10,7 @@ from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import Variant
 from search_common.documents import Document
 from search_common.errors import Unavailable
-from tests.fakes import FakeReranker, FakeRetriever
+from tests.fakes import FakeQueryEncoder, FakeReranker, FakeRetriever
 
 DENSE = Variant("dense", 1.0, "dense", retrieval_depth=5)
 RERANKED = Variant("dense+ce", 0.0, "dense", retrieval_depth=5, reranker="ce", rerank_depth=3)
@@ -91,3 +91,21 @@ def test_variant_weights_and_reloads_are_published() -> None:
     metrics.record_reload(False)
     assert _value(registry, "search_gateway_variant_reloads_total", result="ok") == 1
     assert _value(registry, "search_gateway_variant_reloads_total", result="error") == 1
+
+
+async def test_gateway_embed_stage_and_fallbacks_are_counted() -> None:
+    docs = [(Document(f"d{i}", "", "text"), float(i)) for i in range(6)]
+    shards = [
+        FakeRetriever("dense", 0, docs[:3], num_shards=2, encoder="enc@1"),
+        FakeRetriever("dense", 1, docs[3:], num_shards=2, encoder="other@2"),
+    ]
+    pipeline = SearchPipeline({"dense": shards}, query_encoder=FakeQueryEncoder("enc@1"))
+    outcome = await pipeline.search(SearchQuery("q", 3, DENSE, 5, 0))
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    metrics.prepare([DENSE], ["dense/shard-0", "dense/shard-1"])
+    assert _value(registry, STAGE, stage="embed", variant="dense", status="ok") == 0
+    assert _value(registry, "search_gateway_query_embedding_fallbacks_total") == 0
+    metrics.record_outcome(outcome, 0.05)
+    assert _value(registry, STAGE, stage="embed", variant="dense", status="ok") == 1
+    assert _value(registry, "search_gateway_query_embedding_fallbacks_total") == 1

@@ -10,7 +10,7 @@ from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import Variant
 from search_common.documents import Document
 from search_common.errors import DeadlineExceeded, InvalidArgument, Unavailable
-from tests.fakes import FakeReranker, FakeRetriever
+from tests.fakes import FakeQueryEncoder, FakeReranker, FakeRetriever
 
 DOCS = [Document(f"d{i:02d}", f"title {i}", f"body of document {i} " * 5) for i in range(30)]
 DENSE = Variant("dense", 1.0, "dense", retrieval_depth=10)
@@ -186,3 +186,32 @@ async def test_a_slow_reranker_past_its_cap_degrades_the_answer_early() -> None:
 def test_caps_must_be_positive() -> None:
     with pytest.raises(ValueError, match="rerank_timeout must be positive"):
         SearchPipeline({"dense": _shards("dense", 1)}, rerank_timeout=0)
+
+
+async def test_query_encoder_embeds_once_for_the_dense_shards_only() -> None:
+    dense, bm25 = _shards("dense", 3), _shards("bm25", 1)
+    encoder = FakeQueryEncoder("enc@1")
+    for shard in dense:
+        shard.encoder = "enc@1"
+    pipeline = SearchPipeline({"dense": dense, "bm25": bm25}, query_encoder=encoder)
+    outcome = await pipeline.search(_query(HYBRID))
+    assert encoder.calls == [["q"]]
+    assert all(s.embeddings[-1] is not None and s.embeddings[-1].encoder == "enc@1" for s in dense)
+    assert bm25[0].embeddings == [None]
+    assert [t for t in outcome.timings if t.stage == "embed" and not t.component]
+    assert outcome.embedding_fallbacks == 0
+    await pipeline.search(_query(Variant("bm25", 1.0, "bm25", retrieval_depth=10)))
+    assert len(encoder.calls) == 1, "a variant without dense shards needs no embedding"
+
+
+async def test_refused_embedding_is_resent_by_text_and_counted() -> None:
+    plain = await SearchPipeline({"dense": _shards("dense", 2)}).search(_query(DENSE))
+    dense = _shards("dense", 2)
+    dense[1].encoder = "other@2"  # shard 0 takes any vector, shard 1 was built with another encoder
+    outcome = await SearchPipeline({"dense": dense}, query_encoder=FakeQueryEncoder("enc@1")).search(
+        _query(DENSE)
+    )
+    assert [h.document.doc_id for h in outcome.hits] == [h.document.doc_id for h in plain.hits]
+    assert not outcome.coverage.degraded and outcome.embedding_fallbacks == 1
+    assert len(dense[0].embeddings) == 1 and dense[0].embeddings[0] is not None
+    assert [e is None for e in dense[1].embeddings] == [False, True]

@@ -20,6 +20,8 @@ from tests.fakes import FakeRetriever
 def test_stage_seconds_by_kind() -> None:
     assert stage_seconds("dense", {"embed": 0.01, "search": 0.001}) == {"embed": 0.01, "faiss_search": 0.001}
     assert stage_seconds("bm25", {"embed": 0.001, "search": 0.002}) == {"bm25": pytest.approx(0.003)}
+    # Sent the query embedding: no embed sample at all, rather than a zero one.
+    assert stage_seconds("dense", {"search": 0.001}) == {"faiss_search": 0.001}
 
 
 async def test_retrieve_calls_are_measured_per_variant() -> None:
