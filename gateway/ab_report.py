@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 
 from gateway.config import AbSettings, parse_ab_settings
-from gateway.evaluate import EVAL_TOP_K, RERANKER_FACTORIES, ensure_index, prebuilt_index, score_run
+from gateway.evaluate import EVAL_TOP_K, RERANKER_FACTORIES, load_offline_retrievers, score_run
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import Variant, VariantBounds, load_variants
 from search_common.beir import BeirDataset, DatasetError, Query
 from search_common.errors import SearchError
 from search_common.logging_setup import configure_logging
-from search_common.ports import Reranker, Retriever
+from search_common.ports import Reranker
 from search_common.provenance import git_sha
 
 logger = logging.getLogger(__name__)
@@ -100,33 +100,6 @@ async def timed_run(
     return run, seconds, degraded
 
 
-def _load_retrievers(
-    beir: BeirDataset, groups: set[str], settings: AbSettings
-) -> dict[str, Sequence[Retriever]]:
-    from retriever_service.bootstrap import load_index
-
-    retrievers: dict[str, Sequence[Retriever]] = {}
-    if "dense" in groups:
-        from retriever_service.encoder import BiEncoder
-
-        encoder = BiEncoder.load()
-        dense_dir = prebuilt_index(settings.prebuilt, "dense", beir.corpus_path) or ensure_index(
-            beir.corpus_path,
-            settings.index_root,
-            kind="dense",
-            num_shards=settings.shards,
-            encoder=encoder,
-            dataset_name=beir.name,
-        )
-        retrievers["dense"] = load_index(dense_dir, encoder=encoder)
-    if "bm25" in groups:
-        bm25_dir = prebuilt_index(settings.prebuilt, "bm25", beir.corpus_path) or ensure_index(
-            beir.corpus_path, settings.index_root, kind="bm25", dataset_name=beir.name
-        )
-        retrievers["bm25"] = load_index(bm25_dir)
-    return retrievers
-
-
 def run_ab(settings: AbSettings, reranker: Reranker | None) -> tuple[list[AbRow], dict[str, Any]]:
     """Runs every variant over the split; the rows and the run's context (dataset, split, host, sha).
 
@@ -143,7 +116,14 @@ def run_ab(settings: AbSettings, reranker: Reranker | None) -> tuple[list[AbRow]
     if settings.max_queries is not None:
         queries = queries[: settings.max_queries]
         qrels = {q.query_id: qrels[q.query_id] for q in queries}
-    retrievers = _load_retrievers(beir, {g for v in variants for g in v.groups}, settings)
+    retrievers = load_offline_retrievers(
+        beir,
+        {g for v in variants for g in v.groups},
+        index_root=settings.index_root,
+        num_shards=settings.shards,
+        prebuilt=settings.prebuilt,
+        encoder_dir=settings.encoder,
+    )
     pipeline = SearchPipeline(retrievers, reranker)
     rows: list[AbRow] = []
     for variant in variants:

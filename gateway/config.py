@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,6 +319,9 @@ class EvalSettings:
     log_level: str = "INFO"
     # group -> an existing index version directory to evaluate instead of building one
     prebuilt: Mapping[str, Path] = field(default_factory=dict)
+    # a fine-tuned bi-encoder for the dense group (None: the packaged one), and the name its rows carry
+    encoder: Path | None = None
+    encoder_label: str | None = None
 
 
 def _add_offline_run_options(parser: argparse.ArgumentParser, reranker_choices: Sequence[str]) -> None:
@@ -333,6 +337,9 @@ def _add_offline_run_options(parser: argparse.ArgumentParser, reranker_choices: 
     parser.add_argument("--dense-index", type=Path, default=None, help="use this built dense index")
     parser.add_argument("--bm25-index", type=Path, default=None, help="use this built BM25 index")
     parser.add_argument(
+        "--encoder", type=Path, default=None, help="bi-encoder artifact, dense group (default: packaged)"
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
 
@@ -347,6 +354,8 @@ def _check_offline_run_options(parser: argparse.ArgumentParser, args: argparse.N
         parser.error(f"--shards must be positive, got {args.shards}")
     if args.max_queries is not None and args.max_queries <= 0:
         parser.error(f"--max-queries must be positive, got {args.max_queries}")
+    if args.encoder is not None and not (args.encoder / "manifest.json").is_file():
+        parser.error(f"--encoder {args.encoder}: not a bi-encoder artifact (no manifest.json)")
     return {
         kind: path
         for kind, path in (("dense", args.dense_index), ("bm25", args.bm25_index))
@@ -365,10 +374,19 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
     )
     parser.add_argument("--results-dir", type=Path, default=Path("bench/results"))
     parser.add_argument("--concurrency", type=int, default=8, help="queries in flight")
+    parser.add_argument(
+        "--encoder-label",
+        default=None,
+        help="names rows of dense and hybrid pipelines run with --encoder (dense -> dense-<label>)",
+    )
     args = parser.parse_args(argv)
     prebuilt = _check_offline_run_options(parser, args)
     if args.concurrency <= 0:
         parser.error(f"--concurrency must be positive, got {args.concurrency}")
+    if (args.encoder is None) != (args.encoder_label is None):
+        parser.error("--encoder and --encoder-label go together: another encoder's rows need a name")
+    if args.encoder_label is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.]*", args.encoder_label):
+        parser.error(f"--encoder-label {args.encoder_label!r}: use lower-case letters, digits, '_' and '.'")
     return EvalSettings(
         dataset=args.dataset,
         split=args.split,
@@ -383,6 +401,8 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
         max_queries=args.max_queries,
         log_level=args.log_level,
         prebuilt=prebuilt,
+        encoder=args.encoder,
+        encoder_label=args.encoder_label,
     )
 
 
@@ -499,6 +519,7 @@ class AbSettings:
     warmup: int = 5
     log_level: str = "INFO"
     prebuilt: Mapping[str, Path] = field(default_factory=dict)
+    encoder: Path | None = None
 
 
 def parse_ab_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str]) -> AbSettings:
@@ -531,4 +552,5 @@ def parse_ab_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str
         warmup=args.warmup,
         log_level=args.log_level,
         prebuilt=prebuilt,
+        encoder=args.encoder,
     )

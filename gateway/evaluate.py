@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -201,6 +202,54 @@ def score_run(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str,
     return {name: sum(values.get(q, 0.0) for q in qrels) / len(qrels) for name, values in per_query.items()}
 
 
+def load_offline_retrievers(
+    beir: BeirDataset,
+    groups: set[str],
+    *,
+    index_root: Path,
+    num_shards: int,
+    prebuilt: Mapping[str, Path] | None,
+    encoder_dir: Path | None = None,
+) -> dict[str, Sequence[Retriever]]:
+    """In-process retrievers for the groups named: a prebuilt index, or one built (and cached) for the corpus.
+
+    The dense group embeds with `encoder_dir` (None: the packaged bi-encoder); the index cache key holds the
+    encoder's identity, so each encoder gets its own index and a shard built with another one is refused.
+    """
+    from retriever_service.bootstrap import load_index
+
+    retrievers: dict[str, Sequence[Retriever]] = {}
+    if "dense" in groups:
+        from retriever_service.encoder import BiEncoder
+
+        encoder = BiEncoder.load(encoder_dir)
+        dense_dir = prebuilt_index(prebuilt, "dense", beir.corpus_path) or ensure_index(
+            beir.corpus_path,
+            index_root,
+            kind="dense",
+            num_shards=num_shards,
+            encoder=encoder,
+            dataset_name=beir.name,
+        )
+        retrievers["dense"] = load_index(dense_dir, encoder=encoder)
+    if "bm25" in groups:
+        bm25_dir = prebuilt_index(prebuilt, "bm25", beir.corpus_path) or ensure_index(
+            beir.corpus_path, index_root, kind="bm25", dataset_name=beir.name
+        )
+        retrievers["bm25"] = load_index(bm25_dir)
+    return retrievers
+
+
+def labelled_pipeline(name: str, encoder_label: str | None) -> str:
+    """A quality row's pipeline name for a fine-tuned encoder: `dense` -> `dense-mnrl`,
+    `hybrid20+ce` -> `hybrid-mnrl20+ce`; unchanged without a label."""
+    if encoder_label is None:
+        return name
+    match = re.match(r"[a-z]+", name)
+    head = match.group(0) if match else name
+    return f"{head}-{encoder_label}{name[len(head) :]}"
+
+
 def evaluate(
     dataset: Path,
     split: str,
@@ -213,6 +262,8 @@ def evaluate(
     concurrency: int = 8,
     max_queries: int | None = None,
     prebuilt: Mapping[str, Path] | None = None,
+    encoder_dir: Path | None = None,
+    encoder_label: str | None = None,
 ) -> list[QualityRow]:
     """Evaluates each named variant over a BEIR dataset split; one QualityRow per variant.
 
@@ -224,11 +275,12 @@ def evaluate(
         num_shards: dense index shards (the merged ranking is the same as one shard's).
         prebuilt: group ("dense", "bm25") -> an existing index version directory to use instead of the
             cache; it must have been built from this dataset's corpus (checked by checksum).
+        encoder_dir: the bi-encoder of the dense group (None: the packaged one); its index is cached apart.
+        encoder_label: rows of pipelines with a dense group are named for it (`labelled_pipeline`).
 
     Raises:
         DatasetError, ValueError: a bad dataset, or a variant that is unknown or needs a missing reranker.
     """
-    from retriever_service.bootstrap import load_index
 
     beir = BeirDataset(dataset)
     table = load_variants(variants_path, VariantBounds())
@@ -241,26 +293,14 @@ def evaluate(
         queries = queries[:max_queries]
         qrels = {q.query_id: qrels[q.query_id] for q in queries}
     groups_needed = {group for v in variants for group in v.groups}
-    encoder = None
-    retrievers: dict[str, Sequence[Retriever]] = {}
-    if "dense" in groups_needed:
-        from retriever_service.encoder import BiEncoder
-
-        encoder = BiEncoder.load()
-        dense_dir = prebuilt_index(prebuilt, "dense", beir.corpus_path) or ensure_index(
-            beir.corpus_path,
-            index_root,
-            kind="dense",
-            num_shards=num_shards,
-            encoder=encoder,
-            dataset_name=beir.name,
-        )
-        retrievers["dense"] = load_index(dense_dir, encoder=encoder)
-    if "bm25" in groups_needed:
-        bm25_dir = prebuilt_index(prebuilt, "bm25", beir.corpus_path) or ensure_index(
-            beir.corpus_path, index_root, kind="bm25", dataset_name=beir.name
-        )
-        retrievers["bm25"] = load_index(bm25_dir)
+    retrievers = load_offline_retrievers(
+        beir,
+        groups_needed,
+        index_root=index_root,
+        num_shards=num_shards,
+        prebuilt=prebuilt,
+        encoder_dir=encoder_dir,
+    )
     pipeline = SearchPipeline(retrievers, reranker)
     rows: list[QualityRow] = []
     for variant in variants:
@@ -270,7 +310,7 @@ def evaluate(
         row = QualityRow(
             dataset=beir.name,
             split=split,
-            pipeline=variant.name,
+            pipeline=labelled_pipeline(variant.name, encoder_label if "dense" in variant.groups else None),
             ndcg_at_10=round(scores["ndcg@10"], 4),
             mrr_at_10=round(scores["mrr@10"], 4),
             recall_at_100=round(scores["recall@100"], 4),
@@ -340,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             concurrency=settings.concurrency,
             max_queries=settings.max_queries,
             prebuilt=settings.prebuilt,
+            encoder_dir=settings.encoder,
+            encoder_label=settings.encoder_label,
         )
     except (DatasetError, ValueError, SearchError) as exc:
         print(f"search-eval: error: {exc}", file=sys.stderr)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.evaluate import QualityRow, score_run, update_results
+from gateway.config import parse_eval_settings
+from gateway.evaluate import QualityRow, labelled_pipeline, score_run, update_results
 
 
 def test_score_run_counts_every_judged_query() -> None:
@@ -42,3 +43,35 @@ def test_update_results_replaces_own_rows_and_keeps_others(tmp_path: Path) -> No
     table = md_path.read_text()
     assert "| scifact | test | dense | 0.6500 | 0.5000 | 0.9000 | 300 |" in table
     assert table.count("\n| ") == 4  # header + 3 rows
+
+
+def test_labelled_pipeline_names_rows_of_a_fine_tuned_encoder() -> None:
+    assert labelled_pipeline("dense", "mnrl") == "dense-mnrl"
+    assert labelled_pipeline("hybrid20+ce", "distill") == "hybrid-distill20+ce"
+    assert labelled_pipeline("hybrid", None) == "hybrid"
+
+
+def _dataset(tmp_path: Path) -> Path:
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "x"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    return tmp_path
+
+
+def test_encoder_flags_go_together_and_need_an_artifact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = _dataset(tmp_path)
+    base = ["--dataset", str(dataset), "--pipeline", "dense"]
+    with pytest.raises(SystemExit) as exit_info:
+        parse_eval_settings([*base, "--encoder-label", "mnrl"], ["none"])
+    assert exit_info.value.code == 2 and "go together" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_eval_settings([*base, "--encoder", str(tmp_path), "--encoder-label", "mnrl"], ["none"])
+    assert "not a bi-encoder artifact" in capsys.readouterr().err
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        parse_eval_settings([*base, "--encoder", str(tmp_path), "--encoder-label", "Bad Label"], ["none"])
+    assert "--encoder-label" in capsys.readouterr().err
+    settings = parse_eval_settings([*base, "--encoder", str(tmp_path), "--encoder-label", "mnrl"], ["none"])
+    assert settings.encoder == tmp_path and settings.encoder_label == "mnrl"
