@@ -1,9 +1,10 @@
 """Export a cross-encoder checkpoint to a versioned ONNX artifact the reranker loads.
 
 Steps: torch -> ONNX with eager attention (dynamic batch and sequence axes), ONNX Runtime's BERT optimizer
-(attention/LayerNorm/GELU fusions), then per-channel int8 dynamic quantisation of the weights (per-tensor
-int8 visibly hurts ranking quality). The artifact directory holds `model.onnx`, the tokenizer files and
-`manifest.json`, and is published atomically.
+(attention/LayerNorm/GELU fusions), then one of the quantisation schemes in `QUANTIZATION_SCHEMES` (default:
+per-channel int8 dynamic quantisation; per-tensor int8 visibly hurts ranking quality; bench/quantization.py
+measures each scheme's speed and agreement with fp32). The artifact directory holds `model.onnx`, the
+tokenizer files and `manifest.json`, and is published atomically.
 
 Example:
     python -m training.cross_encoder.export --checkpoint var/checkpoints/ce-listwise \
@@ -16,7 +17,8 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -89,18 +91,62 @@ def _optimize(src: Path, dst: Path, *, num_heads: int, hidden_size: int) -> None
     optimized.save_model_to_file(str(dst))
 
 
-def _quantize(src: Path, dst: Path) -> None:
+def _dynamic_int8(src: Path, dst: Path, *, keep_ffn_output: bool = False) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    excluded = _ffn_output_matmuls(onnx.load(str(src))) if keep_ffn_output else []
     quantize_dynamic(
         str(src),
         str(dst),
         per_channel=True,
         weight_type=QuantType.QInt8,
+        nodes_to_exclude=excluded,
         # Fused ops (com.microsoft Attention) defeat shape inference; their outputs are float32.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
+
+
+def _ffn_output_matmuls(model: Any) -> list[str]:
+    """The feed-forward down-projections (intermediate -> hidden): their GELU inputs carry the outliers that
+    per-tensor dynamic activation quantisation handles worst."""
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    names: list[str] = []
+    for node in model.graph.node:
+        if node.op_type != "MatMul":
+            continue
+        weight = next((shapes[i] for i in node.input if i in shapes), None)
+        if weight is not None and len(weight) == 2 and weight[0] > weight[1]:
+            names.append(node.name)
+    return names
+
+
+def _blockwise_int8_weights(src: Path, dst: Path) -> None:
+    """MatMul weights as int8 blocks of 32 (MatMulNBits); activations are quantised per row and block at
+    run time, so a pair's score does not depend on the other pairs in its batch (per-tensor dynamic int8's
+    does)."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=8)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+
+
+QUANTIZATION_SCHEMES: dict[str, Callable[[Path, Path], None] | None] = {
+    "none": None,
+    "int8-per-channel": _dynamic_int8,
+    "int8-per-channel-fp32-ffn-out": partial(_dynamic_int8, keep_ffn_output=True),
+    "int8-blockwise-weights": _blockwise_int8_weights,
+}
+"""Served formats by name, recorded as the manifest's `quantization`: the optimised fp32 graph; per-channel
+int8 weights with per-tensor dynamic int8 activations (the default: fastest); the same with the feed-forward
+down-projections left in fp32; int8 weight blocks with per-row activation blocks (batch-invariant)."""
+DEFAULT_QUANTIZATION = "int8-per-channel"
 
 
 def export_cross_encoder(
@@ -108,7 +154,7 @@ def export_cross_encoder(
     out: Path,
     *,
     max_length: int,
-    quantize: bool = True,
+    quantization: str = DEFAULT_QUANTIZATION,
     name: str = "cross-encoder-minilm",
     manifest_extra: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -119,13 +165,16 @@ def export_cross_encoder(
         out: the artifact directory itself, e.g. `var/models/cross-encoder/<version>`; its name is
             the version.
         max_length: the token budget the model was trained for; recorded for the runtime to truncate at.
-        quantize: int8 per-channel dynamic quantisation (the served format); False keeps optimised fp32.
+        quantization: a `QUANTIZATION_SCHEMES` name; "none" keeps the optimised fp32 graph.
         name: the model name recorded in the manifest.
         manifest_extra: merged into the manifest (training_data_sha256, hyperparameters, eval, ...).
 
     Returns:
         `out`.
     """
+    if quantization not in QUANTIZATION_SCHEMES:
+        raise ValueError(f"unknown quantization {quantization!r}; one of {sorted(QUANTIZATION_SCHEMES)}")
+    quantize = QUANTIZATION_SCHEMES[quantization]
     model, tokenizer = load_cross_encoder(model_dir, attn_implementation="eager")
     body_config = model.body.config
     with atomic_directory(out) as scratch, tempfile.TemporaryDirectory(prefix="ce-export-") as tmp:
@@ -139,8 +188,8 @@ def export_cross_encoder(
             hidden_size=int(body_config.hidden_size),
         )
         target = scratch / ONNX_NAME
-        if quantize:
-            _quantize(optimized, target)
+        if quantize is not None:
+            quantize(optimized, target)
         else:
             optimized.replace(target)
         tokenizer.save_pretrained(scratch)
@@ -156,7 +205,7 @@ def export_cross_encoder(
             "onnx": ONNX_NAME,
             "inputs": list(INPUT_NAMES),
             "output": OUTPUT_NAME,
-            "quantization": "int8-per-channel" if quantize else "none",
+            "quantization": quantization,
             "training_data_sha256": None,
             "hyperparameters": {},
             "eval": {},
@@ -193,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-length", type=int, default=None)
     parser.add_argument("--layers", type=int, default=6, help="with --untrained: layers kept")
     parser.add_argument("--seed", type=int, default=13, help="with --untrained: head seed")
-    parser.add_argument("--no-quantize", action="store_true")
+    parser.add_argument("--quantization", choices=sorted(QUANTIZATION_SCHEMES), default=DEFAULT_QUANTIZATION)
+    parser.add_argument("--no-quantize", action="store_true", help="the same as --quantization none")
     args = parser.parse_args(argv)
     configure_logging()
 
@@ -216,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
             model_dir,
             args.out / version,
             max_length=max_length,
-            quantize=not args.no_quantize,
+            quantization="none" if args.no_quantize else args.quantization,
             manifest_extra=extra,
         )
     logger.info("artifact: %s", path)

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from search_common.artifacts import read_manifest, verify_checksums
-from training.cross_encoder.export import export_cross_encoder
+from training.cross_encoder.export import QUANTIZATION_SCHEMES, export_cross_encoder
 from training.cross_encoder.model import CrossEncoder, CrossEncoderConfig, base_model_path, load_cross_encoder
 
 
@@ -50,15 +50,15 @@ def _feeds(directory: Path) -> dict[str, np.ndarray]:
     }
 
 
-@pytest.mark.parametrize("quantize", [False, True])
-def test_export_round_trip(tiny_checkpoint: Path, tmp_path: Path, quantize: bool) -> None:
+@pytest.mark.parametrize("quantization", sorted(QUANTIZATION_SCHEMES))
+def test_export_round_trip(tiny_checkpoint: Path, tmp_path: Path, quantization: str) -> None:
     import onnxruntime as ort
 
     out = export_cross_encoder(
         tiny_checkpoint,
         tmp_path / "v1",
         max_length=64,
-        quantize=quantize,
+        quantization=quantization,
         manifest_extra={"eval": {"x": 1.0}},
     )
     manifest = read_manifest(
@@ -66,7 +66,7 @@ def test_export_round_trip(tiny_checkpoint: Path, tmp_path: Path, quantize: bool
     )
     verify_checksums(out, manifest["files"])
     assert manifest["version"] == "v1"
-    assert manifest["quantization"] == ("int8-per-channel" if quantize else "none")
+    assert manifest["quantization"] == quantization
     assert manifest["eval"] == {"x": 1.0}
     assert json.loads((out / "manifest.json").read_text())["num_layers"] == 2
 
@@ -82,8 +82,16 @@ def test_export_round_trip(tiny_checkpoint: Path, tmp_path: Path, quantize: bool
         expected = model(
             *(torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
         )
-    tolerance = 0.05 if quantize else 1e-4
+    tolerance = 0.05 if quantization != "none" else 1e-4
     np.testing.assert_allclose(logits, expected.numpy(), atol=tolerance)
+    if quantization in ("none", "int8-blockwise-weights"):  # batch-invariant: each row scored alone agrees
+        (first,) = session.run(["logits"], {k: v[:1] for k, v in feeds.items()})
+        np.testing.assert_allclose(first, logits[:1], atol=1e-5)
+
+
+def test_export_refuses_an_unknown_quantization(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown quantization"):
+        export_cross_encoder(tiny_checkpoint, tmp_path / "v1", max_length=64, quantization="int3")
 
 
 def test_export_refuses_existing_target(tiny_checkpoint: Path, tmp_path: Path) -> None:
