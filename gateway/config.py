@@ -386,7 +386,9 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
     if (args.encoder is None) != (args.encoder_label is None):
         parser.error("--encoder and --encoder-label go together: another encoder's rows need a name")
     if args.encoder_label is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", args.encoder_label):
-        parser.error(f"--encoder-label {args.encoder_label!r}: use lower-case letters, digits, '-', '_' and '.'")
+        parser.error(
+            f"--encoder-label {args.encoder_label!r}: use lower-case letters, digits, '-', '_' and '.'"
+        )
     return EvalSettings(
         dataset=args.dataset,
         split=args.split,
