@@ -4,7 +4,8 @@ A variant's final order fuses the cross-encoder with its own first stage (`gatew
 cross-encoder weight w). The right depth and w depend on both stages, so a new first stage (a fine-tuned
 bi-encoder) needs them fitted again. This runs the first stage through the gateway's own pipeline over
 in-process retrievers (`gateway.evaluate.load_offline_retrievers`), scores each dev query's head once with
-the served cross-encoder artifact, and measures nDCG@10 for every (depth, w) on the grid.
+the served cross-encoder artifact, and measures nDCG@10 for every (depth, w) on the grid with the same report
+training uses (`training.cross_encoder.evaluate.rerank_report`).
 
 Dev = the seeded 20% of the train queries (`training.common.splits`); the bi-encoder given must not have
 trained on them (a run with `--dev-fraction 0.2`), nor must the cross-encoder. Never touches the test split.
@@ -21,68 +22,32 @@ import argparse
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from gateway.evaluate import load_offline_retrievers
-from gateway.merge import rerank_order
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import VariantBounds, load_variants
 from search_common.beir import BeirDataset
 from search_common.cross_encoder_runtime import CrossEncoderRuntime
-from search_common.documents import Candidate
+from search_common.documents import Document
 from search_common.logging_setup import configure_logging
-from training.common.metrics import ndcg_at_10, ranking_to_run
 from training.common.splits import split_train_dev
+from training.cross_encoder.evaluate import rerank_report
 
 logger = logging.getLogger(__name__)
-
-WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
-
-
-def fusion_grid(
-    heads: dict[str, list[Candidate]],
-    scores: dict[str, list[float]],
-    qrels: dict[str, dict[str, int]],
-    depths: Sequence[int],
-    weights: Sequence[float] = WEIGHTS,
-) -> dict[int, dict[float, float]]:
-    """nDCG@10 of each (depth, weight): the head re-ranked to `depth` and RRF-fused with weight w."""
-    grid: dict[int, dict[float, float]] = {}
-    for depth in depths:
-        grid[depth] = {}
-        for weight in weights:
-            ranked = {
-                q: [
-                    c.document.doc_id
-                    for c in rerank_order(heads[q], scores[q][:depth], fusion="rrf", fusion_weight=weight)
-                ]
-                for q in heads
-            }
-            grid[depth][weight] = ndcg_at_10(qrels, ranking_to_run(ranked))
-    return grid
-
-
-def best_of(grid: dict[int, dict[float, float]]) -> dict[str, Any]:
-    """The best (depth, weight); ties go to the shallower depth and the smaller weight (cheaper, safer)."""
-    depth, weight, value = max(
-        ((d, w, v) for d, row in grid.items() for w, v in row.items()),
-        key=lambda t: (round(t[2], 6), -t[0], -t[1]),
-    )
-    return {"depth": depth, "weight": weight, "ndcg@10": value}
 
 
 async def _first_stage(
     pipeline: SearchPipeline, variant_name: str, variants: Path | None, queries: dict[str, str], depth: int
-) -> dict[str, list[Candidate]]:
+) -> dict[str, list[Document]]:
+    """Each query's top `depth` documents from the first-stage variant, best first."""
     variant = load_variants(variants, VariantBounds()).get(variant_name)
     if variant.reranks:
         raise ValueError(f"--first-stage {variant_name!r} re-ranks; name a first-stage variant")
-    heads: dict[str, list[Candidate]] = {}
+    heads: dict[str, list[Document]] = {}
     for qid, text in queries.items():
         outcome = await pipeline.search(SearchQuery(text, depth, variant, max(depth, 100), 0))
-        heads[qid] = [Candidate(hit.document, hit.retrieval_score) for hit in outcome.hits]
+        heads[qid] = [hit.document for hit in outcome.hits]
     return heads
 
 
@@ -123,25 +88,30 @@ def main(argv: list[str] | None = None) -> None:
         _first_stage(SearchPipeline(retrievers), args.first_stage, args.variants, dev_queries, max_depth)
     )
     runtime = CrossEncoderRuntime.load(args.reranker_artifact)
-    scores = {q: [float(s) for s in runtime.score(dev_queries[q], [c.document.model_text() for c in head])]
+    scores = {q: [float(s) for s in runtime.score(dev_queries[q], [d.model_text() for d in head])]
               for q, head in heads.items()}  # fmt: skip
-    grid = fusion_grid(heads, scores, dev_qrels, args.depths)
-    first_stage = ndcg_at_10(
-        dev_qrels, ranking_to_run({q: [c.document.doc_id for c in h] for q, h in heads.items()})
+    report = rerank_report(
+        scores,
+        {q: [d.doc_id for d in head] for q, head in heads.items()},
+        dev_qrels,
+        {d.doc_id: d for head in heads.values() for d in head},
+        depths=args.depths,
     )
+    depth, weight, fused = report.best_fused()
     record = {
         "dataset": beir.name,
         "dev_queries": len(dev_ids),
         "first_stage": args.first_stage,
         "encoder": str(args.encoder) if args.encoder else "packaged",
         "reranker_artifact": str(args.reranker_artifact),
-        "first_stage_ndcg@10": first_stage,
-        "grid": {str(d): {str(w): v for w, v in row.items()} for d, row in grid.items()},
-        "best": best_of(grid),
+        "first_stage_ndcg@10": report.first_stage,
+        "ce_ndcg@10": report.as_dict()["ce"],
+        "grid": report.as_dict()["fused"],
+        "best": {"depth": depth, "weight": weight, "ndcg@10": fused},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
-    logger.info("dev first stage %.4f; best %s", first_stage, record["best"])
+    logger.info("dev first stage %.4f; best %s", report.first_stage, record["best"])
     print(json.dumps(record["best"]))
 
 

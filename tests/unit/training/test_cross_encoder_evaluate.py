@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from search_common.documents import Document
-from training.cross_encoder.evaluate import rerank_report
+from training.cross_encoder.evaluate import RerankReport, rerank_report
 
 
 def test_report_ce_and_fused() -> None:
@@ -23,3 +23,9 @@ def test_report_ce_and_fused() -> None:
     assert (depth, weight) == (3, 1.0)
     assert value == pytest.approx(1.0)
     assert report.as_dict()["ce"] == {"1": pytest.approx(0.5), "3": pytest.approx(1.0)}
+
+
+def test_best_fused_prefers_shallower_and_lighter_on_ties() -> None:
+    report = RerankReport(first_stage=0.6, fused={10: {0.2: 0.7, 0.4: 0.7}, 20: {0.2: 0.7}})
+    depth, weight, _ = report.best_fused()
+    assert depth == 10 and weight == 0.2
