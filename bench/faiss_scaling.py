@@ -5,8 +5,15 @@ For each database size builds every index (timed), measures batch-search QPS wit
 (Flat's own results are the ground truth). Writes one JSON record per run; each size's rows are appended
 as soon as they are measured, so a long 1M run leaves partial results if it is stopped.
 
-Example:
+`--device gpu` (a machine with faiss-gpu) adds Flat and IVF built and searched on GPU 0, through the same
+`place_index` the retriever serves with, next to the CPU indexes of the same run; every speedup is still
+against the CPU Flat. `--single-queries N` also times N one-query searches per setting (p50 and p95 ms):
+what one online request sees, where a batch of queries would hide the GPU's per-call cost.
+
+Examples:
     python bench/faiss_scaling.py --sizes 10000 100000 1000000 --out bench/results/faiss_scaling.json
+    python bench/faiss_scaling.py --device gpu --threads 16 --sizes 100000 1000000 --single-queries 200 \
+        --out bench/results/faiss_scaling_gpu.json
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import logging
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +32,8 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from retriever_service.config import FaissDevice
+from retriever_service.faiss_index import apply_search_params, place_index
 from search_common.provenance import git_sha
 
 logger = logging.getLogger(__name__)
@@ -73,6 +83,17 @@ def timed_search(
     return time.perf_counter() - start, ids
 
 
+def single_query_ms(index: faiss.Index, queries: npt.NDArray[np.float32], k: int) -> tuple[float, float]:
+    """p50 and p95 wall milliseconds of one-query searches (the first one dropped as warmup)."""
+    times = []
+    for row in queries:
+        start = time.perf_counter()
+        index.search(row[None, :], k)
+        times.append(1000.0 * (time.perf_counter() - start))
+    times = sorted(times[1:])
+    return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))]
+
+
 def ivf_lists(n: int) -> int:
     return max(16, min(4096, int(4 * n**0.5)))
 
@@ -90,15 +111,21 @@ def run_size(
     rows: list[dict[str, Any]] = []
     built: dict[str, tuple[faiss.Index, float]] = {}
     nlist = ivf_lists(n)
-    specs: list[tuple[str, list[str]]] = [
-        ("Flat", [""]),
-        (f"IVF{nlist},Flat", [f"nprobe={p}" for p in args.nprobe if p <= nlist]),
-        ("HNSW32,Flat", [f"efSearch={e}" for e in args.ef_search]),
-    ]
-    for key, _ in specs:
+    ivf = f"IVF{nlist},Flat"
+    nprobes = [f"nprobe={p}" for p in args.nprobe if p <= nlist]
+    # (row key, factory, device, search settings); the CPU Flat is the ground truth and the speedup baseline.
+    specs: list[tuple[str, str, FaissDevice, list[str]]] = [("Flat", "Flat", "cpu", [""])]
+    if args.cpu_ann:
+        specs += [
+            (ivf, ivf, "cpu", nprobes),
+            ("HNSW32,Flat", "HNSW32,Flat", "cpu", [f"efSearch={e}" for e in args.ef_search]),
+        ]
+    if args.device == "gpu":
+        specs += [("Flat@gpu", "Flat", "gpu", [""]), (f"{ivf}@gpu", ivf, "gpu", nprobes)]
+    for key, factory, device, _ in specs:
         logger.info("n=%d building %s", n, key)
         start = time.perf_counter()
-        index = faiss.index_factory(dim, key, faiss.METRIC_INNER_PRODUCT)
+        index = place_index(faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT), device, what=key)
         if not index.is_trained:
             train_n = min(n, max(nlist * 40, 50_000))
             sample = base[np.random.default_rng(args.seed).choice(n, size=train_n, replace=False)]
@@ -108,35 +135,39 @@ def run_size(
         logger.info("n=%d built %s in %.1fs", n, key, built[key][1])
     flat = built["Flat"][0]
     _, truth = flat.search(queries, k)
-    ps = faiss.ParameterSpace()
-    settings = [(key, p) for key, params in specs for p in params]
+    settings = [(key, p) for key, _, _, params in specs for p in params]
     times: dict[tuple[str, str], list[float]] = {s: [] for s in settings}
     found: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
+    single: dict[tuple[str, str], tuple[float, float]] = {}
     for rep in range(args.repeats + 1):  # rep 0 is warmup, dropped
         for key, p in settings:
             index = built[key][0]
-            if p:
-                ps.set_index_parameters(index, p)  # type: ignore[arg-type]
+            apply_search_params(index, p)
             elapsed, ids = timed_search(index, queries, k)
             if rep > 0:
                 times[(key, p)].append(elapsed)
             found[(key, p)] = ids
+            if rep == args.repeats and args.single_queries:
+                single[(key, p)] = single_query_ms(index, queries[: args.single_queries + 1], k)
     flat_qps = len(queries) / statistics.median(times[("Flat", "")])
+    devices = {key: device for key, _, device, _ in specs}
     for key, p in settings:
         qps = len(queries) / statistics.median(times[(key, p)])
-        rows.append(
-            {
-                "n": n,
-                "index_key": key,
-                "search_params": p,
-                "build_s": round(built[key][1], 3),
-                "qps": round(qps, 1),
-                "ms_per_query": round(1000.0 / qps, 4),
-                f"recall@{k}": round(recall_at_k(found[(key, p)], truth, k), 4),
-                "speedup_vs_flat": round(qps / flat_qps, 2),
-                "runs": args.repeats,
-            }
-        )
+        row: dict[str, Any] = {
+            "n": n,
+            "index_key": key,
+            "device": devices[key],
+            "search_params": p,
+            "build_s": round(built[key][1], 3),
+            "qps": round(qps, 1),
+            "ms_per_query": round(1000.0 / qps, 4),
+            f"recall@{k}": round(recall_at_k(found[(key, p)], truth, k), 4),
+            "speedup_vs_flat": round(qps / flat_qps, 2),
+            "runs": args.repeats,
+        }
+        if (key, p) in single:
+            row["single_query_p50_ms"], row["single_query_p95_ms"] = (round(v, 3) for v in single[(key, p)])
+        rows.append(row)
         logger.info("%s", rows[-1])
     return rows
 
@@ -146,13 +177,35 @@ def best_at_recall(rows: list[dict[str, Any]], n: int, k: int, floor: float) -> 
     return max(ok, key=lambda r: r["qps"]) if ok else None
 
 
+def gpu_name() -> str:
+    """The GPU's name as nvidia-smi gives it (FAISS does not expose it)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = "unknown"
+    return f"gpu 0 ({out}), {faiss.get_num_gpus()} visible to FAISS"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     general = parser.add_argument_group("general")
     general.add_argument("--out", type=Path, default=Path("bench/results/faiss_scaling.json"))
-    general.add_argument("--threads", type=int, default=2)
+    general.add_argument("--threads", type=int, default=2, help="FAISS CPU threads")
+    general.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: add GPU Flat and IVF")
+    general.add_argument(
+        "--cpu-ann",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="build the CPU IVF and HNSW indexes (minutes at 1M); --no-cpu-ann keeps the CPU Flat alone",
+    )
     general.add_argument("--repeats", type=int, default=2, help="timed runs per setting after one warmup")
     data = parser.add_argument_group("dataset")
     data.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -166,6 +219,7 @@ def main() -> None:
     search.add_argument("--k", type=int, default=100)
     search.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     search.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256, 512])
+    search.add_argument("--single-queries", type=int, default=0, help="also time N one-query searches")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     faiss.omp_set_num_threads(args.threads)
@@ -177,7 +231,8 @@ def main() -> None:
     record: dict[str, Any] = {
         "bench": "faiss_scaling",
         "git_sha": git_sha(),
-        "device": f"cpu ({platform.processor() or platform.machine()}), faiss threads={args.threads}",
+        "device": f"cpu ({platform.processor() or platform.machine()}), faiss threads={args.threads}"
+        + (f"; {gpu_name()}" if args.device == "gpu" else ""),
         "faiss_version": faiss.__version__,
         "params": {k: v for k, v in vars(args).items() if k != "out"} | {"out": str(args.out)},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from retriever_service.config import Settings
+from retriever_service.config import FaissDevice, Settings
 from retriever_service.shards import (
     DEFAULT_MAX_TOP_K,
     DEFAULT_QUERY_LIMIT,
@@ -42,6 +42,7 @@ def load_shard_retriever(
     encoder: BiEncoder | None = None,
     max_top_k: int = DEFAULT_MAX_TOP_K,
     max_query_chars: int = DEFAULT_QUERY_LIMIT,
+    faiss_device: FaissDevice = "auto",
 ) -> Retriever:
     """Loads one shard as an in-process Retriever, validating it first.
 
@@ -50,15 +51,21 @@ def load_shard_retriever(
         encoder: a loaded encoder to share between shards (dense only); None loads the packaged
             all-MiniLM-L6-v2, and a shard built with other weights is refused.
         max_top_k: the largest k a request may ask for.
+        faiss_device: where a dense shard is searched (`auto`: a GPU when FAISS sees one).
 
     Raises:
-        ArtifactError: the shard is missing, incomplete, corrupt, or does not match the encoder.
+        ArtifactError: the shard is missing, incomplete, corrupt, or does not match the encoder, or it
+            cannot be placed on the FAISS device asked for.
     """
-    return _load_shard(shard_dir, encoder, max_top_k, max_query_chars)
+    return _load_shard(shard_dir, encoder, max_top_k, max_query_chars, faiss_device)
 
 
 def _load_shard(
-    shard_dir: Path, encoder: BiEncoder | None, max_top_k: int, max_query_chars: int
+    shard_dir: Path,
+    encoder: BiEncoder | None,
+    max_top_k: int,
+    max_query_chars: int,
+    faiss_device: FaissDevice = "auto",
 ) -> FaissRetriever | Bm25Retriever:
     shard_dir = Path(shard_dir)
     if shard_kind(shard_dir) == "bm25":
@@ -69,7 +76,11 @@ def _load_shard(
     from retriever_service.faiss_index import load_faiss_shard
 
     return load_faiss_shard(
-        shard_dir, encoder or BiEncoder.load(), max_top_k=max_top_k, max_query_chars=max_query_chars
+        shard_dir,
+        encoder or BiEncoder.load(),
+        max_top_k=max_top_k,
+        max_query_chars=max_query_chars,
+        faiss_device=faiss_device,
     )
 
 
@@ -79,6 +90,7 @@ def load_index(
     encoder: BiEncoder | None = None,
     max_top_k: int = DEFAULT_MAX_TOP_K,
     max_query_chars: int = DEFAULT_QUERY_LIMIT,
+    faiss_device: FaissDevice = "auto",
 ) -> list[Retriever]:
     """Loads every shard of an index version directory, sharing one encoder; shard i is element i."""
     index_dir = Path(index_dir)
@@ -96,7 +108,7 @@ def load_index(
     total = 0
     for shard_id in range(num_shards):
         shard_dir = index_dir / shard_dir_name(shard_id)
-        retriever = _load_shard(shard_dir, encoder, max_top_k, max_query_chars)
+        retriever = _load_shard(shard_dir, encoder, max_top_k, max_query_chars, faiss_device)
         shard = retriever.shard
         if (shard.shard_id, shard.num_shards, shard.index_version, shard.kind) != (
             shard_id,
@@ -139,4 +151,5 @@ def build_retriever(settings: Settings) -> Retriever:
         encoder=encoder,
         max_top_k=settings.max_top_k,
         max_query_chars=settings.max_query_chars,
+        faiss_device=settings.faiss_device,
     )

@@ -18,6 +18,10 @@ from search_common.tls import ServerTls, add_server_tls_options, server_tls_from
 
 ENV_PREFIX = "SEARCH_RETRIEVER_"
 
+# Where a dense shard's FAISS index is searched (retriever_service.faiss_index.place_index says how).
+FaissDevice = Literal["auto", "cpu", "gpu"]
+FAISS_DEVICES: tuple[FaissDevice, ...] = ("auto", "cpu", "gpu")
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -36,6 +40,8 @@ class Settings:
     # Encoder directory for dense shards; None loads the packaged all-MiniLM-L6-v2.
     encoder: Path | None = None
     device: str = "cpu"
+    # Where a dense shard's FAISS index is searched: auto (a GPU when FAISS sees one), cpu or gpu.
+    faiss_device: FaissDevice = "auto"
     grace_seconds: float = 5.0
     # Prometheus /metrics on this port (0 picks a free one); None serves no metrics.
     metrics_port: int | None = None
@@ -53,6 +59,10 @@ class Settings:
             raise ValueError(f"--threads must be >= 0 (0 = all cores), got {self.threads}")
         if self.grace_seconds < 0:
             raise ValueError(f"--grace-seconds must be >= 0, got {self.grace_seconds}")
+        if self.faiss_device not in FAISS_DEVICES:
+            raise ValueError(
+                f"--faiss-device must be one of {', '.join(FAISS_DEVICES)}, got {self.faiss_device!r}"
+            )
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"--metrics-port must be in 0..65535 (or -1 for none), got {self.metrics_port}")
 
@@ -142,7 +152,13 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         default=_env(env, "ENCODER", "") or None,
         help="encoder directory for a dense shard (default: the packaged all-MiniLM-L6-v2)",
     )
-    parser.add_argument("--device", default=_env(env, "DEVICE", "cpu"))
+    parser.add_argument("--device", default=_env(env, "DEVICE", "cpu"), help="torch device of the encoder")
+    parser.add_argument(
+        "--faiss-device",
+        default=_env(env, "FAISS_DEVICE", "auto"),
+        choices=FAISS_DEVICES,
+        help="where FAISS searches a dense shard: auto (a GPU when FAISS sees one), cpu or gpu",
+    )
     parser.add_argument("--grace-seconds", type=float, default=5.0)
     parser.add_argument(
         "--metrics-port",
@@ -169,6 +185,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             threads=args.threads,
             encoder=args.encoder,
             device=args.device,
+            faiss_device=args.faiss_device,
             grace_seconds=args.grace_seconds,
             metrics_port=None if args.metrics_port < 0 else args.metrics_port,
             tls=server_tls_from(args),

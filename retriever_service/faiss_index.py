@@ -2,12 +2,16 @@
 
 Vectors are L2-normalised and searched by inner product, so scores are cosine similarities. Search knobs
 (`nprobe=16`, `efSearch=128`) are FAISS ParameterSpace strings recorded in the manifest and applied at load.
+Indexes are built and saved on the CPU side; at load a shard is copied to the GPU when configuration asks for
+it (`--faiss-device`: `auto` uses a GPU when FAISS sees one and the index type has a GPU version).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from retriever_service.config import FAISS_DEVICES, FaissDevice
 from retriever_service.encoder import BiEncoder
 from retriever_service.shards import (
     DEFAULT_QUERY_LIMIT,
@@ -33,6 +38,9 @@ METRIC = "inner_product"
 DENSE_REQUIRED = ("dim", "metric", "factory", "search_params", "encoder")
 _IVF = re.compile(r"(?:^|,)IVF(\d+)")
 
+# FAISS's GPU k-selection handles k up to 2048 (GPU_MAX_SELECTION_K); a larger k fails at search time.
+GPU_MAX_K = 2048
+
 
 def make_index(dim: int, factory: str) -> faiss.Index:
     """An empty inner-product index from a factory string; ValueError names a bad string."""
@@ -46,17 +54,62 @@ def make_index(dim: int, factory: str) -> faiss.Index:
 
 
 def apply_search_params(index: faiss.Index, search_params: str) -> None:
-    """Applies a ParameterSpace string such as 'nprobe=16'; ValueError names a bad one."""
+    """Applies a ParameterSpace string such as 'nprobe=16', on a CPU or GPU index; ValueError if bad."""
     if not search_params.strip():
         return
+    space = faiss.GpuParameterSpace() if is_gpu_index(index) else faiss.ParameterSpace()
     try:
-        faiss.ParameterSpace().set_index_parameters(index, search_params)  # type: ignore[arg-type]
+        space.set_index_parameters(index, search_params)  # type: ignore[arg-type]
     except (RuntimeError, ValueError) as exc:
         raise ValueError(f"invalid FAISS search parameters {search_params!r}: {exc}") from None
 
 
 def _gpu_available() -> bool:
     return bool(hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0)
+
+
+def is_gpu_index(index: faiss.Index) -> bool:
+    return hasattr(faiss, "GpuIndex") and isinstance(faiss.downcast_index(index), faiss.GpuIndex)
+
+
+_gpu_resources: Any = None
+_gpu_resources_lock = threading.Lock()
+
+
+def gpu_resources() -> Any:
+    """The process's one StandardGpuResources: every shard and build shares its scratch memory and stream."""
+    global _gpu_resources
+    with _gpu_resources_lock:
+        if _gpu_resources is None:
+            _gpu_resources = faiss.StandardGpuResources()
+        return _gpu_resources
+
+
+def place_index(index: faiss.Index, device: FaissDevice, *, what: str) -> faiss.Index:
+    """The index to search with: `index` itself on the CPU, or its copy on GPU 0.
+
+    `auto` copies when FAISS sees a GPU and the index type has a GPU version (Flat and IVF do, HNSW does
+    not); `gpu` insists. Search parameters are not carried over: apply them to the returned index.
+
+    Raises:
+        ValueError: `device` is not one of FAISS_DEVICES, or `gpu` was asked for and cannot be had.
+    """
+    if device not in FAISS_DEVICES:
+        raise ValueError(f"{what}: FAISS device must be one of {', '.join(FAISS_DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return index
+    if not _gpu_available():
+        if device == "gpu":
+            raise ValueError(f"{what}: FAISS device 'gpu' asked for, but FAISS sees no GPU")
+        return index
+    try:
+        return faiss.index_cpu_to_gpu(gpu_resources(), 0, index)
+    except RuntimeError as exc:  # e.g. HNSW has no GPU implementation
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if device == "gpu":
+            raise ValueError(f"{what}: this index type cannot be searched on the GPU: {reason}") from None
+        logger.info("%s stays on the CPU (no GPU version: %s)", what, reason)
+        return index
 
 
 def build_faiss_index(vectors: npt.NDArray[np.float32], factory: str) -> faiss.Index:
@@ -73,22 +126,12 @@ def build_faiss_index(vectors: npt.NDArray[np.float32], factory: str) -> faiss.I
             f"factory {factory!r} asks for {match.group(1)} IVF lists but the shard has only {n} vectors; "
             f"use at most {n} lists (about 4*sqrt(n) = {max(1, int(4 * n**0.5))} is a common choice)"
         )
-    work = index
-    resources = None
-    if _gpu_available():
-        try:
-            resources = faiss.StandardGpuResources()
-            work = faiss.index_cpu_to_gpu(resources, 0, index)
-            logger.info("building %s on the GPU", factory)
-        except RuntimeError as exc:  # e.g. HNSW has no GPU implementation
-            logger.info("building %s on the CPU (no GPU version: %s)", factory, str(exc).splitlines()[-1])
-            work = index
+    work = place_index(index, "auto", what=f"building {factory}")
+    logger.info("building %s on the %s", factory, "GPU" if work is not index else "CPU")
     if not work.is_trained:
         work.train(vectors)
     work.add(vectors)
-    cpu = faiss.index_gpu_to_cpu(work) if work is not index else index
-    del resources
-    return cpu
+    return faiss.index_gpu_to_cpu(work) if work is not index else index
 
 
 class FaissRetriever(ShardRetriever[npt.NDArray[np.float32]]):
@@ -111,6 +154,15 @@ class FaissRetriever(ShardRetriever[npt.NDArray[np.float32]]):
         super().__init__(documents, shard, max_top_k=max_top_k, max_query_chars=max_query_chars)
         self._index = index
         self._encoder = encoder
+        # A GPU index is not safe to search from several threads at once (its resources own one stream);
+        # CPU indexes are, and FAISS parallelises each search itself.
+        self._search_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if is_gpu_index(index) else contextlib.nullcontext()
+        )
+
+    @property
+    def on_gpu(self) -> bool:
+        return is_gpu_index(self._index)
 
     def encode(self, text: str) -> npt.NDArray[np.float32]:
         return self._encoder.encode_queries([text])
@@ -144,7 +196,8 @@ class FaissRetriever(ShardRetriever[npt.NDArray[np.float32]]):
         k_eff = min(k, self._index.ntotal)
         if k_eff == 0:
             return [[] for _ in range(len(vectors))]
-        scores, ids = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), k_eff)
+        with self._search_lock:
+            scores, ids = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), k_eff)
         return [
             [
                 Candidate(self._documents[int(i)], float(s))
@@ -161,8 +214,13 @@ def load_faiss_shard(
     *,
     max_top_k: int = 1000,
     max_query_chars: int = DEFAULT_QUERY_LIMIT,
+    faiss_device: FaissDevice = "auto",
 ) -> FaissRetriever:
-    """Loads and validates one dense shard against an encoder; ArtifactError names what is wrong."""
+    """Loads and validates one dense shard against an encoder, then places it on `faiss_device`.
+
+    Raises:
+        ArtifactError: names what is wrong with the shard, or why it cannot be served on the device asked.
+    """
     manifest = load_shard_manifest(shard_dir, "dense", DENSE_REQUIRED)
     check_encoder(shard_dir, manifest, encoder)
     if manifest["metric"] != METRIC:
@@ -197,8 +255,16 @@ def load_faiss_shard(
         )
     try:
         apply_search_params(index, str(manifest["search_params"]))
+        index = place_index(index, faiss_device, what=str(shard_dir))
+        if is_gpu_index(index):
+            apply_search_params(index, str(manifest["search_params"]))
     except ValueError as exc:
         raise ArtifactError(f"{shard_dir}: {exc}") from None
+    if is_gpu_index(index) and max_top_k > GPU_MAX_K:
+        raise ArtifactError(
+            f"{shard_dir}: max_top_k {max_top_k} exceeds what FAISS searches on a GPU ({GPU_MAX_K}); "
+            "lower --max-top-k or serve this shard with --faiss-device cpu"
+        )
     documents = load_shard_docs(shard_dir, manifest)
     shard = ShardDescription(
         kind="dense",
@@ -210,7 +276,12 @@ def load_faiss_shard(
         encoder=encoder.identity,
     )
     logger.info(
-        "loaded %s: %s %s, %d vectors", shard.component, manifest["name"], manifest["factory"], index.ntotal
+        "loaded %s: %s %s, %d vectors, on the %s",
+        shard.component,
+        manifest["name"],
+        manifest["factory"],
+        index.ntotal,
+        "GPU" if is_gpu_index(index) else "CPU",
     )
     return FaissRetriever(
         index, documents, encoder, shard, max_top_k=max_top_k, max_query_chars=max_query_chars

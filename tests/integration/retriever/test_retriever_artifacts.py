@@ -253,3 +253,13 @@ def test_shard_from_another_version_is_refused(
     _edit_manifest(copy / "shard-1", version="v19990101T000000Z")
     with pytest.raises(ArtifactError, match="does not belong to"):
         load_index(copy, encoder=encoder)
+
+
+@pytest.mark.skipif(
+    hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0, reason="FAISS sees a GPU here"
+)
+def test_gpu_placement_without_a_gpu_is_refused(dense_index: Path, encoder: BiEncoder) -> None:
+    with pytest.raises(ArtifactError, match=r"shard-0: FAISS device 'gpu' asked for, but FAISS sees no GPU"):
+        load_index(dense_index, encoder=encoder, faiss_device="gpu")
+    (retriever,) = load_index(dense_index, encoder=encoder, faiss_device="auto")
+    assert isinstance(retriever, FaissRetriever) and not retriever.on_gpu
