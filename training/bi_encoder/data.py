@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +32,13 @@ __all__ = [
     "in_batch_safe_batches",
     "positive_examples",
     "pseudo_query_examples",
+    "sentence_query_examples",
 ]
+
+SENTENCE_PREFIX = "ict:"
+# A sentence ends at . ! or ? followed by a capital letter or digit ("et al. found" stays whole).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
+MIN_SENTENCE_WORDS, MAX_SENTENCE_WORDS, MIN_SENTENCES = 6, 60, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +47,8 @@ class Example:
 
     `teacher_margins[i]` is the cross-encoder's score of the positive minus its score of `negative_ids[i]`.
     `title_free` (pseudo-query examples, whose query is the positive's own title) shows every document of
-    the example without its title, so the model cannot match the title verbatim.
+    the example without its title, so the model cannot match the title verbatim. `cut_text` (sentence
+    queries) is removed from the documents shown, for the same reason.
     """
 
     query_id: str
@@ -49,9 +57,11 @@ class Example:
     negative_ids: tuple[str, ...] = ()
     teacher_margins: tuple[float, ...] = ()
     title_free: bool = False
+    cut_text: str = ""
 
     def document_text(self, document: Document) -> str:
-        return document.text if self.title_free else document.model_text()
+        text = document.text if self.title_free else document.model_text()
+        return " ".join(text.replace(self.cut_text, " ").split()) if self.cut_text else text
 
 
 def positive_examples(
@@ -93,6 +103,37 @@ def pseudo_query_examples(
         doc_id = pid.removeprefix(PSEUDO_PREFIX)
         examples.append(Example(pid, documents[doc_id].title, doc_id, title_free=True))
     return examples
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def sentence_query_examples(
+    documents: Mapping[str, Document], limit: int, *, seed: int, exclude_docs: frozenset[str] = frozenset()
+) -> list[Example]:
+    """Up to `limit` (abstract sentence -> rest of the abstract) examples: the Inverse Cloze Task.
+
+    The sentence is the abstract's last one of usable length: most abstracts end on their conclusion,
+    the kind of statement SciFact's claims are written from, which titles are not. It is cut from the
+    positive, so the model has to match its meaning rather than its words. Ids are `ict:<doc_id>`;
+    documents in `exclude_docs` (judged for held-out queries) are never used.
+    """
+    usable: list[tuple[str, str]] = []
+    for doc_id in sorted(documents):
+        if doc_id in exclude_docs:
+            continue
+        sentences = split_sentences(documents[doc_id].text)
+        if len(sentences) < MIN_SENTENCES:
+            continue
+        fitting = [s for s in sentences if MIN_SENTENCE_WORDS <= len(s.split()) <= MAX_SENTENCE_WORDS]
+        if fitting:
+            usable.append((doc_id, fitting[-1]))
+    random.Random(seed).shuffle(usable)
+    return [
+        Example(SENTENCE_PREFIX + doc_id, sentence, doc_id, cut_text=sentence)
+        for doc_id, sentence in sorted(usable[:limit])
+    ]
 
 
 def in_batch_safe_batches(
@@ -191,13 +232,10 @@ def attach_hard_negatives(
             continue
         chosen = rng.sample(kept, count)
         out.append(
-            Example(
-                example.query_id,
-                example.query,
-                example.positive_id,
-                tuple(chosen),
-                tuple(scores[0] - by_id[d] for d in chosen),
-                example.title_free,
+            replace(
+                example,
+                negative_ids=tuple(chosen),
+                teacher_margins=tuple(scores[0] - by_id[d] for d in chosen),
             )
         )
     return out

@@ -47,6 +47,7 @@ from training.bi_encoder.data import (
     in_batch_safe_batches,
     positive_examples,
     pseudo_query_examples,
+    sentence_query_examples,
 )
 from training.bi_encoder.losses import InBatchContrastiveLoss, MarginMSELoss
 from training.common.seeding import seed_everything
@@ -78,6 +79,7 @@ class HyperParameters:
     neg_depth: int = 30
     teacher_margin: float = 1.0
     pseudo_queries: int = 0
+    sentence_queries: int = 0
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -123,6 +125,8 @@ def train(
     """
     if hp.recipe != "mnrl" and (candidates is None or teacher is None):
         raise ValueError(f"train: recipe {hp.recipe!r} needs first-stage candidates and a teacher")
+    if hp.recipe != "mnrl" and hp.sentence_queries > 0:
+        raise ValueError("train: sentence queries have no mined candidates; use them with recipe 'mnrl'")
     seed_everything(hp.seed)
     if threads:
         torch.set_num_threads(threads)
@@ -135,9 +139,13 @@ def train(
     examples = positive_examples(train_ids, queries, train_qrels, documents)
     if max_examples is not None:
         examples = examples[:max_examples]
+    held_out = frozenset(d for q in dev_ids for d, rel in train_qrels[q].items() if rel > 0)
     if hp.pseudo_queries > 0:
-        held_out = frozenset(d for q in dev_ids for d, rel in train_qrels[q].items() if rel > 0)
         examples += pseudo_query_examples(documents, hp.pseudo_queries, seed=hp.seed, exclude_docs=held_out)
+    if hp.sentence_queries > 0:
+        examples += sentence_query_examples(
+            documents, hp.sentence_queries, seed=hp.seed + 1, exclude_docs=held_out
+        )
     if not examples:
         raise ValueError(f"{dataset}: no training examples")
     rng = random.Random(hp.seed)
@@ -262,6 +270,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pseudo-queries", type=int, default=0, help="title -> own abstract examples from the corpus"
     )
+    parser.add_argument(
+        "--sentence-queries",
+        type=int,
+        default=0,
+        help="abstract sentence -> rest of its abstract examples (Inverse Cloze Task; recipe mnrl)",
+    )
     parser.add_argument("--teacher", type=Path, default=None, help="cross-encoder artifact (default: newest)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="first-stage mining cache")
     parser.add_argument("--indexes", type=Path, default=DEFAULT_INDEXES, help="mining index root")
@@ -274,6 +288,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--{flag.replace('_', '-')} must be positive")
     if not args.temperature > 0:
         parser.error("--temperature must be positive")
+    for flag in ("pseudo_queries", "sentence_queries"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.sentence_queries and args.recipe != "mnrl":
+        parser.error("--sentence-queries has no mined hard negatives; use it with --recipe mnrl")
     configure_logging()
     hp = HyperParameters(
         recipe=args.recipe,
@@ -292,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         neg_depth=args.neg_depth,
         teacher_margin=args.teacher_margin,
         pseudo_queries=args.pseudo_queries,
+        sentence_queries=args.sentence_queries,
     )
     candidates: dict[str, list[str]] | None = None
     teacher: Teacher | None = None

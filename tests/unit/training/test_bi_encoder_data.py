@@ -18,6 +18,8 @@ from training.bi_encoder.data import (
     in_batch_safe_batches,
     positive_examples,
     pseudo_query_examples,
+    sentence_query_examples,
+    split_sentences,
 )
 from training.common.splits import split_train_dev
 
@@ -146,6 +148,42 @@ def test_pseudo_query_examples_title_as_query_abstract_without_title() -> None:
         assert example.query == docs[example.positive_id].title
         assert example.document_text(docs[example.positive_id]) == docs[example.positive_id].text
     assert len(pseudo_query_examples(docs, 2, seed=0)) == 2
+
+
+def test_split_sentences_keeps_abbreviations_and_decimals_whole() -> None:
+    text = "Smith et al. found a 2.5-fold rise. Levels fell (p < 0.05). 40 mice died! Why?"
+    assert split_sentences(text) == [
+        "Smith et al. found a 2.5-fold rise.",
+        "Levels fell (p < 0.05).",
+        "40 mice died!",
+        "Why?",
+    ]
+
+
+def test_sentence_query_examples_cut_the_last_usable_sentence_from_the_positive() -> None:
+    body = "Background words are here for the study. Methods were applied to all the mice. "
+    docs = {
+        f"s{i}": Document(
+            f"s{i}", f"title {i}", body + f"We conclude that gene {i} drives tumour growth. Short."
+        )
+        for i in range(4)
+    }
+    docs["two"] = Document("two", "t", "Only two sentences are in this one. And this is the second one here.")
+    examples = sentence_query_examples(docs, 10, seed=0, exclude_docs=frozenset({"s0"}))
+    assert {e.positive_id for e in examples} == {"s1", "s2", "s3"}
+    for example in examples:
+        i = example.positive_id.removeprefix("s")
+        assert example.query_id == "ict:" + example.positive_id
+        assert example.query == f"We conclude that gene {i} drives tumour growth."
+        shown = example.document_text(docs[example.positive_id])
+        assert (
+            example.query not in shown
+            and shown.startswith(f"title {i}. Background")
+            and shown.endswith("Short.")
+        )
+        # Other documents (in-batch or mined negatives) are shown whole.
+        assert example.document_text(docs["two"]) == docs["two"].model_text()
+    assert len(sentence_query_examples(docs, 2, seed=0)) == 2
 
 
 def test_attach_hard_negatives_never_takes_a_pseudo_querys_own_document() -> None:

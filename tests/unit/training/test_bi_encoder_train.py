@@ -108,3 +108,20 @@ def test_bad_temperature_exits_2(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--dataset", str(tmp_path), "--recipe", "mnrl", "--out", str(tmp_path), "--temperature", "0"])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--sentence-queries", "-1"], "--sentence-queries must be >= 0"),
+        (["--pseudo-queries", "-5"], "--pseudo-queries must be >= 0"),
+        (["--recipe", "hardneg", "--sentence-queries", "10"], "use it with --recipe mnrl"),
+    ],
+)
+def test_bad_query_counts_exit_2_with_a_message(
+    tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--dataset", str(tmp_path), "--recipe", "mnrl", "--out", str(tmp_path), *extra])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
