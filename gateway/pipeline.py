@@ -5,8 +5,9 @@ of them re-implements fan-out, merge or rerank. The pipeline sees first-stage re
 only through `search_common.ports`, so it runs over gRPC clients and over in-process adapters alike.
 
 Query embedding: given a query encoder, the pipeline embeds each query once (off the event loop, timed as the
-gateway stage "embed") and sends the vector to the dense shards, which then skip their own embedding. A
-shard built with another encoder answers FailedPrecondition; that shard's call is resent once with the text
+gateway stage "embed") and sends the vector to the dense shards, which then skip their own embedding. The
+lexical shards are asked at once, while the query is embedded; the embed counts against each dense shard's
+retrieval budget. A shard built with another encoder answers FailedPrecondition; that shard's call is resent once with the text
 only and counted in `SearchOutcome.embedding_fallbacks`, so a misconfigured encoder costs time, never hits.
 
 Failure policy: a shard that fails or misses its deadline is left out and recorded as a degradation; only
@@ -236,21 +237,26 @@ class SearchPipeline:
         if will_rerank and self._reranker is None:
             raise InvalidArgument(f"variant {variant.name!r} needs a reranker, none configured")
 
-        embedding = None
-        if self._query_encoder is not None and DENSE_GROUP in variant.groups:
-            embedding = await self._embed(query.text, trace)
         retrieve_timeout = self._retrieve_budget(deadline, will_rerank)
         depth = max(query.retrieval_depth, query.top_k)
         shards = [(group, r) for group in variant.groups for r in self._retrievers[group]]
         fanout_started = time.monotonic()
-        answers = await asyncio.gather(
-            *(
-                self._retrieve_one(
-                    r, query.text, depth, retrieve_timeout, embedding if group == DENSE_GROUP else None
+        # Lexical shards are asked at once; only the dense ones wait for the query vector.
+        embedding: asyncio.Task[QueryEmbedding | None] | None = None
+        if self._query_encoder is not None and DENSE_GROUP in variant.groups:
+            embedding = asyncio.ensure_future(self._embed(query.text, trace))
+        try:
+            answers = await asyncio.gather(
+                *(
+                    self._retrieve_one(
+                        r, query.text, depth, retrieve_timeout, embedding if group == DENSE_GROUP else None
+                    )
+                    for group, r in shards
                 )
-                for group, r in shards
             )
-        )
+        finally:
+            if embedding is not None:
+                embedding.cancel()  # a no-op once it is done; stops waiting on it if the request is cancelled
         trace.timings.append(StageTime("fanout", time.monotonic() - fanout_started))
         per_group: dict[str, list[list[Candidate]]] = {group: [] for group in variant.groups}
         failures: list[BaseException] = []
@@ -343,11 +349,22 @@ class SearchPipeline:
         text: str,
         k: int,
         timeout: float | None,
-        embedding: QueryEmbedding | None,
+        pending_embedding: asyncio.Future[QueryEmbedding | None] | None,
     ) -> _ShardAnswer:
         started = time.monotonic()
         fell_back = False
+        embedding = None
         try:
+            if pending_embedding is not None:
+                # The embed counts against this shard's budget; its own stage time starts after it.
+                embedding = await (
+                    pending_embedding
+                    if timeout is None
+                    else asyncio.wait_for(asyncio.shield(pending_embedding), timeout)
+                )
+                if timeout is not None:
+                    timeout -= time.monotonic() - started
+                started = time.monotonic()
             try:
                 result = await self._call(retriever, text, k, timeout, embedding)
             except FailedPrecondition as refused:

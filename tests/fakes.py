@@ -6,6 +6,7 @@ Integration tests never use these: they run real retrievers, rerankers and gRPC 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -36,8 +37,10 @@ class FakeRetriever:
         error: SearchError | None = None,
         delay: float = 0.0,
         encoder: str = "",
+        on_call: Callable[[], None] | None = None,
     ) -> None:
         self._scored = list(scored)
+        self.on_call = on_call
         # A dense shard's encoder identity: an embedding from another one is refused, as real shards do.
         self.encoder = encoder
         self.error = error
@@ -63,6 +66,8 @@ class FakeRetriever:
     ) -> RetrievalResult:
         self.calls.append((query, k, timeout))
         self.embeddings.append(embedding)
+        if self.on_call is not None:
+            self.on_call()
         if embedding is not None and self.encoder and embedding.encoder != self.encoder:
             raise FailedPrecondition(f"{self.component}: built with {self.encoder}, not {embedding.encoder}")
         if self.delay:
@@ -79,11 +84,19 @@ class FakeRetriever:
 
 
 class FakeQueryEncoder:
-    """Embeds every query as the same fixed vector; counts its calls."""
+    """Embeds every query as the same fixed vector; counts its calls.
 
-    def __init__(self, identity: str, dim: int = 4) -> None:
+    With `gate`, each call first waits (in its worker thread) until the event is set, at most
+    `gate_timeout` seconds, then fails if it was not: a test can make embedding wait on another event.
+    """
+
+    def __init__(
+        self, identity: str, dim: int = 4, *, gate: threading.Event | None = None, gate_timeout: float = 5.0
+    ) -> None:
         self._identity = identity
         self._dim = dim
+        self._gate = gate
+        self._gate_timeout = gate_timeout
         self.calls: list[list[str]] = []
 
     @property
@@ -92,6 +105,8 @@ class FakeQueryEncoder:
 
     def encode_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         self.calls.append(list(texts))
+        if self._gate is not None and not self._gate.wait(self._gate_timeout):
+            raise RuntimeError("FakeQueryEncoder: gate never opened")
         return np.full((len(texts), self._dim), 0.5, dtype=np.float32)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -202,6 +203,37 @@ async def test_query_encoder_embeds_once_for_the_dense_shards_only() -> None:
     assert outcome.embedding_fallbacks == 0
     await pipeline.search(_query(Variant("bm25", 1.0, "bm25", retrieval_depth=10)))
     assert len(encoder.calls) == 1, "a variant without dense shards needs no embedding"
+
+
+async def test_lexical_shards_do_not_wait_for_the_query_embedding() -> None:
+    # The encoder cannot finish before the BM25 shard has been called: were the BM25 call made after the
+    # embed, the encoder would fail and the dense shards would get no vector.
+    bm25_called = threading.Event()
+    dense, bm25 = _shards("dense", 2), _shards("bm25", 1)
+    bm25[0].on_call = bm25_called.set
+    encoder = FakeQueryEncoder("enc@1", gate=bm25_called)
+    outcome = await SearchPipeline({"dense": dense, "bm25": bm25}, query_encoder=encoder).search(
+        _query(HYBRID)
+    )
+    for shard in dense:
+        (embedding,) = shard.embeddings
+        assert embedding is not None and embedding.encoder == "enc@1"
+    assert not outcome.coverage.degraded and len(outcome.hits) == 10
+
+
+async def test_embed_counts_against_the_dense_shards_budget() -> None:
+    never = threading.Event()  # the embed outlasts the deadline (its worker gives up after the test)
+    dense, bm25 = _shards("dense", 2), _shards("bm25", 1)
+    encoder = FakeQueryEncoder("enc@1", gate=never, gate_timeout=1.0)
+    pipeline = SearchPipeline({"dense": dense, "bm25": bm25}, query_encoder=encoder)
+    outcome = await pipeline.search(_query(HYBRID), time.monotonic() + 0.3)
+    assert outcome.coverage.shards_answered == 1 and len(bm25[0].calls) == 1
+    assert all(s.calls == [] for s in dense), "a dense shard is not called once its budget is spent"
+    assert {(d.component, d.reason) for d in outcome.coverage.degradations} == {
+        ("dense/shard-0", "deadline_exceeded"),
+        ("dense/shard-1", "deadline_exceeded"),
+    }
+    assert [h.document.doc_id for h in outcome.hits] == [f"d{i}" for i in range(29, 19, -1)]
 
 
 async def test_refused_embedding_is_resent_by_text_and_counted() -> None:
