@@ -177,6 +177,27 @@ def best_at_recall(rows: list[dict[str, Any]], n: int, k: int, floor: float) -> 
     return max(ok, key=lambda r: r["qps"]) if ok else None
 
 
+def render_markdown(record: dict[str, Any]) -> str:
+    """The rows as a Markdown table, one line per (size, index, search setting)."""
+    k = record["params"]["k"]
+    single = any("single_query_p50_ms" in r for r in record["rows"])
+    head = f"| n | index | device | search | build s | QPS | × CPU Flat | recall@{k} |"
+    rule = "|---:|---|---|---|---:|---:|---:|---:|"
+    if single:
+        head += " one query p50 / p95 ms |"
+        rule += "---:|"
+    lines = [f"FAISS scaling ({record['device']}; faiss {record['faiss_version']})", "", head, rule]
+    for r in record["rows"]:
+        line = (
+            f"| {r['n']:,} | {r['index_key']} | {r['device']} | {r['search_params'] or '-'} | {r['build_s']} "
+            f"| {r['qps']:,.0f} | {r['speedup_vs_flat']} | {r[f'recall@{k}']} |"
+        )
+        if single:
+            line += f" {r.get('single_query_p50_ms', '-')} / {r.get('single_query_p95_ms', '-')} |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def gpu_name() -> str:
     """The GPU's name as nvidia-smi gives it (FAISS does not expose it)."""
     try:
@@ -244,6 +265,7 @@ def main() -> None:
         best = best_at_recall(record["rows"], n, args.k, 0.95)
         record.setdefault("best_at_recall95", {})[str(n)] = best
         args.out.write_text(json.dumps(record, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(render_markdown(record))
         print(json.dumps({"n": n, "best_at_recall95": best}))
 
 
