@@ -3,7 +3,7 @@
 #   docker build -f deploy/docker/retriever.Dockerfile -t REGISTRY/neural-search/retriever:TAG .
 #   docker build -f deploy/docker/retriever.Dockerfile --build-arg VARIANT=gpu \
 #       --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 -t REGISTRY/neural-search/retriever-gpu:TAG .
-# VARIANT=gpu swaps faiss-cpu for faiss-gpu-cu12 (the `gpu` extra in pyproject.toml); give it CUDA torch wheels.
+# VARIANT=gpu swaps faiss-cpu for faiss-gpu (the `gpu` extra in pyproject.toml); give it CUDA torch wheels.
 # Stage 1 installs the project and its pinned dependencies into /opt/venv; stage 2 is the same slim Python with
 # only that venv, run as an unprivileged user. Base images are pinned to an exact release; pin the digest too
 # (image@sha256:...) when you mirror them into your registry.
@@ -11,7 +11,7 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ARG VARIANT=cpu
-ARG FAISS_GPU=faiss-gpu-cu12
+ARG FAISS_GPU=faiss-gpu==1.15.1
 # torch from the CPU wheel index: the default index's build pulls gigabytes of CUDA libraries.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
