@@ -36,6 +36,8 @@ def build_scorer(settings: Settings) -> Scorer:
         settings.artifact_dir,
         threads=settings.threads,
         intra_op_threads=settings.intra_op_threads,
+        batch_workers=settings.batch_workers,
+        batch_size=settings.batch_size,
         max_pending=settings.max_pending,
     )
 

@@ -61,9 +61,12 @@ class Settings:
     tls: ServerTls | None = None
     # TLS (with a client certificate: mutual TLS) to tritonserver's gRPC port; None connects in plaintext.
     triton_tls: ClientTls | None = None
-    # onnx: scoring threads (concurrent batches) and ONNX Runtime intra-op threads (0 = ORT decides).
+    # onnx: requests scored at once, ONNX Runtime intra-op threads (0 = ORT decides), batches of one request
+    # scored at once (each on its own thread) and pairs per batch.
     threads: int = 1
     intra_op_threads: int = 0
+    batch_workers: int = 1
+    batch_size: int = 32
     # onnx: requests waiting for a scoring thread before RESOURCE_EXHAUSTED.
     max_pending: int = 64
     grace_seconds: float = 5.0
@@ -84,6 +87,8 @@ class Settings:
             "max_document_chars",
             "lru_size",
             "threads",
+            "batch_workers",
+            "batch_size",
             "max_pending",
             "cache_ttl_seconds",
         ):
@@ -144,6 +149,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     )
     parser.add_argument("--threads", type=int, default=int(_env(env, "THREADS", "1")))
     parser.add_argument("--intra-op-threads", type=int, default=int(_env(env, "INTRA_OP_THREADS", "0")))
+    parser.add_argument("--batch-workers", type=int, default=int(_env(env, "BATCH_WORKERS", "1")))
+    parser.add_argument("--batch-size", type=int, default=int(_env(env, "BATCH_SIZE", "32")))
     parser.add_argument("--max-pending", type=int, default=int(_env(env, "MAX_PENDING", "64")))
     parser.add_argument("--grace-seconds", type=float, default=float(_env(env, "GRACE_SECONDS", "5")))
     parser.add_argument(
@@ -175,6 +182,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             metrics_port=None if args.metrics_port < 0 else args.metrics_port,
             threads=args.threads,
             intra_op_threads=args.intra_op_threads,
+            batch_workers=args.batch_workers,
+            batch_size=args.batch_size,
             max_pending=args.max_pending,
             grace_seconds=args.grace_seconds,
             startup_timeout_seconds=args.startup_timeout_seconds,

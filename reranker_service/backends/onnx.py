@@ -63,10 +63,19 @@ class OnnxScorer:
 
     @classmethod
     def load(
-        cls, artifact: Path, *, threads: int = 1, intra_op_threads: int = 0, max_pending: int = 64
+        cls,
+        artifact: Path,
+        *,
+        threads: int = 1,
+        intra_op_threads: int = 0,
+        batch_workers: int = 1,
+        batch_size: int = 32,
+        max_pending: int = 64,
     ) -> OnnxScorer:
-        runtime = CrossEncoderRuntime.load(resolve_artifact(artifact), intra_op_threads=intra_op_threads)
-        return cls(runtime, threads=threads, max_pending=max_pending)
+        runtime = CrossEncoderRuntime.load(
+            resolve_artifact(artifact), intra_op_threads=intra_op_threads, batch_workers=batch_workers
+        )
+        return cls(runtime, threads=threads, max_pending=max_pending, batch_size=batch_size)
 
     @property
     def model_name(self) -> str:
@@ -125,3 +134,4 @@ class OnnxScorer:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._runtime.close)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from search_common.artifacts import ArtifactError
-from search_common.cross_encoder_runtime import CrossEncoderRuntime
+from search_common.cross_encoder_runtime import CrossEncoderRuntime, ScoringStopped
 
 TEXTS = [
     "Aspirin reduces the risk of heart attack.",
@@ -70,3 +71,46 @@ def test_a_corrupt_artifact_is_refused_with_a_clear_message(artifact_v1: Path, t
         CrossEncoderRuntime.load(broken)
     with pytest.raises(ArtifactError, match="artifact directory not found"):
         CrossEncoderRuntime.load(tmp_path / "missing")
+
+
+def test_parallel_batches_score_like_sequential_ones(artifact_v1: Path, runtime: CrossEncoderRuntime) -> None:
+    parallel = CrossEncoderRuntime.load(artifact_v1, intra_op_threads=1, batch_workers=3)
+    try:
+        texts = [f"{t} number {i}" for i in range(7) for t in TEXTS]
+        queries = [f"query {i % 4} about aspirin" for i in range(len(texts))]
+        expected = runtime.score_pairs(queries, texts, batch_size=4)
+        np.testing.assert_allclose(parallel.score_pairs(queries, texts, batch_size=4), expected, atol=1e-5)
+    finally:
+        parallel.close()
+
+
+def test_parallel_scoring_stops_when_the_caller_gives_up(
+    artifact_v1: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parallel = CrossEncoderRuntime.load(artifact_v1, intra_op_threads=1, batch_workers=2)
+    model_runs = 0
+    real_run = parallel._run
+
+    def counted_run(rows: Any) -> Any:
+        nonlocal model_runs
+        model_runs += 1
+        return real_run(rows)
+
+    monkeypatch.setattr(parallel, "_run", counted_run)
+    answers = iter([False] * 4)  # once before tokenising, then three batches; then "stop"
+    try:
+        with pytest.raises(ScoringStopped, match="caller gave up"):
+            parallel.score(
+                "aspirin",
+                [f"document {i}" for i in range(64)],
+                batch_size=2,
+                should_stop=lambda: next(answers, True),
+            )
+        assert model_runs == 3, "batches ran after the caller had given up"
+    finally:
+        parallel.close()
+
+
+def test_batch_workers_must_be_positive(artifact_v1: Path) -> None:
+    with pytest.raises(ValueError, match="batch_workers must be at least 1"):
+        CrossEncoderRuntime.load(artifact_v1, batch_workers=0)

@@ -56,6 +56,16 @@ def test_settings_parse_flags_over_environment() -> None:
     assert settings.redis_password == "s3cret"
 
 
+def test_settings_batch_flags_and_their_checks() -> None:
+    env = {"SEARCH_RERANKER_BATCH_WORKERS": "2", "SEARCH_RERANKER_BATCH_SIZE": "8"}
+    settings = parse_settings(["--backend", "triton", "--batch-size", "4"], env)
+    assert (settings.batch_workers, settings.batch_size) == (2, 4)
+    with pytest.raises(ValueError, match="batch_workers must be positive"):
+        Settings(backend="triton", batch_workers=0)
+    with pytest.raises(SystemExit):
+        parse_settings(["--backend", "triton", "--batch-size", "0"], {})
+
+
 def test_settings_reject_onnx_without_artifact() -> None:
     with pytest.raises(ValueError, match="needs --artifact-dir"):
         Settings(backend="onnx")
