@@ -54,6 +54,7 @@ def rows(runs: dict[str, Path], devs: dict[str, Path], quality: list[dict[str, A
                 "artifact": str(runs[label]) if label in runs else "packaged all-MiniLM-L6-v2",
                 "recipe": hp.get("recipe", "none"),
                 "pseudo_queries": hp.get("pseudo_queries", 0),
+                "sentence_queries": hp.get("sentence_queries", 0),
                 "negatives": hp.get("negatives") if hp.get("recipe") in ("hardneg", "distill") else 0,
                 "epochs": hp.get("epochs", 0),
                 "train_queries": manifest["train_queries"] if manifest else 0,
@@ -74,14 +75,15 @@ def markdown(table: list[dict[str, Any]], notes: str) -> str:
         "Dense retrieval alone (exact inner product over the whole corpus). Dev = the seeded 20% of the",
         "train queries no recipe trains on; test = `search-eval` over a Flat index built with that encoder.",
         "",
-        "| label | recipe | PQ | hard neg | train queries | examples | train min "
+        "| label | recipe | PQ | ICT | hard neg | epochs | train queries | examples | train min "
         "| dev nDCG@10 | dev R@100 | test nDCG@10 | test R@100 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table:
         dev, test = r["dev"] or {}, r["test"] or {}
         cells = [
-            r["label"], r["recipe"], r["pseudo_queries"], r["negatives"], r["train_queries"], r["examples"],
+            r["label"], r["recipe"], r["pseudo_queries"], r["sentence_queries"], r["negatives"], r["epochs"],
+            r["train_queries"], r["examples"],
             r["train_minutes"], dev.get("ndcg@10", "–"), dev.get("recall@100", "–"),
             test.get("ndcg@10", "–"), test.get("recall@100", "–"),
         ]  # fmt: skip
