@@ -74,6 +74,9 @@ def is_gpu_index(index: faiss.Index) -> bool:
 
 _gpu_resources: Any = None
 _gpu_resources_lock = threading.Lock()
+# StandardGpuResources (one stream and scratch space) is not safe to use from several threads at once, and
+# every GPU shard of the process shares it: their searches take this lock. They are short on a GPU.
+_gpu_search_lock = threading.Lock()
 
 
 def gpu_resources() -> Any:
@@ -154,10 +157,10 @@ class FaissRetriever(ShardRetriever[npt.NDArray[np.float32]]):
         super().__init__(documents, shard, max_top_k=max_top_k, max_query_chars=max_query_chars)
         self._index = index
         self._encoder = encoder
-        # A GPU index is not safe to search from several threads at once (its resources own one stream);
-        # CPU indexes are, and FAISS parallelises each search itself.
+        # CPU indexes are safe to search from several threads (FAISS parallelises each search itself);
+        # GPU ones share the process's GPU resources, one search at a time.
         self._search_lock: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if is_gpu_index(index) else contextlib.nullcontext()
+            _gpu_search_lock if is_gpu_index(index) else contextlib.nullcontext()
         )
 
     @property

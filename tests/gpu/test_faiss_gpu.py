@@ -93,20 +93,30 @@ def test_hnsw_stays_on_the_cpu_under_auto_and_is_refused_under_gpu(
         place_index(hnsw, "gpu", what="shard-0")
 
 
-def test_concurrent_searches_on_one_gpu_shard_agree_with_sequential_ones(
+def test_concurrent_searches_on_gpu_shards_agree_with_sequential_ones(
     vectors: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]
 ) -> None:
-    cpu = build_faiss_index(vectors, "Flat")
-    retriever = _retriever(place_index(cpu, "gpu", what="shard-0"))
-    assert retriever.on_gpu
-    expected = [[c.document.doc_id for c in retriever.search(q[None, :], 50)] for q in queries]
-    results: dict[int, list[str]] = {}
+    # Two shards of one process share its GPU resources; eight threads search both at once.
+    half = len(vectors) // 2
+    shards = [
+        _retriever(place_index(build_faiss_index(part, "Flat"), "gpu", what=f"shard-{i}"))
+        for i, part in enumerate((vectors[:half], vectors[half:]))
+    ]
+    assert all(shard.on_gpu for shard in shards)
+    jobs = [(s, i) for s in range(len(shards)) for i in range(len(queries))]
+
+    def search(job: tuple[int, int]) -> list[str]:
+        shard, i = job
+        return [c.document.doc_id for c in shards[shard].search(queries[i][None, :], 50)]
+
+    expected = {job: search(job) for job in jobs}
+    results: dict[tuple[int, int], list[str]] = {}
     errors: list[Any] = []
 
     def worker(offset: int) -> None:
         try:
-            for i in range(offset, len(queries), 8):
-                results[i] = [c.document.doc_id for c in retriever.search(queries[i][None, :], 50)]
+            for job in jobs[offset::8]:
+                results[job] = search(job)
         except Exception as exc:  # reported below, outside the thread
             errors.append(exc)
 
@@ -116,4 +126,4 @@ def test_concurrent_searches_on_one_gpu_shard_agree_with_sequential_ones(
     for thread in threads:
         thread.join()
     assert not errors
-    assert [results[i] for i in range(len(queries))] == expected
+    assert results == expected
