@@ -7,8 +7,9 @@ only through `search_common.ports`, so it runs over gRPC clients and over in-pro
 Query embedding: given a query encoder, the pipeline embeds each query once (off the event loop, timed as the
 gateway stage "embed") and sends the vector to the dense shards, which then skip their own embedding. The
 lexical shards are asked at once, while the query is embedded; the embed counts against each dense shard's
-retrieval budget. A shard built with another encoder answers FailedPrecondition; that shard's call is resent once with the text
-only and counted in `SearchOutcome.embedding_fallbacks`, so a misconfigured encoder costs time, never hits.
+retrieval budget. A shard built with another encoder answers FailedPrecondition; that shard's call is resent
+once with the text only and counted in `SearchOutcome.embedding_fallbacks`, so a misconfigured encoder costs
+time, never hits.
 
 Failure policy: a shard that fails or misses its deadline is left out and recorded as a degradation; only
 when every shard fails does the search fail (Unavailable). A reranker that fails or misses its share of the
