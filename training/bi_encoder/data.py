@@ -242,9 +242,16 @@ def attach_hard_negatives(
 
 
 def examples_sha256(examples: Iterable[Example]) -> str:
-    """Checksum of the exact training examples (ids and query text), in order."""
+    """Checksum of the exact training examples (ids and query text), in order.
+
+    An empty `cut_text` is left out, so examples without one hash as they did before the field existed and
+    manifests written earlier stay reproducible.
+    """
     digest = hashlib.sha256()
     for example in examples:
-        digest.update(json.dumps(asdict(example), sort_keys=True).encode())
+        fields = asdict(example)
+        if not fields["cut_text"]:
+            del fields["cut_text"]
+        digest.update(json.dumps(fields, sort_keys=True).encode())
         digest.update(b"\n")
     return digest.hexdigest()
