@@ -146,6 +146,8 @@ def main() -> None:
     serving = read(res / "serving.json")
     cache_batching = read(res / "cache_batching.json")
     faiss_rec = read(res / "faiss_scaling.json")
+    # GPU figures exist only where a run had a GPU (bench/faiss_scaling.py --device gpu); not a goal key.
+    faiss_gpu = read(res / "faiss_scaling_gpu.json")
     ab = read(res / "ab_scifact.json")
     missing = [
         name
@@ -186,6 +188,9 @@ def main() -> None:
             "batching": batching or None,
             "faiss_best_at_recall95": (faiss_rec or {}).get("best_at_recall95"),
             "faiss_1m_best": best1m,
+            "faiss_gpu": None
+            if faiss_gpu is None
+            else {k: faiss_gpu.get(k) for k in ("device", "best_at_recall95", "git_sha")},
         },
         "missing": missing,
         "git_sha": git_sha(),
@@ -278,6 +283,8 @@ def main() -> None:
                 f"| {r['n']:,} | {r['index_key']} | {r['search_params'] or '—'} | {r['build_s']} "
                 f"| {r['qps']} | {r['recall@100']} | {r['speedup_vs_flat']} |"
             )
+    if faiss_gpu:
+        lines += ["", f"FAISS on a GPU ({faiss_gpu['device']}): faiss_scaling_gpu.md has every row."]
     if missing:
         lines += ["", f"Missing records: {', '.join(missing)}."]
     (res / "perf.md").write_text("\n".join(lines) + "\n")
