@@ -57,6 +57,7 @@ def rows(runs: dict[str, Path], devs: dict[str, Path], quality: list[dict[str, A
                 "sentence_queries": hp.get("sentence_queries", 0),
                 "negatives": hp.get("negatives") if hp.get("recipe") in ("hardneg", "distill") else 0,
                 "epochs": hp.get("epochs", 0),
+                "batch_size": hp.get("batch_size", 0),
                 "train_queries": manifest["train_queries"] if manifest else 0,
                 "examples": manifest["examples"] if manifest else 0,
                 "train_minutes": round(manifest["train_minutes"], 1) if manifest else 0.0,
@@ -75,15 +76,15 @@ def markdown(table: list[dict[str, Any]], notes: str) -> str:
         "Dense retrieval alone (exact inner product over the whole corpus). Dev = the seeded 20% of the",
         "train queries no recipe trains on; test = `search-eval` over a Flat index built with that encoder.",
         "",
-        "| label | recipe | PQ | ICT | hard neg | epochs | train queries | examples | train min "
+        "| label | recipe | PQ | ICT | hard neg | epochs | batch | train queries | examples | train min "
         "| dev nDCG@10 | dev R@100 | test nDCG@10 | test R@100 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table:
         dev, test = r["dev"] or {}, r["test"] or {}
         cells = [
             r["label"], r["recipe"], r["pseudo_queries"], r["sentence_queries"], r["negatives"], r["epochs"],
-            r["train_queries"], r["examples"],
+            r["batch_size"] or "–", r["train_queries"], r["examples"],
             r["train_minutes"], dev.get("ndcg@10", "–"), dev.get("recall@100", "–"),
             test.get("ndcg@10", "–"), test.get("recall@100", "–"),
         ]  # fmt: skip
