@@ -64,7 +64,8 @@ def apply_search_params(index: faiss.Index, search_params: str) -> None:
         raise ValueError(f"invalid FAISS search parameters {search_params!r}: {exc}") from None
 
 
-def _gpu_available() -> bool:
+def gpu_available() -> bool:
+    """Whether this FAISS build has GPU support and sees at least one GPU."""
     return bool(hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0)
 
 
@@ -101,7 +102,7 @@ def place_index(index: faiss.Index, device: FaissDevice, *, what: str) -> faiss.
         raise ValueError(f"{what}: FAISS device must be one of {', '.join(FAISS_DEVICES)}, got {device!r}")
     if device == "cpu":
         return index
-    if not _gpu_available():
+    if not gpu_available():
         if device == "gpu":
             raise ValueError(f"{what}: FAISS device 'gpu' asked for, but FAISS sees no GPU")
         return index
@@ -257,13 +258,12 @@ def load_faiss_shard(
             f"not what factory {manifest['factory']!r} builds ({expected.__name__})"
         )
     try:
-        apply_search_params(index, str(manifest["search_params"]))
         index = place_index(index, faiss_device, what=str(shard_dir))
-        if is_gpu_index(index):
-            apply_search_params(index, str(manifest["search_params"]))
+        apply_search_params(index, str(manifest["search_params"]))  # on the index that will be searched
     except ValueError as exc:
         raise ArtifactError(f"{shard_dir}: {exc}") from None
-    if is_gpu_index(index) and max_top_k > GPU_MAX_K:
+    on_gpu = is_gpu_index(index)
+    if on_gpu and max_top_k > GPU_MAX_K:
         raise ArtifactError(
             f"{shard_dir}: max_top_k {max_top_k} exceeds what FAISS searches on a GPU ({GPU_MAX_K}); "
             "lower --max-top-k or serve this shard with --faiss-device cpu"
@@ -284,7 +284,7 @@ def load_faiss_shard(
         manifest["name"],
         manifest["factory"],
         index.ntotal,
-        "GPU" if is_gpu_index(index) else "CPU",
+        "GPU" if on_gpu else "CPU",
     )
     return FaissRetriever(
         index, documents, encoder, shard, max_top_k=max_top_k, max_query_chars=max_query_chars

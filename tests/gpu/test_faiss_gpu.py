@@ -22,14 +22,13 @@ from retriever_service.faiss_index import (
     FaissRetriever,
     apply_search_params,
     build_faiss_index,
+    gpu_available,
     is_gpu_index,
     place_index,
 )
 from search_common.documents import Document, ShardDescription
 
-pytestmark = pytest.mark.skipif(
-    not (hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0), reason="FAISS sees no GPU"
-)
+pytestmark = pytest.mark.skipif(not gpu_available(), reason="FAISS sees no GPU")
 
 DIM = 384
 N = 20_000

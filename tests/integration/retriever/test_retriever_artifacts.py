@@ -13,7 +13,7 @@ import pytest
 from retriever_service.bootstrap import load_index, load_shard_retriever
 from retriever_service.build_index import BuildError, build_index
 from retriever_service.encoder import BiEncoder
-from retriever_service.faiss_index import FaissRetriever
+from retriever_service.faiss_index import FaissRetriever, gpu_available
 from search_common.artifacts import ArtifactError, sha256_file
 from search_common.beir import load_corpus
 from search_common.documents import Candidate
@@ -255,9 +255,7 @@ def test_shard_from_another_version_is_refused(
         load_index(copy, encoder=encoder)
 
 
-@pytest.mark.skipif(
-    hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0, reason="FAISS sees a GPU here"
-)
+@pytest.mark.skipif(gpu_available(), reason="FAISS sees a GPU here")
 def test_gpu_placement_without_a_gpu_is_refused(dense_index: Path, encoder: BiEncoder) -> None:
     with pytest.raises(ArtifactError, match=r"shard-0: FAISS device 'gpu' asked for, but FAISS sees no GPU"):
         load_index(dense_index, encoder=encoder, faiss_device="gpu")

@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 
 from retriever_service.config import parse_settings
-from retriever_service.faiss_index import is_gpu_index, place_index
+from retriever_service.faiss_index import gpu_available, is_gpu_index, place_index
 
-needs_no_gpu = pytest.mark.skipif(
-    hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0, reason="FAISS sees a GPU here"
-)
+needs_no_gpu = pytest.mark.skipif(gpu_available(), reason="FAISS sees a GPU here")
 
 
 def _flat(n: int = 50, dim: int = 8) -> faiss.Index:
