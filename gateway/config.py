@@ -427,7 +427,7 @@ class DemoSettings:
     queries: tuple[str, ...] = DEMO_QUERIES
     top_k: int = 5
     variant: str = DEMO_RERANKED_VARIANT
-    reranker: str = "onnx"
+    reranker: str = "auto"
     cache: str = "lru"
     reranker_artifact: Path | None = None
     dense_shards: int = 2
@@ -452,9 +452,10 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
     )
     parser.add_argument(
         "--reranker",
-        default="onnx",
-        choices=["none", "onnx", "triton"],
-        help="onnx: in-process ONNX Runtime (default); triton: a local tritonserver; none: first stage only",
+        default="auto",
+        choices=["none", "auto", "onnx", "torch", "triton"],
+        help="in process: onnx (ONNX Runtime), torch (bfloat16 torch program), auto (torch on CPUs with "
+        "AMX-BF16, else onnx; the default); triton: a local tritonserver; none: first stage only",
     )
     parser.add_argument(
         "--cache", default="lru", choices=["lru", "redis", "none"], help="the reranker's score cache"

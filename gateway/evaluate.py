@@ -47,17 +47,24 @@ MEASURES = {"ndcg@10": nDCG @ 10, "mrr@10": RR @ 10, "recall@100": R @ 100}
 DEFAULT_RERANKER_ARTIFACTS = Path("var/models/cross-encoder")
 
 
-def _onnx_reranker(artifact: Path | None) -> Reranker:
-    """The embedded second stage: ONNX Runtime in-process, without a cache (every query is scored once)."""
-    # Imported here: the gateway itself never depends on the reranker's inference stack.
-    from reranker_service.bootstrap import build_local_reranker
+def _embedded_reranker(backend: Literal["onnx", "torch"]) -> Callable[[Path | None], Reranker]:
+    def build(artifact: Path | None) -> Reranker:
+        """The embedded second stage on one engine, without a cache (every query is scored once)."""
+        # Imported here: the gateway itself never depends on the reranker's inference stack.
+        from reranker_service.bootstrap import build_local_reranker
 
-    return build_local_reranker(artifact or DEFAULT_RERANKER_ARTIFACTS, cache="none")
+        return build_local_reranker(artifact or DEFAULT_RERANKER_ARTIFACTS, cache="none", backend=backend)
+
+    return build
 
 
 # Named in-process rerankers for --reranker: name -> factory(artifact dir from --reranker-artifact, or None
-# for the factory's default: the newest artifact under DEFAULT_RERANKER_ARTIFACTS).
-RERANKER_FACTORIES: dict[str, Callable[[Path | None], Reranker]] = {"onnx": _onnx_reranker}
+# for the factory's default: the newest artifact under DEFAULT_RERANKER_ARTIFACTS). onnx is the int8 graph
+# the quality rows were measured with; torch the artifact's bfloat16 program.
+RERANKER_FACTORIES: dict[str, Callable[[Path | None], Reranker]] = {
+    "onnx": _embedded_reranker("onnx"),
+    "torch": _embedded_reranker("torch"),
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """The composition root: the only place a scorer and a score cache are chosen from Settings.
 
 Backends are imported lazily, so a Triton-only image needs no onnxruntime and an embedded one no
-tritonclient.
+tritonclient. Which in-process engine `auto` means is decided here, once, in `resolve_engine`.
 """
 
 from __future__ import annotations
@@ -10,13 +10,28 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from reranker_service.config import Settings
+from reranker_service.config import BackendKind, Settings
 from reranker_service.metrics import RerankerMetrics
 from reranker_service.ports import ScoreCache, Scorer
 from reranker_service.scoring import RequestLimits, RerankCore
 from search_common.ports import Reranker
 
 logger = logging.getLogger(__name__)
+
+
+def resolve_engine(backend: str, artifact_dir: Path) -> str:
+    """The in-process engine a backend setting names: auto picks torch where it is the fast path (a CPU with
+    AMX-BF16 and an artifact holding a torch program), onnx elsewhere."""
+    if backend != "auto":
+        return backend
+    from reranker_service.backends.embedded import resolve_artifact
+    from search_common.cross_encoder_runtime import read_cross_encoder_manifest
+    from search_common.cross_encoder_torch import cpu_has_bf16_matrix_units
+
+    manifest = read_cross_encoder_manifest(resolve_artifact(artifact_dir), verify=False)
+    engine = "torch" if manifest.torch_program is not None and cpu_has_bf16_matrix_units() else "onnx"
+    logger.info("backend auto: the %s engine scores in process", engine)
+    return engine
 
 
 def build_scorer(settings: Settings) -> Scorer:
@@ -29,11 +44,12 @@ def build_scorer(settings: Settings) -> Scorer:
             timeout_seconds=settings.triton_timeout_seconds,
             tls=settings.triton_tls,
         )
-    from reranker_service.backends.onnx import OnnxScorer
+    from reranker_service.backends.embedded import EmbeddedScorer
 
-    assert settings.artifact_dir is not None  # Settings checks it for the onnx backend
-    return OnnxScorer.load(
+    assert settings.artifact_dir is not None  # Settings checks it for the in-process backends
+    return EmbeddedScorer.load(
         settings.artifact_dir,
+        engine=resolve_engine(settings.backend, settings.artifact_dir),
         threads=settings.threads,
         intra_op_threads=settings.intra_op_threads,
         batch_workers=settings.batch_workers,
@@ -86,6 +102,9 @@ def build_reranker(settings: Settings) -> Reranker:
     return build_core(settings)
 
 
-def build_local_reranker(artifact_dir: Path, cache: Literal["lru", "none"] = "lru") -> Reranker:
-    """The embedded reranker: ONNX Runtime over `artifact_dir` (a version or a root) with an LRU cache."""
-    return build_reranker(Settings(backend="onnx", artifact_dir=artifact_dir, cache=cache))
+def build_local_reranker(
+    artifact_dir: Path, cache: Literal["lru", "none"] = "lru", backend: BackendKind = "onnx"
+) -> Reranker:
+    """The embedded reranker over `artifact_dir` (a version or a root) with an LRU cache; ONNX Runtime unless
+    `backend` names another in-process engine."""
+    return build_reranker(Settings(backend=backend, artifact_dir=artifact_dir, cache=cache))

@@ -25,7 +25,10 @@ from search_common.tls import (
 
 ENV_PREFIX = "SEARCH_RERANKER_"
 
-BackendKind = Literal["onnx", "triton"]
+# auto, onnx and torch score in process (auto: torch where the CPU has AMX-BF16 and the artifact holds a
+# torch program, else onnx; see bootstrap.resolve_engine); triton calls a tritonserver.
+BackendKind = Literal["auto", "onnx", "torch", "triton"]
+BACKENDS = ("auto", "onnx", "torch", "triton")
 CacheKind = Literal["lru", "redis", "none"]
 
 
@@ -33,8 +36,8 @@ CacheKind = Literal["lru", "redis", "none"]
 class Settings:
     """Everything the reranker needs, parsed once in `__main__` (or built in code) and passed down."""
 
-    backend: BackendKind = "onnx"
-    # onnx: an artifact version directory, or a root whose newest version is used.
+    backend: BackendKind = "auto"
+    # auto, onnx, torch: an artifact version directory, or a root whose newest version is used.
     artifact_dir: Path | None = None
     # triton: gRPC address and model name; every call carries this timeout.
     triton_url: str = "127.0.0.1:8001"
@@ -75,12 +78,12 @@ class Settings:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        if self.backend not in ("onnx", "triton"):
-            raise ValueError(f"backend must be onnx or triton, got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.cache not in ("lru", "redis", "none"):
             raise ValueError(f"cache must be lru, redis or none, got {self.cache!r}")
-        if self.backend == "onnx" and self.artifact_dir is None:
-            raise ValueError("the onnx backend needs --artifact-dir (a cross-encoder artifact)")
+        if self.embedded and self.artifact_dir is None:
+            raise ValueError(f"the {self.backend} backend needs --artifact-dir (a cross-encoder artifact)")
         for name in (
             "max_documents",
             "max_query_chars",
@@ -100,6 +103,11 @@ class Settings:
             raise ValueError("timeouts must be positive")
 
     @property
+    def embedded(self) -> bool:
+        """Whether the model is scored in this process (every backend but triton)."""
+        return self.backend != "triton"
+
+    @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
@@ -113,7 +121,13 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     env = os.environ if environ is None else environ
     defaults = Settings(backend="triton")
     parser = argparse.ArgumentParser(prog="search-reranker", description="Serve the cross-encoder reranker.")
-    parser.add_argument("--backend", choices=["onnx", "triton"], default=_env(env, "BACKEND", "onnx"))
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=_env(env, "BACKEND", "auto"),
+        help="in process: onnx (ONNX Runtime), torch (the artifact's bfloat16 program), auto (torch on CPUs "
+        "with AMX-BF16 when the artifact has the program, else onnx); or triton (a tritonserver)",
+    )
     parser.add_argument("--artifact-dir", type=Path, default=_env(env, "ARTIFACT_DIR", "") or None)
     parser.add_argument("--triton-url", default=_env(env, "TRITON_URL", defaults.triton_url))
     parser.add_argument("--triton-model", default=_env(env, "TRITON_MODEL", defaults.triton_model))

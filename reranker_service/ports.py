@@ -12,7 +12,8 @@ import numpy.typing as npt
 class Scorer(Protocol):
     """A cross-encoder: one float32 score per text against the query, in input order.
 
-    Adapters: `backends.onnx.OnnxScorer` (in-process ONNX Runtime), `backends.triton.TritonScorer`.
+    Adapters: `backends.embedded.EmbeddedScorer` (in process: ONNX Runtime or a torch program),
+    `backends.triton.TritonScorer`.
     """
 
     @property
@@ -24,6 +25,12 @@ class Scorer(Protocol):
     @property
     def max_length(self) -> int:
         """The model's tokens per (query, document) pair."""
+        ...
+
+    @property
+    def engine(self) -> str:
+        """What computes the scores ("onnx", "torch", "triton"): engines round differently (int8, bfloat16),
+        so it labels the model-info metric and is part of every score-cache key."""
         ...
 
     async def start(self) -> None:

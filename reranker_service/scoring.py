@@ -30,15 +30,23 @@ def _digest(text: str) -> str:
 
 
 def cache_key(
-    model_name: str, model_version: str, max_length: int, query_hash: str, doc_id: str, text: str
+    model_name: str,
+    model_version: str,
+    engine: str,
+    max_length: int,
+    query_hash: str,
+    doc_id: str,
+    text: str,
 ) -> str:
     """Key of one (query, document) score.
 
-    Model name and version are part of it, so a new model version never reads the old one's scores; the
-    document text's hash is part of it, so an edited document under the same id is scored again; the
-    token budget is part of it, because truncation changes the score.
+    Model name and version are part of it, so a new model version never reads the old one's scores; so is
+    the engine, because int8 ONNX and bfloat16 torch give the same pair scores a few tenths of a logit
+    apart; the document text's hash is part of it, so an edited document under the same id is scored
+    again; the token budget is part of it, because truncation changes the score.
     """
-    return f"{KEY_PREFIX}:{model_name}:{model_version}:{max_length}:{query_hash}:{doc_id}:{_digest(text)}"
+    model = f"{model_name}:{model_version}:{engine}"
+    return f"{KEY_PREFIX}:{model}:{max_length}:{query_hash}:{doc_id}:{_digest(text)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +197,15 @@ class RerankCore:
         if cache is not None:
             query_hash = _digest(query)
             keys = [
-                cache_key(scorer.model_name, scorer.model_version, max_length, query_hash, d.doc_id, t)
+                cache_key(
+                    scorer.model_name,
+                    scorer.model_version,
+                    scorer.engine,
+                    max_length,
+                    query_hash,
+                    d.doc_id,
+                    t,
+                )
                 for d, t in zip(documents, texts, strict=True)
             ]
             started = time.perf_counter()

@@ -43,13 +43,12 @@ class RerankerServer:
     health: health.aio.HealthServicer
     servicer: RerankerServicer
     metrics: RerankerMetrics | None = None
-    backend: str = ""
 
     async def mark_ready(self, core: RerankCore) -> None:
         """Connects and warms the scorer, attaches the core, publishes the model, and reports SERVING."""
         await core.start()
         if self.metrics is not None:
-            self.metrics.set_model(core.scorer.model_name, core.scorer.model_version, self.backend)
+            self.metrics.set_model(core.scorer.model_name, core.scorer.model_version, core.scorer.engine)
         self.servicer.attach(core)
         await set_serving(self.health, [SERVICE_NAME], serving=True)
         logger.info("serving %s %s on port %d", core.scorer.model_name, core.scorer.model_version, self.port)
@@ -64,7 +63,7 @@ def build_server(
     reranker_pb2_grpc.add_RerankerServiceServicer_to_server(servicer, server)
     health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
     port = bind(server, settings.address, None if settings.tls is None else settings.tls.credentials())
-    return RerankerServer(server, port, health_servicer, servicer, metrics, settings.backend)
+    return RerankerServer(server, port, health_servicer, servicer, metrics)
 
 
 def create_server(settings: Settings, core: RerankCore) -> tuple[grpc.aio.Server, int]:
@@ -99,15 +98,15 @@ async def serve(settings: Settings) -> None:
         raise
     if settings.port_file is not None:
         write_port_file(settings.port_file, built.port)
-    if settings.backend == "onnx":
+    if settings.embedded:
         reloader = ModelReloader(settings, built, core)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request)
     await run_until_signal(built.server, built.health, settings.grace_seconds, cleanups=[core.close])
 
 
 class ModelReloader(SignalReloader):
-    """SIGHUP (onnx backend) loads `--artifact-dir` again (a root picks its newest complete version), warms
-    the new model beside the served one, checks it is the same model name, and swaps it in. An artifact
+    """SIGHUP (in-process backends) loads `--artifact-dir` again (a root picks its newest complete version),
+    warms the new model beside the served one, checks it is the same model name, and swaps it in. An artifact
     that does not load is logged and the old model keeps serving; the old one is closed after
     `grace_seconds`, once the requests still scoring on it have finished. (With the triton backend a new
     version is Triton's to load; the scorer notices it through its identity refresh.)
@@ -132,7 +131,7 @@ class ModelReloader(SignalReloader):
             return
         self._core.swap_scorer(fresh)
         if self._built.metrics is not None:
-            self._built.metrics.set_model(fresh.model_name, fresh.model_version, self._built.backend)
+            self._built.metrics.set_model(fresh.model_name, fresh.model_version, fresh.engine)
         logger.info("swapped in %s %s (was %s)", fresh.model_name, fresh.model_version, old.model_version)
         self.retire(old)
 

@@ -2,13 +2,15 @@
 
 Artifacts come from `training.cross_encoder.export --untrained`: the packaged MiniLM body, one layer kept, a
 seeded fresh head, fp32 so that Triton and in-process scores agree to float precision whatever the batch
-composition. They are built once under var/test-artifacts/ and reused by later runs; versions differ in the
-head's seed, so a version change also changes the scores.
+composition, and the bfloat16 torch program beside it. They are built once under var/test-artifacts/ and
+reused by later runs (rebuilt when an older export lacks the program); versions differ in the head's seed, so
+a version change also changes the scores.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,9 +29,11 @@ def cross_encoder_artifact(version: str = "v1") -> Path:
     """The test cross-encoder `version` (a key of HEAD_SEEDS), exported on first use."""
     target = ARTIFACT_ROOT / version
     with contextlib.suppress(ArtifactError):
-        read_cross_encoder_manifest(target)
-        return target
+        if read_cross_encoder_manifest(target).torch_program is not None:
+            return target
     from training.cross_encoder.export import main as export_main
+
+    shutil.rmtree(target, ignore_errors=True)
 
     export_main(
         ["--untrained", "--out", str(ARTIFACT_ROOT), "--version", version, "--layers", "1",

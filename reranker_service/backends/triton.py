@@ -104,6 +104,10 @@ class TritonScorer:
         return self._name
 
     @property
+    def engine(self) -> str:
+        return "triton"
+
+    @property
     def model_version(self) -> str:
         return self._version
 

@@ -78,7 +78,8 @@ def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_demo_reranks_by_default_and_picks_a_matching_variant() -> None:
     default = parse_demo_settings([])
     assert default.queries[0] == "how do I parse command line arguments"
-    assert (default.reranker, default.cache, default.variant) == ("onnx", "lru", DEMO_RERANKED_VARIANT)
+    assert (default.reranker, default.cache, default.variant) == ("auto", "lru", DEMO_RERANKED_VARIANT)
+    assert parse_demo_settings(["--reranker", "torch"]).reranker == "torch"
     assert parse_demo_settings(["--reranker", "none"]).variant == "hybrid"
     assert parse_demo_settings(["--reranker", "none", "--variant", "dense"]).variant == "dense"
     triton = parse_demo_settings(["--reranker", "triton", "--cache", "redis"])
@@ -87,8 +88,8 @@ def test_demo_reranks_by_default_and_picks_a_matching_variant() -> None:
 
 def test_demo_refuses_an_unknown_reranker(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        parse_demo_settings(["--reranker", "torch"])
-    assert "invalid choice: 'torch'" in capsys.readouterr().err
+        parse_demo_settings(["--reranker", "openvino"])
+    assert "invalid choice: 'openvino'" in capsys.readouterr().err
 
 
 def test_per_stage_timeouts_parse_and_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:

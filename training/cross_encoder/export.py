@@ -3,7 +3,9 @@
 Steps: torch -> ONNX with eager attention (dynamic batch and sequence axes), ONNX Runtime's BERT optimizer
 (attention/LayerNorm/GELU fusions), then one of the quantisation schemes in `QUANTIZATION_SCHEMES` (default:
 per-channel int8 dynamic quantisation; per-tensor int8 visibly hurts ranking quality; bench/quantization.py
-measures each scheme's speed and agreement with fp32). The artifact directory holds `model.onnx`, the
+measures each scheme's speed and agreement with fp32). Beside it, unless `--no-torch-program`, the same model
+in bfloat16 as a `torch.export` program (`model.pt2`), which the reranker's `torch` engine runs: on CPUs with
+AMX it is the fast path (search_common/cross_encoder_torch.py). The artifact directory holds both models, the
 tokenizer files and `manifest.json`, and is published atomically.
 
 Example:
@@ -38,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 ONNX_NAME = "model.onnx"
+PROGRAM_NAME = "model.pt2"
+PROGRAM_DTYPE = "bfloat16"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
 OPSET = 17
@@ -79,6 +83,25 @@ def _export_onnx(model: CrossEncoder, path: Path) -> None:
             do_constant_folding=True,
             dynamo=False,
         )
+
+
+def _export_program(model: CrossEncoder, path: Path, *, max_length: int) -> None:
+    """`torch.export` of the model in PROGRAM_DTYPE, batch and sequence axes dynamic up to max_length."""
+    from torch.export import Dim
+
+    program_model = model.to(getattr(torch, PROGRAM_DTYPE)).eval()
+    batch = Dim("batch", min=1, max=65_536)
+    sequence = Dim("sequence", min=2, max=max(max_length, 16))
+    dummy = (
+        torch.full((2, 16), 1000, dtype=torch.int64),
+        torch.ones(2, 16, dtype=torch.int64),
+        torch.zeros(2, 16, dtype=torch.int64),
+    )
+    with torch.no_grad():
+        program = torch.export.export(
+            _OnnxWrapper(program_model), dummy, dynamic_shapes=tuple({0: batch, 1: sequence} for _ in dummy)
+        )
+    torch.export.save(program, str(path))
 
 
 def _optimize(src: Path, dst: Path, *, num_heads: int, hidden_size: int) -> None:
@@ -157,6 +180,7 @@ def export_cross_encoder(
     quantization: str = DEFAULT_QUANTIZATION,
     name: str = "cross-encoder-minilm",
     manifest_extra: Mapping[str, Any] | None = None,
+    torch_program: bool = True,
 ) -> Path:
     """Exports the checkpoint in `model_dir` to the artifact directory `out`, written atomically.
 
@@ -168,6 +192,7 @@ def export_cross_encoder(
         quantization: a `QUANTIZATION_SCHEMES` name; "none" keeps the optimised fp32 graph.
         name: the model name recorded in the manifest.
         manifest_extra: merged into the manifest (training_data_sha256, hyperparameters, eval, ...).
+        torch_program: also write the bfloat16 `torch.export` program the torch engine runs.
 
     Returns:
         `out`.
@@ -192,6 +217,10 @@ def export_cross_encoder(
             quantize(optimized, target)
         else:
             optimized.replace(target)
+        if torch_program:
+            # SDPA attention: the program runs through PyTorch, which fuses it; eager was for the ONNX graph.
+            program_model, _ = load_cross_encoder(model_dir)
+            _export_program(program_model, scratch / PROGRAM_NAME, max_length=max_length)
         tokenizer.save_pretrained(scratch)
         files = {p.name: sha256_file(p) for p in sorted(scratch.iterdir()) if p.is_file()}
         manifest: dict[str, Any] = {
@@ -206,6 +235,7 @@ def export_cross_encoder(
             "inputs": list(INPUT_NAMES),
             "output": OUTPUT_NAME,
             "quantization": quantization,
+            "torch_program": {"file": PROGRAM_NAME, "dtype": PROGRAM_DTYPE} if torch_program else None,
             "training_data_sha256": None,
             "hyperparameters": {},
             "eval": {},
@@ -228,6 +258,23 @@ def _read_training_record(model_dir: Path) -> dict[str, Any]:
     return {}
 
 
+# What an export writes itself; everything else in a manifest is the training record and its figures.
+_EXPORT_KEYS = frozenset(
+    {"format_version", "name", "version", "base_model", "max_length", "num_layers", "pooling", "onnx",
+     "inputs", "output", "quantization", "torch_program", "files"}
+)  # fmt: skip
+
+
+def _record_of_artifact(artifact: Path) -> dict[str, Any]:
+    """An artifact's training record and figures, to carry into a re-export of its checkpoint."""
+    from search_common.artifacts import read_manifest
+
+    manifest = read_manifest(artifact, ("version",))
+    record = {key: value for key, value in manifest.items() if key not in _EXPORT_KEYS}
+    record["reexported_from"] = manifest["version"]
+    return record
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -244,7 +291,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=13, help="with --untrained: head seed")
     parser.add_argument("--quantization", choices=sorted(QUANTIZATION_SCHEMES), default=DEFAULT_QUANTIZATION)
     parser.add_argument("--no-quantize", action="store_true", help="the same as --quantization none")
+    parser.add_argument(
+        "--no-torch-program", action="store_true", help="skip the bfloat16 torch.export program (model.pt2)"
+    )
+    parser.add_argument(
+        "--manifest-from",
+        type=Path,
+        default=None,
+        help="with --checkpoint: an artifact of the same checkpoint whose training record and figures the "
+        "new version carries (to re-export a released model with what this exporter now writes)",
+    )
     args = parser.parse_args(argv)
+    if args.manifest_from is not None and args.untrained:
+        parser.error("--manifest-from goes with --checkpoint: an untrained model has no record to carry")
     configure_logging()
 
     version = args.version or new_version()
@@ -258,7 +317,11 @@ def main(argv: list[str] | None = None) -> None:
             model_dir = args.checkpoint
             if not (model_dir / CONFIG_NAME).is_file():
                 parser.error(f"{model_dir} is not a cross-encoder checkpoint (no {CONFIG_NAME})")
-            extra = _read_training_record(model_dir)
+            extra = (
+                _record_of_artifact(args.manifest_from)
+                if args.manifest_from is not None
+                else _read_training_record(model_dir)
+            )
         import json
 
         max_length = args.max_length or int(json.loads((model_dir / CONFIG_NAME).read_text())["max_length"])
@@ -268,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
             max_length=max_length,
             quantization="none" if args.no_quantize else args.quantization,
             manifest_extra=extra,
+            torch_program=not args.no_torch_program,
         )
     logger.info("artifact: %s", path)
 

@@ -114,3 +114,55 @@ def test_parallel_scoring_stops_when_the_caller_gives_up(
 def test_batch_workers_must_be_positive(artifact_v1: Path) -> None:
     with pytest.raises(ValueError, match="batch_workers must be at least 1"):
         CrossEncoderRuntime.load(artifact_v1, batch_workers=0)
+
+
+def test_the_torch_engine_scores_like_the_fp32_graph_whatever_the_batching(
+    artifact_v1: Path, runtime: CrossEncoderRuntime
+) -> None:
+    program = CrossEncoderRuntime.load(artifact_v1, engine="torch", intra_op_threads=1)
+    assert (program.engine, program.description) == ("torch", "torch bfloat16 on cpu")
+    query = "does aspirin help the heart"
+    scores = program.score(query, TEXTS, batch_size=2)
+    assert scores.dtype == np.float32 and scores.shape == (len(TEXTS),)
+    # bfloat16 keeps 8 bits of mantissa: the test head's scores (about 0.1 apart) agree to a few thousandths.
+    np.testing.assert_allclose(scores, runtime.score(query, TEXTS), atol=3e-3)
+    one_by_one = np.array([program.score(query, [t])[0] for t in TEXTS])
+    np.testing.assert_allclose(scores, one_by_one, atol=3e-3)
+    assert program.score(query, []).shape == (0,)
+
+
+def _copy_with_manifest(artifact: Path, target: Path, **changes: Any) -> Path:
+    shutil.copytree(artifact, target)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest.update(changes)
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+def test_the_torch_engine_needs_the_artifact_to_hold_a_program(artifact_v1: Path, tmp_path: Path) -> None:
+    without = _copy_with_manifest(artifact_v1, tmp_path / "without", torch_program=None)
+    CrossEncoderRuntime.load(without)  # the onnx engine does not need it
+    with pytest.raises(ArtifactError, match="has no torch_program, so the torch engine cannot run it"):
+        CrossEncoderRuntime.load(without, engine="torch")
+    malformed = _copy_with_manifest(
+        artifact_v1, tmp_path / "malformed", torch_program={"file": "model.pt2", "dtype": "int4"}
+    )
+    with pytest.raises(ArtifactError, match="torch_program must be"):
+        CrossEncoderRuntime.load(malformed)
+    unlisted = _copy_with_manifest(
+        artifact_v1, tmp_path / "unlisted", torch_program={"file": "other.pt2", "dtype": "bfloat16"}
+    )
+    with pytest.raises(ArtifactError, match=r"does not list other\.pt2"):
+        CrossEncoderRuntime.load(unlisted, engine="torch")
+    with pytest.raises(ValueError, match="engine must be one of onnx, torch"):
+        CrossEncoderRuntime.load(artifact_v1, engine="tensorrt")
+
+
+def test_a_program_that_does_not_load_is_refused(artifact_v1: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "v1"
+    shutil.copytree(artifact_v1, broken)
+    (broken / "model.pt2").write_bytes(b"not a torch program")
+    with pytest.raises(ArtifactError, match=r"checksum mismatch for model\.pt2"):
+        CrossEncoderRuntime.load(broken, engine="torch")
+    with pytest.raises(ArtifactError, match=r"model\.pt2 does not load as a torch program"):
+        CrossEncoderRuntime.load(broken, engine="torch", verify_checksums=False)

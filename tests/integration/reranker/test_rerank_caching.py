@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reranker_service.backends.onnx import OnnxScorer
+from reranker_service.backends.embedded import EmbeddedScorer
 from reranker_service.bootstrap import build_local_reranker
 from reranker_service.cache.redis import RedisScoreCache
 from reranker_service.scoring import RerankCore
@@ -21,15 +21,15 @@ DOCS = [Document(f"doc-{i}", f"Title {i}", "vitamin d and bone " * (i + 1)) for 
 
 
 @pytest.fixture(scope="module")
-def scorer_v1(artifact_v1: Path) -> Iterator[OnnxScorer]:
-    scorer = OnnxScorer.load(artifact_v1, intra_op_threads=1)
+def scorer_v1(artifact_v1: Path) -> Iterator[EmbeddedScorer]:
+    scorer = EmbeddedScorer.load(artifact_v1, intra_op_threads=1)
     yield scorer
     asyncio.run(scorer.close())
 
 
 @pytest.fixture(scope="module")
-def scorer_v2(artifact_v2: Path) -> Iterator[OnnxScorer]:
-    scorer = OnnxScorer.load(artifact_v2, intra_op_threads=1)
+def scorer_v2(artifact_v2: Path) -> Iterator[EmbeddedScorer]:
+    scorer = EmbeddedScorer.load(artifact_v2, intra_op_threads=1)
     yield scorer
     asyncio.run(scorer.close())
 
@@ -40,11 +40,13 @@ async def own_redis() -> AsyncIterator[RedisServer]:
         yield server
 
 
-def _core(scorer: OnnxScorer, redis_url: str) -> RerankCore:
+def _core(scorer: EmbeddedScorer, redis_url: str) -> RerankCore:
     return RerankCore(scorer, RedisScoreCache(redis_url, ttl_seconds=300, retry_after_seconds=0.0))
 
 
-async def test_a_cache_hit_returns_identical_scores(scorer_v1: OnnxScorer, own_redis: RedisServer) -> None:
+async def test_a_cache_hit_returns_identical_scores(
+    scorer_v1: EmbeddedScorer, own_redis: RedisServer
+) -> None:
     core = _core(scorer_v1, own_redis.url)
     cold = await core.rerank(QUERY, DOCS)
     warm = await core.rerank(QUERY, DOCS)
@@ -61,7 +63,7 @@ async def test_a_cache_hit_returns_identical_scores(scorer_v1: OnnxScorer, own_r
 
 
 async def test_a_model_version_change_misses_the_cache(
-    scorer_v1: OnnxScorer, scorer_v2: OnnxScorer, own_redis: RedisServer
+    scorer_v1: EmbeddedScorer, scorer_v2: EmbeddedScorer, own_redis: RedisServer
 ) -> None:
     old = await _core(scorer_v1, own_redis.url).rerank(QUERY, DOCS)
     new_core = _core(scorer_v2, own_redis.url)
@@ -73,7 +75,7 @@ async def test_a_model_version_change_misses_the_cache(
 
 
 async def test_redis_killed_mid_test_the_reranker_still_answers(
-    scorer_v1: OnnxScorer, own_redis: RedisServer
+    scorer_v1: EmbeddedScorer, own_redis: RedisServer
 ) -> None:
     core = _core(scorer_v1, own_redis.url)
     before = await core.rerank(QUERY, DOCS)

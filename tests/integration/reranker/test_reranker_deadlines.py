@@ -14,7 +14,7 @@ import grpc
 import pytest
 from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
 
-from reranker_service.backends.onnx import OnnxScorer
+from reranker_service.backends.embedded import EmbeddedScorer
 from reranker_service.bootstrap import build_core
 from reranker_service.config import Settings
 from reranker_service.server import build_server
@@ -32,7 +32,7 @@ async def test_expired_requests_stop_scoring_and_in_flight_returns_to_zero(artif
     core = build_core(settings)
     await built.mark_ready(core)
     scorer = core.scorer
-    assert isinstance(scorer, OnnxScorer)
+    assert isinstance(scorer, EmbeddedScorer)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{built.port}") as channel:
             stub = reranker_pb2_grpc.RerankerServiceStub(channel)
@@ -63,7 +63,7 @@ async def test_expired_requests_stop_scoring_and_in_flight_returns_to_zero(artif
 
 async def test_a_cancelled_scoring_job_stops_at_its_next_batch(artifact_v1: Path) -> None:
     """The deterministic core of the above: cancel the caller once its job runs; the job stops early."""
-    scorer = OnnxScorer.load(artifact_v1, intra_op_threads=1)
+    scorer = EmbeddedScorer.load(artifact_v1, intra_op_threads=1)
     try:
         texts = [f"document {i} about aspirin" for i in range(2048)]  # 64 batches of 32
         task = asyncio.create_task(scorer.score("aspirin", texts))

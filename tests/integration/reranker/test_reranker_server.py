@@ -44,29 +44,33 @@ async def _serve(settings: Settings) -> AsyncIterator[Running]:
         await core.close()
 
 
-@pytest.fixture
-async def onnx_server(artifact_v1: Path) -> AsyncIterator[Running]:
-    settings = Settings(artifact_dir=artifact_v1, cache="lru", max_documents=8, intra_op_threads=1)
+@pytest.fixture(params=["onnx", "torch"])
+async def embedded_server(artifact_v1: Path, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+    """The reranker scoring in process, on each engine."""
+    settings = Settings(
+        backend=request.param, artifact_dir=artifact_v1, cache="lru", max_documents=8, intra_op_threads=1
+    )
     async for running in _serve(settings):
+        assert running.core.scorer.engine == request.param
         yield running
 
 
-async def test_health_is_serving_and_reflection_lists_the_service(onnx_server: Running) -> None:
-    health = health_pb2_grpc.HealthStub(onnx_server.channel)
+async def test_health_is_serving_and_reflection_lists_the_service(embedded_server: Running) -> None:
+    health = health_pb2_grpc.HealthStub(embedded_server.channel)
     for name in ("", SERVICE_NAME):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    reflection = reflection_pb2_grpc.ServerReflectionStub(onnx_server.channel)
+    reflection = reflection_pb2_grpc.ServerReflectionStub(embedded_server.channel)
     async for reply in reflection.ServerReflectionInfo(
         iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
     ):
         assert SERVICE_NAME in {s.name for s in reply.list_services_response.service}
 
 
-async def test_rerank_answers_in_order_and_hits_the_cache(onnx_server: Running) -> None:
+async def test_rerank_answers_in_order_and_hits_the_cache(embedded_server: Running) -> None:
     request = reranker_pb2.RerankRequest(query="aspirin", documents=DOCS, use_cache=True)
-    first = await onnx_server.stub.Rerank(request, timeout=30)
-    second = await onnx_server.stub.Rerank(request, timeout=30)
+    first = await embedded_server.stub.Rerank(request, timeout=30)
+    second = await embedded_server.stub.Rerank(request, timeout=30)
     assert len(first.scores) == len(DOCS)
     assert (first.model.name, first.model.version, first.model.component) == (
         "cross-encoder-minilm",
@@ -76,7 +80,7 @@ async def test_rerank_answers_in_order_and_hits_the_cache(onnx_server: Running) 
     assert first.cache_hits == 0 and second.cache_hits == len(DOCS)
     assert list(second.scores) == list(first.scores)
     assert {t.stage for t in first.timings} == {"cache", "inference"}
-    uncached = await onnx_server.stub.Rerank(
+    uncached = await embedded_server.stub.Rerank(
         reranker_pb2.RerankRequest(query="aspirin", documents=DOCS, use_cache=False), timeout=30
     )
     assert uncached.cache_hits == 0
@@ -118,10 +122,10 @@ async def test_rerank_answers_in_order_and_hits_the_cache(onnx_server: Running) 
     ],
 )
 async def test_bad_requests_get_a_helpful_status(
-    onnx_server: Running, request_: reranker_pb2.RerankRequest, code: grpc.StatusCode, message: str
+    embedded_server: Running, request_: reranker_pb2.RerankRequest, code: grpc.StatusCode, message: str
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await onnx_server.stub.Rerank(request_, timeout=30)
+        await embedded_server.stub.Rerank(request_, timeout=30)
     assert caught.value.code() == code
     assert message in (caught.value.details() or "")
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import aio as triton_aio
 
-from reranker_service.backends.onnx import OnnxScorer
+from reranker_service.backends.embedded import EmbeddedScorer
 from reranker_service.backends.triton import TritonScorer, infer_pairs
 from reranker_service.cache.lru import LruScoreCache
 from reranker_service.scoring import RerankCore
@@ -35,8 +35,8 @@ async def triton_scorer(triton_server: TritonServer) -> AsyncIterator[TritonScor
 
 
 @pytest.fixture
-async def onnx_scorer(artifact_v1: Path) -> AsyncIterator[OnnxScorer]:
-    scorer = OnnxScorer.load(artifact_v1, intra_op_threads=1)
+async def onnx_scorer(artifact_v1: Path) -> AsyncIterator[EmbeddedScorer]:
+    scorer = EmbeddedScorer.load(artifact_v1, intra_op_threads=1)
     yield scorer
     await scorer.close()
 
@@ -48,7 +48,7 @@ async def test_identity_and_batch_limit_come_from_the_model_config(triton_scorer
 
 
 async def test_scores_match_the_in_process_scorer(
-    triton_scorer: TritonScorer, onnx_scorer: OnnxScorer
+    triton_scorer: TritonScorer, onnx_scorer: EmbeddedScorer
 ) -> None:
     # 150 documents: three chunks of at most 64 pairs, sent concurrently.
     served = await triton_scorer.score(QUERY, TEXTS)
@@ -74,7 +74,7 @@ async def _model_stats(url: str) -> tuple[int, int, int]:
 
 
 async def test_concurrent_requests_are_batched_and_answered_separately(
-    triton_server: TritonServer, triton_scorer: TritonScorer, onnx_scorer: OnnxScorer
+    triton_server: TritonServer, triton_scorer: TritonScorer, onnx_scorer: EmbeddedScorer
 ) -> None:
     pairs_before, executions_before, requests_before = await _model_stats(triton_server.grpc_url)
     queries = [f"query number {i}" for i in range(16)]

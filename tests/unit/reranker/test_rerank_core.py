@@ -20,8 +20,10 @@ from search_common.errors import DeadlineExceeded, InvalidArgument, NotFound
 class FakeScorer:
     """Scores a text by its length; records what it was asked to score."""
 
-    def __init__(self, name: str = "fake-ce", version: str = "v1", max_length: int = 128) -> None:
-        self._name, self._version, self._max_length = name, version, max_length
+    def __init__(
+        self, name: str = "fake-ce", version: str = "v1", max_length: int = 128, engine: str = "fake"
+    ) -> None:
+        self._name, self._version, self._max_length, self._engine = name, version, max_length, engine
         self.calls: list[list[str]] = []
         self.started = 0
 
@@ -36,6 +38,10 @@ class FakeScorer:
     @property
     def max_length(self) -> int:
         return self._max_length
+
+    @property
+    def engine(self) -> str:
+        return self._engine
 
     async def start(self) -> None:
         self.started += 1
@@ -85,12 +91,23 @@ async def test_use_cache_false_neither_reads_nor_writes() -> None:
     assert result.cache_hits == 0 and len(cache) == 0
 
 
-def test_cache_key_changes_with_model_version_text_and_length() -> None:
-    base = cache_key("m", "v1", 128, "qh", "d1", "text")
-    assert cache_key("m", "v2", 128, "qh", "d1", "text") != base
-    assert cache_key("m", "v1", 128, "qh", "d1", "edited text") != base
-    assert cache_key("m", "v1", 64, "qh", "d1", "text") != base
-    assert cache_key("m2", "v1", 128, "qh", "d1", "text") != base
+def test_cache_key_changes_with_model_version_engine_text_and_length() -> None:
+    base = cache_key("m", "v1", "onnx", 128, "qh", "d1", "text")
+    assert cache_key("m", "v2", "onnx", 128, "qh", "d1", "text") != base
+    assert cache_key("m", "v1", "torch", 128, "qh", "d1", "text") != base
+    assert cache_key("m", "v1", "onnx", 128, "qh", "d1", "edited text") != base
+    assert cache_key("m", "v1", "onnx", 64, "qh", "d1", "text") != base
+    assert cache_key("m2", "v1", "onnx", 128, "qh", "d1", "text") != base
+
+
+async def test_replicas_on_different_engines_do_not_read_each_others_scores() -> None:
+    shared = LruScoreCache(100)
+    await RerankCore(FakeScorer(engine="onnx"), shared).rerank("query", DOCS)
+    torch_scorer = FakeScorer(engine="torch")
+    result = await RerankCore(torch_scorer, shared).rerank("query", DOCS)
+    assert result.cache_hits == 0 and len(torch_scorer.calls) == 1
+    again = await RerankCore(FakeScorer(engine="onnx"), shared).rerank("query", DOCS)
+    assert again.cache_hits == len(DOCS)
 
 
 @pytest.mark.parametrize(

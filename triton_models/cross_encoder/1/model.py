@@ -86,7 +86,9 @@ class TritonPythonModel:
         self._batch_size = max(1, int(config.get("max_batch_size", 32)))
         output = pb_utils.get_output_config_by_name(config, tc.OUTPUT_SCORE)
         self._score_dtype = pb_utils.triton_string_to_numpy(output["data_type"])
-        logger.info("cross_encoder ready: %s %s on %s", self._runtime.name, version, self._runtime.providers)
+        logger.info(
+            "cross_encoder ready: %s %s on %s", self._runtime.name, version, self._runtime.description
+        )
 
     def _score_pairs(self, queries: Any, texts: Any, max_length: int | None) -> Any:
         return self._runtime.score_pairs(queries, texts, max_length=max_length, batch_size=self._batch_size)

@@ -1,7 +1,8 @@
-"""In-process ONNX Runtime scorer: the embedded default, and what the gateway's evaluation uses.
+"""In-process scorer: the embedded default, and what the gateway's evaluation uses.
 
-Tokenisation and `InferenceSession.run` block, so they run on a small dedicated thread pool; a bounded count
-of waiting requests turns overload into RESOURCE_EXHAUSTED instead of an ever-growing queue.
+One `CrossEncoderRuntime` on either engine (ONNX Runtime, or the artifact's bfloat16 torch program).
+Tokenisation and the forward passes block, so they run on a small dedicated thread pool; a bounded count of
+waiting requests turns overload into RESOURCE_EXHAUSTED instead of an ever-growing queue.
 """
 
 from __future__ import annotations
@@ -30,21 +31,21 @@ def resolve_artifact(path: Path) -> Path:
     return path if (path / MANIFEST_NAME).is_file() else latest_version(path)
 
 
-class OnnxScorer:
+class EmbeddedScorer:
     """`Scorer` over a `CrossEncoderRuntime`, run off the event loop.
 
     Args:
         runtime: the loaded model.
         threads: batches scored at once (each on its own thread).
         max_pending: requests admitted (running or waiting) before ResourceExhausted.
-        batch_size: pairs per ONNX Runtime call.
+        batch_size: pairs per forward pass.
     """
 
     def __init__(
         self, runtime: CrossEncoderRuntime, *, threads: int = 1, max_pending: int = 64, batch_size: int = 32
     ) -> None:
         self._runtime = runtime
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onnx-scorer")
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="embedded-scorer")
         self._max_pending = max_pending
         self._pending = 0
         self._batch_size = batch_size
@@ -66,14 +67,18 @@ class OnnxScorer:
         cls,
         artifact: Path,
         *,
+        engine: str = "onnx",
         threads: int = 1,
         intra_op_threads: int = 0,
         batch_workers: int = 1,
         batch_size: int = 32,
         max_pending: int = 64,
-    ) -> OnnxScorer:
+    ) -> EmbeddedScorer:
         runtime = CrossEncoderRuntime.load(
-            resolve_artifact(artifact), intra_op_threads=intra_op_threads, batch_workers=batch_workers
+            resolve_artifact(artifact),
+            engine=engine,
+            intra_op_threads=intra_op_threads,
+            batch_workers=batch_workers,
         )
         return cls(runtime, threads=threads, max_pending=max_pending, batch_size=batch_size)
 
@@ -89,8 +94,13 @@ class OnnxScorer:
     def max_length(self) -> int:
         return self._runtime.max_length
 
+    @property
+    def engine(self) -> str:
+        """ "onnx" or "torch"."""
+        return self._runtime.engine
+
     async def start(self) -> None:
-        """Nothing to connect; the first call scores one tiny pair to warm ONNX Runtime's allocations."""
+        """Nothing to connect; the first call scores one tiny pair to warm the engine's allocations."""
         if not self._warm:
             self._warm = True
             await self.score(WARMUP_QUERY, ["warm-up document"])

@@ -1,0 +1,54 @@
+"""Which in-process engine `--backend auto` picks, decided once in the composition root."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from reranker_service import bootstrap
+from reranker_service.config import Settings, parse_settings
+from search_common import cross_encoder_torch
+from tests.cross_encoder_support import cross_encoder_artifact
+
+
+@pytest.fixture(scope="module")
+def artifact() -> Path:
+    cross_encoder_artifact("v2")  # the root's newest version, which resolve_engine reads for a root
+    return cross_encoder_artifact("v1")
+
+
+@pytest.mark.parametrize(("amx", "expected"), [(True, "torch"), (False, "onnx")])
+def test_auto_picks_torch_only_where_the_cpu_multiplies_bfloat16(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch, amx: bool, expected: str
+) -> None:
+    monkeypatch.setattr(cross_encoder_torch, "cpu_has_bf16_matrix_units", lambda: amx)
+    assert bootstrap.resolve_engine("auto", artifact) == expected
+    assert bootstrap.resolve_engine("auto", artifact.parent) == expected  # a root: its newest version
+    assert bootstrap.resolve_engine("onnx", artifact) == "onnx"
+
+
+def test_auto_falls_back_to_onnx_for_an_artifact_without_a_program(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cross_encoder_torch, "cpu_has_bf16_matrix_units", lambda: True)
+    older = tmp_path / "v1"
+    shutil.copytree(artifact, older, ignore=shutil.ignore_patterns("model.pt2"))
+    manifest = json.loads((older / "manifest.json").read_text())
+    del manifest["torch_program"], manifest["files"]["model.pt2"]
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    assert bootstrap.resolve_engine("auto", older) == "onnx"
+
+
+def test_the_backend_flag_names_every_engine() -> None:
+    assert parse_settings(["--artifact-dir", "a"], environ={}).backend == "auto"
+    assert parse_settings(["--backend", "torch", "--artifact-dir", "a"], environ={}).backend == "torch"
+    assert (
+        parse_settings(["--artifact-dir", "a"], environ={"SEARCH_RERANKER_BACKEND": "onnx"}).backend == "onnx"
+    )
+    with pytest.raises(ValueError, match="the torch backend needs --artifact-dir"):
+        Settings(backend="torch")
+    with pytest.raises(SystemExit):
+        parse_settings(["--backend", "openvino", "--artifact-dir", "a"], environ={})
