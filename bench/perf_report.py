@@ -219,7 +219,9 @@ def main() -> None:
             "",
             f"Reranker, {rerank['queries']} SciFact test queries x {rerank['pairs_per_set']} pairs "
             f"(artifact quantization: {rerank.get('artifact_quantization')}; fp32 reference: "
-            f"{rerank.get('fp32_reference')}):",
+            f"{rerank.get('fp32_reference')}; the goal keys are "
+            f"`{rerank.get('in_process_scorer', 'onnx')}`'s, the engine the reranker's default "
+            "`--backend auto` picks on this CPU):",
             "",
             "| scorer | pairs/s | p50 ms / 100 pairs | p95 ms | nDCG@10 | max abs score diff vs fp32 torch |",
             "|---|---:|---:|---:|---:|---:|",
