@@ -68,7 +68,9 @@ def bootstrap(
     # Variants first: a bad file fails before any channel is opened.
     groups = {g for g, shards in (retrievers or settings.retrievers).items() if shards}
     has_reranker = reranker is not None or settings.reranker is not None
-    variants = load_variants(settings.variants, settings.variant_bounds).restricted_to(groups, has_reranker)
+    variants = load_variants(settings.variants, settings.variant_bounds).restricted_to(
+        groups, has_reranker, has_query_encoder=query_encoder is not None
+    )
     if retrievers is None:
         retrievers = {
             group: [
@@ -95,7 +97,14 @@ def bootstrap(
         max_retrieval_depth=settings.max_retrieval_depth,
         max_rerank_depth=settings.max_rerank_depth,
     )
-    live = LiveVariants(variants, settings.variants, settings.variant_bounds, groups, has_reranker)
+    live = LiveVariants(
+        variants,
+        settings.variants,
+        settings.variant_bounds,
+        groups,
+        has_reranker,
+        has_query_encoder=query_encoder is not None,
+    )
     return Gateway(pipeline, live, limits, retrievers, reranker)
 
 

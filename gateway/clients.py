@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 
 import grpc
+import numpy as np
 from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc, retriever_pb2, retriever_pb2_grpc
 
 from search_common.documents import (
@@ -111,8 +112,9 @@ class GrpcRetriever:
         timeout: float | None = None,
         *,
         embedding: QueryEmbedding | None = None,
+        with_vectors: bool = False,
     ) -> RetrievalResult:
-        request = retriever_pb2.RetrieveRequest(query=query, top_k=k)
+        request = retriever_pb2.RetrieveRequest(query=query, top_k=k, include_vectors=with_vectors)
         if embedding is not None:
             request.query_embedding.values.extend(embedding.values.tolist())
             request.query_embedding.encoder = embedding.encoder
@@ -125,7 +127,11 @@ class GrpcRetriever:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc, self._component) from None
         candidates = [
-            Candidate(Document(c.document.doc_id, c.document.title, c.document.text), c.score)
+            Candidate(
+                Document(c.document.doc_id, c.document.title, c.document.text),
+                c.score,
+                np.asarray(c.vector, dtype=np.float32) if c.vector else None,
+            )
             for c in response.candidates
         ]
         return RetrievalResult(

@@ -308,7 +308,12 @@ def evaluate(
         prebuilt=prebuilt,
         encoder_dir=encoder_dir,
     )
-    pipeline = SearchPipeline(retrievers, reranker)
+    query_encoder = None
+    if any(v.uses_feedback for v in variants):  # the pipeline refines the vector it embedded itself
+        from retriever_service.encoder import BiEncoder
+
+        query_encoder = BiEncoder.load(encoder_dir)
+    pipeline = SearchPipeline(retrievers, reranker, query_encoder=query_encoder)
     rows: list[QualityRow] = []
     for variant in variants:
         started = time.monotonic()

@@ -24,11 +24,12 @@ from gateway.pipeline import SearchOutcome
 from gateway.variants import Variant
 
 UNRESOLVED = "unresolved"
-STAGES = ("embed", "fanout", "merge", "rerank", "end_to_end")
+STAGES = ("embed", "feedback", "fanout", "merge", "rerank", "end_to_end")
 STATUSES = ("ok", "degraded", "error", "deadline")
 # The statuses each stage can report (series created up front, so ratios over them have data from the start).
 STAGE_STATUSES = {
     "embed": ("ok",),
+    "feedback": ("ok",),
     "fanout": ("ok", "degraded"),
     "merge": ("ok",),
     "rerank": ("ok", "error", "deadline"),
@@ -175,6 +176,10 @@ class GatewayMetrics:
         for timing in outcome.timings:
             if timing.stage == "embed" and not timing.component:  # the gateway's, not a shard's
                 self.stage_duration.labels(stage="embed", variant=variant, status="ok").observe(
+                    timing.seconds
+                )
+            elif timing.stage == "feedback":  # the pseudo-relevance feedback search (gateway/prf.py)
+                self.stage_duration.labels(stage="feedback", variant=variant, status="ok").observe(
                     timing.seconds
                 )
             elif timing.stage in ("fanout", "merge"):

@@ -34,6 +34,7 @@ from gateway.merge import (
     rerank_order,
     snippet,
 )
+from gateway.prf import rocchio
 from gateway.variants import Variant
 from search_common.documents import Candidate, Document, QueryEmbedding, RerankResult, RetrievalResult
 from search_common.errors import (
@@ -237,15 +238,25 @@ class SearchPipeline:
         will_rerank = query.rerank_depth > 0 and variant.reranker is not None
         if will_rerank and self._reranker is None:
             raise InvalidArgument(f"variant {variant.name!r} needs a reranker, none configured")
+        if variant.uses_feedback and self._query_encoder is None:
+            raise InvalidArgument(
+                f"variant {variant.name!r} uses pseudo-relevance feedback, which needs the gateway's "
+                "query encoder (--query-encoder)"
+            )
 
         retrieve_timeout = self._retrieve_budget(deadline, will_rerank)
         depth = max(query.retrieval_depth, query.top_k)
         shards = [(group, r) for group in variant.groups for r in self._retrievers[group]]
         fanout_started = time.monotonic()
-        # Lexical shards are asked at once; only the dense ones wait for the query vector.
+        # Lexical shards are asked at once; only the dense ones wait for the query vector (and, with
+        # pseudo-relevance feedback, for the feedback search that refines it).
         embedding: asyncio.Task[QueryEmbedding | None] | None = None
         if self._query_encoder is not None and DENSE_GROUP in variant.groups:
-            embedding = asyncio.ensure_future(self._embed(query.text, trace))
+            embedding = asyncio.ensure_future(
+                self._embed_with_feedback(query.text, trace, variant, retrieve_timeout)
+                if variant.uses_feedback
+                else self._embed(query.text, trace)
+            )
         try:
             answers = await asyncio.gather(
                 *(
@@ -335,6 +346,40 @@ class SearchPipeline:
         trace.timings.append(StageTime("embed", time.monotonic() - started))
         return QueryEmbedding(vectors[0], self._query_encoder.identity)
 
+    async def _embed_with_feedback(
+        self, text: str, trace: _Trace, variant: Variant, timeout: float | None
+    ) -> QueryEmbedding | None:
+        """The query vector refined by pseudo-relevance feedback (gateway/prf.py): a first search of every
+        dense shard for its top `prf_docs` with their stored vectors, merged to the global top, averaged in.
+
+        Without feedback (every shard failed it, or none returned vectors) the plain query vector is used:
+        the answer loses the refinement, not coverage.
+        """
+        started = time.monotonic()
+        embedding = await self._embed(text, trace)
+        if embedding is None:
+            return None
+        left = None if timeout is None else timeout - (time.monotonic() - started)
+        if left is not None and left <= 0:
+            return embedding
+        feedback_started = time.monotonic()
+        shards = self._retrievers[DENSE_GROUP]
+        answers = await asyncio.gather(
+            *(self._call(r, text, variant.prf_docs, left, embedding, with_vectors=True) for r in shards),
+            return_exceptions=True,
+        )
+        lists = [a.candidates for a in answers if isinstance(a, RetrievalResult)]
+        for shard, answer in zip(shards, answers, strict=True):
+            if isinstance(answer, BaseException):
+                logger.warning(
+                    "%s: feedback search failed (%s); refining without it", shard.component, answer
+                )
+        top = [c.vector for c in merge_shards(lists, variant.prf_docs) if c.vector is not None]
+        trace.timings.append(StageTime("feedback", time.monotonic() - feedback_started))
+        if not top:
+            return embedding
+        return QueryEmbedding(rocchio(embedding.values, top, variant.prf_weight), embedding.encoder)
+
     def _retrieve_budget(self, deadline: float | None, will_rerank: bool) -> float | None:
         if deadline is None:
             return self._retrieve_cap
@@ -391,8 +436,10 @@ class SearchPipeline:
         k: int,
         timeout: float | None,
         embedding: QueryEmbedding | None,
+        *,
+        with_vectors: bool = False,
     ) -> RetrievalResult:
-        call = retriever.retrieve(text, k, timeout=timeout, embedding=embedding)
+        call = retriever.retrieve(text, k, timeout=timeout, embedding=embedding, with_vectors=with_vectors)
         # The port promises to honour `timeout`; the outer bound guards adapters that do not.
         return await (call if timeout is None else asyncio.wait_for(call, timeout + self._margin))
 

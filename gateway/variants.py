@@ -17,6 +17,9 @@ A variants file is YAML:
         cache: true            # whether the reranker's score cache may be used
         fusion: none           # none = rerank score only; rrf = RRF of reranked and first-stage order
         fusion_weight: 1.0     # weight of the reranked order under rrf, within [0, 1]
+        prf_docs: 0            # dense pseudo-relevance feedback: search again with the query vector moved
+        prf_weight: 0.0        # towards the mean of the top prf_docs documents' (gateway/prf.py); needs
+                               # a dense first stage and the gateway's --query-encoder; 0 docs = off
 
 Assignment is sticky: sha256(caller_key) picks a point in [0, 1) mapped over the cumulative weights of the
 variants this gateway can serve, so a caller keeps its variant across requests and gateway replicas.
@@ -73,8 +76,11 @@ _FIELDS = frozenset(
         "cache",
         "fusion",
         "fusion_weight",
+        "prf_docs",
+        "prf_weight",
     }
 )
+MAX_PRF_DOCS = 20
 _TOP_LEVEL = frozenset({"default", "variants"})
 # Label values with a meaning of their own in the metrics (see search_common.variant_label, gateway.metrics).
 _RESERVED_NAMES = frozenset({NO_VARIANT, OTHER_VARIANT, "unresolved"})
@@ -106,6 +112,8 @@ class Variant:
     cache: bool = True
     fusion: Fusion = "none"
     fusion_weight: float = 1.0
+    prf_docs: int = 0
+    prf_weight: float = 0.0
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -115,6 +123,11 @@ class Variant:
     @property
     def reranks(self) -> bool:
         return self.reranker is not None and self.rerank_depth > 0
+
+    @property
+    def uses_feedback(self) -> bool:
+        """Whether the dense search is refined by pseudo-relevance feedback."""
+        return self.prf_docs > 0 and "dense" in self.groups
 
     @property
     def reranker_model(self) -> str:
@@ -172,13 +185,18 @@ class VariantTable:
                 return variant
         return candidates[-1]
 
-    def restricted_to(self, groups: Collection[str], has_reranker: bool) -> VariantTable:
-        """This table as a deployment with the given retriever groups (and reranker or not) can serve it."""
+    def restricted_to(
+        self, groups: Collection[str], has_reranker: bool, *, has_query_encoder: bool = True
+    ) -> VariantTable:
+        """This table as a deployment with the given retriever groups (and reranker or not, and query
+        encoder or not) can serve it."""
         unservable: dict[str, str] = {}
         for variant in self.variants.values():
             missing = [g for g in variant.groups if g not in groups]
             if missing:
                 unservable[variant.name] = f"needs the {' and '.join(missing)} retriever, none configured"
+            elif variant.uses_feedback and not has_query_encoder:
+                unservable[variant.name] = "uses pseudo-relevance feedback, which needs --query-encoder"
             elif variant.reranks and not has_reranker:
                 unservable[variant.name] = "needs a reranker, none configured"
         servable = [v for v in self.variants.values() if v.name not in unservable]
@@ -276,6 +294,12 @@ def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -
     fusion_weight = _check_number(raw.get("fusion_weight", 1.0), f"{at}: fusion_weight")
     if not 0.0 <= fusion_weight <= 1.0:
         raise VariantError(f"{at}: fusion_weight must be within [0, 1], got {fusion_weight}")
+    prf_docs = _check_int(raw.get("prf_docs", 0), f"{at}: prf_docs", 0, MAX_PRF_DOCS)
+    prf_weight = _check_number(raw.get("prf_weight", 0.0), f"{at}: prf_weight")
+    if prf_docs > 0 and not 0.0 < prf_weight <= 4.0:
+        raise VariantError(f"{at}: prf_weight must be within (0, 4] when prf_docs is set, got {prf_weight}")
+    if prf_docs > 0 and "dense" not in GROUPS_OF[cast(FirstStage, first_stage)]:
+        raise VariantError(f"{at}: prf_docs needs a dense first stage (dense or hybrid), not {first_stage!r}")
     return Variant(
         name=name,
         weight=weight,
@@ -288,6 +312,8 @@ def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -
         cache=cache,
         fusion=cast(Fusion, fusion),
         fusion_weight=fusion_weight,
+        prf_docs=prf_docs,
+        prf_weight=prf_weight if prf_docs > 0 else 0.0,
     )
 
 
@@ -369,8 +395,10 @@ class LiveVariants:
         listener: ReloadListener | None = None,
         *,
         reloadable: bool = True,
+        has_query_encoder: bool = True,
     ) -> None:
         self._fixed = not reloadable
+        self._has_query_encoder = has_query_encoder
         self._table = table
         self._path = path
         self._bounds = bounds or VariantBounds()
@@ -399,7 +427,9 @@ class LiveVariants:
             return False
         stamp = _stamp(self._path) if self._path is not None else None
         try:
-            table = load_variants(self._path, self._bounds).restricted_to(self._groups, self._has_reranker)
+            table = load_variants(self._path, self._bounds).restricted_to(
+                self._groups, self._has_reranker, has_query_encoder=self._has_query_encoder
+            )
         except VariantError as exc:
             self._stamp = stamp  # do not retry the same bad file on every poll
             logger.error("variants reload rejected, keeping the previous variants: %s", exc)

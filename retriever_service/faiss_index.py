@@ -9,6 +9,7 @@ it (`--faiss-device`: `auto` uses a GPU when FAISS sees one and the index type h
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import threading
@@ -158,6 +159,10 @@ class FaissRetriever(ShardRetriever[npt.NDArray[np.float32]]):
         super().__init__(documents, shard, max_top_k=max_top_k, max_query_chars=max_query_chars)
         self._index = index
         self._encoder = encoder
+        self._position = {d.doc_id: i for i, d in enumerate(documents)}
+        ivf = None if is_gpu_index(index) else faiss.try_extract_index_ivf(index)
+        if ivf is not None:
+            ivf.make_direct_map()  # so `reconstruct` can give stored vectors back (pseudo-relevance feedback)
         # CPU indexes are safe to search from several threads (FAISS parallelises each search itself);
         # GPU ones share the process's GPU resources, one search at a time.
         self._search_lock: contextlib.AbstractContextManager[Any] = (
@@ -194,6 +199,26 @@ class FaissRetriever(ShardRetriever[npt.NDArray[np.float32]]):
 
     def search(self, encoded: npt.NDArray[np.float32], k: int) -> list[Candidate]:
         return self.search_vectors(encoded, k)[0]
+
+    def with_vectors(self, candidates: list[Candidate]) -> list[Candidate]:
+        """The candidates with the index's stored vectors (`reconstruct`; IVF indexes keep a direct map).
+
+        Raises:
+            FailedPrecondition: the index type cannot give its vectors back.
+        """
+        try:
+            with self._search_lock:
+                return [
+                    dataclasses.replace(c, vector=self._stored_vector(self._position[c.document.doc_id]))
+                    for c in candidates
+                ]
+        except RuntimeError as exc:
+            raise FailedPrecondition(
+                f"{self.component}: this index cannot return its stored vectors ({exc})"
+            ) from None
+
+    def _stored_vector(self, position: int) -> npt.NDArray[np.float32]:
+        return np.asarray(self._index.reconstruct(position), dtype=np.float32)
 
     def search_vectors(self, vectors: npt.NDArray[np.float32], k: int) -> list[list[Candidate]]:
         """Top-k candidates per query vector, best first (evaluation uses this with batches of queries)."""

@@ -58,6 +58,7 @@ def result_to_proto(result: RetrievalResult) -> retriever_pb2.RetrieveResponse:
                     doc_id=c.document.doc_id, title=c.document.title, text=c.document.text
                 ),
                 score=c.score,
+                vector=() if c.vector is None else c.vector.tolist(),
             )
             for c in result.candidates
         ],
@@ -112,7 +113,11 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):  # type: i
             retriever = self._ready()
             remaining = context.time_remaining()
             result = await retriever.retrieve(
-                request.query, request.top_k, timeout=remaining, embedding=embedding_from_proto(request)
+                request.query,
+                request.top_k,
+                timeout=remaining,
+                embedding=embedding_from_proto(request),
+                with_vectors=request.include_vectors,
             )
         except Exception as exc:
             code = exc.code if isinstance(exc, SearchError) else grpc.StatusCode.INTERNAL

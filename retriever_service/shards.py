@@ -196,13 +196,20 @@ class ShardRetriever(abc.ABC, Generic[EncodedQuery]):
     def search(self, encoded: EncodedQuery, k: int) -> list[Candidate]:
         """Top-k candidates of one encoded query, best first (blocking)."""
 
+    def with_vectors(self, candidates: list[Candidate]) -> list[Candidate]:
+        """The candidates with their documents' stored vectors attached (blocking); a lexical shard has
+        none, so it returns them as they are."""
+        return candidates
+
     def search_sync(self, query: str, k: int, embedding: QueryEmbedding | None = None) -> RetrievalResult:
         """Blocking encode + search; `retrieve` runs the same off the event loop."""
         text = validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
         given = None if embedding is None else self.from_embedding(embedding)
         return self._search_text(text, k, given)
 
-    def _search_text(self, text: str, k: int, given: EncodedQuery | None) -> RetrievalResult:
+    def _search_text(
+        self, text: str, k: int, given: EncodedQuery | None, want_vectors: bool = False
+    ) -> RetrievalResult:
         timings: dict[str, float] = {}
         if given is None:
             started = time.perf_counter()
@@ -210,6 +217,8 @@ class ShardRetriever(abc.ABC, Generic[EncodedQuery]):
             timings["embed"] = time.perf_counter() - started  # absent when the caller embedded
         searched = time.perf_counter()
         candidates = self.search(given, k)
+        if want_vectors:
+            candidates = self.with_vectors(candidates)
         timings["search"] = time.perf_counter() - searched
         return RetrievalResult(candidates=candidates, shard=self._shard, timings=timings)
 
@@ -220,12 +229,15 @@ class ShardRetriever(abc.ABC, Generic[EncodedQuery]):
         timeout: float | None = None,
         *,
         embedding: QueryEmbedding | None = None,
+        with_vectors: bool = False,
     ) -> RetrievalResult:
         # Validate on the loop so bad input never costs a thread.
         text = validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
         given = None if embedding is None else self.from_embedding(embedding)
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self._search_text, text, k, given), timeout)
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._search_text, text, k, given, with_vectors), timeout
+            )
         except TimeoutError:
             raise DeadlineExceeded(f"{self.component}: retrieval exceeded {timeout:.3f}s") from None
 

@@ -26,6 +26,8 @@ class Document:
 class Candidate:
     document: Document
     score: float
+    # The document's stored vector, when a dense shard was asked for it (pseudo-relevance feedback).
+    vector: npt.NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,11 +38,13 @@ class Retriever(Protocol):
         timeout: float | None = None,
         *,
         embedding: QueryEmbedding | None = None,
+        with_vectors: bool = False,
     ) -> RetrievalResult:
         """The shard's top-k candidates, best first.
 
         A dense shard given `embedding` searches with it instead of embedding `query` (and reports no
-        "embed" timing); a BM25 shard ignores it.
+        "embed" timing); a BM25 shard ignores it. With `with_vectors` a dense shard sets each candidate's
+        `vector` to the document's stored vector (for pseudo-relevance feedback); a BM25 shard sets none.
 
         Raises:
             search_common.errors.SearchError subclasses: InvalidArgument (also a bad embedding),

@@ -25,7 +25,11 @@ from search_common.errors import FailedPrecondition, SearchError
 
 
 class FakeRetriever:
-    """A shard that ranks its documents by a fixed score table, or fails, or hangs, as told."""
+    """A shard that ranks its documents by a fixed score table, or fails, or hangs, as told.
+
+    With `vectors` (doc_id -> stored vector) it attaches them when asked `with_vectors`, as a dense shard
+    does; the score table stays fixed whatever query vector comes (`embeddings` records each one).
+    """
 
     def __init__(
         self,
@@ -38,8 +42,10 @@ class FakeRetriever:
         delay: float = 0.0,
         encoder: str = "",
         on_call: Callable[[], None] | None = None,
+        vectors: dict[str, npt.NDArray[np.float32]] | None = None,
     ) -> None:
         self._scored = list(scored)
+        self._vectors = vectors or {}
         self.on_call = on_call
         # A dense shard's encoder identity: an embedding from another one is refused, as real shards do.
         self.encoder = encoder
@@ -63,6 +69,7 @@ class FakeRetriever:
         timeout: float | None = None,
         *,
         embedding: QueryEmbedding | None = None,
+        with_vectors: bool = False,
     ) -> RetrievalResult:
         self.calls.append((query, k, timeout))
         self.embeddings.append(embedding)
@@ -76,7 +83,12 @@ class FakeRetriever:
             raise self.error
         ranked = sorted(self._scored, key=lambda pair: (-pair[1], pair[0].doc_id))[:k]
         return RetrievalResult(
-            [Candidate(doc, score) for doc, score in ranked], self._shard, {"search": 0.001}
+            [
+                Candidate(doc, score, self._vectors.get(doc.doc_id) if with_vectors else None)
+                for doc, score in ranked
+            ],
+            self._shard,
+            {"search": 0.001},
         )
 
     async def close(self) -> None:

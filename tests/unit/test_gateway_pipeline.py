@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from gateway.pipeline import SearchPipeline, SearchQuery
+from gateway.prf import rocchio
 from gateway.variants import Variant
 from search_common.documents import Document
 from search_common.errors import DeadlineExceeded, InvalidArgument, Unavailable
@@ -247,3 +249,60 @@ async def test_refused_embedding_is_resent_by_text_and_counted() -> None:
     assert not outcome.coverage.degraded and outcome.embedding_fallbacks == 1
     assert len(dense[0].embeddings) == 1 and dense[0].embeddings[0] is not None
     assert [e is None for e in dense[1].embeddings] == [False, True]
+
+
+PRF = Variant("dense-prf", 0.0, "dense", retrieval_depth=10, prf_docs=2, prf_weight=0.5)
+
+
+def _vector_shards(n: int, encoder: str = "enc@1") -> list[FakeRetriever]:
+    """Dense shards whose doc i has the unit vector along axis i % 4 (4-d), scored 100 - i."""
+    shards = _shards("dense", n)
+    for shard in shards:
+        shard.encoder = encoder
+        shard._vectors = {d.doc_id: np.eye(4, dtype=np.float32)[int(d.doc_id[1:]) % 4] for d in DOCS}
+    return shards
+
+
+async def test_feedback_refines_the_query_with_the_global_top_documents() -> None:
+    dense = _vector_shards(3)
+    pipeline = SearchPipeline({"dense": dense}, query_encoder=FakeQueryEncoder("enc@1"))
+    outcome = await pipeline.search(_query(PRF))
+    # Each shard is asked twice: its top 2 with their vectors, then the search with the refined vector.
+    assert all([k for _, k, _ in s.calls] == [2, 10] for s in dense)
+    # The global top 2 are d00 and d01 (on shards 0 and 1), vectors e0 and e1.
+    expected = rocchio(np.full(4, 0.5, dtype=np.float32), [np.eye(4)[0], np.eye(4)[1]], 0.5)
+    for shard in dense:
+        first, second = shard.embeddings
+        assert first is not None and second is not None
+        np.testing.assert_allclose(first.values, np.full(4, 0.5))
+        np.testing.assert_allclose(second.values, expected, rtol=1e-6)
+        assert second.encoder == "enc@1"
+    assert [t for t in outcome.timings if t.stage == "feedback"]
+    assert [h.document.doc_id for h in outcome.hits][:3] == ["d00", "d01", "d02"]
+
+
+async def test_feedback_that_fails_everywhere_leaves_the_plain_query_vector() -> None:
+    dense = _vector_shards(2)
+    for shard in dense:
+        shard._vectors = {}  # shards that return no vectors: nothing to average
+    pipeline = SearchPipeline({"dense": dense}, query_encoder=FakeQueryEncoder("enc@1"))
+    outcome = await pipeline.search(_query(PRF))
+    assert not outcome.coverage.degraded and len(outcome.hits) == 10
+    for shard in dense:
+        np.testing.assert_allclose(shard.embeddings[-1].values, np.full(4, 0.5))  # type: ignore[union-attr]
+
+
+async def test_feedback_needs_the_gateways_query_encoder() -> None:
+    with pytest.raises(InvalidArgument, match="pseudo-relevance feedback, which needs the gateway's query"):
+        await SearchPipeline({"dense": _vector_shards(1)}).search(_query(PRF))
+
+
+def test_rocchio_moves_the_query_towards_the_feedback_and_normalises() -> None:
+    query = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    refined = rocchio(query, [np.array([0.0, 1.0, 0.0], dtype=np.float32)], 1.0)
+    np.testing.assert_allclose(refined, [2**-0.5, 2**-0.5, 0.0], rtol=1e-6)
+    assert rocchio(query, [], 0.5) is query
+    with pytest.raises(ValueError, match="do not fit a 3-d query"):
+        rocchio(query, [np.ones(4, dtype=np.float32)], 0.5)
+    with pytest.raises(ValueError, match="zero or non-finite"):
+        rocchio(query, [np.array([-1.0, 0.0, 0.0], dtype=np.float32)], 1.0)

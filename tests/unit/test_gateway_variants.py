@@ -173,3 +173,29 @@ def test_reranker_version_pins_the_model_asked_for() -> None:
     ):
         with pytest.raises(VariantError, match=message):
             parse_variants({"variants": [bad]}, "test", VariantBounds())
+
+
+def test_pseudo_relevance_feedback_fields_parse_and_are_checked() -> None:
+    table = load_variants(None, BOUNDS)
+    prf = table.variants["dense-prf"]
+    assert (prf.prf_docs, prf.prf_weight, prf.uses_feedback) == (2, 0.5, True)
+    assert not table.variants["dense"].uses_feedback
+    parsed = parse_variants(_doc(_v("p", prf_docs=3, prf_weight=1)), "f", BOUNDS).variants["p"]
+    assert (parsed.prf_docs, parsed.prf_weight) == (3, 1.0)
+    for fields, message in (
+        ({"prf_docs": 2}, "prf_weight must be within \\(0, 4\\] when prf_docs is set, got 0.0"),
+        ({"prf_docs": 2, "prf_weight": 5}, "prf_weight must be within \\(0, 4\\]"),
+        ({"prf_docs": 21, "prf_weight": 0.5}, "prf_docs must be within \\[0, 20\\], got 21"),
+        ({"prf_docs": 2, "prf_weight": 0.5, "first_stage": "bm25"}, "prf_docs needs a dense first stage"),
+    ):
+        with pytest.raises(VariantError, match=message):
+            parse_variants(_doc(_v("p", **fields)), "f", BOUNDS)
+
+
+def test_feedback_variants_need_the_gateways_query_encoder() -> None:
+    table = load_variants(None, BOUNDS).restricted_to({"dense", "bm25"}, True, has_query_encoder=False)
+    with pytest.raises(InvalidArgument, match="pseudo-relevance feedback, which needs --query-encoder"):
+        table.get("dense-prf")
+    assert table.get("dense").name == "dense"
+    with_encoder = load_variants(None, BOUNDS).restricted_to({"dense", "bm25"}, True, has_query_encoder=True)
+    assert with_encoder.get("dense-prf").prf_docs == 2

@@ -134,3 +134,28 @@ async def test_in_process_pipeline_takes_the_same_encoder(
         ]
         assert [t.component for t in b.timings if t.stage == "embed"] == [""]
         assert b.embedding_fallbacks == 0
+
+
+async def test_pseudo_relevance_feedback_over_grpc_ranks_as_in_process_whatever_the_sharding(
+    shards: dict[str, list[Retriever]],
+    indexes: dict[str, Path],
+    stack: StackFactory,
+    encoder: BiEncoder,
+) -> None:
+    variant = load_variants(None, VariantBounds()).get("dense-prf")
+    single = SearchPipeline({"dense": shards["dense-1"]}, query_encoder=encoder)
+    registry = CollectorRegistry()
+    async with stack(
+        {"dense": shards["dense-3"]},
+        {"dense": indexes["dense-3"]},
+        query_encoder=encoder,
+        metrics=GatewayMetrics(registry),
+    ) as served:
+        answers = await _search_all(served, "dense-prf")
+    for text, answer in zip(QUERIES, answers, strict=True):
+        expected = await single.search(SearchQuery(text, 10, variant, variant.retrieval_depth, 0))
+        # The feedback documents are the global top 2, so 3 shards refine the query as 1 shard does.
+        assert _ranking(answer) == [(h.document.doc_id, round(h.score, 5)) for h in expected.hits]
+        assert not answer.metadata.coverage.degraded and answer.metadata.coverage.shards_answered == 3
+        assert ("feedback", "") in {(t.stage, t.component) for t in answer.metadata.timings}
+    assert _stage_count(registry, "feedback", "dense-prf") == len(QUERIES)

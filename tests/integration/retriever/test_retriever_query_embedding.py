@@ -13,7 +13,9 @@ from search.v1 import retriever_pb2, retriever_pb2_grpc
 from retriever_service.bootstrap import load_shard_retriever
 from retriever_service.config import Settings
 from retriever_service.encoder import BiEncoder
+from retriever_service.faiss_index import FaissRetriever, build_faiss_index
 from retriever_service.server import create_server
+from search_common.documents import Document, ShardDescription
 
 QUERY = "vitamin c and scurvy"
 
@@ -101,3 +103,38 @@ async def test_bm25_shard_ignores_the_embedding(
     finally:
         await server.stop(None)
     assert [c.document.doc_id for c in given.candidates] == [c.document.doc_id for c in plain.candidates]
+
+
+async def test_a_dense_shard_returns_stored_vectors_only_when_asked(
+    dense_stub: retriever_pb2_grpc.RetrieverServiceStub, encoder: BiEncoder
+) -> None:
+    vector = encoder.encode_queries([QUERY])[0]
+    plain = await dense_stub.Retrieve(_request(vector.tolist(), encoder.identity), timeout=30)
+    assert all(not c.vector for c in plain.candidates)
+    request = _request(vector.tolist(), encoder.identity)
+    request.include_vectors = True
+    with_vectors = await dense_stub.Retrieve(request, timeout=30)
+    assert [c.document.doc_id for c in with_vectors.candidates] == [
+        c.document.doc_id for c in plain.candidates
+    ]
+    for candidate in with_vectors.candidates:
+        stored = np.asarray(candidate.vector, dtype=np.float32)
+        assert stored.shape == (encoder.dim,)
+        assert float(np.linalg.norm(stored)) == pytest.approx(1.0, abs=1e-4)
+        # The stored vector is the one the score came from: inner product with the query vector.
+        assert float(stored @ vector) == pytest.approx(candidate.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW8,Flat"])
+def test_every_cpu_index_type_gives_its_stored_vectors_back(encoder: BiEncoder, factory: str) -> None:
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((64, encoder.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    documents = [Document(f"d{i}", "", f"text {i}") for i in range(64)]
+    shard = ShardDescription("dense", 0, 1, "synthetic", "v1", 64, encoder=encoder.identity)
+    retriever = FaissRetriever(build_faiss_index(vectors, factory), documents, encoder, shard)
+    found = retriever.with_vectors(retriever.search(vectors[5:6], 3))
+    assert found[0].document.doc_id == "d5"
+    for candidate in found:
+        assert candidate.vector is not None
+        np.testing.assert_allclose(candidate.vector, vectors[int(candidate.document.doc_id[1:])], atol=1e-6)

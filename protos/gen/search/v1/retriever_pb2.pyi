@@ -18,14 +18,16 @@ RETRIEVER_KIND_DENSE: RetrieverKind
 RETRIEVER_KIND_BM25: RetrieverKind
 
 class RetrieveRequest(_message.Message):
-    __slots__ = ("query", "top_k", "query_embedding")
+    __slots__ = ("query", "top_k", "query_embedding", "include_vectors")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     QUERY_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     query: str
     top_k: int
     query_embedding: QueryEmbedding
-    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., query_embedding: _Optional[_Union[QueryEmbedding, _Mapping]] = ...) -> None: ...
+    include_vectors: bool
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., query_embedding: _Optional[_Union[QueryEmbedding, _Mapping]] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
 
 class QueryEmbedding(_message.Message):
     __slots__ = ("values", "encoder")
@@ -36,12 +38,14 @@ class QueryEmbedding(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ..., encoder: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("document", "score")
+    __slots__ = ("document", "score", "vector")
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
     document: _common_pb2.Document
     score: float
-    def __init__(self, document: _Optional[_Union[_common_pb2.Document, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, document: _Optional[_Union[_common_pb2.Document, _Mapping]] = ..., score: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RetrieveResponse(_message.Message):
     __slots__ = ("candidates", "shard", "timings")
