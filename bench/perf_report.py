@@ -247,6 +247,18 @@ def main() -> None:
                 f"{serving['in_process_no_memo_p50_ms']}/{serving['in_process_no_memo_p95_ms']} ms; speedup "
                 f"p50 {serving['query_memo_speedup_p50']}x, p95 {serving['query_memo_speedup_p95']}x.",
             ]
+        stages = serving.get("stages_p50_ms")
+        if stages:
+            lines += [
+                "",
+                "Where the time goes (median per query; a shard's `retrieve` is its call as the pipeline"
+                " waits for it, hop included; its `search` the shard's own work):",
+                "",
+                "| stage | in process ms | gateway ms |",
+                "|---|---:|---:|",
+            ]
+            for name, arms in stages.items():
+                lines.append(f"| {name} | {fmt(arms.get('in_process'))} | {fmt(arms.get('gateway'))} |")
         load = serving.get("load")
         if load:
             lines += [

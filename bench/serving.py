@@ -9,6 +9,9 @@ query encoder and with the BiEncoder's single-query memo off (the code before bo
 the query again). Each query goes once through each,
 in an order rotated per query; the first `--warmup` queries are dropped. One query is in flight at a
 time. Reports p50/p95 of each and the ratios; serving_overhead_p50 = gateway p50 / in-process p50 - 1.
+`stages` holds the median of each stage the pipeline times (its `StageTime`s in process, the response's
+`metadata.timings` through the gateway), so the overhead can be placed: a shard's `retrieve` is its call
+as the gateway waits for it (the hop included), its `search` the shard's own work.
 With `--load-seconds`, it then drives the gateway with `--load-clients` closed-loop clients and reports
 sustained QPS, p50/p95 and whether p95 stayed under the target (the non-reranked SLO, 0.5 s).
 
@@ -105,6 +108,14 @@ async def measure(args: argparse.Namespace, gateway_address: str, texts: list[st
     in_process: list[float] = []
     no_memo: list[float] = []
     served: list[float] = []
+    # (arm, "stage component") -> seconds per timed query
+    stages: dict[tuple[str, str], list[float]] = {}
+    timed = False
+
+    def record_stage(arm: str, stage: str, component: str, seconds: float) -> None:
+        if timed:
+            stages.setdefault((arm, f"{stage} {component}".strip()), []).append(seconds)
+
     async with grpc.aio.insecure_channel(gateway_address, options=message_size_options()) as channel:
         stub = search_service_pb2_grpc.SearchServiceStub(channel)
 
@@ -113,6 +124,9 @@ async def measure(args: argparse.Namespace, gateway_address: str, texts: list[st
             response = await stub.Search(request, timeout=args.timeout)
             if response.metadata.coverage.degraded:
                 raise RuntimeError(f"degraded gateway answer for {text!r}")
+            for timing in response.metadata.timings:
+                seconds = timing.duration.ToTimedelta().total_seconds()
+                record_stage("gateway", timing.stage, timing.component, seconds)
 
         async def direct(text: str) -> None:
             encoder.query_memo_size = 64
@@ -121,6 +135,8 @@ async def measure(args: argparse.Namespace, gateway_address: str, texts: list[st
             )
             if outcome.coverage.degraded:
                 raise RuntimeError(f"degraded in-process answer for {text!r}")
+            for timing in outcome.timings:
+                record_stage("in_process", timing.stage, timing.component, timing.seconds)
 
         async def direct_without_memo(text: str) -> None:
             # Before embedding once and before the BiEncoder's single-query memo: every shard embeds again.
@@ -137,6 +153,7 @@ async def measure(args: argparse.Namespace, gateway_address: str, texts: list[st
         arms = [("gateway", via_gateway, served), ("in_process", direct, in_process)]
         arms.append(("in_process_no_memo", direct_without_memo, no_memo))
         for i, text in enumerate(texts):
+            timed = i >= args.warmup
             for _, call, bucket in arms[i % len(arms) :] + arms[: i % len(arms)]:
                 start = time.perf_counter()
                 await call(text)
@@ -159,6 +176,10 @@ async def measure(args: argparse.Namespace, gateway_address: str, texts: list[st
         "in_process_no_memo_p95_ms": ms(no_memo, 95),
         "query_memo_speedup_p50": round(statistics.median(no_memo) / statistics.median(in_process), 3),
         "query_memo_speedup_p95": round(float(np.percentile(no_memo, 95) / np.percentile(in_process, 95)), 3),
+        "stages_p50_ms": {
+            name: {arm: ms(stages[(arm, stage)], 50) for arm, stage in stages if stage == name}
+            for name in sorted({stage for _, stage in stages})
+        },
     }
 
 
