@@ -200,6 +200,7 @@ class SearchPipeline:
         self._rerank_cap = rerank_timeout
         self._query_encoder = query_encoder
         self._warned_fallback: set[str] = set()  # components already logged, so the warning comes once
+        self._warned_feedback: set[str] = set()
 
     @property
     def groups(self) -> list[str]:
@@ -370,10 +371,10 @@ class SearchPipeline:
         )
         lists = [a.candidates for a in answers if isinstance(a, RetrievalResult)]
         for shard, answer in zip(shards, answers, strict=True):
-            if isinstance(answer, BaseException):
-                logger.warning(
-                    "%s: feedback search failed (%s); refining without it", shard.component, answer
-                )
+            if isinstance(answer, BaseException) and shard.component not in self._warned_feedback:
+                # Once per shard: a shard that is down also fails (and is recorded) in the main search.
+                self._warned_feedback.add(shard.component)
+                logger.warning("%s: feedback search failed (%s); refined without it", shard.component, answer)
         top = [c.vector for c in merge_shards(lists, variant.prf_docs) if c.vector is not None]
         trace.timings.append(StageTime("feedback", time.monotonic() - feedback_started))
         if not top:

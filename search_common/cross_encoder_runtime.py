@@ -415,7 +415,7 @@ class CrossEncoderRuntime:
 
     @property
     def engine(self) -> str:
-        """ "onnx" or "torch": which of the artifact's models scores."""
+        """Which of the artifact's models scores: onnx or torch."""
         return self._engine
 
     @property

@@ -96,7 +96,7 @@ class EmbeddedScorer:
 
     @property
     def engine(self) -> str:
-        """ "onnx" or "torch"."""
+        """Which of the runtime's engines scores: onnx or torch."""
         return self._runtime.engine
 
     async def start(self) -> None:

@@ -306,3 +306,19 @@ def test_rocchio_moves_the_query_towards_the_feedback_and_normalises() -> None:
         rocchio(query, [np.ones(4, dtype=np.float32)], 0.5)
     with pytest.raises(ValueError, match="zero or non-finite"):
         rocchio(query, [np.array([-1.0, 0.0, 0.0], dtype=np.float32)], 1.0)
+
+
+async def test_a_shard_failing_feedback_is_left_out_and_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dense = _vector_shards(3)
+    dense[2].error = Unavailable("shard 2 is down")
+    pipeline = SearchPipeline({"dense": dense}, query_encoder=FakeQueryEncoder("enc@1"))
+    with caplog.at_level("WARNING", logger="gateway.pipeline"):
+        for _ in range(2):
+            outcome = await pipeline.search(_query(PRF))
+    # The global top 2 of the shards that answered: d00 (shard 0) and d01 (shard 1).
+    expected = rocchio(np.full(4, 0.5, dtype=np.float32), [np.eye(4)[0], np.eye(4)[1]], 0.5)
+    np.testing.assert_allclose(dense[0].embeddings[-1].values, expected, rtol=1e-6)  # type: ignore[union-attr]
+    assert outcome.coverage.degraded and outcome.coverage.shards_answered == 2
+    assert len([r for r in caplog.records if "feedback search failed" in r.getMessage()]) == 1
