@@ -11,7 +11,9 @@ machine's noise falls on all of them alike; the first `--warmup` sets are droppe
   `torch.export` program, through the same runtime, batches of `--batch-size`.
 - `onnx_parallel`: the same artifact with the reranker's `--batch-workers` option: `--parallel-workers`
   single-threaded batches of `--parallel-batch-size` pairs scored side by side.
-- `triton` (with `--triton`): the same artifact behind a real tritonserver, through `TritonScorer`.
+- `triton` (with `--triton`): the same artifact behind a real tritonserver, through `TritonScorer`, its
+  instances running the engine `--triton-engine` names (auto, the default: the bf16 program on a CPU with
+  AMX-BF16 when the Triton environment has PyTorch, else int8 ONNX).
 - `st`: sentence-transformers `CrossEncoder.predict` built from the same torch checkpoint. The project's model
   mean-pools the body's token states and applies a linear head; `CrossEncoder(modules=[Transformer, Pooling
   (mean), Dense(384 -> 1, identity, output "scores")])` is exactly that architecture, and its scores are
@@ -119,7 +121,7 @@ def per_pair_scorer(model: CrossEncoder, tokenizer: Any, max_length: int) -> Set
 
 
 @contextlib.contextmanager
-def triton_scorer(artifact: Path, intra_op_threads: int) -> Iterator[SetScorer]:
+def triton_scorer(artifact: Path, intra_op_threads: int, engine: str) -> Iterator[SetScorer]:
     """A real tritonserver serving the artifact, and a blocking wrapper over `TritonScorer.score`."""
     from reranker_service.backends.triton import TritonScorer
     from search_common.local_services import TritonServer, assemble_model_repository
@@ -130,6 +132,7 @@ def triton_scorer(artifact: Path, intra_op_threads: int) -> Iterator[SetScorer]:
             artifact_root=artifact.parent,
             artifact_version=artifact.name,
             intra_op_threads=intra_op_threads,
+            engine=engine,
         )
         with TritonServer(repo, startup_timeout=300.0) as server:
             loop = asyncio.new_event_loop()
@@ -171,6 +174,9 @@ def main() -> None:
         "--scorers", nargs="+", default=["onnx", "torch_bf16", "onnx_parallel", "st", "st_bf16", "per_pair"]
     )
     model.add_argument("--triton", action="store_true", help="also score through a real tritonserver")
+    model.add_argument(
+        "--triton-engine", choices=["auto", "onnx", "torch"], default="auto", help="the Triton model's ENGINE"
+    )
     args = parser.parse_args()
     configure_logging()
     torch.set_num_threads(args.threads)
@@ -241,7 +247,9 @@ def main() -> None:
     names = [n for n in args.scorers if n in scorers]
     with contextlib.ExitStack() as stack:
         if args.triton:
-            scorers["triton"] = stack.enter_context(triton_scorer(args.artifact, args.threads))
+            scorers["triton"] = stack.enter_context(
+                triton_scorer(args.artifact, args.threads, args.triton_engine)
+            )
             names.append("triton")
         seconds: dict[str, list[float]] = {n: [] for n in names}
         scores: dict[str, dict[str, list[float]]] = {n: {} for n in names}
@@ -298,6 +306,7 @@ def main() -> None:
                 "engines": {
                     "onnx": runtime.description,
                     "torch_bf16": None if runtime_bf16 is None else runtime_bf16.description,
+                    "triton": f"ENGINE {args.triton_engine}" if args.triton else None,
                 },
                 "queries": len(done_ids),
                 "complete": len(done_ids) == len(query_ids),

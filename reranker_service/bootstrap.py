@@ -20,16 +20,13 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_engine(backend: str, artifact_dir: Path) -> str:
-    """The in-process engine a backend setting names: auto picks torch where it is the fast path (a CPU with
-    AMX-BF16 and an artifact holding a torch program), onnx elsewhere."""
+    """The in-process engine a backend setting names (`choose_engine` decides what auto means)."""
     if backend != "auto":
         return backend
     from reranker_service.backends.embedded import resolve_artifact
-    from search_common.cross_encoder_runtime import read_cross_encoder_manifest
-    from search_common.cross_encoder_torch import cpu_has_bf16_matrix_units
+    from search_common.cross_encoder_runtime import choose_engine, read_cross_encoder_manifest
 
-    manifest = read_cross_encoder_manifest(resolve_artifact(artifact_dir), verify=False)
-    engine = "torch" if manifest.torch_program is not None and cpu_has_bf16_matrix_units() else "onnx"
+    engine = choose_engine("auto", read_cross_encoder_manifest(resolve_artifact(artifact_dir), verify=False))
     logger.info("backend auto: the %s engine scores in process", engine)
     return engine
 

@@ -48,6 +48,8 @@ TOKEN_TYPE_IDS = "token_type_ids"
 OUTPUT_LOGITS = "logits"
 REQUIRED_MANIFEST_KEYS = ("format_version", "name", "version", "max_length", "onnx", "files")
 ENGINES = ("onnx", "torch")
+# What callers may ask for: an engine, or "auto" (see `choose_engine`).
+ENGINE_CHOICES = ("auto", *ENGINES)
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
@@ -260,6 +262,31 @@ def _torch_program_entry(artifact_dir: Path, entry: object, files: dict[str, str
     if entry["file"] not in files:
         raise ArtifactError(f"{artifact_dir}: manifest files does not list {entry['file']}")
     return TorchProgram(entry["file"], entry["dtype"])
+
+
+def choose_engine(requested: str, manifest: CrossEncoderManifest) -> str:
+    """The engine `requested` means for this artifact on this machine; the one place "auto" is decided.
+
+    auto is torch where it is the fast path: the artifact holds a torch program, PyTorch is installed, and
+    the CPU multiplies bfloat16 matrices in hardware (AMX-BF16); onnx everywhere else.
+
+    Raises:
+        ValueError: an engine that is not one of ENGINE_CHOICES.
+    """
+    if requested not in ENGINE_CHOICES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    import importlib.util
+
+    from search_common.cross_encoder_torch import cpu_has_bf16_matrix_units
+
+    fast = (
+        manifest.torch_program is not None
+        and importlib.util.find_spec("torch") is not None
+        and cpu_has_bf16_matrix_units()
+    )
+    return "torch" if fast else "onnx"
 
 
 def _check_graph_matches_manifest(

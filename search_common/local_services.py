@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Literal
 
 from search_common import triton_contract as tc
+from search_common.cross_encoder_runtime import ENGINE_CHOICES
 from search_common.logging_setup import configure_logging
 from search_common.tls import ClientTls, tritonclient_options
 
@@ -192,12 +193,16 @@ def assemble_model_repository(
     intra_op_threads: int = 0,
     instance_count: int = 1,
     instance_kind: Literal["cpu", "gpu"] = "cpu",
+    engine: str = "auto",
 ) -> Path:
     """Copies `triton_models/` to destination with the artifact placeholders in config.pbtxt filled in.
 
     Name and max_length default to the artifact manifest's; the model refuses to load if they disagree.
     `instance_kind="gpu"` makes the instances KIND_GPU, on which model.py asks ONNX Runtime for CUDA.
+    `engine` (auto | onnx | torch) is the config's ENGINE: which of the artifact's models the instances run.
     """
+    if engine not in ENGINE_CHOICES:
+        raise LocalServiceError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
     from search_common.artifacts import read_manifest
 
     if not (artifact_root / artifact_version / "manifest.json").is_file():
@@ -210,7 +215,7 @@ def assemble_model_repository(
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     config_path = destination / tc.MODEL_NAME / "config.pbtxt"
     config = config_path.read_text()
-    for placeholder in (tc.ARTIFACT_PLACEHOLDER, tc.VERSION_PLACEHOLDER):
+    for placeholder in (tc.ARTIFACT_PLACEHOLDER, tc.VERSION_PLACEHOLDER, f'key: "{tc.PARAM_ENGINE}"'):
         if placeholder not in config:
             raise LocalServiceError(f"{config_path} lacks the placeholder {placeholder}")
     config = (
@@ -221,6 +226,10 @@ def assemble_model_repository(
         .replace(
             'key: "INTRA_OP_THREADS"\n  value: { string_value: "0" }',
             f'key: "INTRA_OP_THREADS"\n  value: {{ string_value: "{intra_op_threads}" }}',
+        )
+        .replace(
+            'key: "ENGINE"\n  value: { string_value: "auto" }',
+            f'key: "ENGINE"\n  value: {{ string_value: "{engine}" }}',
         )
         .replace("    count: 1\n", f"    count: {instance_count}\n")
         .replace("kind: KIND_CPU", "kind: KIND_GPU" if instance_kind == "gpu" else "kind: KIND_CPU")

@@ -26,6 +26,8 @@ PARAM_ARTIFACT_NAME = "ARTIFACT_NAME"
 # Tokens per pair the artifact was built for (its manifest max_length); the model checks it at load.
 PARAM_ARTIFACT_MAX_LENGTH = "ARTIFACT_MAX_LENGTH"
 PARAM_INTRA_OP_THREADS = "INTRA_OP_THREADS"
+# Which of the artifact's models the instances run: auto | onnx | torch (cross_encoder_runtime.choose_engine).
+PARAM_ENGINE = "ENGINE"
 PARAM_EXECUTION_ENV_PATH = "EXECUTION_ENV_PATH"
 # Placeholder the committed config carries; deploy/local assembles a repository with the real values.
 ARTIFACT_PLACEHOLDER = "__ARTIFACT_ROOT__"

@@ -2,9 +2,10 @@
 
 The Kubernetes Triton pod runs this as an init step (deploy/k8s/base/triton.yaml): the committed
 `triton_models/` (copied into the Triton image) is assembled into the model-repository volume with the
-cross-encoder artifact's root, version, name and max_length written over the placeholders, and the instances
-made KIND_GPU with `--kind gpu`. It is `search_common.local_services.assemble_model_repository` behind flags;
-the local tritonserver (deploy/local) uses the same function.
+cross-encoder artifact's root, version, name and max_length written over the placeholders, the instances
+made KIND_GPU with `--kind gpu`, and `--engine` naming which of the artifact's models they run. It is
+`search_common.local_services.assemble_model_repository` behind flags; the local tritonserver (deploy/local)
+uses the same function.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from search_common.artifacts import ArtifactError
+from search_common.cross_encoder_runtime import ENGINE_CHOICES
 from search_common.local_services import LocalServiceError, assemble_model_repository
 from search_common.logging_setup import configure_logging
 
@@ -33,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kind", choices=["cpu", "gpu"], default="cpu", help="instance_group kind")
     parser.add_argument("--instances", type=int, default=1, help="model instances")
     parser.add_argument("--intra-op-threads", type=int, default=0, help="ONNX Runtime threads (0 = ORT)")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINE_CHOICES,
+        default="auto",
+        help="onnx, torch (the artifact's bfloat16 program; CPU instances), or auto (torch on CPUs with "
+        "AMX-BF16 when the artifact has the program and PyTorch is installed, else onnx)",
+    )
     return parser
 
 
@@ -48,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             intra_op_threads=args.intra_op_threads,
             instance_count=args.instances,
             instance_kind=args.kind,
+            engine=args.engine,
         )
     except (LocalServiceError, ArtifactError) as exc:
         sys.stderr.write(f"triton_repository: error: {exc}\n")

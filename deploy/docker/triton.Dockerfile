@@ -3,7 +3,8 @@
 # Build from the repository root:
 #   docker build -f deploy/docker/triton.Dockerfile -t REGISTRY/neural-search/triton:TAG .
 # Stage 1 builds this repository's wheel; stage 2 adds ONNX Runtime (the GPU build, which also runs on CPU),
-# tokenizers and that wheel (--no-deps: the model imports only search_common's runtime) to the official image,
+# tokenizers, PyTorch's CPU build (the ENGINE torch|auto path: the artifact's bfloat16 program on CPU
+# instances) and that wheel (--no-deps: the model imports only search_common's runtime) to the official image,
 # and keeps triton_models/ at /opt/search/triton_models for the pod's assemble-repository step
 # (search_common.triton_repository). The model repository and the artifact come from volumes at run time.
 # Base images are pinned to an exact release; pin the digest too when you mirror them.
@@ -26,8 +27,12 @@ FROM ${TRITON_IMAGE}
 # The same pins as triton_models/requirements.txt (onnxruntime-gpu for onnxruntime).
 ARG ONNXRUNTIME=onnxruntime-gpu==1.32.0
 ARG TOKENIZERS=tokenizers==0.23.3
+ARG TORCH=torch==2.13.0
+# torch from the CPU wheel index: the default index's build pulls gigabytes of CUDA libraries.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_BREAK_SYSTEM_PACKAGES=1
 RUN python3 -m pip install "$ONNXRUNTIME" "$TOKENIZERS"
+RUN python3 -m pip install --index-url "$TORCH_INDEX_URL" "$TORCH"
 COPY --from=build /wheels /wheels
 # The image's Python is newer than pyproject's requires-python range; search_common's runtime runs on it.
 RUN python3 -m pip install --no-deps --ignore-requires-python /wheels/*.whl && rm -rf /wheels

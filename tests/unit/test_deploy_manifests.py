@@ -748,6 +748,7 @@ def test_triton_and_data_dockerfiles() -> None:
     requirements = (REPO / "triton_models" / "requirements.txt").read_text()
     assert args["TOKENIZERS"] in requirements
     assert args["ONNXRUNTIME"].replace("-gpu", "") in requirements
+    assert args["TORCH"] in requirements
     data = _stages(DOCKER / "data.Dockerfile")[-1]
     assert "COPY . /data/" in data and any(i.startswith("USER 65534") for i in data)
     assert dc.INDEX_DATA_ROOT.startswith("/data/") and dc.TRITON.artifact_data_root.startswith("/data/")

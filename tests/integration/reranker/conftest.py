@@ -60,6 +60,7 @@ def triton_server(
         artifact_root=artifact_v1.parent,
         artifact_version=artifact_v1.name,
         intra_op_threads=1,
+        engine="onnx",  # the fp32 ONNX graph, which the tests compare with the in-process scorer to 1e-4
     )
     with TritonServer(repository, installation=triton_installation, work_dir=work / "run") as server:
         logger.info("tritonserver ready in %.1fs", server.startup_seconds)

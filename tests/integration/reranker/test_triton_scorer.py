@@ -20,7 +20,12 @@ from reranker_service.scoring import RerankCore
 from search_common import triton_contract as tc
 from search_common.documents import Document
 from search_common.errors import InvalidArgument, Unavailable
-from search_common.local_services import TritonInstallation, TritonServer, assemble_model_repository
+from search_common.local_services import (
+    LocalServiceError,
+    TritonInstallation,
+    TritonServer,
+    assemble_model_repository,
+)
 
 QUERY = "does aspirin prevent heart attacks"
 TEXTS = [f"document {i}: " + "aspirin and the heart " * (i % 7) for i in range(150)]
@@ -147,3 +152,43 @@ async def test_a_model_version_swap_on_triton_misses_the_cache(
         finally:
             await client.close()
             await core.close()
+
+
+async def test_the_torch_engine_serves_the_bfloat16_program(
+    triton_installation: TritonInstallation,
+    artifact_v1: Path,
+    tmp_path: Path,
+    onnx_scorer: EmbeddedScorer,
+) -> None:
+    repository = assemble_model_repository(
+        tmp_path / "repo", artifact_root=artifact_v1.parent, artifact_version="v1", engine="torch"
+    )
+    local = EmbeddedScorer.load(artifact_v1, engine="torch", intra_op_threads=1)
+    with TritonServer(repository, installation=triton_installation, work_dir=tmp_path / "run") as server:
+        scorer = TritonScorer(server.grpc_url, timeout_seconds=30.0)
+        await scorer.start()
+        try:
+            served = await scorer.score(QUERY, TEXTS)
+            expected = await local.score(QUERY, TEXTS)
+        finally:
+            await scorer.close()
+            await local.close()
+    # bfloat16 in both, batched differently: equal to the last bits of bf16's 8-bit mantissa ...
+    np.testing.assert_allclose(served, expected, atol=3e-3)
+    # ... and not the fp32 ONNX graph, which agrees with itself to 1e-5 whatever the batching.
+    assert float(np.abs(served - await onnx_scorer.score(QUERY, TEXTS)).max()) > 1e-4
+
+
+def test_a_repository_names_a_known_engine(artifact_v1: Path, tmp_path: Path) -> None:
+    with pytest.raises(LocalServiceError, match="engine must be one of auto, onnx, torch"):
+        assemble_model_repository(
+            tmp_path / "repo", artifact_root=artifact_v1.parent, artifact_version="v1", engine="tensorrt"
+        )
+    config = (
+        assemble_model_repository(
+            tmp_path / "repo", artifact_root=artifact_v1.parent, artifact_version="v1", engine="torch"
+        )
+        / tc.MODEL_NAME
+        / "config.pbtxt"
+    )
+    assert 'key: "ENGINE"\n  value: { string_value: "torch" }' in config.read_text()

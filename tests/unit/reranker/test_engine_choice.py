@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from reranker_service import bootstrap
 from reranker_service.config import Settings, parse_settings
 from search_common import cross_encoder_torch
+from search_common.cross_encoder_runtime import choose_engine, read_cross_encoder_manifest
 from tests.cross_encoder_support import cross_encoder_artifact
 
 
@@ -52,3 +54,19 @@ def test_the_backend_flag_names_every_engine() -> None:
         Settings(backend="torch")
     with pytest.raises(SystemExit):
         parse_settings(["--backend", "openvino", "--artifact-dir", "a"], environ={})
+
+
+def test_choose_engine_needs_pytorch_for_auto_and_checks_names(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = read_cross_encoder_manifest(artifact, verify=False)
+    monkeypatch.setattr(cross_encoder_torch, "cpu_has_bf16_matrix_units", lambda: True)
+    assert choose_engine("auto", manifest) == "torch"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real_find_spec(name, *a)
+    )
+    assert choose_engine("auto", manifest) == "onnx"  # a Triton image without PyTorch
+    assert choose_engine("torch", manifest) == "torch"  # explicit: loading it then says what is missing
+    with pytest.raises(ValueError, match="engine must be one of auto, onnx, torch"):
+        choose_engine("tensorrt", manifest)

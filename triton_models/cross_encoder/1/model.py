@@ -1,4 +1,5 @@
-"""Triton python backend: the cross-encoder reranker (tokenisation + ONNX Runtime, on CPU or CUDA).
+"""Triton python backend: the cross-encoder reranker (tokenisation + ONNX Runtime on CPU or CUDA, or the
+artifact's bfloat16 torch program on CPU; the ENGINE parameter chooses).
 
 Thin on purpose: decoding, grouping, scoring and splitting live in search_common.cross_encoder_runtime (no
 pb_utils there, so they are unit-tested without Triton). `initialize` loads the artifact named by the config's
@@ -21,7 +22,9 @@ from search_common.cross_encoder_runtime import (
     CrossEncoderRuntime,
     PairRequest,
     Provider,
+    choose_engine,
     decode_pair_request,
+    read_cross_encoder_manifest,
     score_requests,
 )
 
@@ -58,15 +61,21 @@ class TritonPythonModel:
                 "deploy/local (search_common.local_services.assemble_model_repository)"
             )
         threads = int(_parameter(config, tc.PARAM_INTRA_OP_THREADS, "0"))
+        requested = _parameter(config, tc.PARAM_ENGINE, "onnx")
+        on_gpu = args.get("model_instance_kind") == "GPU"
         providers: list[Provider]
-        if args.get("model_instance_kind") == "GPU":
+        if on_gpu:
             device = int(args.get("model_instance_device_id", "0"))
             providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
         try:
+            if on_gpu and requested == "torch":
+                raise ValueError("ENGINE torch runs on CPU instances; GPU instances use onnx (CUDA)")
+            manifest = read_cross_encoder_manifest(Path(root) / version, verify=False)  # load verifies
+            engine = "onnx" if on_gpu else choose_engine(requested, manifest)
             self._runtime = CrossEncoderRuntime.load(
-                Path(root) / version, providers=providers, intra_op_threads=threads
+                Path(root) / version, engine=engine, providers=providers, intra_op_threads=threads
             )
         except Exception as exc:
             raise pb_utils.TritonModelException(f"cannot load cross-encoder artifact: {exc}") from exc
