@@ -47,8 +47,8 @@ OUTPUT_NAME = "logits"
 OPSET = 17
 
 
-class _OnnxWrapper(nn.Module):
-    """Positional inputs in the contract's order, for the exporter."""
+class _PositionalInputs(nn.Module):
+    """Positional inputs in the contract's order, for both exporters (ONNX and torch.export)."""
 
     def __init__(self, model: CrossEncoder) -> None:
         super().__init__()
@@ -73,7 +73,7 @@ def _export_onnx(model: CrossEncoder, path: Path) -> None:
     axes[OUTPUT_NAME] = {0: "batch"}
     with torch.inference_mode():
         torch.onnx.export(
-            _OnnxWrapper(model),
+            _PositionalInputs(model),
             dummy,
             str(path),
             input_names=list(INPUT_NAMES),
@@ -99,7 +99,9 @@ def _export_program(model: CrossEncoder, path: Path, *, max_length: int) -> None
     )
     with torch.no_grad():
         program = torch.export.export(
-            _OnnxWrapper(program_model), dummy, dynamic_shapes=tuple({0: batch, 1: sequence} for _ in dummy)
+            _PositionalInputs(program_model),
+            dummy,
+            dynamic_shapes=tuple({0: batch, 1: sequence} for _ in dummy),
         )
     torch.export.save(program, str(path))
 

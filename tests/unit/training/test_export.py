@@ -12,6 +12,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from search_common.artifacts import read_manifest, verify_checksums
 from training.cross_encoder.export import QUANTIZATION_SCHEMES, export_cross_encoder
+from training.cross_encoder.export import main as export_main
 from training.cross_encoder.model import CrossEncoder, CrossEncoderConfig, base_model_path, load_cross_encoder
 
 
@@ -100,3 +101,50 @@ def test_export_refuses_existing_target(tiny_checkpoint: Path, tmp_path: Path) -
     (tmp_path / "v1").mkdir()
     with pytest.raises(ArtifactError):
         export_cross_encoder(tiny_checkpoint, tmp_path / "v1", max_length=64)
+
+
+def test_the_torch_program_scores_like_the_checkpoint_in_bfloat16(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    out = export_cross_encoder(tiny_checkpoint, tmp_path / "v1", max_length=64, quantization="none")
+    manifest = read_manifest(out)
+    assert manifest["torch_program"] == {"file": "model.pt2", "dtype": "bfloat16"}
+    assert "model.pt2" in manifest["files"]
+    program = torch.export.load(str(out / "model.pt2")).module()
+    feeds = _feeds(out)
+    model, _ = load_cross_encoder(tiny_checkpoint)
+    model.eval()
+    inputs = [torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask", "token_type_ids")]
+    with torch.inference_mode():
+        np.testing.assert_allclose(
+            program(*inputs).float().numpy(), model(*inputs).numpy(), atol=0.05
+        )  # bfloat16 against fp32
+    without = export_cross_encoder(
+        tiny_checkpoint, tmp_path / "v2", max_length=64, quantization="none", torch_program=False
+    )
+    assert read_manifest(without)["torch_program"] is None and not (without / "model.pt2").exists()
+
+
+def test_a_re_export_carries_the_released_record(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    released = export_cross_encoder(
+        tiny_checkpoint,
+        tmp_path / "root" / "v1",
+        max_length=64,
+        quantization="none",
+        torch_program=False,
+        manifest_extra={"eval": {"fused_ndcg@10": 0.7}, "training_data_sha256": "ab" * 32},
+    )
+    export_main(
+        ["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "root"), "--version", "v2",
+         "--no-quantize", "--manifest-from", str(released)]
+    )  # fmt: skip
+    again = read_manifest(tmp_path / "root" / "v2")
+    assert again["eval"] == {"fused_ndcg@10": 0.7} and again["training_data_sha256"] == "ab" * 32
+    assert again["reexported_from"] == "v1" and again["version"] == "v2"
+    assert again["torch_program"] == {"file": "model.pt2", "dtype": "bfloat16"}
+
+
+def test_manifest_from_needs_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        export_main(["--untrained", "--out", str(tmp_path), "--manifest-from", str(tmp_path)])
+    assert "--manifest-from goes with --checkpoint" in capsys.readouterr().err
