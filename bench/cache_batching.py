@@ -145,7 +145,12 @@ async def drive(url: str, pairs: list[tuple[str, str]], clients: int, seconds: f
 
 
 def batching_bench(
-    artifact: Path, pairs: list[tuple[str, str]], levels: list[int], seconds: float, threads: int
+    artifact: Path,
+    pairs: list[tuple[str, str]],
+    levels: list[int],
+    seconds: float,
+    threads: int,
+    engine: str = "auto",
 ) -> dict[str, Any]:
     from search_common import triton_contract as tc
     from search_common.local_services import TritonServer, assemble_model_repository
@@ -159,6 +164,7 @@ def batching_bench(
                 artifact_root=artifact.parent,
                 artifact_version=artifact.name,
                 intra_op_threads=threads,
+                engine=engine,
             )
             if mode == "none":
                 config = repo / tc.MODEL_NAME / "config.pbtxt"
@@ -203,6 +209,9 @@ def main() -> None:
     batching.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     batching.add_argument("--pairs-per-request", type=int, default=8)
     batching.add_argument("--seconds", type=float, default=30.0, help="load window per setting")
+    batching.add_argument(
+        "--engine", choices=["auto", "onnx", "torch"], default="auto", help="the Triton model's ENGINE"
+    )
     args = parser.parse_args()
     configure_logging()
     sets = load_sets(args.dataset, max(args.cache_queries, 1), args.cache_depth)
@@ -218,7 +227,9 @@ def main() -> None:
     if args.skip != "batching":
         query, docs = sets[0]
         pairs = [(query, d.model_text()) for d in docs[: args.pairs_per_request]]
-        record["batching"] = batching_bench(args.artifact, pairs, args.clients, args.seconds, args.threads)
+        record["batching"] = batching_bench(
+            args.artifact, pairs, args.clients, args.seconds, args.threads, args.engine
+        )
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")

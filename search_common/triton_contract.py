@@ -28,6 +28,8 @@ PARAM_ARTIFACT_MAX_LENGTH = "ARTIFACT_MAX_LENGTH"
 PARAM_INTRA_OP_THREADS = "INTRA_OP_THREADS"
 # Which of the artifact's models the instances run: auto | onnx | torch (cross_encoder_runtime.choose_engine).
 PARAM_ENGINE = "ENGINE"
+# Pairs per forward pass inside the model, whatever the dynamic batcher gathered.
+PARAM_SCORE_BATCH_SIZE = "SCORE_BATCH_SIZE"
 PARAM_EXECUTION_ENV_PATH = "EXECUTION_ENV_PATH"
 # Placeholder the committed config carries; deploy/local assembles a repository with the real values.
 ARTIFACT_PLACEHOLDER = "__ARTIFACT_ROOT__"
