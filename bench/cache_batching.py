@@ -5,10 +5,12 @@ query's first `--cache-depth` SciFact test candidates twice: the first call is a
 the second a hit. Miss and hit alternate query by query, so the machine's noise falls on both; the first
 query is warmup. Reports p50/p95 of each and cache_hit_speedup = miss p50 / hit p50.
 
-Batching: two real tritonservers over the same artifact, one with the committed config (dynamic_batching)
-and one with the dynamic_batching block removed, started one after the other. For each of `--clients`
-concurrency levels, that many grpc.aio clients each send requests of `--pairs-per-request` pairs for
-`--seconds` seconds; throughput is pairs/s over the window. The two servers alternate per concurrency level.
+Batching: two real tritonservers over the same artifact, both up for the whole run, one with the committed
+config (dynamic_batching) and one with the dynamic_batching block removed; their model runs `--engine`
+(auto by default, as committed). For each of `--clients` concurrency levels, that many grpc.aio clients each
+send requests of `--pairs-per-request` pairs for `--seconds` seconds to one server, then to the other, for
+`--rounds` rounds in alternating order; throughput is pairs/s over a window, and the speedup at a level is
+the median over rounds of the two adjacent windows' ratio.
 
 Example:
     python bench/cache_batching.py \
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import platform
@@ -151,6 +154,7 @@ def batching_bench(
     seconds: float,
     threads: int,
     engine: str = "auto",
+    rounds: int = 3,
 ) -> dict[str, Any]:
     from search_common import triton_contract as tc
     from search_common.local_services import TritonServer, assemble_model_repository
@@ -170,24 +174,37 @@ def batching_bench(
                 config = repo / tc.MODEL_NAME / "config.pbtxt"
                 config.write_text(without_dynamic_batching(config.read_text()))
             repos[mode] = repo
-        for level in levels:
-            for mode in ("dynamic", "none") if level % 2 == 0 else ("none", "dynamic"):
-                with TritonServer(repos[mode], startup_timeout=300.0) as server:
-                    done, elapsed = asyncio.run(drive(server.grpc_url, pairs, level, seconds))
-                row = {
-                    "dynamic_batching": mode == "dynamic",
-                    "clients": level,
-                    "pairs_per_request": len(pairs),
-                    "pairs": done,
-                    "seconds": round(elapsed, 2),
-                    "pairs_per_s": round(done / elapsed, 1),
-                }
-                logger.info("%s", row)
-                rows.append(row)
-    by = {(r["dynamic_batching"], r["clients"]): r["pairs_per_s"] for r in rows}
+        # Both servers stay up and take turns, window by window, so a change in the shared machine's load
+        # falls on both arms of each ratio; the speedup is the median of the paired windows' ratios.
+        with contextlib.ExitStack() as servers:
+            urls = {
+                mode: servers.enter_context(TritonServer(repo, startup_timeout=300.0)).grpc_url
+                for mode, repo in repos.items()
+            }
+            for level in levels:
+                for round_ in range(rounds):
+                    order = ("dynamic", "none") if (level + round_) % 2 == 0 else ("none", "dynamic")
+                    for mode in order:
+                        done, elapsed = asyncio.run(drive(urls[mode], pairs, level, seconds))
+                        row = {
+                            "dynamic_batching": mode == "dynamic",
+                            "clients": level,
+                            "round": round_,
+                            "pairs_per_request": len(pairs),
+                            "pairs": done,
+                            "seconds": round(elapsed, 2),
+                            "pairs_per_s": round(done / elapsed, 1),
+                        }
+                        logger.info("%s", row)
+                        rows.append(row)
+    by = {(r["dynamic_batching"], r["clients"], r["round"]): r["pairs_per_s"] for r in rows}
     return {
         "rows": rows,
-        "speedup": {str(c): round(by[(True, c)] / by[(False, c)], 2) for c in levels},
+        "engine": engine,
+        "speedup": {
+            str(c): round(statistics.median(by[(True, c, i)] / by[(False, c, i)] for i in range(rounds)), 2)
+            for c in levels
+        },
     }
 
 
@@ -208,7 +225,8 @@ def main() -> None:
     batching = parser.add_argument_group("batching")
     batching.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     batching.add_argument("--pairs-per-request", type=int, default=8)
-    batching.add_argument("--seconds", type=float, default=30.0, help="load window per setting")
+    batching.add_argument("--seconds", type=float, default=10.0, help="load window per setting and round")
+    batching.add_argument("--rounds", type=int, default=3, help="paired windows per client count")
     batching.add_argument(
         "--engine", choices=["auto", "onnx", "torch"], default="auto", help="the Triton model's ENGINE"
     )
@@ -228,7 +246,7 @@ def main() -> None:
         query, docs = sets[0]
         pairs = [(query, d.model_text()) for d in docs[: args.pairs_per_request]]
         record["batching"] = batching_bench(
-            args.artifact, pairs, args.clients, args.seconds, args.threads, args.engine
+            args.artifact, pairs, args.clients, args.seconds, args.threads, args.engine, args.rounds
         )
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     args.out.parent.mkdir(parents=True, exist_ok=True)
