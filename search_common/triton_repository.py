@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="model repository to (re)create")
     parser.add_argument("--kind", choices=["cpu", "gpu"], default="cpu", help="instance_group kind")
     parser.add_argument("--instances", type=int, default=1, help="model instances")
-    parser.add_argument("--intra-op-threads", type=int, default=0, help="ONNX Runtime threads (0 = ORT)")
+    parser.add_argument(
+        "--intra-op-threads", type=int, default=0, help="intra-op threads (0: the engine decides)"
+    )
     parser.add_argument(
         "--engine",
         choices=ENGINE_CHOICES,

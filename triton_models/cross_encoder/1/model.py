@@ -70,10 +70,12 @@ class TritonPythonModel:
         else:
             providers = ["CPUExecutionProvider"]
         try:
-            if on_gpu and requested == "torch":
-                raise ValueError("ENGINE torch runs on CPU instances; GPU instances use onnx (CUDA)")
             manifest = read_cross_encoder_manifest(Path(root) / version, verify=False)  # load verifies
-            engine = "onnx" if on_gpu else choose_engine(requested, manifest)
+            engine = choose_engine(requested, manifest)  # also refuses an unknown name
+            if on_gpu:
+                if requested == "torch":
+                    raise ValueError("ENGINE torch runs on CPU instances; GPU instances use onnx (CUDA)")
+                engine = "onnx"
             self._runtime = CrossEncoderRuntime.load(
                 Path(root) / version, engine=engine, providers=providers, intra_op_threads=threads
             )
