@@ -99,8 +99,8 @@ class Bm25Retriever(ShardRetriever[list[list[str]]]):
     def encode(self, text: str) -> list[list[str]]:
         return self._tokenizer([text])
 
-    def search(self, encoded: list[list[str]], k: int) -> list[Candidate]:
-        return self.search_tokens(encoded, k)[0]
+    def search(self, encoded: list[list[str]], k: int, with_vectors: bool = False) -> list[Candidate]:
+        return self.search_tokens(encoded, k)[0]  # no vectors to attach
 
     def search_tokens(self, tokens: list[list[str]], k: int) -> list[list[Candidate]]:
         """Top-k per tokenized query, best first; documents sharing no term with the query are left out."""

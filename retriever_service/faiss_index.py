@@ -9,7 +9,6 @@ it (`--faiss-device`: `auto` uses a GPU when FAISS sees one and the index type h
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import re
 import threading
@@ -159,7 +158,6 @@ class FaissRetriever(ShardRetriever[npt.NDArray[np.float32]]):
         super().__init__(documents, shard, max_top_k=max_top_k, max_query_chars=max_query_chars)
         self._index = index
         self._encoder = encoder
-        self._position = {d.doc_id: i for i, d in enumerate(documents)}
         ivf = None if is_gpu_index(index) else faiss.try_extract_index_ivf(index)
         if ivf is not None:
             ivf.make_direct_map()  # so `reconstruct` can give stored vectors back (pseudo-relevance feedback)
@@ -197,44 +195,41 @@ class FaissRetriever(ShardRetriever[npt.NDArray[np.float32]]):
             raise InvalidArgument("query embedding holds NaN or infinite values")
         return vector
 
-    def search(self, encoded: npt.NDArray[np.float32], k: int) -> list[Candidate]:
-        return self.search_vectors(encoded, k)[0]
+    def search(self, encoded: npt.NDArray[np.float32], k: int, with_vectors: bool = False) -> list[Candidate]:
+        return self.search_vectors(encoded, k, with_vectors)[0]
 
-    def with_vectors(self, candidates: list[Candidate]) -> list[Candidate]:
-        """The candidates with the index's stored vectors (`reconstruct`; IVF indexes keep a direct map).
+    def search_vectors(
+        self, vectors: npt.NDArray[np.float32], k: int, with_vectors: bool = False
+    ) -> list[list[Candidate]]:
+        """Top-k candidates per query vector, best first (evaluation uses this with batches of queries).
+
+        With `with_vectors` each candidate carries its stored vector (`reconstruct`; IVF indexes keep a
+        direct map for it).
 
         Raises:
-            FailedPrecondition: the index type cannot give its vectors back.
+            FailedPrecondition: vectors were asked for and the index type cannot give them back.
         """
-        try:
-            with self._search_lock:
-                return [
-                    dataclasses.replace(c, vector=self._stored_vector(self._position[c.document.doc_id]))
-                    for c in candidates
+        k_eff = min(k, self._index.ntotal)
+        if k_eff == 0:
+            return [[] for _ in range(len(vectors))]
+        with self._search_lock:  # held while reconstructing too: a GPU index is used by one thread at a time
+            scores, ids = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), k_eff)
+            return [
+                [
+                    Candidate(self._documents[i], float(s), self._stored_vector(i) if with_vectors else None)
+                    for s, i in zip(row_s.tolist(), row_i.tolist(), strict=True)
+                    if i >= 0
                 ]
+                for row_s, row_i in zip(scores, ids, strict=True)
+            ]
+
+    def _stored_vector(self, position: int) -> npt.NDArray[np.float32]:
+        try:
+            return np.asarray(self._index.reconstruct(position), dtype=np.float32)
         except RuntimeError as exc:
             raise FailedPrecondition(
                 f"{self.component}: this index cannot return its stored vectors ({exc})"
             ) from None
-
-    def _stored_vector(self, position: int) -> npt.NDArray[np.float32]:
-        return np.asarray(self._index.reconstruct(position), dtype=np.float32)
-
-    def search_vectors(self, vectors: npt.NDArray[np.float32], k: int) -> list[list[Candidate]]:
-        """Top-k candidates per query vector, best first (evaluation uses this with batches of queries)."""
-        k_eff = min(k, self._index.ntotal)
-        if k_eff == 0:
-            return [[] for _ in range(len(vectors))]
-        with self._search_lock:
-            scores, ids = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), k_eff)
-        return [
-            [
-                Candidate(self._documents[int(i)], float(s))
-                for s, i in zip(row_s, row_i, strict=True)
-                if i >= 0
-            ]
-            for row_s, row_i in zip(scores, ids, strict=True)
-        ]
 
 
 def load_faiss_shard(

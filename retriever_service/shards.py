@@ -193,13 +193,9 @@ class ShardRetriever(abc.ABC, Generic[EncodedQuery]):
         return None
 
     @abc.abstractmethod
-    def search(self, encoded: EncodedQuery, k: int) -> list[Candidate]:
-        """Top-k candidates of one encoded query, best first (blocking)."""
-
-    def with_vectors(self, candidates: list[Candidate]) -> list[Candidate]:
-        """The candidates with their documents' stored vectors attached (blocking); a lexical shard has
-        none, so it returns them as they are."""
-        return candidates
+    def search(self, encoded: EncodedQuery, k: int, with_vectors: bool = False) -> list[Candidate]:
+        """Top-k candidates of one encoded query, best first (blocking). With `with_vectors` a dense shard
+        attaches each document's stored vector; a lexical shard has none and ignores it."""
 
     def search_sync(self, query: str, k: int, embedding: QueryEmbedding | None = None) -> RetrievalResult:
         """Blocking encode + search; `retrieve` runs the same off the event loop."""
@@ -216,9 +212,7 @@ class ShardRetriever(abc.ABC, Generic[EncodedQuery]):
             given = self.encode(text)
             timings["embed"] = time.perf_counter() - started  # absent when the caller embedded
         searched = time.perf_counter()
-        candidates = self.search(given, k)
-        if want_vectors:
-            candidates = self.with_vectors(candidates)
+        candidates = self.search(given, k, want_vectors)
         timings["search"] = time.perf_counter() - searched
         return RetrievalResult(candidates=candidates, shard=self._shard, timings=timings)
 

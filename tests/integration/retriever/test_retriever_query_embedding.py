@@ -133,7 +133,8 @@ def test_every_cpu_index_type_gives_its_stored_vectors_back(encoder: BiEncoder, 
     documents = [Document(f"d{i}", "", f"text {i}") for i in range(64)]
     shard = ShardDescription("dense", 0, 1, "synthetic", "v1", 64, encoder=encoder.identity)
     retriever = FaissRetriever(build_faiss_index(vectors, factory), documents, encoder, shard)
-    found = retriever.with_vectors(retriever.search(vectors[5:6], 3))
+    found = retriever.search(vectors[5:6], 3, with_vectors=True)
+    assert all(c.vector is None for c in retriever.search(vectors[5:6], 3))
     assert found[0].document.doc_id == "d5"
     for candidate in found:
         assert candidate.vector is not None
