@@ -26,7 +26,7 @@ machine's noise falls on all of them alike; the first `--warmup` sets are droppe
 The fp32 reference for the nDCG delta and the score agreement is `torch` when it runs, else `per_pair` (the
 same fp32 model, one pair at a time). The goal keys (`rerank_speedup_vs_st`, `rerank_ndcg_delta`) are the
 figures of the engine the reranker's default, `--backend auto`, picks for this artifact on this CPU
-(`reranker_service.bootstrap.resolve_engine`); every scorer's own ratio and delta are in its row.
+(`search_common.cross_encoder_runtime.choose_engine`); every scorer's own ratio and delta are in its row.
 
 Per scorer: pairs/s (pairs per set / median set time; the all-pairs / all-seconds figure beside it),
 p50/p95 of one 100-pair set, and nDCG@10 of the
@@ -181,8 +181,11 @@ def main() -> None:
     configure_logging()
     torch.set_num_threads(args.threads)
 
-    from reranker_service.bootstrap import resolve_engine
-    from search_common.cross_encoder_runtime import CrossEncoderRuntime
+    from search_common.cross_encoder_runtime import (
+        CrossEncoderRuntime,
+        choose_engine,
+        read_cross_encoder_manifest,
+    )
 
     data_set = BeirDataset(args.dataset)
     documents = {d.doc_id: d for d in data_set.corpus()}
@@ -208,7 +211,8 @@ def main() -> None:
         else None
     )
     # The scorer whose figures are the goal keys: the engine `--backend auto` serves this artifact with here.
-    in_process = {"onnx": "onnx", "torch": "torch_bf16"}[resolve_engine("auto", args.artifact)]
+    auto = choose_engine("auto", read_cross_encoder_manifest(args.artifact, verify=False))
+    in_process = {"onnx": "onnx", "torch": "torch_bf16"}[auto]
     model_fp32, tokenizer = load_cross_encoder(args.checkpoint)
     model_fp32.eval()
     st_model = sentence_transformers_cross_encoder(args.checkpoint, args.max_length)

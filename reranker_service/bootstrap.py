@@ -1,7 +1,7 @@
 """The composition root: the only place a scorer and a score cache are chosen from Settings.
 
 Backends are imported lazily, so a Triton-only image needs no onnxruntime and an embedded one no
-tritonclient. Which in-process engine `auto` means is decided here, once, in `resolve_engine`.
+tritonclient. What `--backend auto` means is decided by the runtime (`cross_encoder_runtime.choose_engine`).
 """
 
 from __future__ import annotations
@@ -19,18 +19,6 @@ from search_common.ports import Reranker
 logger = logging.getLogger(__name__)
 
 
-def resolve_engine(backend: str, artifact_dir: Path) -> str:
-    """The in-process engine a backend setting names (`choose_engine` decides what auto means)."""
-    if backend != "auto":
-        return backend
-    from reranker_service.backends.embedded import resolve_artifact
-    from search_common.cross_encoder_runtime import choose_engine, read_cross_encoder_manifest
-
-    engine = choose_engine("auto", read_cross_encoder_manifest(resolve_artifact(artifact_dir), verify=False))
-    logger.info("backend auto: the %s engine scores in process", engine)
-    return engine
-
-
 def build_scorer(settings: Settings) -> Scorer:
     if settings.backend == "triton":
         from reranker_service.backends.triton import TritonScorer
@@ -46,7 +34,7 @@ def build_scorer(settings: Settings) -> Scorer:
     assert settings.artifact_dir is not None  # Settings checks it for the in-process backends
     return EmbeddedScorer.load(
         settings.artifact_dir,
-        engine=resolve_engine(settings.backend, settings.artifact_dir),
+        engine=settings.backend,  # auto, onnx or torch: the runtime decides what auto means
         threads=settings.threads,
         intra_op_threads=settings.intra_op_threads,
         batch_workers=settings.batch_workers,

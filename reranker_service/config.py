@@ -26,7 +26,7 @@ from search_common.tls import (
 ENV_PREFIX = "SEARCH_RERANKER_"
 
 # auto, onnx and torch score in process (auto: torch where the CPU has AMX-BF16 and the artifact holds a
-# torch program, else onnx; see bootstrap.resolve_engine); triton calls a tritonserver.
+# torch program, else onnx; see cross_encoder_runtime.choose_engine); triton calls a tritonserver.
 BackendKind = Literal["auto", "onnx", "torch", "triton"]
 BACKENDS = ("auto", "onnx", "torch", "triton")
 CacheKind = Literal["lru", "redis", "none"]

@@ -403,7 +403,8 @@ class CrossEncoderRuntime:
 
         Args:
             artifact_dir: the version directory, `<root>/<version>/`.
-            engine: "onnx" (ONNX Runtime over `model.onnx`) or "torch" (the artifact's `torch_program`).
+            engine: "onnx" (ONNX Runtime over `model.onnx`), "torch" (the artifact's `torch_program`), or
+                "auto" (`choose_engine` decides; `engine` then says which).
             providers: with onnx, ONNX Runtime execution providers, in preference order.
             intra_op_threads: threads per operator; 0 lets the engine decide. PyTorch's setting is
                 process-wide, so with torch the last runtime loaded sets it for all.
@@ -415,9 +416,10 @@ class CrossEncoderRuntime:
             ArtifactError: missing or corrupt files, an unsupported manifest, an unexpected model graph, or
                 an engine the artifact has no model for.
         """
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if engine not in ENGINE_CHOICES:  # before any I/O
+            raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
         manifest = read_cross_encoder_manifest(artifact_dir, verify=verify_checksums)
+        engine = choose_engine(engine, manifest)
         try:
             tokenizer = Tokenizer.from_file(str(artifact_dir / TOKENIZER_FILE))
         except Exception as exc:

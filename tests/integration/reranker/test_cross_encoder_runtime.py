@@ -154,7 +154,7 @@ def test_the_torch_engine_needs_the_artifact_to_hold_a_program(artifact_v1: Path
     )
     with pytest.raises(ArtifactError, match=r"does not list other\.pt2"):
         CrossEncoderRuntime.load(unlisted, engine="torch")
-    with pytest.raises(ValueError, match="engine must be one of onnx, torch"):
+    with pytest.raises(ValueError, match="engine must be one of auto, onnx, torch"):
         CrossEncoderRuntime.load(artifact_v1, engine="tensorrt")
 
 

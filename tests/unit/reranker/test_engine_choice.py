@@ -1,7 +1,8 @@
-"""Which in-process engine `--backend auto` picks, decided once in the composition root."""
+"""Which in-process engine `--backend auto` picks (`cross_encoder_runtime.choose_engine`, the one place)."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import shutil
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reranker_service import bootstrap
-from reranker_service.config import Settings, parse_settings
+from reranker_service.config import BackendKind, Settings, parse_settings
 from search_common import cross_encoder_torch
 from search_common.cross_encoder_runtime import choose_engine, read_cross_encoder_manifest
 from tests.cross_encoder_support import cross_encoder_artifact
@@ -18,8 +19,17 @@ from tests.cross_encoder_support import cross_encoder_artifact
 
 @pytest.fixture(scope="module")
 def artifact() -> Path:
-    cross_encoder_artifact("v2")  # the root's newest version, which resolve_engine reads for a root
+    cross_encoder_artifact("v2")  # the root's newest version, which a scorer loads for a root
     return cross_encoder_artifact("v1")
+
+
+def _engine(backend: BackendKind, artifact_dir: Path) -> str:
+    """The engine the reranker's composition root loads for `--backend backend`."""
+    scorer = bootstrap.build_scorer(Settings(backend=backend, artifact_dir=artifact_dir))
+    try:
+        return scorer.engine
+    finally:
+        asyncio.run(scorer.close())
 
 
 @pytest.mark.parametrize(("amx", "expected"), [(True, "torch"), (False, "onnx")])
@@ -27,9 +37,9 @@ def test_auto_picks_torch_only_where_the_cpu_multiplies_bfloat16(
     artifact: Path, monkeypatch: pytest.MonkeyPatch, amx: bool, expected: str
 ) -> None:
     monkeypatch.setattr(cross_encoder_torch, "cpu_has_bf16_matrix_units", lambda: amx)
-    assert bootstrap.resolve_engine("auto", artifact) == expected
-    assert bootstrap.resolve_engine("auto", artifact.parent) == expected  # a root: its newest version
-    assert bootstrap.resolve_engine("onnx", artifact) == "onnx"
+    assert _engine("auto", artifact) == expected
+    assert _engine("auto", artifact.parent) == expected  # a root: its newest version
+    assert _engine("onnx", artifact) == "onnx"
 
 
 def test_auto_falls_back_to_onnx_for_an_artifact_without_a_program(
@@ -41,7 +51,7 @@ def test_auto_falls_back_to_onnx_for_an_artifact_without_a_program(
     manifest = json.loads((older / "manifest.json").read_text())
     del manifest["torch_program"], manifest["files"]["model.pt2"]
     (older / "manifest.json").write_text(json.dumps(manifest))
-    assert bootstrap.resolve_engine("auto", older) == "onnx"
+    assert _engine("auto", older) == "onnx"
 
 
 def test_the_backend_flag_names_every_engine() -> None:

@@ -22,9 +22,7 @@ from search_common.cross_encoder_runtime import (
     CrossEncoderRuntime,
     PairRequest,
     Provider,
-    choose_engine,
     decode_pair_request,
-    read_cross_encoder_manifest,
     score_requests,
 )
 
@@ -70,12 +68,11 @@ class TritonPythonModel:
         else:
             providers = ["CPUExecutionProvider"]
         try:
-            manifest = read_cross_encoder_manifest(Path(root) / version, verify=False)  # load verifies
-            engine = choose_engine(requested, manifest)  # also refuses an unknown name
+            engine = requested  # load decides what auto means, and refuses an unknown name
             if on_gpu:
                 if requested == "torch":
                     raise ValueError("ENGINE torch runs on CPU instances; GPU instances use onnx (CUDA)")
-                engine = "onnx"
+                engine = "onnx" if requested == "auto" else requested
             self._runtime = CrossEncoderRuntime.load(
                 Path(root) / version, engine=engine, providers=providers, intra_op_threads=threads
             )
