@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import ir_measures
 from ir_measures import RR, R, nDCG
@@ -38,6 +38,9 @@ from search_common.beir import BeirDataset, DatasetError, Query
 from search_common.errors import SearchError
 from search_common.logging_setup import configure_logging
 from search_common.ports import Reranker, Retriever
+
+if TYPE_CHECKING:
+    from retriever_service.encoder import BiEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -217,11 +220,13 @@ def load_offline_retrievers(
     num_shards: int,
     prebuilt: Mapping[str, Path] | None,
     encoder_dir: Path | None = None,
+    encoder: BiEncoder | None = None,
 ) -> dict[str, Sequence[Retriever]]:
     """In-process retrievers for the groups named: a prebuilt index, or one built (and cached) for the corpus.
 
-    The dense group embeds with `encoder_dir` (None: the packaged bi-encoder); the index cache key holds the
-    encoder's identity, so each encoder gets its own index and a shard built with another one is refused.
+    The dense group embeds with `encoder`, or the one loaded from `encoder_dir` (None: the packaged
+    bi-encoder); the index cache key holds the encoder's identity, so each encoder gets its own index and a
+    shard built with another one is refused.
     """
     from retriever_service.bootstrap import load_index
 
@@ -229,7 +234,7 @@ def load_offline_retrievers(
     if "dense" in groups:
         from retriever_service.encoder import BiEncoder
 
-        encoder = BiEncoder.load(encoder_dir)
+        encoder = encoder or BiEncoder.load(encoder_dir)
         dense_dir = prebuilt_index(prebuilt, "dense", beir.corpus_path) or ensure_index(
             beir.corpus_path,
             index_root,
@@ -300,19 +305,16 @@ def evaluate(
         queries = queries[:max_queries]
         qrels = {q.query_id: qrels[q.query_id] for q in queries}
     groups_needed = {group for v in variants for group in v.groups}
-    retrievers = load_offline_retrievers(
-        beir,
-        groups_needed,
-        index_root=index_root,
-        num_shards=num_shards,
-        prebuilt=prebuilt,
-        encoder_dir=encoder_dir,
-    )
-    query_encoder = None
-    if any(v.uses_feedback for v in variants):  # the pipeline refines the vector it embedded itself
+    encoder = None
+    if "dense" in groups_needed:
         from retriever_service.encoder import BiEncoder
 
-        query_encoder = BiEncoder.load(encoder_dir)
+        encoder = BiEncoder.load(encoder_dir)
+    retrievers = load_offline_retrievers(
+        beir, groups_needed, index_root=index_root, num_shards=num_shards, prebuilt=prebuilt, encoder=encoder
+    )
+    # Feedback variants refine a vector the pipeline embeds itself, with the dense shards' own encoder.
+    query_encoder = encoder if any(v.uses_feedback for v in variants) else None
     pipeline = SearchPipeline(retrievers, reranker, query_encoder=query_encoder)
     rows: list[QualityRow] = []
     for variant in variants:
