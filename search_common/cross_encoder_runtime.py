@@ -237,16 +237,16 @@ def read_cross_encoder_manifest(artifact_dir: Path, *, verify: bool = True) -> C
     files = manifest["files"]
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         raise ArtifactError(f"{artifact_dir}: manifest files must map file names to sha256 strings")
-    for needed in (onnx_name, TOKENIZER_FILE):
+    program = _torch_program_entry(artifact_dir, manifest.get("torch_program"))
+    for needed in (onnx_name, TOKENIZER_FILE, *([program.file] if program is not None else [])):
         if needed not in files:
             raise ArtifactError(f"{artifact_dir}: manifest files does not list {needed}")
-    program = _torch_program_entry(artifact_dir, manifest.get("torch_program"), files)
     if verify:
         verify_checksums(artifact_dir, files)
     return CrossEncoderManifest(name, version, max_length, onnx_name, manifest, program)
 
 
-def _torch_program_entry(artifact_dir: Path, entry: object, files: dict[str, str]) -> TorchProgram | None:
+def _torch_program_entry(artifact_dir: Path, entry: object) -> TorchProgram | None:
     if entry is None:
         return None
     if not (
@@ -259,8 +259,6 @@ def _torch_program_entry(artifact_dir: Path, entry: object, files: dict[str, str
             f"{artifact_dir}: manifest torch_program must be {{file: name, dtype: bfloat16|float32}}, "
             f"got {entry!r}"
         )
-    if entry["file"] not in files:
-        raise ArtifactError(f"{artifact_dir}: manifest files does not list {entry['file']}")
     return TorchProgram(entry["file"], entry["dtype"])
 
 
