@@ -174,12 +174,9 @@ class GatewayMetrics:
         failed: dict[tuple[str, str], str] = {(d.stage, d.component): d.reason for d in degradations}
         rerank_failure = next((d.reason for d in degradations if d.stage == "rerank"), None)
         for timing in outcome.timings:
-            if timing.stage == "embed" and not timing.component:  # the gateway's, not a shard's
-                self.stage_duration.labels(stage="embed", variant=variant, status="ok").observe(
-                    timing.seconds
-                )
-            elif timing.stage == "feedback":  # the pseudo-relevance feedback search (gateway/prf.py)
-                self.stage_duration.labels(stage="feedback", variant=variant, status="ok").observe(
+            # The gateway's own embed (a shard's has a component) and its feedback search (gateway/prf.py).
+            if timing.stage in ("embed", "feedback") and not timing.component:
+                self.stage_duration.labels(stage=timing.stage, variant=variant, status="ok").observe(
                     timing.seconds
                 )
             elif timing.stage in ("fanout", "merge"):
