@@ -28,6 +28,7 @@ def build_scorer(settings: Settings) -> Scorer:
             settings.triton_model,
             timeout_seconds=settings.triton_timeout_seconds,
             tls=settings.triton_tls,
+            max_pending=settings.max_pending,
         )
     from reranker_service.backends.embedded import EmbeddedScorer
 

@@ -2,7 +2,7 @@
 
 One `CrossEncoderRuntime` on either engine (ONNX Runtime, or the artifact's bfloat16 torch program).
 Tokenisation and the forward passes block, so they run on a small dedicated thread pool; a bounded count of
-waiting requests turns overload into RESOURCE_EXHAUSTED instead of an ever-growing queue.
+waiting requests (`AdmissionLimit`) turns overload into RESOURCE_EXHAUSTED instead of an ever-growing queue.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from reranker_service.backends.admission import AdmissionLimit
 from search_common.artifacts import MANIFEST_NAME, latest_version
 from search_common.cross_encoder_runtime import CrossEncoderRuntime, ScoringStopped
-from search_common.errors import ResourceExhausted
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ class EmbeddedScorer:
     ) -> None:
         self._runtime = runtime
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="embedded-scorer")
-        self._max_pending = max_pending
-        self._pending = 0
+        self._admission = AdmissionLimit(max_pending)
         self._batch_size = batch_size
         self._warm = False
         # Scoring running on a pool thread right now; a request whose caller gave up stops at its next
@@ -110,22 +109,18 @@ class EmbeddedScorer:
     ) -> npt.NDArray[np.float32]:
         if not texts:
             return np.zeros(0, dtype=np.float32)
-        if self._pending >= self._max_pending:
-            raise ResourceExhausted(f"reranker busy: {self._pending} requests already waiting to be scored")
-        self._pending += 1
-        stop = threading.Event()
-        try:
-            loop = asyncio.get_running_loop()
-            # A cancelled await (the request's deadline passed, or its client went away) drops a job that
-            # has not started and makes a running one stop at its next batch instead of finishing unseen.
-            return await loop.run_in_executor(
-                self._executor, self._score_unless_stopped, stop, query, list(texts), max_length
-            )
-        except asyncio.CancelledError:
-            stop.set()
-            raise
-        finally:
-            self._pending -= 1
+        with self._admission.admit():
+            stop = threading.Event()
+            try:
+                loop = asyncio.get_running_loop()
+                # A cancelled await (the request's deadline passed, or its client went away) drops a job that
+                # has not started and makes a running one stop at its next batch instead of finishing unseen.
+                return await loop.run_in_executor(
+                    self._executor, self._score_unless_stopped, stop, query, list(texts), max_length
+                )
+            except asyncio.CancelledError:
+                stop.set()
+                raise
 
     def _score_unless_stopped(
         self, stop: threading.Event, query: str, texts: list[str], max_length: int | None

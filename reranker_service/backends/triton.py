@@ -21,6 +21,7 @@ import numpy.typing as npt
 from tritonclient.grpc import aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
+from reranker_service.backends.admission import AdmissionLimit
 from search_common import triton_contract as tc
 from search_common.cross_encoder_runtime import batch_slices, length_order
 from search_common.errors import (
@@ -75,6 +76,8 @@ class TritonScorer:
         timeout_seconds: client-side timeout of every call.
         identity_ttl_seconds: how often `start` re-reads the model config, so that a Triton restarted on a
             new artifact version is noticed (and cache keys change) within this many seconds.
+        max_pending: requests admitted (sent or waiting) before ResourceExhausted; Triton's own queue is
+            unbounded (see triton_models/cross_encoder/config.pbtxt), so this is where overload is shed.
     """
 
     def __init__(
@@ -85,7 +88,9 @@ class TritonScorer:
         timeout_seconds: float = 10.0,
         identity_ttl_seconds: float = 30.0,
         tls: ClientTls | None = None,
+        max_pending: int = 64,
     ) -> None:
+        self._admission = AdmissionLimit(max_pending)
         self._url = url
         self._tls = tls
         self._model = model
@@ -193,9 +198,10 @@ class TritonScorer:
             raise Unavailable(f"{COMPONENT}: scorer not started")
         order, inverse = length_order([len(text) for text in texts])
         chunks = [[texts[i] for i in order[part]] for part in batch_slices(len(texts), self._max_batch_size)]
-        parts = await asyncio.gather(
-            *(self._infer(self._client, query, chunk, max_length) for chunk in chunks)
-        )
+        with self._admission.admit():
+            parts = await asyncio.gather(
+                *(self._infer(self._client, query, chunk, max_length) for chunk in chunks)
+            )
         return np.concatenate(parts).astype(np.float32, copy=False)[inverse]
 
     async def _infer(

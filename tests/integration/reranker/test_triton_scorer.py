@@ -19,7 +19,7 @@ from reranker_service.cache.lru import LruScoreCache
 from reranker_service.scoring import RerankCore
 from search_common import triton_contract as tc
 from search_common.documents import Document
-from search_common.errors import InvalidArgument, Unavailable
+from search_common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from search_common.local_services import (
     LocalServiceError,
     TritonInstallation,
@@ -114,6 +114,20 @@ async def test_bad_requests_get_clear_errors_and_spare_the_rest_of_the_batch(
             await infer_pairs(client, tc.MODEL_NAME, ["q"], ["a"], max_length=3, timeout=30)
     finally:
         await client.close()
+
+
+async def test_requests_past_max_pending_are_refused_not_queued(triton_server: TritonServer) -> None:
+    scorer = TritonScorer(triton_server.grpc_url, timeout_seconds=30.0, max_pending=1)
+    await scorer.start()
+    try:
+        first, second = await asyncio.gather(
+            scorer.score(QUERY, TEXTS[:40]), scorer.score(QUERY, TEXTS[:8]), return_exceptions=True
+        )
+        assert isinstance(first, np.ndarray) and first.shape == (40,)
+        assert isinstance(second, ResourceExhausted) and "busy" in str(second)
+        assert (await scorer.score(QUERY, TEXTS[:8])).shape == (8,)  # the place was given back
+    finally:
+        await scorer.close()
 
 
 async def test_an_unreachable_server_is_unavailable() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
+from reranker_service.backends.admission import AdmissionLimit
 from reranker_service.backends.triton import to_domain_error
 from reranker_service.cache.lru import LruScoreCache
 from reranker_service.cache.redis import decode_score, encode_score
@@ -88,7 +89,9 @@ def test_contract_names_match_the_committed_model_config() -> None:
         assert f'key: "{key}"' in config
     for placeholder in (tc.ARTIFACT_PLACEHOLDER, tc.VERSION_PLACEHOLDER, tc.NAME_PLACEHOLDER):
         assert placeholder in config
-    assert "timeout_action: REJECT" in config and "max_queue_size" in config
+    assert "dynamic_batching {" in config
+    # Load is shed by the reranker's AdmissionLimit; a Triton queue policy slowed the batcher (see config).
+    assert not re.search(r"^\s*default_queue_policy\s*\{", config, flags=re.M)
 
 
 def test_decode_pair_request_explains_bad_tensors() -> None:
@@ -138,3 +141,17 @@ def test_triton_errors_become_domain_errors(status: str, message: str, expected:
     error = to_domain_error(InferenceServerException(message, status=status))
     assert type(error) is expected
     assert "/opt/secret" not in str(error)  # only invalid-argument details reach the client
+
+
+def test_admission_limit_refuses_past_the_bound_and_frees_places() -> None:
+    limit = AdmissionLimit(2)
+    with limit.admit(), limit.admit():
+        assert limit.pending == 2
+        with pytest.raises(ResourceExhausted, match="2 requests already waiting"), limit.admit():
+            pass
+        assert limit.pending == 2  # the refused request took no place
+    with pytest.raises(RuntimeError), limit.admit():
+        raise RuntimeError("scoring failed")
+    assert limit.pending == 0  # a failed request gives its place back
+    with pytest.raises(ValueError, match="at least 1"):
+        AdmissionLimit(0)
