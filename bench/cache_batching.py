@@ -226,7 +226,7 @@ def main() -> None:
     batching.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     batching.add_argument("--pairs-per-request", type=int, default=8)
     batching.add_argument("--seconds", type=float, default=10.0, help="load window per setting and round")
-    batching.add_argument("--rounds", type=int, default=3, help="paired windows per client count")
+    batching.add_argument("--rounds", type=int, default=5, help="paired windows per client count")
     batching.add_argument(
         "--engine", choices=["auto", "onnx", "torch"], default="auto", help="the Triton model's ENGINE"
     )
