@@ -4,7 +4,10 @@ Starts `retriever_service` on the SciFact BM25 index as a real process on loopba
 in this process (`retriever_service.bootstrap.load_index`). Each query goes through both, in an order that
 alternates per query; the first `--warmup` queries are dropped. Done at k = 10 and k = 100, so the fixed
 cost of a hop (the call, both event loops, the response envelope) separates from the per-candidate cost
-(building, sending and parsing each candidate with its text). Writes JSON and a Markdown table.
+(building, sending and parsing each candidate with its text). With `--idle-ms`, each timed call follows
+that long an idle pause (both arms alike): on a VM whose idle vCPUs halt, a process that has been idle pays
+for waking (and for caches the host's other work evicted), and a hop crosses more processes and threads
+than an in-process call does. Writes JSON and a Markdown table.
 
 Example:
     python bench/grpc_hop.py --bm25 var/indexes/scifact/bm25-dec31c8182f3d744-006f9ab9
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import sys
@@ -49,11 +53,12 @@ async def measure(args: argparse.Namespace, texts: list[str]) -> list[dict[str, 
         (local,) = load_index(args.bm25)
         arms: dict[str, Retriever] = {"grpc": remote, "in_process": local}
         try:
-            for k in args.k:
+            for k, idle_ms in itertools.product(args.k, args.idle_ms):
                 ms: dict[str, list[float]] = {name: [] for name in arms}
                 for i, text in enumerate(texts):
                     order = list(arms) if i % 2 else list(reversed(arms))
                     for name in order:
+                        await asyncio.sleep(idle_ms / 1000.0)  # both processes idle meanwhile
                         start = time.perf_counter()
                         await arms[name].retrieve(text, k, timeout=args.timeout)
                         if i >= args.warmup:
@@ -62,6 +67,7 @@ async def measure(args: argparse.Namespace, texts: list[str]) -> list[dict[str, 
                 rows.append(
                     {
                         "k": k,
+                        "idle_ms": idle_ms,
                         "queries": len(ms["grpc"]),
                         "grpc_p50_ms": round(grpc_p50, 3),
                         "in_process_p50_ms": round(local_p50, 3),
@@ -84,6 +90,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=80)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--k", type=int, nargs="+", default=[10, 100])
+    parser.add_argument(
+        "--idle-ms", type=float, nargs="+", default=[0.0, 12.0, 50.0], help="pause before each timed call"
+    )
     parser.add_argument("--timeout", type=float, default=10.0)
     args = parser.parse_args()
     configure_logging()
@@ -101,10 +110,10 @@ def main() -> None:
     lines = [
         "One retriever gRPC hop (a served BM25 shard) against the same shard in-process (SciFact test).",
         "",
-        "| k | queries | gRPC p50 ms | in-process p50 ms | hop p50 ms |",
-        "|---:|---:|---:|---:|---:|",
+        "| k | idle before each call, ms | queries | gRPC p50 ms | in-process p50 ms | hop p50 ms |",
+        "|---:|---:|---:|---:|---:|---:|",
         *(
-            f"| {r['k']} | {r['queries']} | {r['grpc_p50_ms']} | {r['in_process_p50_ms']} "
+            f"| {r['k']} | {r['idle_ms']:g} | {r['queries']} | {r['grpc_p50_ms']} | {r['in_process_p50_ms']} "
             f"| {r['hop_p50_ms']} |"
             for r in rows
         ),

@@ -6,9 +6,10 @@ search_common.processes.ServiceStack) and, in this process, the same pipeline ov
 (`retriever_service.bootstrap.load_index` + `gateway.pipeline.SearchPipeline`, as gateway/ab_report.py
 does) with the same query encoder, so both embed each query once. A third arm runs that pipeline without a
 query encoder and with the BiEncoder's single-query memo off (the code before both: each dense shard embeds
-the query again). Each query goes once through each,
-in an order rotated per query; the first `--warmup` queries are dropped. One query is in flight at a
-time. Reports p50/p95 of each and the ratios; serving_overhead_p50 = gateway p50 / in-process p50 - 1.
+the query again). Each query goes once through each arm: `--block` queries back to back through one arm,
+then the same through the next, in an order rotated per block; the first `--warmup` queries are dropped.
+One query is in flight at a time. Reports p50/p95 of each and the ratios; serving_overhead_p50 = gateway
+p50 / in-process p50 - 1.
 `stages` holds the median of each stage the pipeline times (its `StageTime`s in process, the response's
 `metadata.timings` through the gateway), so the overhead can be placed: a shard's `retrieve` is its call
 as the gateway waits for it (the hop included), its `search` the shard's own work.
@@ -152,14 +153,20 @@ async def measure(args: argparse.Namespace, gateway_address: str, texts: list[st
 
         arms = [("gateway", via_gateway, served), ("in_process", direct, in_process)]
         arms.append(("in_process_no_memo", direct_without_memo, no_memo))
-        for i, text in enumerate(texts):
-            timed = i >= args.warmup
-            for _, call, bucket in arms[i % len(arms) :] + arms[: i % len(arms)]:
-                start = time.perf_counter()
-                await call(text)
-                elapsed = time.perf_counter() - start
-                if i >= args.warmup:
-                    bucket.append(elapsed)
+        # Blocks of `--block` queries go through one arm back to back, then the next arm, in an order
+        # rotated per block: each arm's services are as warm as a client sending one query after another
+        # keeps them, and the machine's drift still falls on every arm. --block 1 alternates per query,
+        # which leaves the gateway's processes idle (and, on this VM, cold) while the other arms run.
+        blocks = [list(range(i, min(i + args.block, len(texts)))) for i in range(0, len(texts), args.block)]
+        for b, block in enumerate(blocks):
+            for _, call, bucket in arms[b % len(arms) :] + arms[: b % len(arms)]:
+                for i in block:
+                    timed = i >= args.warmup
+                    start = time.perf_counter()
+                    await call(texts[i])
+                    elapsed = time.perf_counter() - start
+                    if timed:
+                        bucket.append(elapsed)
         load = await sustained_load(stub, args, texts) if args.load_seconds > 0 else None
     return {
         "load": load,
@@ -191,6 +198,9 @@ def main() -> None:
     general.add_argument("--out", type=Path, default=Path("bench/results/serving.json"))
     general.add_argument("--warmup", type=int, default=5)
     general.add_argument("--timeout", type=float, default=30.0, help="per-request deadline, s")
+    general.add_argument(
+        "--block", type=int, default=8, help="queries per arm per turn (1: alternate arms per query)"
+    )
     data = parser.add_argument_group("dataset")
     data.add_argument("--dataset", type=Path, default=Path("/work/shared/data/scifact"))
     data.add_argument("--queries", type=int, default=60)
@@ -204,6 +214,8 @@ def main() -> None:
     load.add_argument("--load-clients", type=int, default=16)
     load.add_argument("--p95-target", type=float, default=0.5, help="s; gateway.metrics.SLO_SECONDS")
     args = parser.parse_args()
+    if args.block < 1:
+        parser.error(f"--block must be at least 1, got {args.block}")
     configure_logging()
     data_set = BeirDataset(args.dataset)
     queries = data_set.queries()
