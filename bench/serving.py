@@ -46,6 +46,7 @@ from retriever_service.encoder import default_model_dir
 from search_common.beir import BeirDataset
 from search_common.grpc_server import message_size_options
 from search_common.logging_setup import configure_logging
+from search_common.ports import QUERY_ENCODER_ENGINES
 from search_common.processes import ServiceStack
 from search_common.provenance import git_sha
 
@@ -99,10 +100,12 @@ async def sustained_load(
 async def measure(args: argparse.Namespace, gateway_address: str, texts: list[str]) -> dict[str, Any]:
     from retriever_service.bootstrap import load_index
     from retriever_service.encoder import BiEncoder
+    from retriever_service.query_encoder_onnx import query_encoder
 
     encoder = BiEncoder.load(default_model_dir())
     retrievers = {"dense": load_index(args.dense, encoder=encoder), "bm25": load_index(args.bm25)}
-    pipeline = SearchPipeline(retrievers, query_encoder=encoder)  # what the gateway runs
+    # What the gateway runs: the same query encoder, on the same engine.
+    pipeline = SearchPipeline(retrievers, query_encoder=query_encoder(encoder, args.query_encoder_engine))
     per_shard_embedding = SearchPipeline(retrievers)
     variant = load_variants(None, VariantBounds()).get(args.variant)
     query_depth = variant.retrieval_depth
@@ -209,6 +212,12 @@ def main() -> None:
     search = parser.add_argument_group("search")
     search.add_argument("--variant", default="hybrid")
     search.add_argument("--top-k", type=int, default=10)
+    search.add_argument(
+        "--query-encoder-engine",
+        choices=QUERY_ENCODER_ENGINES,
+        default="auto",
+        help="what embeds queries, at the gateway and in process alike",
+    )
     load = parser.add_argument_group("sustained load")
     load.add_argument("--load-seconds", type=float, default=0.0, help="0 skips the load phase")
     load.add_argument("--load-clients", type=int, default=16)
@@ -235,6 +244,7 @@ def main() -> None:
         gateway_argv = [python, "-m", "gateway", "--dense", dense, "--bm25", bm25, "--default-deadline", "30"]
         # The retrievers run the packaged encoder (no --encoder); the gateway embeds once with the same.
         gateway_argv += ["--query-encoder", str(default_model_dir())]
+        gateway_argv += ["--query-encoder-engine", args.query_encoder_engine]
         gateway = stack.start("gateway", gateway_argv, timeout=300.0)
         result = asyncio.run(measure(args, gateway.address, texts))
     record = {

@@ -122,10 +122,13 @@ def load_query_encoder(settings: Settings) -> QueryEncoder | None:
 
     from retriever_service.config import available_cores
     from retriever_service.encoder import BiEncoder
+    from retriever_service.query_encoder_onnx import query_encoder
 
     torch.set_num_threads(settings.query_encoder_threads or available_cores())
     directory = None if settings.query_encoder == "packaged" else settings.query_encoder
-    encoder = BiEncoder.load(directory)
+    encoder = query_encoder(
+        BiEncoder.load(directory), settings.query_encoder_engine, threads=settings.query_encoder_threads
+    )
     encoder.encode_queries([WARMUP_QUERY])  # the first call pays one-off setup; not a request's
     logger.info("query encoder %s: queries are embedded once here", encoder.identity)
     return encoder

@@ -24,6 +24,7 @@ from typing import Literal, NoReturn
 import yaml
 
 from gateway.variants import VariantBounds
+from search_common.ports import QUERY_ENCODER_ENGINES, QueryEncoderEngine
 from search_common.tls import (
     ClientTls,
     ServerTls,
@@ -83,8 +84,10 @@ class Settings:
     # Bi-encoder directory (or PACKAGED_ENCODER) to embed each query once here and send the vector to the
     # dense shards; None leaves the embedding to every dense shard.
     query_encoder: Path | Literal["packaged"] | None = None
-    # torch threads for the query encoder; 0 = every core this process may use.
+    # Threads for the query encoder; 0 = the engine's default (every core for torch, 1 for onnx).
     query_encoder_threads: int = 0
+    # What runs it: ONNX Runtime (its export, checked against torch at load), torch, or auto (onnx on CPU).
+    query_encoder_engine: QueryEncoderEngine = "auto"
 
     def __post_init__(self) -> None:
         for group, addresses in self.retrievers.items():
@@ -123,6 +126,11 @@ class Settings:
                 raise ValueError(f"{flag} must be positive, got {cap}")
         if self.variants_poll_seconds <= 0:
             raise ValueError(f"--variants-poll must be positive, got {self.variants_poll_seconds}")
+        if self.query_encoder_engine not in QUERY_ENCODER_ENGINES:
+            raise ValueError(
+                f"--query-encoder-engine must be one of {', '.join(QUERY_ENCODER_ENGINES)}, "
+                f"got {self.query_encoder_engine!r}"
+            )
         if self.query_encoder_threads < 0:
             raise ValueError(f"--query-encoder-threads must be >= 0, got {self.query_encoder_threads}")
         if self.grace_seconds < 0 or self.startup_timeout_seconds <= 0:
@@ -206,7 +214,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--query-encoder-threads",
         type=int,
         default=int(env("QUERY_ENCODER_THREADS", "0")),
-        help="torch threads for the query encoder (0 = all available cores)",
+        help="threads for the query encoder (0 = the engine's default: all cores for torch, 1 for onnx)",
+    )
+    down.add_argument(
+        "--query-encoder-engine",
+        choices=QUERY_ENCODER_ENGINES,
+        default=env("QUERY_ENCODER_ENGINE", "auto"),
+        help="what embeds queries: onnx (the encoder exported at start and checked against torch), torch, "
+        "or auto (onnx on a CPU with ONNX Runtime installed)",
     )
     srv = parser.add_argument_group("server")
     srv.add_argument("--host", default=env("HOST", "127.0.0.1"))
@@ -294,6 +309,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             variants_poll_seconds=args.variants_poll,
             query_encoder=_query_encoder(args.query_encoder),
             query_encoder_threads=args.query_encoder_threads,
+            query_encoder_engine=args.query_encoder_engine,
             tls=server_tls_from(args),
             downstream_tls=client_tls_from(args, "--tls"),
         )

@@ -132,6 +132,20 @@ class BiEncoder:
     def max_length(self) -> int:
         return self._max_length
 
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The transformer, in eval mode (what `query_encoder_onnx` exports)."""
+        return self._model
+
+    @property
+    def tokenizer_json(self) -> str:
+        """The fast tokenizer's definition (tokenizer.json), for a `tokenizers.Tokenizer` of one's own."""
+        return str(self._tokenizer.backend_tokenizer.to_str())  # type: ignore[attr-defined]
+
     def encode_queries(self, texts: Sequence[str], batch_size: int = 32) -> FloatMatrix:
         """Embeds queries: float32 (n, dim), unit L2 norm, in input order.
 

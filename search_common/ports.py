@@ -7,7 +7,7 @@ same pipeline runs over gRPC clients in production and over in-process adapters 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,11 @@ class Retriever(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# What can embed a query: a BiEncoder on torch, or its ONNX export (retriever_service.query_encoder_onnx).
+QueryEncoderEngine = Literal["auto", "torch", "onnx"]
+QUERY_ENCODER_ENGINES: tuple[QueryEncoderEngine, ...] = ("auto", "torch", "onnx")
 
 
 class QueryEncoder(Protocol):

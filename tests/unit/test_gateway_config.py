@@ -109,6 +109,15 @@ def test_query_encoder_from_flag_or_environment(capsys: pytest.CaptureFixture[st
         {"SEARCH_GATEWAY_QUERY_ENCODER": "/models/enc", "SEARCH_GATEWAY_QUERY_ENCODER_THREADS": "2"},
     )
     assert (settings.query_encoder, settings.query_encoder_threads) == (Path("/models/enc"), 2)
+    assert settings.query_encoder_engine == "auto"
+    flagged = parse_settings(["--dense", "a:1", "--query-encoder-engine", "torch"], {})
+    assert flagged.query_encoder_engine == "torch"
+    from_env = parse_settings(["--dense", "a:1"], {"SEARCH_GATEWAY_QUERY_ENCODER_ENGINE": "onnx"})
+    assert from_env.query_encoder_engine == "onnx"
+    with pytest.raises(SystemExit) as exited:
+        parse_settings(["--dense", "a:1", "--query-encoder-engine", "tensorrt"], {})
+    assert exited.value.code == 2
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:
         parse_settings(["--dense", "a:1", "--query-encoder-threads", "-1"], {})
     assert exited.value.code == 2

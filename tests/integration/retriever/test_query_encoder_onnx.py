@@ -1,0 +1,76 @@
+"""The ONNX query encoder against the torch BiEncoder it is exported from (the packaged all-MiniLM-L6-v2)."""
+
+from __future__ import annotations
+
+import copy
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from retriever_service import query_encoder_onnx
+from retriever_service.encoder import BiEncoder
+from retriever_service.query_encoder_onnx import OnnxQueryEncoder, query_encoder
+from search_common.artifacts import ArtifactError
+
+QUERIES = [
+    "scurvy",
+    "does vitamin d supplementation reduce fractures in older adults?",
+    "a long question " + "about the mechanisms of statin-induced myopathy " * 40,  # past max_length
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_encoder(encoder: BiEncoder) -> OnnxQueryEncoder:
+    built = query_encoder(encoder, "onnx")
+    assert isinstance(built, OnnxQueryEncoder)
+    return built
+
+
+def test_onnx_vectors_match_torch_and_keep_the_identity(
+    encoder: BiEncoder, onnx_encoder: OnnxQueryEncoder
+) -> None:
+    assert onnx_encoder.identity == encoder.identity  # what dense shards check the vector against
+    memo, encoder.query_memo_size = encoder.query_memo_size, 0
+    try:
+        together = onnx_encoder.encode_queries(QUERIES)
+        np.testing.assert_allclose(together, encoder.encode_queries(QUERIES), atol=1e-5)
+        for i, query in enumerate(QUERIES):  # alone (no padding) as in a batch (padded)
+            np.testing.assert_allclose(onnx_encoder.encode_queries([query])[0], together[i], atol=1e-5)
+    finally:
+        encoder.query_memo_size = memo
+    assert together.dtype == np.float32 and together.shape == (3, encoder.dim)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+
+
+def test_concurrent_calls_give_the_same_vectors(onnx_encoder: OnnxQueryEncoder) -> None:
+    alone = onnx_encoder.encode_queries(QUERIES[1:2])
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: onnx_encoder.encode_queries(QUERIES[1:2]), range(16)))
+    for result in results:
+        np.testing.assert_array_equal(result, alone)
+
+
+def test_the_engine_is_chosen_in_one_place(encoder: BiEncoder, onnx_encoder: OnnxQueryEncoder) -> None:
+    assert query_encoder(encoder, "torch") is encoder
+    assert isinstance(query_encoder(encoder, "auto"), OnnxQueryEncoder)  # a CPU with ONNX Runtime
+    with pytest.raises(ValueError, match="auto, torch, onnx"):
+        query_encoder(encoder, "tensorrt")  # type: ignore[arg-type]
+
+
+def test_an_export_that_disagrees_with_torch_is_refused(
+    encoder: BiEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_export = query_encoder_onnx.export_onnx
+
+    def export_other_weights(model: torch.nn.Module) -> bytes:
+        other = copy.deepcopy(model)
+        with torch.no_grad():
+            for parameter in other.parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter))
+        return real_export(other)
+
+    monkeypatch.setattr(query_encoder_onnx, "export_onnx", export_other_weights)
+    with pytest.raises(ArtifactError, match=r"differs from torch.*--query-encoder-engine torch"):
+        query_encoder(encoder, "onnx")
