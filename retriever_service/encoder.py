@@ -52,6 +52,32 @@ def length_order(lengths: Sequence[int]) -> tuple[npt.NDArray[np.intp], npt.NDAr
     return order, inverse
 
 
+class QueryMemo:
+    """Embeddings of recent single queries by text, least recently used first out; thread-safe.
+
+    Arrays go in and come out as copies, so callers may modify what they get. `size` 0 turns it off.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._vectors: OrderedDict[str, FloatMatrix] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> FloatMatrix | None:
+        with self._lock:
+            cached = self._vectors.get(text)
+            if cached is None:
+                return None
+            self._vectors.move_to_end(text)
+            return cached.copy()
+
+    def put(self, text: str, vector: FloatMatrix) -> None:
+        with self._lock:
+            self._vectors[text] = vector.copy()
+            while len(self._vectors) > max(self.size, 0):
+                self._vectors.popitem(last=False)
+
+
 class BiEncoder:
     """A transformer encoder with mean pooling and L2 normalisation, on CPU or one GPU."""
 
@@ -80,8 +106,7 @@ class BiEncoder:
         # Single-query embeddings recently computed, by text: in-process, every dense shard of one index
         # shares this encoder and embeds the same query, so shards 2..n reuse shard 1's vector instead of
         # queueing behind the lock to compute it again. 0 turns it off.
-        self.query_memo_size = query_memo_size
-        self._query_memo: OrderedDict[str, FloatMatrix] = OrderedDict()
+        self._query_memo = QueryMemo(query_memo_size)
         hidden = getattr(getattr(model, "config", None), "hidden_size", None)
         if not isinstance(hidden, int):
             raise ValueError("BiEncoder: model config has no integer hidden_size")
@@ -113,6 +138,14 @@ class BiEncoder:
             raise ArtifactError(f"{directory}: cannot load encoder ({exc})") from None
         logger.info("loaded encoder %s@%s from %s on %s", name, checksum[:12], directory, device)
         return cls(model, tokenizer, name=name, checksum=checksum, max_length=max_length, device=device)
+
+    @property
+    def query_memo_size(self) -> int:
+        return self._query_memo.size
+
+    @query_memo_size.setter
+    def query_memo_size(self, size: int) -> None:
+        self._query_memo.size = size
 
     @property
     def dim(self) -> int:
@@ -155,15 +188,12 @@ class BiEncoder:
         if len(texts) != 1 or self.query_memo_size <= 0:
             return self._encode(texts, batch_size, show_progress=False)
         text = texts[0]
-        with self._lock:
+        with self._lock:  # shards 2..n of one query wait for shard 1's vector rather than recompute it
             cached = self._query_memo.get(text)
             if cached is not None:
-                self._query_memo.move_to_end(text)
-                return cached.copy()
+                return cached
             vector = self._encode_locked([text], batch_size, show_progress=False)
-            self._query_memo[text] = vector.copy()
-            while len(self._query_memo) > self.query_memo_size:
-                self._query_memo.popitem(last=False)
+            self._query_memo.put(text, vector)
             return vector
 
     def encode_documents(

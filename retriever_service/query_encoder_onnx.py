@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from retriever_service.encoder import BiEncoder
+from retriever_service.encoder import BiEncoder, QueryMemo
 from search_common.artifacts import ArtifactError
 from search_common.ports import QUERY_ENCODER_ENGINES, QueryEncoder, QueryEncoderEngine
 
@@ -83,8 +83,12 @@ class OnnxQueryEncoder:
     Safe for concurrent calls: the tokenizer is configured once and ONNX Runtime sessions run concurrently.
     """
 
-    def __init__(self, session: object, tokenizer: object, *, identity: str, pad_id: int) -> None:
+    def __init__(
+        self, session: object, tokenizer: object, *, identity: str, pad_id: int, query_memo_size: int = 64
+    ) -> None:
         self._session = session
+        # Repeated single queries (popular ones) skip the model, as with the torch BiEncoder.
+        self._query_memo = QueryMemo(query_memo_size)
         self._tokenizer = tokenizer
         self._identity = identity
         self._pad_id = pad_id
@@ -130,8 +134,19 @@ class OnnxQueryEncoder:
         return self._identity
 
     def encode_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """float32 (n, dim), unit L2 norm, in input order."""
-        encodings = self._tokenizer.encode_batch(list(texts))  # type: ignore[attr-defined]
+        """float32 (n, dim), unit L2 norm, in input order; a single query goes through the memo."""
+        if len(texts) != 1:
+            return self._encode(texts)
+        cached = self._query_memo.get(texts[0])
+        if cached is not None:
+            return cached
+        vector = self._encode(texts)
+        self._query_memo.put(texts[0], vector)
+        return vector
+
+    def _encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        # One by one: encode_batch would wake a Rayon pool of every core to tokenise a query or two.
+        encodings = [self._tokenizer.encode(text) for text in texts]  # type: ignore[attr-defined]
         width = max(len(e.ids) for e in encodings)
         ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)

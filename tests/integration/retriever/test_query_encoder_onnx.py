@@ -45,11 +45,21 @@ def test_onnx_vectors_match_torch_and_keep_the_identity(
 
 
 def test_concurrent_calls_give_the_same_vectors(onnx_encoder: OnnxQueryEncoder) -> None:
-    alone = onnx_encoder.encode_queries(QUERIES[1:2])
+    pair = QUERIES[:2]  # two queries: past the single-query memo, into the model every time
+    alone = onnx_encoder.encode_queries(pair)
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: onnx_encoder.encode_queries(QUERIES[1:2]), range(16)))
+        results = list(pool.map(lambda _: onnx_encoder.encode_queries(pair), range(16)))
     for result in results:
         np.testing.assert_array_equal(result, alone)
+
+
+def test_a_repeated_query_comes_from_the_memo_as_a_copy(onnx_encoder: OnnxQueryEncoder) -> None:
+    first = onnx_encoder.encode_queries(["what causes scurvy?"])
+    first[0, 0] = 42.0  # the caller's copy, not the memo's
+    again = onnx_encoder.encode_queries(["what causes scurvy?"])
+    np.testing.assert_allclose(
+        again, onnx_encoder.encode_queries(["what causes scurvy?", "x"])[:1], atol=1e-6
+    )
 
 
 def test_the_engine_is_chosen_in_one_place(encoder: BiEncoder, onnx_encoder: OnnxQueryEncoder) -> None:
