@@ -2,7 +2,8 @@
 
 One query is too small a job for torch's eager kernels: on 2 cores an all-MiniLM-L6-v2 query took 12-14 ms
 on one torch thread, and 100-240 ms on two while other processes wanted the cores (each op's threads wait
-for each other). ONNX Runtime on one thread takes 3.6-5.7 ms for the same query, with vectors within about 2e-7.
+for each other). ONNX Runtime on one thread takes 3.6-5.7 ms for the same query, with vectors within about
+2e-7.
 
 `query_encoder(bi_encoder, engine)` is the one place that decides which engine embeds queries. The ONNX
 encoder is built from a loaded `BiEncoder` (so the weights, and the identity dense shards check, are the
