@@ -65,8 +65,7 @@ GATEWAY = ServiceContract(
     grpc_port=50051,
     metrics_port=9102,
     env_prefix="SEARCH_GATEWAY_",
-    # torch threads of the query encoder from the container's CPU limit (downward API).
-    env=("SEARCH_GATEWAY_QUERY_ENCODER_THREADS",),
+    # No thread count for the query encoder: on ONNX Runtime (the default) one thread per query is fastest.
 )
 RETRIEVER = ServiceContract(
     component="retriever",
