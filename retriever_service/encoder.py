@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,18 @@ class QueryMemo:
             while len(self._vectors) > max(self.size, 0):
                 self._vectors.popitem(last=False)
 
+    def through(self, texts: Sequence[str], embed: Callable[[Sequence[str]], FloatMatrix]) -> FloatMatrix:
+        """`embed(texts)`, except that one query already embedded comes from the memo (and one newly
+        embedded goes into it); several queries at once, or a memo of size 0, always go to `embed`."""
+        if len(texts) != 1 or self.size <= 0:
+            return embed(texts)
+        cached = self.get(texts[0])
+        if cached is not None:
+            return cached
+        vector = embed(texts)
+        self.put(texts[0], vector)
+        return vector
+
 
 class BiEncoder:
     """A transformer encoder with mean pooling and L2 normalisation, on CPU or one GPU."""
@@ -102,7 +114,7 @@ class BiEncoder:
         self._device = device
         # One encode at a time: HF fast tokenizers raise "Already borrowed" when padding/truncation state
         # is changed from two threads at once, and torch already uses every core for one batch.
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: encode_queries holds it across the memo and _encode
         # Single-query embeddings recently computed, by text: in-process, every dense shard of one index
         # shares this encoder and embeds the same query, so shards 2..n reuse shard 1's vector instead of
         # queueing behind the lock to compute it again. 0 turns it off.
@@ -185,16 +197,8 @@ class BiEncoder:
         A single query is looked up in (and added to) a small memo of recent queries first; the returned
         array is a copy, so callers may modify it.
         """
-        if len(texts) != 1 or self.query_memo_size <= 0:
-            return self._encode(texts, batch_size, show_progress=False)
-        text = texts[0]
         with self._lock:  # shards 2..n of one query wait for shard 1's vector rather than recompute it
-            cached = self._query_memo.get(text)
-            if cached is not None:
-                return cached
-            vector = self._encode_locked([text], batch_size, show_progress=False)
-            self._query_memo.put(text, vector)
-            return vector
+            return self._query_memo.through(texts, lambda batch: self._encode(batch, batch_size, False))
 
     def encode_documents(
         self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False

@@ -136,14 +136,7 @@ class OnnxQueryEncoder:
 
     def encode_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """float32 (n, dim), unit L2 norm, in input order; a single query goes through the memo."""
-        if len(texts) != 1:
-            return self._encode(texts)
-        cached = self._query_memo.get(texts[0])
-        if cached is not None:
-            return cached
-        vector = self._encode(texts)
-        self._query_memo.put(texts[0], vector)
-        return vector
+        return self._query_memo.through(texts, self._encode)
 
     def _encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         # One by one: encode_batch would wake a Rayon pool of every core to tokenise a query or two.
