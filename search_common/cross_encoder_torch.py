@@ -19,7 +19,8 @@ from search_common.artifacts import ArtifactError
 if TYPE_CHECKING:
     from search_common.cross_encoder_runtime import CrossEncoderManifest, FloatArray, IntArray
 
-# The program's positional inputs, in the order it was exported with.
+# The cross-encoder's positional inputs, in the order both exporters (training.cross_encoder.export: the ONNX
+# graph and this program) trace them with.
 PROGRAM_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from search_common.artifacts import atomic_directory, new_version, sha256_file, write_manifest
+from search_common.cross_encoder_torch import PROGRAM_INPUTS
 from search_common.logging_setup import configure_logging
 from training.cross_encoder.model import (
     CONFIG_NAME,
@@ -42,7 +43,7 @@ FORMAT_VERSION = 1
 ONNX_NAME = "model.onnx"
 PROGRAM_NAME = "model.pt2"
 PROGRAM_DTYPE = "bfloat16"
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+INPUT_NAMES = PROGRAM_INPUTS  # the order the runtime's torch engine feeds the program
 OUTPUT_NAME = "logits"
 OPSET = 17
 
