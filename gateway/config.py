@@ -221,7 +221,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         choices=QUERY_ENCODER_ENGINES,
         default=env("QUERY_ENCODER_ENGINE", "auto"),
         help="what embeds queries: onnx (the encoder exported at start and checked against torch), torch, "
-        "or auto (onnx on a CPU with ONNX Runtime installed)",
+        "or auto (onnx on a CPU)",
     )
     srv = parser.add_argument_group("server")
     srv.add_argument("--host", default=env("HOST", "127.0.0.1"))

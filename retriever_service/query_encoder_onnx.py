@@ -155,22 +155,14 @@ class OnnxQueryEncoder:
         return np.asarray(pooled / norms, dtype=np.float32)
 
 
-def onnx_runtime_installed() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def query_encoder(
     encoder: BiEncoder, engine: QueryEncoderEngine = "auto", *, threads: int = 0
 ) -> QueryEncoder:
     """What embeds queries: `encoder` itself (torch), or its ONNX export.
 
     Args:
-        engine: "torch", "onnx", or "auto" (onnx where ONNX Runtime is installed and the encoder is on the
-            CPU, torch otherwise).
+        engine: "torch", "onnx", or "auto" (onnx when the encoder is on the CPU, torch on a GPU).
+            ONNX Runtime is one of the project's own dependencies, so every install has it.
         threads: ONNX Runtime intra-op threads; 0 means 1, the fastest for one query on a small CPU.
     """
     if engine not in QUERY_ENCODER_ENGINES:
@@ -178,7 +170,7 @@ def query_encoder(
             f"query encoder engine must be one of {', '.join(QUERY_ENCODER_ENGINES)}, got {engine!r}"
         )
     if engine == "auto":
-        engine = "onnx" if encoder.device == "cpu" and onnx_runtime_installed() else "torch"
+        engine = "onnx" if encoder.device == "cpu" else "torch"
     if engine == "torch":
         return encoder
     return OnnxQueryEncoder.from_bi_encoder(encoder, threads=threads or 1)
