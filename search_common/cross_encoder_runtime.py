@@ -262,11 +262,12 @@ def _torch_program_entry(artifact_dir: Path, entry: object) -> TorchProgram | No
     return TorchProgram(entry["file"], entry["dtype"])
 
 
-def choose_engine(requested: str, manifest: CrossEncoderManifest) -> str:
-    """The engine `requested` means for this artifact on this machine; the one place "auto" is decided.
+def choose_engine(requested: str, manifest: CrossEncoderManifest, device: str = "cpu") -> str:
+    """The engine `requested` means for this artifact on `device`; the one place "auto" is decided.
 
     auto is torch where it is the fast path: the artifact holds a torch program, PyTorch is installed, and
-    the CPU multiplies bfloat16 matrices in hardware (AMX-BF16); onnx everywhere else.
+    either the device is a CUDA GPU PyTorch can use, or it is a CPU that multiplies bfloat16 matrices in
+    hardware (AMX-BF16); onnx everywhere else (on a GPU, ONNX Runtime's CUDA provider).
 
     Raises:
         ValueError: an engine that is not one of ENGINE_CHOICES.
@@ -277,13 +278,12 @@ def choose_engine(requested: str, manifest: CrossEncoderManifest) -> str:
         return requested
     import importlib.util
 
-    from search_common.cross_encoder_torch import cpu_has_bf16_matrix_units
+    from search_common.cross_encoder_torch import cpu_has_bf16_matrix_units, cuda_is_available
 
-    fast = (
-        manifest.torch_program is not None
-        and importlib.util.find_spec("torch") is not None
-        and cpu_has_bf16_matrix_units()
-    )
+    if manifest.torch_program is None or importlib.util.find_spec("torch") is None:
+        return "onnx"
+    on_cpu = device.split(":", 1)[0] == "cpu"
+    fast = cpu_has_bf16_matrix_units() if on_cpu else cuda_is_available()
     return "torch" if fast else "onnx"
 
 
@@ -393,6 +393,7 @@ class CrossEncoderRuntime:
         *,
         engine: str = "onnx",
         providers: Sequence[Provider] = ("CPUExecutionProvider",),
+        device: str = "cpu",
         intra_op_threads: int = 0,
         batch_workers: int = 1,
         verify_checksums: bool = True,
@@ -404,6 +405,7 @@ class CrossEncoderRuntime:
             engine: "onnx" (ONNX Runtime over `model.onnx`), "torch" (the artifact's `torch_program`), or
                 "auto" (`choose_engine` decides; `engine` then says which).
             providers: with onnx, ONNX Runtime execution providers, in preference order.
+            device: where the torch engine runs ("cpu", "cuda", "cuda:1"), and what auto chooses for.
             intra_op_threads: threads per operator; 0 lets the engine decide. PyTorch's setting is
                 process-wide, so with torch the last runtime loaded sets it for all.
             batch_workers: batches of one call scored at once, each on its own thread (with
@@ -417,7 +419,7 @@ class CrossEncoderRuntime:
         if engine not in ENGINE_CHOICES:  # before any I/O
             raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
         manifest = read_cross_encoder_manifest(artifact_dir, verify=verify_checksums)
-        engine = choose_engine(engine, manifest)
+        engine = choose_engine(engine, manifest, device)
         try:
             tokenizer = Tokenizer.from_file(str(artifact_dir / TOKENIZER_FILE))
         except Exception as exc:
@@ -428,7 +430,9 @@ class CrossEncoderRuntime:
         if engine == "torch":
             from search_common.cross_encoder_torch import open_torch_program
 
-            forward = open_torch_program(artifact_dir, manifest, intra_op_threads=intra_op_threads)
+            forward = open_torch_program(
+                artifact_dir, manifest, intra_op_threads=intra_op_threads, device=device
+            )
         else:
             forward = _open_onnx(artifact_dir, manifest, providers, intra_op_threads)
         logger.info(

@@ -61,14 +61,23 @@ class TorchProgramForward:
         return np.asarray(logits.float().cpu().numpy(), dtype=np.float32)
 
 
+def cuda_is_available() -> bool:
+    """Whether PyTorch is installed with CUDA and sees a GPU (False where it is not installed)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def open_torch_program(
-    artifact_dir: Path, manifest: CrossEncoderManifest, *, intra_op_threads: int = 0
+    artifact_dir: Path, manifest: CrossEncoderManifest, *, intra_op_threads: int = 0, device: str = "cpu"
 ) -> TorchProgramForward:
-    """Loads the artifact's program and checks it with one tiny forward pass.
+    """Loads the artifact's program onto `device` ("cpu", "cuda", "cuda:1") and checks it with one tiny pass.
 
     Raises:
         ArtifactError: the artifact has no program (exported before programs were written, or with
-            `--no-torch-program`), or the program does not load or run.
+            `--no-torch-program`), or the program does not load, move to `device` or run.
     """
     import torch
 
@@ -81,12 +90,21 @@ def open_torch_program(
     if intra_op_threads > 0:
         torch.set_num_threads(intra_op_threads)
     try:
-        module = torch.export.load(str(artifact_dir / program.file)).module()
+        exported = torch.export.load(str(artifact_dir / program.file))
     except Exception as exc:
         raise ArtifactError(
             f"{artifact_dir}: {program.file} does not load as a torch program ({exc})"
         ) from None
-    forward = TorchProgramForward(module, program.dtype)
+    if torch.device(device).type != "cpu":
+        # The program was traced on a CPU, so its graph names the CPU in ops such as arange: moving only the
+        # weights would leave those behind. The pass rewrites every device in the graph and moves the state.
+        try:
+            from torch.export.passes import move_to_device_pass
+
+            exported = move_to_device_pass(exported, device)
+        except Exception as exc:
+            raise ArtifactError(f"{artifact_dir}: {program.file} cannot move to {device} ({exc})") from None
+    forward = TorchProgramForward(exported.module(), program.dtype, device)
     probe = {name: np.ones((1, 4), dtype=np.int64) for name in PROGRAM_INPUTS}
     probe["token_type_ids"] = np.zeros((1, 4), dtype=np.int64)
     try:

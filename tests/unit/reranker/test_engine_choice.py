@@ -80,3 +80,14 @@ def test_choose_engine_needs_pytorch_for_auto_and_checks_names(
     assert choose_engine("torch", manifest) == "torch"  # explicit: loading it then says what is missing
     with pytest.raises(ValueError, match="engine must be one of auto, onnx, torch"):
         choose_engine("tensorrt", manifest)
+
+
+@pytest.mark.parametrize(("cuda", "expected"), [(True, "torch"), (False, "onnx")])
+def test_auto_on_a_gpu_picks_torch_only_where_pytorch_sees_cuda(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch, cuda: bool, expected: str
+) -> None:
+    manifest = read_cross_encoder_manifest(artifact, verify=False)
+    monkeypatch.setattr(cross_encoder_torch, "cuda_is_available", lambda: cuda)
+    monkeypatch.setattr(cross_encoder_torch, "cpu_has_bf16_matrix_units", lambda: not cuda)
+    assert choose_engine("auto", manifest, "cuda:0") == expected  # the GPU decides, not the CPU's AMX
+    assert choose_engine("onnx", manifest, "cuda:0") == "onnx"
