@@ -99,6 +99,14 @@ async def cache_bench(artifact: Path, sets: list[tuple[str, list[Document]]]) ->
     }
 
 
+def device_description(instance_kind: str) -> str:
+    if instance_kind == "gpu":
+        import torch
+
+        return f"gpu ({torch.cuda.get_device_name(0)}), cpu ({platform.machine()})"
+    return f"cpu ({platform.machine()}), shared machine"
+
+
 def without_dynamic_batching(config: str) -> str:
     """config.pbtxt text with the top-level `dynamic_batching { ... }` block removed."""
     start = config.index("dynamic_batching {")
@@ -155,6 +163,9 @@ def batching_bench(
     threads: int,
     engine: str = "auto",
     rounds: int = 3,
+    instance_kind: str = "cpu",
+    score_batch_size: int = 0,
+    device: str = "",
 ) -> dict[str, Any]:
     from search_common import triton_contract as tc
     from search_common.local_services import TritonServer, assemble_model_repository
@@ -169,6 +180,9 @@ def batching_bench(
                 artifact_version=artifact.name,
                 intra_op_threads=threads,
                 engine=engine,
+                instance_kind="gpu" if instance_kind == "gpu" else "cpu",
+                score_batch_size=score_batch_size,
+                device=device,
             )
             if mode == "none":
                 config = repo / tc.MODEL_NAME / "config.pbtxt"
@@ -201,6 +215,9 @@ def batching_bench(
     return {
         "rows": rows,
         "engine": engine,
+        "instance_kind": instance_kind,
+        "model_device": device or "the instance's",
+        "score_batch_size": score_batch_size or "committed",
         "speedup": {
             str(c): round(statistics.median(by[(True, c, i)] / by[(False, c, i)] for i in range(rounds)), 2)
             for c in levels
@@ -230,13 +247,22 @@ def main() -> None:
     batching.add_argument(
         "--engine", choices=["auto", "onnx", "torch"], default="auto", help="the Triton model's ENGINE"
     )
+    batching.add_argument(
+        "--instance-kind", choices=["cpu", "gpu"], default="cpu", help="the model's KIND_CPU or KIND_GPU"
+    )
+    batching.add_argument(
+        "--score-batch-size", type=int, default=0, help="pairs per forward pass (0: the committed value)"
+    )
+    batching.add_argument(
+        "--model-device", default="", help="the model's DEVICE: empty follows the instance kind, or cuda[:N]"
+    )
     args = parser.parse_args()
     configure_logging()
     sets = load_sets(args.dataset, max(args.cache_queries, 1), args.cache_depth)
     record: dict[str, Any] = {
         "bench": "cache_batching",
         "git_sha": git_sha(),
-        "device": f"cpu ({platform.machine()}), shared machine",
+        "device": device_description("gpu" if args.model_device or args.instance_kind == "gpu" else "cpu"),
         "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     if args.skip != "cache":
@@ -246,7 +272,16 @@ def main() -> None:
         query, docs = sets[0]
         pairs = [(query, d.model_text()) for d in docs[: args.pairs_per_request]]
         record["batching"] = batching_bench(
-            args.artifact, pairs, args.clients, args.seconds, args.threads, args.engine, args.rounds
+            args.artifact,
+            pairs,
+            args.clients,
+            args.seconds,
+            args.threads,
+            args.engine,
+            args.rounds,
+            args.instance_kind,
+            args.score_batch_size,
+            args.model_device,
         )
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -194,15 +195,24 @@ def assemble_model_repository(
     instance_count: int = 1,
     instance_kind: Literal["cpu", "gpu"] = "cpu",
     engine: str = "auto",
+    score_batch_size: int = 0,
+    device: str = "",
 ) -> Path:
     """Copies `triton_models/` to destination with the artifact placeholders in config.pbtxt filled in.
 
     Name and max_length default to the artifact manifest's; the model refuses to load if they disagree.
-    `instance_kind="gpu"` makes the instances KIND_GPU, on which model.py asks ONNX Runtime for CUDA.
+    `instance_kind="gpu"` makes the instances KIND_GPU: model.py runs its engine on the instance's GPU.
     `engine` (auto | onnx | torch) is the config's ENGINE: which of the artifact's models the instances run.
+    `score_batch_size` (0: the committed value) is SCORE_BATCH_SIZE, the pairs per forward pass: a GPU
+    scores a whole dynamic batch in one pass about as fast as a part of it. `device` is DEVICE: empty
+    follows the instance kind; "cuda" or "cuda:N" runs the engine on that GPU whatever the kind.
     """
     if engine not in ENGINE_CHOICES:
         raise LocalServiceError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
+    if score_batch_size < 0:
+        raise LocalServiceError(f"score_batch_size must be >= 0, got {score_batch_size}")
+    if not re.fullmatch(r"(cpu|cuda(:\d+)?)?", device):
+        raise LocalServiceError(f"device must be empty, cpu, cuda or cuda:N, got {device!r}")
     from search_common.artifacts import read_manifest
 
     if not (artifact_root / artifact_version / "manifest.json").is_file():
@@ -215,7 +225,14 @@ def assemble_model_repository(
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     config_path = destination / tc.MODEL_NAME / "config.pbtxt"
     config = config_path.read_text()
-    for placeholder in (tc.ARTIFACT_PLACEHOLDER, tc.VERSION_PLACEHOLDER, f'key: "{tc.PARAM_ENGINE}"'):
+    placeholders = (
+        tc.ARTIFACT_PLACEHOLDER,
+        tc.VERSION_PLACEHOLDER,
+        f'key: "{tc.PARAM_ENGINE}"',
+        f'key: "{tc.PARAM_SCORE_BATCH_SIZE}"',
+        f'key: "{tc.PARAM_DEVICE}"\n  value: {{ string_value: "" }}',
+    )
+    for placeholder in placeholders:
         if placeholder not in config:
             raise LocalServiceError(f"{config_path} lacks the placeholder {placeholder}")
     config = (
@@ -233,7 +250,17 @@ def assemble_model_repository(
         )
         .replace("    count: 1\n", f"    count: {instance_count}\n")
         .replace("kind: KIND_CPU", "kind: KIND_GPU" if instance_kind == "gpu" else "kind: KIND_CPU")
+        .replace(
+            f'key: "{tc.PARAM_DEVICE}"\n  value: {{ string_value: "" }}',
+            f'key: "{tc.PARAM_DEVICE}"\n  value: {{ string_value: "{device}" }}',
+        )
     )
+    if score_batch_size:
+        config = re.sub(
+            rf'(key: "{tc.PARAM_SCORE_BATCH_SIZE}"\n  value: {{ string_value: )"\d+"',
+            rf'\g<1>"{score_batch_size}"',
+            config,
+        )
     config_path.write_text(config)
     return destination
 
@@ -615,7 +642,10 @@ def triton_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--venv", type=Path, default=DEFAULT_TRITON_VENV)
     parser.add_argument("--intra-op-threads", type=int, default=0)
     parser.add_argument("--instances", type=int, default=1, help="model instances")
-    parser.add_argument("--gpu", action="store_true", help="KIND_GPU instances (CUDAExecutionProvider)")
+    parser.add_argument("--gpu", action="store_true", help="the model on GPU 0 (DEVICE cuda)")
+    parser.add_argument(
+        "--score-batch-size", type=int, default=0, help="pairs per forward pass (0: the committed value)"
+    )
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--env-file", type=Path, default=None, help="also write TRITON_URL=... here")
     args = parser.parse_args(argv)
@@ -629,7 +659,8 @@ def triton_main(argv: list[str] | None = None) -> int:
         artifact_version=version_dir.name,
         intra_op_threads=args.intra_op_threads,
         instance_count=args.instances,
-        instance_kind="gpu" if args.gpu else "cpu",
+        device="cuda" if args.gpu else "",
+        score_batch_size=args.score_batch_size,
     )
     server = TritonServer(
         repository,

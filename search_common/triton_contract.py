@@ -30,6 +30,8 @@ PARAM_INTRA_OP_THREADS = "INTRA_OP_THREADS"
 PARAM_ENGINE = "ENGINE"
 # Pairs per forward pass inside the model, whatever the dynamic batcher gathered.
 PARAM_SCORE_BATCH_SIZE = "SCORE_BATCH_SIZE"
+# Where the engine runs: empty follows the instance kind (KIND_GPU: the instance's GPU), or "cuda"/"cuda:N".
+PARAM_DEVICE = "DEVICE"
 PARAM_EXECUTION_ENV_PATH = "EXECUTION_ENV_PATH"
 # Placeholder the committed config carries; deploy/local assembles a repository with the real values.
 ARTIFACT_PLACEHOLDER = "__ARTIFACT_ROOT__"

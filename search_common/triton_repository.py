@@ -41,8 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine",
         choices=ENGINE_CHOICES,
         default="auto",
-        help="onnx, torch (the artifact's bfloat16 program; CPU instances), or auto (torch on CPUs with "
-        "AMX-BF16 when the artifact has the program and PyTorch is installed, else onnx)",
+        help="onnx, torch (the artifact's bfloat16 program), or auto (torch where the artifact has the "
+        "program and PyTorch can use the instances' device fast: a GPU, or a CPU with AMX-BF16; else onnx)",
+    )
+    parser.add_argument(
+        "--score-batch-size",
+        type=int,
+        default=0,
+        help="pairs per forward pass (0: the committed value; a GPU takes a whole dynamic batch at once)",
+    )
+    parser.add_argument(
+        "--device",
+        default="",
+        help="where the model runs: empty follows --kind; cuda or cuda:N runs it on that GPU (DEVICE)",
     )
     return parser
 
@@ -60,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             instance_count=args.instances,
             instance_kind=args.kind,
             engine=args.engine,
+            score_batch_size=args.score_batch_size,
+            device=args.device,
         )
     except (LocalServiceError, ArtifactError) as exc:
         sys.stderr.write(f"triton_repository: error: {exc}\n")

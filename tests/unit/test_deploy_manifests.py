@@ -560,7 +560,7 @@ def test_triton(docs: list[Doc], overlay: str) -> None:
     assert str(parsed.out) == t.model_repository and str(parsed.source) == t.model_source
     artifact_path = configmap_data(docs, t.artifact_configmap)["cross-encoder"]
     assert parsed.artifact == Path(t.artifact_mount) / artifact_path
-    assert parsed.kind == overlay
+    assert (parsed.kind, parsed.device) == ("cpu", "cuda" if overlay == "gpu" else "")
     fetch = init_container(deployment, "fetch-artifact")
     assert f"{t.artifact_data_root}/${{ARTIFACT_PATH}}" in " ".join(fetch["command"])
     service = named(docs, "Service", t.component)
@@ -681,6 +681,9 @@ def test_gpu_overlay_places_triton_and_dense_shards_on_gpus() -> None:
         assert settings.device == "cuda"
     bm25 = container(named(docs, "Deployment", dc.shard_name("bm25", 0)), dc.RETRIEVER.component)
     assert image_name(bm25) == IMAGE_PREFIX + "retriever"
+    assemble = pod_spec(named(docs, "Deployment", dc.TRITON.component))["initContainers"][1]
+    repository = triton_repository.build_parser().parse_args(assemble["args"])
+    assert (repository.device, repository.score_batch_size) == ("cuda", 64)
 
 
 def test_cpu_overlay_asks_for_no_gpus() -> None:
@@ -749,6 +752,7 @@ def test_triton_and_data_dockerfiles() -> None:
     assert args["TOKENIZERS"] in requirements
     assert args["ONNXRUNTIME"].replace("-gpu", "") in requirements
     assert args["TORCH"] in requirements
+    assert args["NUMPY"] in requirements
     data = _stages(DOCKER / "data.Dockerfile")[-1]
     assert "COPY . /data/" in data and any(i.startswith("USER 65534") for i in data)
     assert dc.INDEX_DATA_ROOT.startswith("/data/") and dc.TRITON.artifact_data_root.startswith("/data/")
@@ -782,11 +786,17 @@ def test_triton_repository_assembles_for_gpu(tmp_path: Path) -> None:
             str(out),
             "--kind",
             "gpu",
+            "--score-batch-size",
+            "64",
+            "--device",
+            "cuda:1",
         ]
     )
     assert code == 0
     config = (out / "cross_encoder" / "config.pbtxt").read_text()
     assert "KIND_GPU" in config and "__ARTIFACT" not in config and '"ce-test"' in config
+    assert 'key: "SCORE_BATCH_SIZE"\n  value: { string_value: "64" }' in config
+    assert 'key: "DEVICE"\n  value: { string_value: "cuda:1" }' in config
     assert (
         triton_repository.main(
             [

@@ -1,5 +1,5 @@
-"""Triton python backend: the cross-encoder reranker (tokenisation + ONNX Runtime on CPU or CUDA, or the
-artifact's bfloat16 torch program on CPU; the ENGINE parameter chooses).
+"""Triton python backend: the cross-encoder reranker (tokenisation, then ONNX Runtime or the artifact's
+bfloat16 torch program, on the CPU or on the instance's GPU; the ENGINE parameter chooses).
 
 Thin on purpose: decoding, grouping, scoring and splitting live in search_common.cross_encoder_runtime (no
 pb_utils there, so they are unit-tested without Triton). `initialize` loads the artifact named by the config's
@@ -60,21 +60,21 @@ class TritonPythonModel:
             )
         threads = int(_parameter(config, tc.PARAM_INTRA_OP_THREADS, "0"))
         requested = _parameter(config, tc.PARAM_ENGINE, "onnx")
-        on_gpu = args.get("model_instance_kind") == "GPU"
-        providers: list[Provider]
-        if on_gpu:
-            device = int(args.get("model_instance_device_id", "0"))
-            providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
-        try:
-            engine = requested  # load decides what auto means, and refuses an unknown name
-            if on_gpu:
-                if requested == "torch":
-                    raise ValueError("ENGINE torch runs on CPU instances; GPU instances use onnx (CUDA)")
-                engine = "onnx" if requested == "auto" else requested
+        device = _parameter(config, tc.PARAM_DEVICE, "")
+        if not device:
+            on_gpu = args.get("model_instance_kind") == "GPU"
+            device = f"cuda:{args.get('model_instance_device_id', '0')}" if on_gpu else "cpu"
+        providers: list[Provider] = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            device_id = int(device.partition(":")[2] or "0")
+            providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+        try:  # load decides what auto means on this device, and refuses an unknown name
             self._runtime = CrossEncoderRuntime.load(
-                Path(root) / version, engine=engine, providers=providers, intra_op_threads=threads
+                Path(root) / version,
+                engine=requested,
+                providers=providers,
+                device=device,
+                intra_op_threads=threads,
             )
         except Exception as exc:
             raise pb_utils.TritonModelException(f"cannot load cross-encoder artifact: {exc}") from exc
