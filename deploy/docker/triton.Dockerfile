@@ -30,9 +30,10 @@ ARG TOKENIZERS=tokenizers==0.23.3
 ARG TORCH=torch==2.13.0
 # The python backend's stub is built against numpy 1.x: under numpy 2 its string inputs arrive garbled.
 ARG NUMPY=numpy<2
-# torch from the CPU wheel index: the default index's build pulls gigabytes of CUDA libraries. For GPU nodes
-# (overlays/gpu), build with a CUDA index (e.g. https://download.pytorch.org/whl/cu128): ENGINE auto then runs
-# the bfloat16 program on the GPU; with the CPU build it runs ONNX Runtime's CUDA provider there.
+# torch from the CPU wheel index: the default index's build pulls gigabytes of CUDA libraries. The GPU image
+# (neural-search/triton-gpu, overlays/gpu) is built with --build-arg
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126: ENGINE auto then runs the bfloat16 program on the
+# GPU (with the CPU build it would run ONNX Runtime's CUDA provider there).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_BREAK_SYSTEM_PACKAGES=1
 RUN python3 -m pip install "$ONNXRUNTIME" "$TOKENIZERS" "$NUMPY"

@@ -530,7 +530,8 @@ def test_triton(docs: list[Doc], overlay: str) -> None:
     t = dc.TRITON
     deployment = named(docs, "Deployment", t.component)
     c = container(deployment, t.component)
-    assert image_name(c) == IMAGE_PREFIX + "triton"
+    image = IMAGE_PREFIX + ("triton-gpu" if overlay == "gpu" else "triton")
+    assert image_name(c) == image
     assert (port(c, "http"), port(c, "grpc"), port(c, "metrics")) == (
         t.http_port,
         t.grpc_port,
@@ -552,6 +553,7 @@ def test_triton(docs: list[Doc], overlay: str) -> None:
     # The assemble step: flags of search_common.triton_repository, writing where tritonserver reads.
     assemble = init_container(deployment, "assemble-repository")
     assert assemble["command"] == ["python3", "-m", "search_common.triton_repository"]
+    assert image_name(assemble) == image
     env = env_values(docs, assemble)
     assert set(env) == set(t.substitutions)
     args = substitute(assemble["args"], env)
