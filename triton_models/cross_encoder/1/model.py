@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from search_common import triton_contract as tc
@@ -49,6 +50,15 @@ def _max_length(request: Any) -> int | None:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
+        if int(np.__version__.split(".", 1)[0]) >= 2:
+            # Seen with Triton 2.51 on a GPU host: the stub, built against numpy 1.x, decoded every BYTES
+            # input as its first byte repeated and died on the first request, long after the model was READY.
+            logger.warning(
+                "numpy %s in the model's environment: a python backend stub built against numpy 1.x garbles "
+                "string inputs under numpy 2 and dies on the first request; install numpy<2 "
+                "(triton_models/requirements.txt)",
+                np.__version__,
+            )
         config = json.loads(args["model_config"])
         root = _parameter(config, tc.PARAM_ARTIFACT_ROOT)
         version = _parameter(config, tc.PARAM_ARTIFACT_VERSION)
