@@ -55,6 +55,17 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
 # An ONNX Runtime provider: a name, or (name, options) such as ("CUDAExecutionProvider", {"device_id": 0}).
 Provider = str | tuple[str, dict[str, Any]]
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def onnx_providers(device: str) -> list[Provider]:
+    """ONNX Runtime providers for `device`: "cpu", or "cuda"/"cuda:N" (its CUDA provider first)."""
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    if kind != "cuda" or not (index == "" or index.isdigit()):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    return [(CUDA_PROVIDER, {"device_id": int(index or "0")}), "CPUExecutionProvider"]
 
 
 class BatchForward(Protocol):
@@ -335,7 +346,7 @@ class _OnnxForward:
 
 
 def _open_onnx(
-    artifact_dir: Path, manifest: CrossEncoderManifest, providers: Sequence[Provider], intra_op_threads: int
+    artifact_dir: Path, manifest: CrossEncoderManifest, device: str, intra_op_threads: int
 ) -> _OnnxForward:
     import onnxruntime as ort  # here, so the pure helpers import without it (Triton-only images)
 
@@ -345,12 +356,18 @@ def _open_onnx(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         session = ort.InferenceSession(
-            str(artifact_dir / manifest.onnx), sess_options=options, providers=list(providers)
+            str(artifact_dir / manifest.onnx), sess_options=options, providers=onnx_providers(device)
         )
     except Exception as exc:
         raise ArtifactError(
             f"{artifact_dir}: {manifest.onnx} does not load in ONNX Runtime ({exc})"
         ) from None
+    if device != "cpu" and CUDA_PROVIDER not in session.get_providers():
+        # ONNX Runtime falls back to the CPU quietly; a model asked to run on a GPU must not.
+        raise ArtifactError(
+            f"{artifact_dir}: asked to run on {device}, but ONNX Runtime here has no usable CUDA provider "
+            f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu"
+        )
     inputs = {node.name for node in session.get_inputs()}
     outputs = {node.name for node in session.get_outputs()}
     if not {INPUT_IDS, ATTENTION_MASK} <= inputs or not inputs <= {INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS}:
@@ -392,7 +409,6 @@ class CrossEncoderRuntime:
         artifact_dir: Path,
         *,
         engine: str = "onnx",
-        providers: Sequence[Provider] = ("CPUExecutionProvider",),
         device: str = "cpu",
         intra_op_threads: int = 0,
         batch_workers: int = 1,
@@ -404,8 +420,8 @@ class CrossEncoderRuntime:
             artifact_dir: the version directory, `<root>/<version>/`.
             engine: "onnx" (ONNX Runtime over `model.onnx`), "torch" (the artifact's `torch_program`), or
                 "auto" (`choose_engine` decides; `engine` then says which).
-            providers: with onnx, ONNX Runtime execution providers, in preference order.
-            device: where the torch engine runs ("cpu", "cuda", "cuda:1"), and what auto chooses for.
+            device: where the engine runs: "cpu", or "cuda"/"cuda:N" (the torch program moved there, or ONNX
+                Runtime's CUDA provider); auto chooses for it. A GPU that nothing can use is an error.
             intra_op_threads: threads per operator; 0 lets the engine decide. PyTorch's setting is
                 process-wide, so with torch the last runtime loaded sets it for all.
             batch_workers: batches of one call scored at once, each on its own thread (with
@@ -418,6 +434,7 @@ class CrossEncoderRuntime:
         """
         if engine not in ENGINE_CHOICES:  # before any I/O
             raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
+        onnx_providers(device)  # refuses a malformed device before any I/O
         manifest = read_cross_encoder_manifest(artifact_dir, verify=verify_checksums)
         engine = choose_engine(engine, manifest, device)
         try:
@@ -434,7 +451,7 @@ class CrossEncoderRuntime:
                 artifact_dir, manifest, intra_op_threads=intra_op_threads, device=device
             )
         else:
-            forward = _open_onnx(artifact_dir, manifest, providers, intra_op_threads)
+            forward = _open_onnx(artifact_dir, manifest, device, intra_op_threads)
         logger.info(
             "loaded cross-encoder %s version %s from %s on %s",
             manifest.name,

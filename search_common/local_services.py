@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Literal
 
 from search_common import triton_contract as tc
-from search_common.cross_encoder_runtime import ENGINE_CHOICES
+from search_common.cross_encoder_runtime import ENGINE_CHOICES, onnx_providers
 from search_common.logging_setup import configure_logging
 from search_common.tls import ClientTls, tritonclient_options
 
@@ -211,8 +211,11 @@ def assemble_model_repository(
         raise LocalServiceError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
     if score_batch_size < 0:
         raise LocalServiceError(f"score_batch_size must be >= 0, got {score_batch_size}")
-    if not re.fullmatch(r"(cpu|cuda(:\d+)?)?", device):
-        raise LocalServiceError(f"device must be empty, cpu, cuda or cuda:N, got {device!r}")
+    if device:
+        try:
+            onnx_providers(device)
+        except ValueError as exc:
+            raise LocalServiceError(str(exc)) from None
     from search_common.artifacts import read_manifest
 
     if not (artifact_root / artifact_version / "manifest.json").is_file():

@@ -166,3 +166,24 @@ def test_a_program_that_does_not_load_is_refused(artifact_v1: Path, tmp_path: Pa
         CrossEncoderRuntime.load(broken, engine="torch")
     with pytest.raises(ArtifactError, match=r"model\.pt2 does not load as a torch program"):
         CrossEncoderRuntime.load(broken, engine="torch", verify_checksums=False)
+
+
+def _cuda_seen() -> bool:
+    import onnxruntime as ort
+    import torch
+
+    return bool(torch.cuda.is_available()) or "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@pytest.mark.skipif(_cuda_seen(), reason="this host can run the model on a GPU (tests/gpu covers it)")
+def test_a_gpu_that_nothing_here_can_use_is_an_error_not_a_cpu_fallback(artifact_v1: Path) -> None:
+    # ONNX Runtime would quietly run on the CPU; a model placed on a GPU must not.
+    no_cuda = "asked to run on cuda:0, but ONNX Runtime here has no usable CUDA provider"
+    with pytest.raises(ArtifactError, match=no_cuda):
+        CrossEncoderRuntime.load(artifact_v1, engine="onnx", device="cuda:0")
+    with pytest.raises(ArtifactError, match=r"model\.pt2 cannot move to cuda"):
+        CrossEncoderRuntime.load(artifact_v1, engine="torch", device="cuda")
+    with pytest.raises(ArtifactError, match="no usable CUDA provider"):  # auto: onnx, PyTorch sees no GPU
+        CrossEncoderRuntime.load(artifact_v1, engine="auto", device="cuda")
+    with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N, got 'gpu0'"):
+        CrossEncoderRuntime.load(artifact_v1, device="gpu0")

@@ -198,7 +198,7 @@ def test_a_repository_names_a_known_engine(artifact_v1: Path, tmp_path: Path) ->
         assemble_model_repository(
             tmp_path / "repo", artifact_root=artifact_v1.parent, artifact_version="v1", engine="tensorrt"
         )
-    with pytest.raises(LocalServiceError, match="device must be empty, cpu, cuda or cuda:N, got 'tpu'"):
+    with pytest.raises(LocalServiceError, match="device must be cpu, cuda or cuda:N, got 'tpu'"):
         assemble_model_repository(
             tmp_path / "repo", artifact_root=artifact_v1.parent, artifact_version="v1", device="tpu"
         )

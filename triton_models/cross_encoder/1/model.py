@@ -22,7 +22,6 @@ from search_common import triton_contract as tc
 from search_common.cross_encoder_runtime import (
     CrossEncoderRuntime,
     PairRequest,
-    Provider,
     decode_pair_request,
     score_requests,
 )
@@ -74,17 +73,9 @@ class TritonPythonModel:
         if not device:
             on_gpu = args.get("model_instance_kind") == "GPU"
             device = f"cuda:{args.get('model_instance_device_id', '0')}" if on_gpu else "cpu"
-        providers: list[Provider] = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            device_id = int(device.partition(":")[2] or "0")
-            providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
         try:  # load decides what auto means on this device, and refuses an unknown name
             self._runtime = CrossEncoderRuntime.load(
-                Path(root) / version,
-                engine=requested,
-                providers=providers,
-                device=device,
-                intra_op_threads=threads,
+                Path(root) / version, engine=requested, device=device, intra_op_threads=threads
             )
         except Exception as exc:
             raise pb_utils.TritonModelException(f"cannot load cross-encoder artifact: {exc}") from exc
