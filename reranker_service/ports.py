@@ -29,8 +29,9 @@ class Scorer(Protocol):
 
     @property
     def engine(self) -> str:
-        """What computes the scores ("onnx", "torch", "triton"): engines round differently (int8, bfloat16),
-        so it labels the model-info metric and is part of every score-cache key."""
+        """What computes the scores ("onnx", "torch", "triton-torch", "triton-onnx-cuda"): engines and devices
+        round differently (int8, bfloat16, GPU kernels), so it labels the model-info metric and is part of
+        every score-cache key."""
         ...
 
     async def start(self) -> None:

@@ -388,6 +388,7 @@ class CrossEncoderRuntime:
         forward: BatchForward,
         *,
         engine: str = "onnx",
+        device: str = "cpu",
         batch_workers: int = 1,
     ) -> None:
         if batch_workers < 1:
@@ -399,6 +400,7 @@ class CrossEncoderRuntime:
         self._base_tokenizer = tokenizer
         self._forward = forward
         self._engine = engine
+        self._device = device
         self._pad_id = tokenizer.token_to_id("[PAD]") or 0
         self._truncating: dict[int, Tokenizer] = {}
         self._lock = threading.Lock()
@@ -459,12 +461,18 @@ class CrossEncoderRuntime:
             artifact_dir,
             forward.description,
         )
-        return cls(manifest, tokenizer, forward, engine=engine, batch_workers=batch_workers)
+        return cls(manifest, tokenizer, forward, engine=engine, device=device, batch_workers=batch_workers)
 
     @property
     def engine(self) -> str:
         """Which of the artifact's models scores: onnx or torch."""
         return self._engine
+
+    @property
+    def engine_on_device(self) -> str:
+        """The engine, and "-cuda" on a GPU ("torch", "onnx-cuda"): what rounds the scores a given way."""
+        kind = self._device.partition(":")[0]
+        return self._engine if kind == "cpu" else f"{self._engine}-{kind}"
 
     @property
     def description(self) -> str:

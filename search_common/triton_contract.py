@@ -13,6 +13,10 @@ INPUT_QUERY = "QUERY"
 INPUT_DOCUMENT = "DOCUMENT"
 # One float32 score per pair: TYPE_FP32 dims [1].
 OUTPUT_SCORE = "SCORE"
+# What scored the pairs, e.g. "torch" or "onnx-cuda" (CrossEncoderRuntime.engine_on_device), one per pair:
+# TYPE_STRING dims [1], produced only when a request asks for it. Engines and devices round scores
+# differently, so the client makes it part of its score-cache keys; "auto" in the config cannot say which.
+OUTPUT_ENGINE = "ENGINE"
 
 # Request parameter (Triton inference request parameters): tokens per pair; absent or 0 = model default.
 REQUEST_PARAM_MAX_LENGTH = "max_length"

@@ -95,8 +95,8 @@ class EmbeddedScorer:
 
     @property
     def engine(self) -> str:
-        """Which of the runtime's engines scores: onnx or torch."""
-        return self._runtime.engine
+        """Which of the runtime's engines scores, and where: "onnx", "torch", "torch-cuda"."""
+        return self._runtime.engine_on_device
 
     async def start(self) -> None:
         """Nothing to connect; the first call scores one tiny pair to warm the engine's allocations."""

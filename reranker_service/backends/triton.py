@@ -67,6 +67,10 @@ def to_domain_error(exc: InferenceServerException) -> SearchError:
     return Unavailable(f"{COMPONENT}: {status.rsplit('.', 1)[-1].lower() or 'error'}")
 
 
+# The engine label of a model whose config has no ENGINE output (a repository assembled before it existed).
+ENGINE_UNKNOWN = "triton"
+
+
 class TritonScorer:
     """`Scorer` over a Triton-served cross-encoder.
 
@@ -99,6 +103,7 @@ class TritonScorer:
         self._max_batch_size = 0
         self._name = ""
         self._version = ""
+        self._engine = ENGINE_UNKNOWN
         self._max_length = 0
         self._identity_ttl = identity_ttl_seconds
         self._identity_read_at = float("-inf")
@@ -110,7 +115,8 @@ class TritonScorer:
 
     @property
     def engine(self) -> str:
-        return "triton"
+        """What the model scores with, as its identity last said: "triton-torch", "triton-onnx-cuda"."""
+        return self._engine
 
     @property
     def model_version(self) -> str:
@@ -174,18 +180,24 @@ class TritonScorer:
                 f"{COMPONENT}: model {self._model} config lacks max_batch_size or the artifact's "
                 f"{tc.PARAM_ARTIFACT_NAME}/{tc.PARAM_ARTIFACT_VERSION}/{tc.PARAM_ARTIFACT_MAX_LENGTH}"
             )
-        changed = (name, version) != (self._name, self._version)
+        outputs = {output.get("name") for output in config.get("output", [])}
+        engine = ENGINE_UNKNOWN
+        if tc.OUTPUT_ENGINE in outputs:
+            engine = f"triton-{await read_engine(client, self._model, timeout=self._timeout)}"
+        changed = (name, version, engine) != (self._name, self._version, self._engine)
         self._max_batch_size = max_batch_size
         self._name, self._version, self._max_length = name, version, int(max_length)
+        self._engine = engine
         self._identity_read_at = time.monotonic()
         if not changed:
             return
         logger.info(
-            "triton scorer: %s at %s serves %s %s (max batch %d pairs)",
+            "triton scorer: %s at %s serves %s %s on %s (max batch %d pairs)",
             self._model,
             self._url,
             name,
             version,
+            engine,
             max_batch_size,
         )
 
@@ -219,6 +231,28 @@ class TritonScorer:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+async def read_engine(client: triton_aio.InferenceServerClient, model: str, *, timeout: float) -> str:
+    """What the served model scores with: its ENGINE output for a one-pair probe, e.g. "torch"."""
+    probe = np.array([[b"engine probe"]], dtype=np.object_)
+    inputs = [triton_aio.InferInput(name, [1, 1], "BYTES") for name in (tc.INPUT_QUERY, tc.INPUT_DOCUMENT)]
+    for tensor in inputs:
+        tensor.set_data_from_numpy(probe)
+    try:
+        result = await client.infer(
+            model,
+            inputs,
+            outputs=[triton_aio.InferRequestedOutput(tc.OUTPUT_ENGINE)],
+            client_timeout=timeout,
+        )
+    except InferenceServerException as exc:
+        raise to_domain_error(exc) from None
+    engine = result.as_numpy(tc.OUTPUT_ENGINE)
+    if engine is None or engine.size != 1:
+        raise Unavailable(f"{COMPONENT}: model {model} did not say what it scores with")
+    value = engine.reshape(-1)[0]
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def infer_pairs(

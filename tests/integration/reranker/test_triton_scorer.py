@@ -50,6 +50,8 @@ async def test_identity_and_batch_limit_come_from_the_model_config(triton_scorer
     assert (triton_scorer.model_name, triton_scorer.model_version) == ("cross-encoder-minilm", "v1")
     assert triton_scorer.max_length == 128
     assert triton_scorer.max_batch_size == 64
+    # The engine the model resolved, asked of the model itself (the config's ENGINE may say "auto").
+    assert triton_scorer.engine == "triton-onnx"
 
 
 async def test_scores_match_the_in_process_scorer(
@@ -184,9 +186,12 @@ async def test_the_torch_engine_serves_the_bfloat16_program(
         try:
             served = await scorer.score(QUERY, TEXTS)
             expected = await local.score(QUERY, TEXTS)
+            engine = scorer.engine
         finally:
             await scorer.close()
             await local.close()
+    # Its scores round differently from the ONNX model's, so its cache keys differ too.
+    assert engine == "triton-torch"
     # bfloat16 in both, batched differently: equal to the last bits of bf16's 8-bit mantissa ...
     np.testing.assert_allclose(served, expected, atol=3e-3)
     # ... and not the fp32 ONNX graph, which agrees with itself to 1e-5 whatever the batching.

@@ -78,13 +78,16 @@ def test_contract_names_match_the_committed_model_config() -> None:
     config = (REPO_ROOT / "triton_models" / tc.MODEL_NAME / "config.pbtxt").read_text()
     assert f'name: "{tc.MODEL_NAME}"' in config
     tensor_names = set(re.findall(r'name: "([A-Z_]+)"', config))
-    assert {tc.INPUT_QUERY, tc.INPUT_DOCUMENT, tc.OUTPUT_SCORE} <= tensor_names
+    assert {tc.INPUT_QUERY, tc.INPUT_DOCUMENT, tc.OUTPUT_SCORE, tc.OUTPUT_ENGINE} <= tensor_names
     for key in (
         tc.PARAM_ARTIFACT_ROOT,
         tc.PARAM_ARTIFACT_VERSION,
         tc.PARAM_ARTIFACT_NAME,
         tc.PARAM_ARTIFACT_MAX_LENGTH,
         tc.PARAM_INTRA_OP_THREADS,
+        tc.PARAM_ENGINE,
+        tc.PARAM_DEVICE,
+        tc.PARAM_SCORE_BATCH_SIZE,
     ):
         assert f'key: "{key}"' in config
     for placeholder in (tc.ARTIFACT_PLACEHOLDER, tc.VERSION_PLACEHOLDER, tc.NAME_PLACEHOLDER):

@@ -137,9 +137,16 @@ class TritonPythonModel:
                     responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
             else:
                 for index, scores in zip(positions, scored, strict=True):
-                    tensor = pb_utils.Tensor(tc.OUTPUT_SCORE, scores.reshape(-1, 1).astype(self._score_dtype))
-                    responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
+                    responses[index] = self._response(requests[index], scores)
         return responses
+
+    def _response(self, request: Any, scores: Any) -> Any:
+        """SCORE, and ENGINE when the request asks for it (clients key their score caches by it)."""
+        tensors = [pb_utils.Tensor(tc.OUTPUT_SCORE, scores.reshape(-1, 1).astype(self._score_dtype))]
+        if tc.OUTPUT_ENGINE in request.requested_output_names():
+            engine = np.full((scores.size, 1), self._runtime.engine_on_device.encode(), dtype=object)
+            tensors.append(pb_utils.Tensor(tc.OUTPUT_ENGINE, engine))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:
         logger.info("cross_encoder instance finalised")
