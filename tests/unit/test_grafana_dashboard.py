@@ -3,7 +3,6 @@ panel query names only metrics the services export or series the recording rules
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -17,16 +16,13 @@ from gateway.variants import Variant
 from reranker_service.metrics import RerankerMetrics
 from retriever_service.metrics import RetrieverMetrics
 from search_common.documents import ShardDescription
+from tests.script_modules import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("search_dashboard", REPO / "deploy/grafana/dashboard.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("deploy/grafana/dashboard.py", "search_dashboard")
 
 
 def test_committed_json_is_the_generators_output() -> None:

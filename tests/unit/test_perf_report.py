@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.script_modules import load_script
 
 
 def load_report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("perf_report", REPO / "bench/perf_report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/perf_report.py", "perf_report")
 
 
 def test_every_key_has_a_goal_and_the_gpu_batching_key_shares_the_cpu_goal() -> None:
