@@ -36,6 +36,7 @@ def build_scorer(settings: Settings) -> Scorer:
     return EmbeddedScorer.load(
         settings.artifact_dir,
         engine=settings.backend,  # auto, onnx or torch: the runtime decides what auto means
+        device=settings.device,
         threads=settings.threads,
         intra_op_threads=settings.intra_op_threads,
         batch_workers=settings.batch_workers,

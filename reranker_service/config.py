@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from search_common import triton_contract
+from search_common.cross_encoder_runtime import onnx_providers
 from search_common.tls import (
     ClientTls,
     ServerTls,
@@ -67,6 +68,8 @@ class Settings:
     # onnx: requests scored at once, ONNX Runtime intra-op threads (0 = ORT decides), batches of one request
     # scored at once (each on its own thread) and pairs per batch.
     threads: int = 1
+    # auto, onnx, torch: where the model scores, "cpu" or "cuda"/"cuda:N" (a GPU nothing can use fails start).
+    device: str = "cpu"
     intra_op_threads: int = 0
     batch_workers: int = 1
     batch_size: int = 32
@@ -97,6 +100,7 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        onnx_providers(self.device)  # a malformed device is refused here, with the runtime's own message
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.triton_timeout_seconds <= 0 or self.redis_timeout_seconds <= 0:
@@ -162,6 +166,11 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         help="serve Prometheus /metrics here (0 picks a free port; -1, the default, serves none)",
     )
     parser.add_argument("--threads", type=int, default=int(_env(env, "THREADS", "1")))
+    parser.add_argument(
+        "--device",
+        default=_env(env, "DEVICE", "cpu"),
+        help="where an in-process backend scores: cpu, cuda or cuda:N",
+    )
     parser.add_argument("--intra-op-threads", type=int, default=int(_env(env, "INTRA_OP_THREADS", "0")))
     parser.add_argument("--batch-workers", type=int, default=int(_env(env, "BATCH_WORKERS", "1")))
     parser.add_argument("--batch-size", type=int, default=int(_env(env, "BATCH_SIZE", "32")))
@@ -195,6 +204,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             reflection=args.reflection,
             metrics_port=None if args.metrics_port < 0 else args.metrics_port,
             threads=args.threads,
+            device=args.device,
             intra_op_threads=args.intra_op_threads,
             batch_workers=args.batch_workers,
             batch_size=args.batch_size,

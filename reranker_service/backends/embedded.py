@@ -67,6 +67,7 @@ class EmbeddedScorer:
         artifact: Path,
         *,
         engine: str = "onnx",
+        device: str = "cpu",
         threads: int = 1,
         intra_op_threads: int = 0,
         batch_workers: int = 1,
@@ -76,6 +77,7 @@ class EmbeddedScorer:
         runtime = CrossEncoderRuntime.load(
             resolve_artifact(artifact),
             engine=engine,
+            device=device,
             intra_op_threads=intra_op_threads,
             batch_workers=batch_workers,
         )

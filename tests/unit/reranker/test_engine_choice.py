@@ -13,6 +13,7 @@ import pytest
 from reranker_service import bootstrap
 from reranker_service.config import BackendKind, Settings, parse_settings
 from search_common import cross_encoder_torch
+from search_common.artifacts import ArtifactError
 from search_common.cross_encoder_runtime import choose_engine, read_cross_encoder_manifest
 from tests.cross_encoder_support import cross_encoder_artifact
 
@@ -91,3 +92,18 @@ def test_auto_on_a_gpu_picks_torch_only_where_pytorch_sees_cuda(
     monkeypatch.setattr(cross_encoder_torch, "cpu_has_bf16_matrix_units", lambda: not cuda)
     assert choose_engine("auto", manifest, "cuda:0") == expected  # the GPU decides, not the CPU's AMX
     assert choose_engine("onnx", manifest, "cuda:0") == "onnx"
+
+
+def test_a_reranker_placed_on_a_gpu_it_cannot_use_fails_to_build(artifact: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers() or importlib.util.find_spec("torch") is None:
+        pytest.skip("needs a host where nothing can use a GPU")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host can use a GPU")
+    with pytest.raises(ArtifactError, match="asked to run on cuda, but ONNX Runtime here has no usable CUDA"):
+        bootstrap.build_scorer(Settings(backend="onnx", artifact_dir=artifact, device="cuda"))
+    with pytest.raises(ArtifactError, match=r"model\.pt2 cannot move to cuda:1"):
+        bootstrap.build_scorer(Settings(backend="torch", artifact_dir=artifact, device="cuda:1"))

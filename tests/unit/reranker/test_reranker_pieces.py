@@ -67,6 +67,17 @@ def test_settings_batch_flags_and_their_checks() -> None:
         parse_settings(["--backend", "triton", "--batch-size", "0"], {})
 
 
+def test_settings_device_flag_and_its_check() -> None:
+    assert parse_settings(["--backend", "triton"], {}).device == "cpu"
+    env = {"SEARCH_RERANKER_DEVICE": "cuda"}
+    assert parse_settings(["--artifact-dir", "a"], env).device == "cuda"
+    assert parse_settings(["--artifact-dir", "a", "--device", "cuda:1"], env).device == "cuda:1"
+    with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N, got 'gpu'"):
+        Settings(backend="triton", device="gpu")
+    with pytest.raises(SystemExit):
+        parse_settings(["--artifact-dir", "a", "--device", "tpu"], {})
+
+
 def test_settings_reject_onnx_without_artifact() -> None:
     with pytest.raises(ValueError, match="needs --artifact-dir"):
         Settings(backend="onnx")
