@@ -228,14 +228,7 @@ def assemble_model_repository(
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     config_path = destination / tc.MODEL_NAME / "config.pbtxt"
     config = config_path.read_text()
-    placeholders = (
-        tc.ARTIFACT_PLACEHOLDER,
-        tc.VERSION_PLACEHOLDER,
-        f'key: "{tc.PARAM_ENGINE}"',
-        f'key: "{tc.PARAM_SCORE_BATCH_SIZE}"',
-        f'key: "{tc.PARAM_DEVICE}"\n  value: {{ string_value: "" }}',
-    )
-    for placeholder in placeholders:
+    for placeholder in (tc.ARTIFACT_PLACEHOLDER, tc.VERSION_PLACEHOLDER):
         if placeholder not in config:
             raise LocalServiceError(f"{config_path} lacks the placeholder {placeholder}")
     config = (
@@ -243,29 +236,33 @@ def assemble_model_repository(
         .replace(tc.VERSION_PLACEHOLDER, artifact_version)
         .replace(tc.NAME_PLACEHOLDER, artifact_name)
         .replace(tc.MAX_LENGTH_PLACEHOLDER, str(artifact_max_length or ""))
-        .replace(
-            'key: "INTRA_OP_THREADS"\n  value: { string_value: "0" }',
-            f'key: "INTRA_OP_THREADS"\n  value: {{ string_value: "{intra_op_threads}" }}',
-        )
-        .replace(
-            'key: "ENGINE"\n  value: { string_value: "auto" }',
-            f'key: "ENGINE"\n  value: {{ string_value: "{engine}" }}',
-        )
         .replace("    count: 1\n", f"    count: {instance_count}\n")
         .replace("kind: KIND_CPU", "kind: KIND_GPU" if instance_kind == "gpu" else "kind: KIND_CPU")
-        .replace(
-            f'key: "{tc.PARAM_DEVICE}"\n  value: {{ string_value: "" }}',
-            f'key: "{tc.PARAM_DEVICE}"\n  value: {{ string_value: "{device}" }}',
-        )
     )
-    if score_batch_size:
-        config = re.sub(
-            rf'(key: "{tc.PARAM_SCORE_BATCH_SIZE}"\n  value: {{ string_value: )"\d+"',
-            rf'\g<1>"{score_batch_size}"',
-            config,
-        )
+    settings = {
+        tc.PARAM_INTRA_OP_THREADS: str(intra_op_threads),
+        tc.PARAM_ENGINE: engine,
+        tc.PARAM_DEVICE: device,
+    }
+    if score_batch_size:  # else the committed value stays
+        settings[tc.PARAM_SCORE_BATCH_SIZE] = str(score_batch_size)
+    for key, value in settings.items():
+        config = _set_parameter(config, key, value, config_path)
     config_path.write_text(config)
     return destination
+
+
+def _set_parameter(config: str, key: str, value: str, config_path: Path) -> str:
+    """config.pbtxt text with the string_value of parameter `key` set to `value`.
+
+    Raises:
+        LocalServiceError: the config has no such parameter (or has it twice).
+    """
+    pattern = rf'(key: "{re.escape(key)}"\n  value: {{ string_value: )"[^"]*"'
+    updated, count = re.subn(pattern, lambda match: f'{match.group(1)}"{value}"', config)
+    if count != 1:
+        raise LocalServiceError(f"{config_path} lacks the parameter {key}")
+    return updated
 
 
 def _shm_regions() -> set[Path]:
