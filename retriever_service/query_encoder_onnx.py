@@ -24,10 +24,12 @@ import torch
 
 from retriever_service.encoder import BiEncoder, QueryMemo
 from search_common.artifacts import ArtifactError
+from search_common.cross_encoder_runtime import pad_batch
 from search_common.ports import QUERY_ENCODER_ENGINES, QueryEncoder, QueryEncoderEngine
 
 logger = logging.getLogger(__name__)
 
+# The order `pad_batch` returns the padded tensors in.
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # Checked at load against the torch encoder; a query of each length class the gateway sees.
 PROBE_QUERIES = ("scurvy", "does vitamin d supplementation reduce the risk of fractures in older adults?")
@@ -141,13 +143,10 @@ class OnnxQueryEncoder:
     def _encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         # One by one: encode_batch would wake a Rayon pool of every core to tokenise a query or two.
         encodings = [self._tokenizer.encode(text) for text in texts]  # type: ignore[attr-defined]
-        width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            ids[row, : len(encoding.ids)] = encoding.ids
-            mask[row, : len(encoding.ids)] = 1
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        ids, mask, types = pad_batch(
+            [e.ids for e in encodings], [e.type_ids for e in encodings], self._pad_id
+        )
+        feeds = dict(zip(INPUT_NAMES, (ids, mask, types), strict=True))
         (hidden,) = self._session.run(None, feeds)  # type: ignore[attr-defined]
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
