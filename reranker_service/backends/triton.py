@@ -233,16 +233,22 @@ class TritonScorer:
             self._client = None
 
 
+def pair_inputs(queries: Sequence[str], texts: Sequence[str]) -> list[triton_aio.InferInput]:
+    """The model's QUERY and DOCUMENT inputs for (queries[i], texts[i]) pairs: BYTES [pairs, 1] each."""
+    inputs = []
+    for name, values in ((tc.INPUT_QUERY, queries), (tc.INPUT_DOCUMENT, texts)):
+        tensor = triton_aio.InferInput(name, [len(values), 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([v.encode() for v in values], dtype=np.object_).reshape(-1, 1))
+        inputs.append(tensor)
+    return inputs
+
+
 async def read_engine(client: triton_aio.InferenceServerClient, model: str, *, timeout: float) -> str:
     """What the served model scores with: its ENGINE output for a one-pair probe, e.g. "torch"."""
-    probe = np.array([[b"engine probe"]], dtype=np.object_)
-    inputs = [triton_aio.InferInput(name, [1, 1], "BYTES") for name in (tc.INPUT_QUERY, tc.INPUT_DOCUMENT)]
-    for tensor in inputs:
-        tensor.set_data_from_numpy(probe)
     try:
         result = await client.infer(
             model,
-            inputs,
+            pair_inputs(["engine probe"], ["engine probe"]),
             outputs=[triton_aio.InferRequestedOutput(tc.OUTPUT_ENGINE)],
             client_timeout=timeout,
         )
@@ -265,14 +271,10 @@ async def infer_pairs(
     timeout: float = 10.0,
 ) -> npt.NDArray[np.float32]:
     """One Triton request scoring (queries[i], texts[i]) pairs; errors become domain errors."""
-    query_input = triton_aio.InferInput(tc.INPUT_QUERY, [len(queries), 1], "BYTES")
-    query_input.set_data_from_numpy(np.array([q.encode() for q in queries], dtype=np.object_).reshape(-1, 1))
-    text_input = triton_aio.InferInput(tc.INPUT_DOCUMENT, [len(texts), 1], "BYTES")
-    text_input.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1))
     try:
         result = await client.infer(
             model,
-            [query_input, text_input],
+            pair_inputs(queries, texts),
             outputs=[triton_aio.InferRequestedOutput(tc.OUTPUT_SCORE)],
             client_timeout=timeout,
             parameters={tc.REQUEST_PARAM_MAX_LENGTH: max_length} if max_length else None,
