@@ -40,6 +40,7 @@ def build_scorer(settings: Settings) -> Scorer:
         threads=settings.threads,
         intra_op_threads=settings.intra_op_threads,
         batch_workers=settings.batch_workers,
+        pass_shape=settings.pass_shape,
         batch_size=settings.batch_size,
         max_pending=settings.max_pending,
     )

@@ -15,6 +15,7 @@ from typing import Literal
 
 from search_common import triton_contract
 from search_common.cross_encoder_runtime import onnx_providers
+from search_common.score_passes import PASS_SHAPE_CHOICES
 from search_common.tls import (
     ClientTls,
     ServerTls,
@@ -65,13 +66,15 @@ class Settings:
     tls: ServerTls | None = None
     # TLS (with a client certificate: mutual TLS) to tritonserver's gRPC port; None connects in plaintext.
     triton_tls: ClientTls | None = None
-    # onnx: requests scored at once, ONNX Runtime intra-op threads (0 = ORT decides), batches of one request
-    # scored at once (each on its own thread) and pairs per batch.
+    # In process: requests scored at once, intra-op threads (0: the engine decides, 1 with several batch
+    # workers), passes of one request scored at once (0: one per core with single passes), the pass shape
+    # (search_common.score_passes: auto, single or bucketed) and the rows of a bucketed pass.
     threads: int = 1
     # auto, onnx, torch: where the model scores, "cpu" or "cuda"/"cuda:N" (a GPU nothing can use fails start).
     device: str = "cpu"
     intra_op_threads: int = 0
-    batch_workers: int = 1
+    batch_workers: int = 0
+    pass_shape: str = "auto"
     batch_size: int = 32
     # onnx: requests waiting for a scoring thread before RESOURCE_EXHAUSTED.
     max_pending: int = 64
@@ -93,13 +96,20 @@ class Settings:
             "max_document_chars",
             "lru_size",
             "threads",
-            "batch_workers",
             "batch_size",
             "max_pending",
             "cache_ttl_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.batch_workers < 0:
+            raise ValueError(
+                f"batch_workers must be positive, or 0 for one per core; got {self.batch_workers}"
+            )
+        if self.pass_shape not in PASS_SHAPE_CHOICES:
+            raise ValueError(
+                f"pass_shape must be one of {', '.join(PASS_SHAPE_CHOICES)}, got {self.pass_shape!r}"
+            )
         onnx_providers(self.device)  # a malformed device is refused here, with the runtime's own message
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
@@ -172,7 +182,20 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         help="where an in-process backend scores: cpu, cuda or cuda:N",
     )
     parser.add_argument("--intra-op-threads", type=int, default=int(_env(env, "INTRA_OP_THREADS", "0")))
-    parser.add_argument("--batch-workers", type=int, default=int(_env(env, "BATCH_WORKERS", "1")))
+    parser.add_argument(
+        "--batch-workers",
+        type=int,
+        default=int(_env(env, "BATCH_WORKERS", "0")),
+        help="passes of one request scored at once (0: one per core with single passes)",
+    )
+    parser.add_argument(
+        "--pass-shape",
+        choices=PASS_SHAPE_CHOICES,
+        default=_env(env, "PASS_SHAPE", "auto"),
+        help="single: each pair a forward pass of its own; bucketed: passes of --batch-size rows in fixed "
+        "length buckets (engines whose rows do not interact); auto: single on a CPU, bucketed on a GPU. "
+        "Either way a pair's score does not depend on the pairs scored with it",
+    )
     parser.add_argument("--batch-size", type=int, default=int(_env(env, "BATCH_SIZE", "32")))
     parser.add_argument("--max-pending", type=int, default=int(_env(env, "MAX_PENDING", "64")))
     parser.add_argument("--grace-seconds", type=float, default=float(_env(env, "GRACE_SECONDS", "5")))
@@ -207,6 +230,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             device=args.device,
             intra_op_threads=args.intra_op_threads,
             batch_workers=args.batch_workers,
+            pass_shape=args.pass_shape,
             batch_size=args.batch_size,
             max_pending=args.max_pending,
             grace_seconds=args.grace_seconds,

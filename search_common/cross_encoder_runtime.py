@@ -16,10 +16,11 @@ which the `torch` engine runs (`search_common.cross_encoder_torch`). Two engines
   (Sapphire Rapids and later), several times the fp32 rate and closer to fp32 scores than int8.
 
 Pairs are tokenised as `[CLS] query [SEP] document [SEP]`, truncating only the document (a query is cut to at
-most half the pair's tokens first), sorted by token length so each batch carries little padding, and the
-scores are put back in input order with the inverse permutation. With `batch_workers` > 1, that many batches
-run at once on their own threads (ONNX Runtime releases the GIL): on a small CPU, single-threaded sessions
-running small batches side by side beat one session spreading each batch over every core.
+most half the pair's tokens first), and scored in passes shaped so that a pair's score depends only on the
+pair, the model and the engine, never on the other pairs of the call (`search_common.score_passes`): on a
+CPU each pair is a pass of its own; on a GPU, passes of a fixed row count and length bucket. With
+`batch_workers` > 1, that many passes run at once on their own threads (both engines release the GIL): on a
+CPU, one single-threaded worker per core is the fast setting, and the default.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
 from search_common.artifacts import ArtifactError, read_manifest, verify_checksums
+from search_common.score_passes import Pass, choose_pass_shape, plan_passes, usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,10 @@ REQUIRED_MANIFEST_KEYS = ("format_version", "name", "version", "max_length", "on
 ENGINES = ("onnx", "torch")
 # What callers may ask for: an engine, or "auto" (see `choose_engine`).
 ENGINE_CHOICES = ("auto", *ENGINES)
+# The export's quantisation schemes (the manifest's `quantization`) whose rows do not interact: fp32, and int8
+# weights with activations quantised per row. The others quantise activations per tensor at run time, so a
+# pair's score depends on its pass's other rows; an artifact that names no scheme is treated as one of those.
+ROW_INDEPENDENT_QUANTIZATION = frozenset({"none", "int8-blockwise-weights"})
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
@@ -117,14 +123,21 @@ def split_by_counts(values: npt.NDArray[Any], counts: Sequence[int]) -> list[npt
 
 
 def pad_batch(
-    encodings: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int]], pad_id: int = 0
+    encodings: Sequence[Sequence[int]],
+    type_ids: Sequence[Sequence[int]],
+    pad_id: int = 0,
+    width: int | None = None,
 ) -> tuple[IntArray, IntArray, IntArray]:
-    """Right-pads token ids to the longest sequence in the batch.
+    """Right-pads token ids to `width` (default: the longest sequence in the batch).
 
     Returns:
-        (input_ids, attention_mask, token_type_ids), each int64 [batch, longest].
+        (input_ids, attention_mask, token_type_ids), each int64 [batch, width].
     """
-    width = max((len(ids) for ids in encodings), default=0)
+    longest = max((len(ids) for ids in encodings), default=0)
+    if width is None:
+        width = longest
+    elif width < longest:
+        raise ValueError(f"width {width} is shorter than the longest sequence ({longest})")
     input_ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
     attention = np.zeros((len(encodings), width), dtype=np.int64)
     token_types = np.zeros((len(encodings), width), dtype=np.int64)
@@ -273,6 +286,11 @@ def _torch_program_entry(artifact_dir: Path, entry: object) -> TorchProgram | No
     return TorchProgram(entry["file"], entry["dtype"])
 
 
+def rows_interact(manifest: CrossEncoderManifest, engine: str) -> bool:
+    """Whether `engine`'s passes over this artifact let one row's values change another row's score."""
+    return engine == "onnx" and manifest.raw.get("quantization") not in ROW_INDEPENDENT_QUANTIZATION
+
+
 def choose_engine(requested: str, manifest: CrossEncoderManifest, device: str = "cpu") -> str:
     """The engine `requested` means for this artifact on `device`; the one place "auto" is decided.
 
@@ -390,9 +408,13 @@ class CrossEncoderRuntime:
         engine: str = "onnx",
         device: str = "cpu",
         batch_workers: int = 1,
+        pass_shape: str = "single",
     ) -> None:
         if batch_workers < 1:
             raise ValueError(f"batch_workers must be at least 1, got {batch_workers}")
+        self._pass_shape = choose_pass_shape(
+            pass_shape, device=device, rows_interact=rows_interact(manifest, engine)
+        )
         self._batch_pool = (
             ThreadPoolExecutor(batch_workers, thread_name_prefix="ce-batch") if batch_workers > 1 else None
         )
@@ -402,7 +424,7 @@ class CrossEncoderRuntime:
         self._engine = engine
         self._device = device
         self._pad_id = tokenizer.token_to_id("[PAD]") or 0
-        self._truncating: dict[int, Tokenizer] = {}
+        self._truncating: dict[tuple[int, str], Tokenizer] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -413,7 +435,8 @@ class CrossEncoderRuntime:
         engine: str = "onnx",
         device: str = "cpu",
         intra_op_threads: int = 0,
-        batch_workers: int = 1,
+        batch_workers: int = 0,
+        pass_shape: str = "auto",
         verify_checksums: bool = True,
     ) -> CrossEncoderRuntime:
         """Validates the artifact and opens the engine on it.
@@ -424,10 +447,15 @@ class CrossEncoderRuntime:
                 "auto" (`choose_engine` decides; `engine` then says which).
             device: where the engine runs: "cpu", or "cuda"/"cuda:N" (the torch program moved there, or ONNX
                 Runtime's CUDA provider); auto chooses for it. A GPU that nothing can use is an error.
-            intra_op_threads: threads per operator; 0 lets the engine decide. PyTorch's setting is
-                process-wide, so with torch the last runtime loaded sets it for all.
-            batch_workers: batches of one call scored at once, each on its own thread (with
-                intra_op_threads=1, one per core is the fast setting on a small CPU).
+            intra_op_threads: threads per operator; 0 lets the engine decide (1 with several batch
+                workers). PyTorch's setting is process-wide, so with torch the last runtime loaded sets it
+                for all.
+            batch_workers: passes of one call scored at once, each on its own thread; 0 picks one per
+                usable core for single passes and 1 for bucketed ones.
+            pass_shape: "single" (each pair a pass of its own), "bucketed" (passes of `batch_size` rows in
+                fixed length buckets), or "auto" (single on a CPU, bucketed on a GPU where the engine keeps
+                rows apart); see `search_common.score_passes`. Each makes a pair's score independent of
+                the other pairs scored with it.
             verify_checksums: check every file against the manifest (turn off only in tests of speed).
 
         Raises:
@@ -436,9 +464,18 @@ class CrossEncoderRuntime:
         """
         if engine not in ENGINE_CHOICES:  # before any I/O
             raise ValueError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
+        if batch_workers < 0:
+            raise ValueError(f"batch_workers must be at least 1, or 0 for one per core; got {batch_workers}")
         onnx_providers(device)  # refuses a malformed device before any I/O
         manifest = read_cross_encoder_manifest(artifact_dir, verify=verify_checksums)
         engine = choose_engine(engine, manifest, device)
+        pass_shape = choose_pass_shape(
+            pass_shape, device=device, rows_interact=rows_interact(manifest, engine)
+        )
+        if batch_workers == 0:
+            batch_workers = usable_cores() if pass_shape == "single" else 1
+        if intra_op_threads == 0 and batch_workers > 1:
+            intra_op_threads = 1  # the workers already use the cores; more threads per pass would contend
         try:
             tokenizer = Tokenizer.from_file(str(artifact_dir / TOKENIZER_FILE))
         except Exception as exc:
@@ -455,13 +492,23 @@ class CrossEncoderRuntime:
         else:
             forward = _open_onnx(artifact_dir, manifest, device, intra_op_threads)
         logger.info(
-            "loaded cross-encoder %s version %s from %s on %s",
+            "loaded cross-encoder %s version %s from %s on %s, %s passes, %d worker(s)",
             manifest.name,
             manifest.version,
             artifact_dir,
             forward.description,
+            pass_shape,
+            batch_workers,
         )
-        return cls(manifest, tokenizer, forward, engine=engine, device=device, batch_workers=batch_workers)
+        return cls(
+            manifest,
+            tokenizer,
+            forward,
+            engine=engine,
+            device=device,
+            batch_workers=batch_workers,
+            pass_shape=pass_shape,
+        )
 
     @property
     def engine(self) -> str:
@@ -478,6 +525,11 @@ class CrossEncoderRuntime:
     def description(self) -> str:
         """The engine and what it runs on, e.g. "onnx CPUExecutionProvider" or "torch bfloat16 on cpu"."""
         return self._forward.description
+
+    @property
+    def pass_shape(self) -> str:
+        """How pairs become forward passes: "single" or "bucketed" (`search_common.score_passes`)."""
+        return self._pass_shape
 
     @property
     def name(self) -> str:
@@ -514,8 +566,11 @@ class CrossEncoderRuntime:
     ) -> FloatArray:
         """Scores (queries[i], texts[i]) pairs, float32, in input order.
 
+        A pair's score does not depend on the other pairs, their number or their order.
+
         Args:
-            should_stop: asked before tokenising and before every batch; when it answers True (the caller
+            batch_size: rows per pass with bucketed passes (single passes have one).
+            should_stop: asked before tokenising and before every pass; when it answers True (the caller
                 gave up, e.g. its deadline passed) the remaining work is skipped and `ScoringStopped` raised.
         """
         if len(queries) != len(texts):
@@ -526,27 +581,26 @@ class CrossEncoderRuntime:
         if should_stop is not None and should_stop():
             raise ScoringStopped("scoring skipped: the caller gave up before it started")
         encodings = self._encode(queries, texts, limit)
-        order, inverse = length_order([len(e.ids) for e in encodings])
-        sorted_scores = np.empty(len(encodings), dtype=np.float32)
+        passes = plan_passes([len(e.ids) for e in encodings], self._pass_shape, rows=batch_size, limit=limit)
+        scores = np.empty(len(encodings), dtype=np.float32)
 
-        def run(part: slice) -> FloatArray:
+        def run(one_pass: Pass) -> FloatArray:
             if should_stop is not None and should_stop():
-                raise ScoringStopped("scoring stopped between batches: the caller gave up")
-            return self._run([encodings[i] for i in order[part]])
+                raise ScoringStopped("scoring stopped between passes: the caller gave up")
+            return self._run(one_pass, encodings)
 
-        parts = batch_slices(len(order), batch_size)
-        if self._batch_pool is None or len(parts) == 1:
-            for part in parts:
-                sorted_scores[part] = run(part)
-            return sorted_scores[inverse]
-        futures: list[Future[FloatArray]] = [self._batch_pool.submit(run, part) for part in parts]
+        if self._batch_pool is None or len(passes) == 1:
+            for one_pass in passes:
+                scores[list(one_pass.members)] = run(one_pass)
+            return scores
+        futures: list[Future[FloatArray]] = [self._batch_pool.submit(run, one_pass) for one_pass in passes]
         try:
-            for part, future in zip(parts, futures, strict=True):
-                sorted_scores[part] = future.result()
+            for one_pass, future in zip(passes, futures, strict=True):
+                scores[list(one_pass.members)] = future.result()
         finally:
             for future in futures:
-                future.cancel()  # after a failure or a stop: drop the batches not started
-        return sorted_scores[inverse]
+                future.cancel()  # after a failure or a stop: drop the passes not started
+        return scores
 
     def close(self) -> None:
         """Stops the batch threads (a no-op with one worker)."""
@@ -560,14 +614,14 @@ class CrossEncoderRuntime:
             raise ValueError(f"max_length must be at least 8 tokens, got {max_length}")
         return min(max_length, self.max_length)
 
-    def _tokenizer_for(self, max_length: int) -> Tokenizer:
+    def _tokenizer_for(self, max_length: int, strategy: str = "only_second") -> Tokenizer:
         with self._lock:
-            tokenizer = self._truncating.get(max_length)
+            tokenizer = self._truncating.get((max_length, strategy))
             if tokenizer is None:
                 tokenizer = Tokenizer.from_str(self._base_tokenizer.to_str())
                 tokenizer.no_padding()
-                tokenizer.enable_truncation(max_length, strategy="only_second")
-                self._truncating[max_length] = tokenizer
+                tokenizer.enable_truncation(max_length, strategy=strategy)
+                self._truncating[(max_length, strategy)] = tokenizer
             return tokenizer
 
     def _cap_query(self, query: str, max_tokens: int) -> str:
@@ -579,20 +633,27 @@ class CrossEncoderRuntime:
     def _encode(self, queries: Sequence[str], texts: Sequence[str], max_length: int) -> list[Encoding]:
         capped = {q: self._cap_query(q, max_length // 2) for q in set(queries)}
         pairs = [(capped[q], t) for q, t in zip(queries, texts, strict=True)]
+        tokenizer = self._tokenizer_for(max_length)
         try:
-            return list(self._tokenizer_for(max_length).encode_batch(pairs))
+            return list(tokenizer.encode_batch(pairs))
         except Exception:
-            # A capped query that re-tokenises longer than its cap: fall back to trimming both sides.
-            fallback = Tokenizer.from_str(self._base_tokenizer.to_str())
-            fallback.no_padding()
-            fallback.enable_truncation(max_length, strategy="longest_first")
-            return list(fallback.encode_batch(pairs))
+            # Some pair's capped query re-tokenises longer than its cap: only that pair is trimmed on both
+            # sides, so how a pair is cut never depends on the pairs beside it.
+            return [self._encode_pair(tokenizer, pair, max_length) for pair in pairs]
 
-    def _run(self, rows: Sequence[Encoding]) -> FloatArray:
+    def _encode_pair(self, tokenizer: Tokenizer, pair: tuple[str, str], max_length: int) -> Encoding:
+        try:
+            return tokenizer.encode(*pair)
+        except Exception:
+            return self._tokenizer_for(max_length, "longest_first").encode(*pair)
+
+    def _run(self, one_pass: Pass, encodings: Sequence[Encoding]) -> FloatArray:
+        members = [encodings[i] for i in one_pass.members]
+        rows = members + [members[0]] * (one_pass.rows - len(members))  # filler keeps the pass's shape
         input_ids, attention, token_types = pad_batch(
-            [e.ids for e in rows], [e.type_ids for e in rows], self._pad_id
+            [e.ids for e in rows], [e.type_ids for e in rows], self._pad_id, width=one_pass.width
         )
         feeds = {INPUT_IDS: input_ids, ATTENTION_MASK: attention}
         if TOKEN_TYPE_IDS in self._forward.input_names:
             feeds[TOKEN_TYPE_IDS] = token_types
-        return self._forward(feeds).reshape(len(rows), -1)[:, 0]
+        return self._forward(feeds).reshape(len(rows), -1)[: len(members), 0]

@@ -32,10 +32,12 @@ PARAM_ARTIFACT_MAX_LENGTH = "ARTIFACT_MAX_LENGTH"
 PARAM_INTRA_OP_THREADS = "INTRA_OP_THREADS"
 # Which of the artifact's models the instances run: auto | onnx | torch (cross_encoder_runtime.choose_engine).
 PARAM_ENGINE = "ENGINE"
-# Pairs per forward pass inside the model, whatever the dynamic batcher gathered.
+# Rows per bucketed forward pass inside the model, whatever the dynamic batcher gathered.
 PARAM_SCORE_BATCH_SIZE = "SCORE_BATCH_SIZE"
 # Where the engine runs: empty follows the instance kind (KIND_GPU: the instance's GPU), or "cuda"/"cuda:N".
 PARAM_DEVICE = "DEVICE"
+# How pairs are grouped into forward passes (search_common.score_passes): auto, single or bucketed.
+PARAM_PASS_SHAPE = "PASS_SHAPE"
 PARAM_EXECUTION_ENV_PATH = "EXECUTION_ENV_PATH"
 # Placeholder the committed config carries; deploy/local assembles a repository with the real values.
 ARTIFACT_PLACEHOLDER = "__ARTIFACT_ROOT__"

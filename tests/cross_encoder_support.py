@@ -1,10 +1,11 @@
 """What tests that need a cross-encoder or a tritonserver share: a test artifact and the runnable server.
 
 Artifacts come from `training.cross_encoder.export --untrained`: the packaged MiniLM body, one layer kept, a
-seeded fresh head, fp32 so that Triton and in-process scores agree to float precision whatever the batch
-composition, and the bfloat16 torch program beside it. They are built once under var/test-artifacts/ and
-reused by later runs (rebuilt when an older export lacks the program); versions differ in the head's seed, so
-a version change also changes the scores.
+seeded fresh head, fp32 so that Triton and in-process scores agree to float precision, and the bfloat16 torch
+program beside it. They are built once under var/test-artifacts/ and reused by later runs (rebuilt when an
+older export lacks the program); versions differ in the head's seed, so a version change also changes the
+scores. `quantized_cross_encoder_artifact` is the same model in the export's default int8 scheme (per-tensor
+dynamic activations, whose scale spans a whole forward pass), in a root of its own.
 """
 
 from __future__ import annotations
@@ -21,13 +22,23 @@ from search_common.local_services import LocalServiceError, TritonInstallation
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACT_ROOT = REPO_ROOT / "var" / "test-artifacts" / "reranker-cross-encoder"
+QUANTIZED_ROOT = REPO_ROOT / "var" / "test-artifacts" / "reranker-cross-encoder-int8"
 MAX_LENGTH = 128
 HEAD_SEEDS = {"v1": 13, "v2": 7}
 
 
 def cross_encoder_artifact(version: str = "v1") -> Path:
-    """The test cross-encoder `version` (a key of HEAD_SEEDS), exported on first use."""
-    target = ARTIFACT_ROOT / version
+    """The test cross-encoder `version` (a key of HEAD_SEEDS), fp32, exported on first use."""
+    return _exported(ARTIFACT_ROOT, version, "none")
+
+
+def quantized_cross_encoder_artifact() -> Path:
+    """The v1 test cross-encoder in the export's default int8 scheme, exported on first use."""
+    return _exported(QUANTIZED_ROOT, "v1", "int8-per-channel")
+
+
+def _exported(root: Path, version: str, quantization: str) -> Path:
+    target = root / version
     with contextlib.suppress(ArtifactError):
         if read_cross_encoder_manifest(target).torch_program is not None:
             return target
@@ -36,8 +47,8 @@ def cross_encoder_artifact(version: str = "v1") -> Path:
     shutil.rmtree(target, ignore_errors=True)
 
     export_main(
-        ["--untrained", "--out", str(ARTIFACT_ROOT), "--version", version, "--layers", "1",
-         "--seed", str(HEAD_SEEDS[version]), "--max-length", str(MAX_LENGTH), "--no-quantize"]
+        ["--untrained", "--out", str(root), "--version", version, "--layers", "1",
+         "--seed", str(HEAD_SEEDS[version]), "--max-length", str(MAX_LENGTH), "--quantization", quantization]
     )  # fmt: skip
     return target
 

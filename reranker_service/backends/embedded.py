@@ -70,7 +70,8 @@ class EmbeddedScorer:
         device: str = "cpu",
         threads: int = 1,
         intra_op_threads: int = 0,
-        batch_workers: int = 1,
+        batch_workers: int = 0,
+        pass_shape: str = "auto",
         batch_size: int = 32,
         max_pending: int = 64,
     ) -> EmbeddedScorer:
@@ -80,6 +81,7 @@ class EmbeddedScorer:
             device=device,
             intra_op_threads=intra_op_threads,
             batch_workers=batch_workers,
+            pass_shape=pass_shape,
         )
         return cls(runtime, threads=threads, max_pending=max_pending, batch_size=batch_size)
 

@@ -91,13 +91,13 @@ def test_parallel_scoring_stops_when_the_caller_gives_up(
     model_runs = 0
     real_run = parallel._run
 
-    def counted_run(rows: Any) -> Any:
+    def counted_run(*args: Any) -> Any:
         nonlocal model_runs
         model_runs += 1
-        return real_run(rows)
+        return real_run(*args)
 
     monkeypatch.setattr(parallel, "_run", counted_run)
-    answers = iter([False] * 4)  # once before tokenising, then three batches; then "stop"
+    answers = iter([False] * 4)  # once before tokenising, then three passes; then "stop"
     try:
         with pytest.raises(ScoringStopped, match="caller gave up"):
             parallel.score(
@@ -106,14 +106,14 @@ def test_parallel_scoring_stops_when_the_caller_gives_up(
                 batch_size=2,
                 should_stop=lambda: next(answers, True),
             )
-        assert model_runs == 3, "batches ran after the caller had given up"
+        assert model_runs == 3, "passes ran after the caller had given up"
     finally:
         parallel.close()
 
 
-def test_batch_workers_must_be_positive(artifact_v1: Path) -> None:
-    with pytest.raises(ValueError, match="batch_workers must be at least 1"):
-        CrossEncoderRuntime.load(artifact_v1, batch_workers=0)
+def test_batch_workers_must_be_positive_or_zero_for_one_per_core(artifact_v1: Path) -> None:
+    with pytest.raises(ValueError, match="batch_workers must be at least 1, or 0 for one per core"):
+        CrossEncoderRuntime.load(artifact_v1, batch_workers=-1)
 
 
 def test_the_torch_engine_scores_like_the_fp32_graph_whatever_the_batching(

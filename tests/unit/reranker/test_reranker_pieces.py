@@ -61,8 +61,10 @@ def test_settings_batch_flags_and_their_checks() -> None:
     env = {"SEARCH_RERANKER_BATCH_WORKERS": "2", "SEARCH_RERANKER_BATCH_SIZE": "8"}
     settings = parse_settings(["--backend", "triton", "--batch-size", "4"], env)
     assert (settings.batch_workers, settings.batch_size) == (2, 4)
-    with pytest.raises(ValueError, match="batch_workers must be positive"):
-        Settings(backend="triton", batch_workers=0)
+    with pytest.raises(ValueError, match="batch_workers must be positive, or 0 for one per core"):
+        Settings(backend="triton", batch_workers=-1)
+    with pytest.raises(ValueError, match="pass_shape must be one of auto, single, bucketed"):
+        Settings(backend="triton", pass_shape="padded")
     with pytest.raises(SystemExit):
         parse_settings(["--backend", "triton", "--batch-size", "0"], {})
 

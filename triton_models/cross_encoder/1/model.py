@@ -3,9 +3,10 @@ bfloat16 torch program, on the CPU or on the instance's GPU; the ENGINE paramete
 
 Thin on purpose: decoding, grouping, scoring and splitting live in search_common.cross_encoder_runtime (no
 pb_utils there, so they are unit-tested without Triton). `initialize` loads the artifact named by the config's
-ARTIFACT_ROOT/ARTIFACT_VERSION once; `execute` concatenates every request's pairs, scores them in one pass
-per max_length and returns one response per request, in order. A malformed request gets an error response;
-the rest of the batch is still answered.
+ARTIFACT_ROOT/ARTIFACT_VERSION once; `execute` concatenates every request's pairs, scores them in one call
+per max_length and returns one response per request, in order. The runtime's pass shape (PASS_SHAPE) keeps
+each pair's score independent of the requests the dynamic batcher put beside it. A malformed request gets an
+error response; the rest of the batch is still answered.
 """
 
 from __future__ import annotations
@@ -73,9 +74,14 @@ class TritonPythonModel:
         if not device:
             on_gpu = args.get("model_instance_kind") == "GPU"
             device = f"cuda:{args.get('model_instance_device_id', '0')}" if on_gpu else "cpu"
+        pass_shape = _parameter(config, tc.PARAM_PASS_SHAPE, "auto")
         try:  # load decides what auto means on this device, and refuses an unknown name
             self._runtime = CrossEncoderRuntime.load(
-                Path(root) / version, engine=requested, device=device, intra_op_threads=threads
+                Path(root) / version,
+                engine=requested,
+                device=device,
+                intra_op_threads=threads,
+                pass_shape=pass_shape,
             )
         except Exception as exc:
             raise pb_utils.TritonModelException(f"cannot load cross-encoder artifact: {exc}") from exc
@@ -92,8 +98,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"artifact max_length is {self._runtime.max_length}, config says {expected_max_length}"
             )
-        # Pairs per forward pass: what the dynamic batcher gathers (up to max_batch_size) is scored in passes
-        # of this size, since both engines score fewer pairs per second in passes of 64 than of 16.
+        # Rows per bucketed pass (single passes have one row).
         score_batch = _parameter(config, tc.PARAM_SCORE_BATCH_SIZE, "16")
         if not score_batch.isdigit() or int(score_batch) < 1:
             raise pb_utils.TritonModelException(f"{tc.PARAM_SCORE_BATCH_SIZE} must be a positive integer")
@@ -101,7 +106,11 @@ class TritonPythonModel:
         output = pb_utils.get_output_config_by_name(config, tc.OUTPUT_SCORE)
         self._score_dtype = pb_utils.triton_string_to_numpy(output["data_type"])
         logger.info(
-            "cross_encoder ready: %s %s on %s", self._runtime.name, version, self._runtime.description
+            "cross_encoder ready: %s %s on %s, %s passes",
+            self._runtime.name,
+            version,
+            self._runtime.description,
+            self._runtime.pass_shape,
         )
 
     def _score_pairs(self, queries: Any, texts: Any, max_length: int | None) -> Any:
