@@ -63,7 +63,8 @@ def test_a_pairs_score_on_the_gpu_does_not_depend_on_its_batch(on_gpu: CrossEnco
     assert on_gpu.pass_shape == "bucketed"
     alone = np.array([on_gpu.score(QUERY, [text], batch_size=16)[0] for text in TEXTS])
     for depth in (3, 17, len(TEXTS)):
-        np.testing.assert_allclose(on_gpu.score(QUERY, TEXTS[:depth], batch_size=16), alone[:depth], atol=1e-3)
+        scores = on_gpu.score(QUERY, TEXTS[:depth], batch_size=16)
+        np.testing.assert_allclose(scores, alone[:depth], atol=1e-3)
     mixed = [5, 0, 33, 12, 12, 39, 1]
     queries = [QUERY, "other query"] * 4
     others = on_gpu.score_pairs(queries[: len(mixed)], [TEXTS[i] for i in mixed], batch_size=16)
