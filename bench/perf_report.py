@@ -198,6 +198,10 @@ def main() -> None:
     perf: dict[str, Any] = {
         **keys,
         "goals": {k: f"{op} {goal}" for k, (op, goal) in GOALS.items()},
+        # Which CPU the reranker ratio ran on: bf16 is the fast path only with AMX, int8 needs VNNI.
+        "rerank_speedup_vs_st_cpu": None
+        if rerank is None
+        else {k: rerank.get(k) for k in ("cpu", "cpu_flags", "in_process_scorer", "pass_shape")},
         "meets_goal": {k: meets(k, v) for k, v in keys.items()},
         "details": {
             "rerank": rerank,
@@ -246,7 +250,9 @@ def main() -> None:
             f"(artifact quantization: {rerank.get('artifact_quantization')}; fp32 reference: "
             f"{rerank.get('fp32_reference')}; the goal keys are "
             f"`{rerank.get('in_process_scorer', 'onnx')}`'s, the engine the reranker's default "
-            "`--backend auto` picks on this CPU):",
+            f"`--backend auto` picks on this CPU: {rerank.get('cpu', 'not recorded')}, flags "
+            f"{', '.join(rerank.get('cpu_flags') or ['not recorded'])}; passes: "
+            f"{rerank.get('pass_shape', 'padded batches')}):",
             "",
             "| scorer | pairs/s | p50 ms / 100 pairs | p95 ms | nDCG@10 | max abs score diff vs fp32 torch |",
             "|---|---:|---:|---:|---:|---:|",

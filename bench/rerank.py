@@ -5,12 +5,10 @@ form one 100-pair set. Every set is scored by every scorer, in an order rotated 
 machine's noise falls on all of them alike; the first `--warmup` sets are dropped from the timings. Scorers:
 
 - `onnx`: the project's in-process ONNX engine, `CrossEncoderRuntime.score` on the served artifact (int8
-  ONNX), as the reranker's `--backend onnx` serves it: one session with `--threads` intra-op threads, batches
-  of `--batch-size`.
+  ONNX), as the reranker's `--backend onnx` serves it by default: each pair a pass of its own (so its score
+  does not depend on the other pairs), one single-threaded worker per core.
 - `torch_bf16`: the project's in-process torch engine (`--backend torch`): the same artifact's bfloat16
-  `torch.export` program, through the same runtime, batches of `--batch-size`.
-- `onnx_parallel`: the same artifact with the reranker's `--batch-workers` option: `--parallel-workers`
-  single-threaded batches of `--parallel-batch-size` pairs scored side by side.
+  `torch.export` program, through the same runtime and defaults.
 - `triton` (with `--triton`): the same artifact behind a real tritonserver, through `TritonScorer`, its
   instances running the engine `--triton-engine` names (auto, the default: the bf16 program on a CPU with
   AMX-BF16 when the Triton environment has PyTorch, else int8 ONNX).
@@ -58,6 +56,7 @@ import numpy.typing as npt
 import torch
 
 from search_common.beir import BeirDataset
+from search_common.cpu_features import cpu_flags, cpu_model
 from search_common.logging_setup import configure_logging
 from search_common.provenance import git_sha
 from training.common.metrics import ndcg_at_10, ranking_to_run
@@ -69,6 +68,7 @@ from training.cross_encoder.mine import (
     labelled_queries,
 )
 from training.cross_encoder.model import CrossEncoder, load_cross_encoder
+from training.cross_encoder.sentence_transformers_model import sentence_transformers_cross_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -77,31 +77,6 @@ SetScorer = Callable[[str, list[str]], npt.NDArray[np.float32]]
 
 def percentile_ms(values: Sequence[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(values), q)) * 1000.0, 2)
-
-
-def sentence_transformers_cross_encoder(checkpoint: Path, max_length: int) -> Any:
-    """A sentence-transformers CrossEncoder with the checkpoint's body, mean pooling and linear head."""
-    from safetensors.torch import load_file
-    from sentence_transformers import CrossEncoder as STCrossEncoder
-    from sentence_transformers.base.modules import Dense, Transformer
-    from sentence_transformers.sentence_transformer.modules import Pooling
-
-    config = json.loads((checkpoint / "cross_encoder.json").read_text())
-    if config["pooling"] != "mean":
-        raise ValueError(f"{checkpoint}: only the mean-pooled head is mapped here, not {config['pooling']!r}")
-    body = Transformer(str(checkpoint), max_seq_length=max_length)
-    dim = int(body.get_embedding_dimension()) if hasattr(body, "get_embedding_dimension") else 384
-    head = load_file(checkpoint / "head.safetensors")
-    dense = Dense(
-        dim,
-        1,
-        activation_function=None,
-        init_weight=head["weight"],
-        init_bias=head["bias"],
-        module_input_name="sentence_embedding",
-        module_output_name="scores",
-    )
-    return STCrossEncoder(modules=[body, Pooling(dim, "mean"), dense], device="cpu")
 
 
 def per_pair_scorer(model: CrossEncoder, tokenizer: Any, max_length: int) -> SetScorer:
@@ -166,13 +141,7 @@ def main() -> None:
     model.add_argument("--checkpoint", type=Path, required=True, help="its torch checkpoint")
     model.add_argument("--max-length", type=int, default=128)
     model.add_argument("--batch-size", type=int, default=32, help="pairs per batch of onnx, st, torch")
-    model.add_argument("--parallel-batch-size", type=int, default=4, help="pairs per batch of onnx_parallel")
-    model.add_argument(
-        "--parallel-workers", type=int, default=2, help="onnx_parallel batches at once, one thread each"
-    )
-    model.add_argument(
-        "--scorers", nargs="+", default=["onnx", "torch_bf16", "onnx_parallel", "st", "st_bf16", "per_pair"]
-    )
+    model.add_argument("--scorers", nargs="+", default=["onnx", "torch_bf16", "st", "st_bf16", "per_pair"])
     model.add_argument("--triton", action="store_true", help="also score through a real tritonserver")
     model.add_argument(
         "--triton-engine", choices=["auto", "onnx", "torch"], default="auto", help="the Triton model's ENGINE"
@@ -201,14 +170,10 @@ def main() -> None:
     qrels = {q: qrels_all[q] for q in query_ids}
     sets = {q: [documents[d].model_text() for d in candidates[q][: args.depth]] for q in query_ids}
 
-    runtime = CrossEncoderRuntime.load(args.artifact, intra_op_threads=args.threads)
-    runtime_parallel = CrossEncoderRuntime.load(
-        args.artifact, intra_op_threads=1, batch_workers=args.parallel_workers
-    )
+    # The reranker's defaults: single passes, one single-threaded worker per core.
+    runtime = CrossEncoderRuntime.load(args.artifact, engine="onnx")
     runtime_bf16 = (
-        CrossEncoderRuntime.load(args.artifact, engine="torch", intra_op_threads=args.threads)
-        if "torch_bf16" in args.scorers
-        else None
+        CrossEncoderRuntime.load(args.artifact, engine="torch") if "torch_bf16" in args.scorers else None
     )
     # The scorer whose figures are the goal keys: the engine `--backend auto` serves this artifact with here.
     auto = choose_engine("auto", read_cross_encoder_manifest(args.artifact, verify=False))
@@ -234,7 +199,6 @@ def main() -> None:
 
     scorers: dict[str, SetScorer] = {
         "onnx": lambda q, t: runtime.score(q, t, batch_size=args.batch_size),
-        "onnx_parallel": lambda q, t: runtime_parallel.score(q, t, batch_size=args.parallel_batch_size),
         "st": st_scorer(st_model),
         "st_bf16": st_scorer(st_bf16),
         "torch": lambda q, t: score_pairs(
@@ -252,7 +216,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         if args.triton:
             scorers["triton"] = stack.enter_context(
-                triton_scorer(args.artifact, args.threads, args.triton_engine)
+                triton_scorer(args.artifact, 0, args.triton_engine)  # the model's defaults, as served
             )
             names.append("triton")
         seconds: dict[str, list[float]] = {n: [] for n in names}
@@ -305,6 +269,9 @@ def main() -> None:
                 "bench": "rerank",
                 "git_sha": git_sha(),
                 "device": f"cpu ({platform.machine()}), {args.threads} threads, shared machine",
+                "cpu": cpu_model(),
+                "cpu_flags": cpu_flags(),
+                "pass_shape": runtime.pass_shape,
                 "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                 "artifact_quantization": runtime._manifest.raw.get("quantization", "unknown"),
                 "engines": {

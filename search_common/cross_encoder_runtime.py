@@ -307,7 +307,8 @@ def choose_engine(requested: str, manifest: CrossEncoderManifest, device: str = 
         return requested
     import importlib.util
 
-    from search_common.cross_encoder_torch import cpu_has_bf16_matrix_units, cuda_is_available
+    from search_common.cpu_features import cpu_has_bf16_matrix_units
+    from search_common.cross_encoder_torch import cuda_is_available
 
     if manifest.torch_program is None or importlib.util.find_spec("torch") is None:
         return "onnx"

@@ -24,18 +24,6 @@ if TYPE_CHECKING:
 PROGRAM_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def cpu_has_bf16_matrix_units() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX-BF16), per /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
-    except OSError:
-        pass
-    return False
-
-
 class TorchProgramForward:
     """`BatchForward` over a loaded `torch.export` program (thread-safe: it holds no state between calls)."""
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from search_common.cpu_features import SPEED_FLAGS, cpu_flags, cpu_has_bf16_matrix_units, cpu_model
 from search_common.provenance import git_sha
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -15,3 +16,10 @@ def test_git_sha_names_the_checked_out_commit() -> None:
 
 def test_git_sha_outside_a_checkout_is_unknown(tmp_path: Path) -> None:
     assert git_sha(cwd=tmp_path) == "unknown"
+
+
+def test_cpu_flags_are_the_speed_flags_this_cpu_reports_in_a_fixed_order() -> None:
+    flags = cpu_flags()
+    assert flags == [flag for flag in SPEED_FLAGS if flag in flags]
+    assert cpu_has_bf16_matrix_units() == ("amx_bf16" in flags)
+    assert cpu_model()
