@@ -16,7 +16,7 @@ lint:
 	$(PYTHON) -m ruff format --check .
 
 typecheck:
-	$(PYTHON) -m mypy search_common retriever_service reranker_service gateway training
+	$(PYTHON) -m mypy
 
 test:
 	./scripts/test.sh

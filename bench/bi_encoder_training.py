@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evaluation.provenance import git_sha
 from search_common.artifacts import read_manifest
-from search_common.provenance import git_sha
 
 BASE = "base"
 

@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from search_common.beir import BeirDataset
+from corpora.beir import BeirDataset
+from evaluation.provenance import git_sha
 from search_common.documents import Document
 from search_common.logging_setup import configure_logging
-from search_common.provenance import git_sha
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +167,9 @@ def batching_bench(
     score_batch_size: int = 0,
     device: str = "",
 ) -> dict[str, Any]:
+    from operations.triton_repository import assemble_model_repository
+    from operations.tritonserver import TritonServer
     from search_common import triton_contract as tc
-    from search_common.local_services import TritonServer, assemble_model_repository
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-batching-") as tmp:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from search_common.provenance import git_sha
+from evaluation.provenance import git_sha
 from training.cross_encoder.release import best_epoch
 
 

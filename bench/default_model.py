@@ -22,17 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evaluation.provenance import git_sha
 from search_common.artifacts import read_manifest
 from search_common.logging_setup import configure_logging
-from search_common.provenance import git_sha
-from training.cross_encoder.default_model import (
-    DEFAULT_OUT_ROOT,
-    Budget,
-    Recipe,
-    ensure_default_model,
-    evaluate_artifact,
-    prepare_queries,
-)
+from training.cross_encoder.default_model.build import ensure_default_model
+from training.cross_encoder.default_model.gate import evaluate_artifact
+from training.cross_encoder.default_model.pseudo_queries import prepare_queries
+from training.cross_encoder.default_model.recipe import DEFAULT_OUT_ROOT, Budget, Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +68,8 @@ def hybrid_eval(artifact: Path, corpus: Path, work: Path) -> dict[str, Any]:
 def full_corpus_eval(artifact: Path, corpus: Path, work: Path) -> dict[str, Any]:
     """Held-out nDCG@10 of BM25 over the corpus as served (full texts) but for the held-out documents,
     which stay masked: negatives here keep their first sentences, as every document does when serving."""
-    from search_common.beir import iter_corpus
-    from training.cross_encoder.default_model import rank_bm25
+    from search_common.corpus_file import iter_corpus
+    from training.cross_encoder.default_model.mining import rank_bm25
 
     manifest = read_manifest(artifact)
     params = manifest["hyperparameters"]

@@ -32,9 +32,9 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from evaluation.provenance import git_sha
 from retriever_service.config import FaissDevice
 from retriever_service.faiss_index import apply_search_params, place_index
-from search_common.provenance import git_sha
 
 logger = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from corpora.beir import BeirDataset
+from evaluation.provenance import git_sha
 from gateway.clients import GrpcRetriever
+from operations.processes import ServiceStack
 from retriever_service.bootstrap import load_index
-from search_common.beir import BeirDataset
 from search_common.logging_setup import configure_logging
 from search_common.ports import Retriever
-from search_common.processes import ServiceStack
-from search_common.provenance import git_sha
 
 
 async def measure(args: argparse.Namespace, texts: list[str]) -> list[dict[str, Any]]:

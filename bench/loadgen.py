@@ -1,9 +1,9 @@
 """Faults under load: kill -9 each component mid-run, restart it, and count what the callers saw.
 
 Builds (once, cached under var/bench/faults/) a 2-shard dense index and a BM25 index over the first
-`--docs` documents of the stdlib corpus, starts gateway.fault_drill's stack (retriever shards, reranker on a
-real tritonserver with a real redis-server cache, gateway; every one its own process on loopback) and, for
-each fault in turn (reranker, triton, redis, one dense shard), sends `--requests` Search requests from
+`--docs` documents of the stdlib corpus, starts operations.fault_drill's stack (retriever shards, reranker
+on a real tritonserver with a real redis-server cache, gateway; every one its own process on loopback) and,
+for each fault in turn (reranker, triton, redis, one dense shard), sends `--requests` Search requests from
 `--concurrency` concurrent grpc.aio clients, kills the component a quarter of the way in, restarts it on
 the same port after `--down` seconds and keeps the load on until the answers have settled. The gateway is
 never restarted. Writes one JSON list (fault, requests, failed, degraded, recovery_s, plus status codes and
@@ -24,13 +24,13 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from gateway.fault_drill import FAULTS, DrillStack, FaultReport, run_fault
+from corpora.stdlib import ensure_stdlib_corpus
+from evaluation.provenance import git_sha
+from model_runtimes.bi_encoder import BiEncoder
+from operations.fault_drill import FAULTS, DrillStack, FaultReport, run_fault
 from retriever_service.build_index import build_index
-from retriever_service.encoder import BiEncoder
 from search_common.artifacts import ArtifactError, read_manifest
 from search_common.logging_setup import configure_logging
-from search_common.provenance import git_sha
-from search_common.stdlib_corpus import ensure_stdlib_corpus
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]

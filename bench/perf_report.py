@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evaluation.provenance import git_sha
 from search_common.logging_setup import configure_logging
-from search_common.provenance import git_sha
 
 logger = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ configuration below, in an order rotated per set so the shared machine's noise f
 `--warmup` sets are dropped from the timings.
 
 Configurations: an engine (ONNX Runtime over one scheme's `model.onnx`, or the bfloat16 program) and a pass
-shape (`search_common.score_passes`): `single` and `bucketed` as the runtime serves them (their defaults:
-one single-threaded worker per core for single, one worker with every core for bucketed), and `padded`, the
-runtime's passes before they were made invariant (length-sorted batches of 32, each padded to its longest
-pair, one worker with every core). Baselines: `st`, sentence-transformers `CrossEncoder.predict` on the same
-weights in fp32 (the speed baseline), and `torch-fp32`, the project's fp32 model batched (the quality
-reference).
+shape (`model_runtimes.cross_encoder.passes`): `single` and `bucketed` as the runtime serves them (their
+defaults: one single-threaded worker per core for single, one worker with every core for bucketed), and
+`padded`, the runtime's passes before they were made invariant (length-sorted batches of 32, each padded to
+its longest pair, one worker with every core). Baselines: `st`, sentence-transformers `CrossEncoder.predict`
+on the same weights in fp32 (the speed baseline), and `torch-fp32`, the project's fp32 model batched (the
+quality reference).
 
 Per configuration: pairs/s and its ratio to `st`, nDCG@10 of each set re-ranked by the scores alone and its
 delta to `torch-fp32`, the max |score difference| to fp32, and invariance: the max |difference| between a
@@ -39,12 +39,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from search_common.beir import BeirDataset
-from search_common.cpu_features import cpu_flags, cpu_model
-from search_common.cross_encoder_runtime import CrossEncoderRuntime
+from corpora.beir import BeirDataset
+from evaluation.provenance import git_sha
+from model_runtimes.cross_encoder.passes import Pass
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
+from model_runtimes.hardware import cpu_flags, cpu_model
 from search_common.logging_setup import configure_logging
-from search_common.provenance import git_sha
-from search_common.score_passes import Pass
 from training.common.metrics import ndcg_at_10
 from training.cross_encoder.evaluate import score_pairs
 from training.cross_encoder.export import QUANTIZATION_SCHEMES, export_cross_encoder

@@ -24,7 +24,7 @@ machine's noise falls on all of them alike; the first `--warmup` sets are droppe
 The fp32 reference for the nDCG delta and the score agreement is `torch` when it runs, else `per_pair` (the
 same fp32 model, one pair at a time). The goal keys (`rerank_speedup_vs_st`, `rerank_ndcg_delta`) are the
 figures of the engine the reranker's default, `--backend auto`, picks for this artifact on this CPU
-(`search_common.cross_encoder_runtime.choose_engine`); every scorer's own ratio and delta are in its row.
+(`model_runtimes.cross_encoder.manifest.choose_engine`); every scorer's own ratio and delta are in its row.
 
 Per scorer: pairs/s (pairs per set / median set time; the all-pairs / all-seconds figure beside it),
 p50/p95 of one 100-pair set, and nDCG@10 of the
@@ -55,10 +55,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from search_common.beir import BeirDataset
-from search_common.cpu_features import cpu_flags, cpu_model
+from corpora.beir import BeirDataset
+from evaluation.provenance import git_sha
+from model_runtimes.hardware import cpu_flags, cpu_model
 from search_common.logging_setup import configure_logging
-from search_common.provenance import git_sha
 from training.common.metrics import ndcg_at_10, ranking_to_run
 from training.cross_encoder.evaluate import score_pairs
 from training.cross_encoder.mine import (
@@ -98,8 +98,9 @@ def per_pair_scorer(model: CrossEncoder, tokenizer: Any, max_length: int) -> Set
 @contextlib.contextmanager
 def triton_scorer(artifact: Path, intra_op_threads: int, engine: str) -> Iterator[SetScorer]:
     """A real tritonserver serving the artifact, and a blocking wrapper over `TritonScorer.score`."""
+    from operations.triton_repository import assemble_model_repository
+    from operations.tritonserver import TritonServer
     from reranker_service.backends.triton import TritonScorer
-    from search_common.local_services import TritonServer, assemble_model_repository
 
     with tempfile.TemporaryDirectory(prefix="bench-triton-") as tmp:
         repo = assemble_model_repository(
@@ -150,11 +151,8 @@ def main() -> None:
     configure_logging()
     torch.set_num_threads(args.threads)
 
-    from search_common.cross_encoder_runtime import (
-        CrossEncoderRuntime,
-        choose_engine,
-        read_cross_encoder_manifest,
-    )
+    from model_runtimes.cross_encoder.manifest import choose_engine, read_cross_encoder_manifest
+    from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 
     data_set = BeirDataset(args.dataset)
     documents = {d.doc_id: d for d in data_set.corpus()}

@@ -35,11 +35,11 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from search_common.beir import BeirDataset
-from search_common.cpu_features import cpu_flags, cpu_model
-from search_common.cross_encoder_runtime import CrossEncoderRuntime
+from corpora.beir import BeirDataset
+from evaluation.provenance import git_sha
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
+from model_runtimes.hardware import cpu_flags, cpu_model
 from search_common.logging_setup import configure_logging
-from search_common.provenance import git_sha
 from training.cross_encoder.export import DEFAULT_QUANTIZATION, export_cross_encoder
 from training.cross_encoder.mine import (
     DEFAULT_CACHE,
@@ -198,7 +198,8 @@ def main() -> None:
             runtime.close()
             rows.append({"engine": engine, "pass_shape": shape, "max_abs_diff": worst})
         if not args.no_triton:
-            from search_common.local_services import TritonServer, assemble_model_repository
+            from operations.triton_repository import assemble_model_repository
+            from operations.tritonserver import TritonServer
 
             repository = assemble_model_repository(
                 Path(tmp) / "models", artifact_root=int8.parent, artifact_version=int8.name, engine="onnx"

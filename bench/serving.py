@@ -2,8 +2,8 @@
 
 Starts the SciFact stack as real processes (one retriever per dense shard and one for BM25, then the
 gateway with the dense index's encoder as --query-encoder, all on loopback, via
-search_common.processes.ServiceStack) and, in this process, the same pipeline over the same index directories
-(`retriever_service.bootstrap.load_index` + `gateway.pipeline.SearchPipeline`, as gateway/ab_report.py
+operations.processes.ServiceStack) and, in this process, the same pipeline over the same index directories
+(`retriever_service.bootstrap.load_index` + `gateway.pipeline.SearchPipeline`, as evaluation/ab_report.py
 does) with the same query encoder, so both embed each query once. A third arm runs that pipeline without a
 query encoder and with the BiEncoder's single-query memo off (the code before both: each dense shard embeds
 the query again). Each query goes once through each arm: `--block` queries back to back through one arm,
@@ -42,15 +42,15 @@ import grpc
 import numpy as np
 from search.v1 import search_service_pb2, search_service_pb2_grpc
 
+from corpora.beir import BeirDataset
+from evaluation.provenance import git_sha
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import VariantBounds, load_variants
-from retriever_service.encoder import default_model_dir
-from search_common.beir import BeirDataset
+from model_runtimes.bi_encoder import default_model_dir
+from operations.processes import ServiceStack
 from search_common.grpc_server import message_size_options
 from search_common.logging_setup import configure_logging
 from search_common.ports import QUERY_ENCODER_ENGINES
-from search_common.processes import ServiceStack
-from search_common.provenance import git_sha
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +107,9 @@ async def sustained_load(
 async def measure(
     args: argparse.Namespace, gateway_address: str, texts: list[str], load_texts: list[str]
 ) -> dict[str, Any]:
+    from model_runtimes.bi_encoder import BiEncoder
+    from model_runtimes.query_encoder_onnx import query_encoder
     from retriever_service.bootstrap import load_index
-    from retriever_service.encoder import BiEncoder
-    from retriever_service.query_encoder_onnx import query_encoder
 
     encoder = BiEncoder.load(default_model_dir())
     retrievers = {"dense": load_index(args.dense, encoder=encoder), "bm25": load_index(args.bm25)}

@@ -16,7 +16,8 @@ from gateway.clients import GrpcReranker, GrpcRetriever
 from gateway.config import Settings
 from gateway.pipeline import SearchPipeline
 from gateway.servicer import RequestLimits
-from gateway.variants import LiveVariants, VariantTable, load_variants
+from gateway.variant_reload import LiveVariants
+from gateway.variants import VariantTable, load_variants
 from search_common.errors import SearchError, Unavailable
 from search_common.ports import QueryEncoder, Reranker, Retriever
 
@@ -120,9 +121,9 @@ def load_query_encoder(settings: Settings) -> QueryEncoder | None:
         return None
     import torch
 
+    from model_runtimes.bi_encoder import BiEncoder
+    from model_runtimes.query_encoder_onnx import query_encoder
     from retriever_service.config import available_cores
-    from retriever_service.encoder import BiEncoder
-    from retriever_service.query_encoder_onnx import query_encoder
 
     torch.set_num_threads(settings.query_encoder_threads or available_cores())
     directory = None if settings.query_encoder == "packaged" else settings.query_encoder

@@ -20,7 +20,8 @@ from gateway.config import Settings
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import SearchPipeline
 from gateway.servicer import RequestLimits, SearchServicer
-from gateway.variants import LiveVariants, VariantTable
+from gateway.variant_reload import LiveVariants
+from gateway.variants import VariantTable
 from search_common.grpc_server import (
     add_standard_services,
     bind,
@@ -28,7 +29,7 @@ from search_common.grpc_server import (
     run_until_signal,
     set_serving,
 )
-from search_common.processes import write_port_file
+from search_common.port_file import write_port_file
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from search.v1 import common_pb2, search_service_pb2, search_service_pb2_grpc
 
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import SearchOutcome, SearchPipeline, SearchQuery
-from gateway.variants import LiveVariants, VariantTable
+from gateway.variant_reload import LiveVariants
+from gateway.variants import VariantTable
 from search_common.errors import InvalidArgument, SearchError, abort_with
 
 logger = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from model_runtimes.cross_encoder.onnx_engine import onnx_providers
+from model_runtimes.cross_encoder.passes import PASS_SHAPE_CHOICES
 from search_common import triton_contract
-from search_common.cross_encoder_runtime import onnx_providers
-from search_common.score_passes import PASS_SHAPE_CHOICES
 from search_common.tls import (
     ClientTls,
     ServerTls,
@@ -68,7 +68,7 @@ class Settings:
     triton_tls: ClientTls | None = None
     # In process: requests scored at once, intra-op threads (0: the engine decides, 1 with several batch
     # workers), passes of one request scored at once (0: one per core with single passes), the pass shape
-    # (search_common.score_passes: auto, single or bucketed) and the rows of a bucketed pass.
+    # (model_runtimes.cross_encoder.passes: auto, single or bucketed) and the rows of a bucketed pass.
     threads: int = 1
     # auto, onnx, torch: where the model scores, "cpu" or "cuda"/"cuda:N" (a GPU nothing can use fails start).
     device: str = "cpu"

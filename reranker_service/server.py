@@ -27,7 +27,7 @@ from search_common.grpc_server import (
     set_serving,
 )
 from search_common.hot_swap import SignalReloader
-from search_common.processes import write_port_file
+from search_common.port_file import write_port_file
 
 logger = logging.getLogger(__name__)
 

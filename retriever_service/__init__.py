@@ -1,7 +1,8 @@
 """First-stage retrieval: a bi-encoder with FAISS, and BM25, each serving one shard over gRPC.
 
+The bi-encoder itself (`BiEncoder`) is `model_runtimes.bi_encoder`, shared with the gateway.
+
 Modules:
-    encoder.py      BiEncoder: all-MiniLM-L6-v2 or a fine-tuned copy; mean pooling, L2 norm, sorted batches
     build_index.py  `search-build-index`: corpus.jsonl -> index version directory (dense or BM25, N shards)
     shards.py       artifact layout, FAISS-style (nshards, shard_id) split, document store, request checks
     faiss_index.py  FaissRetriever: build from a factory string, validate at load, search off the event loop

@@ -21,8 +21,8 @@ from search_common.artifacts import ArtifactError, read_manifest
 from search_common.ports import Retriever
 
 if TYPE_CHECKING:
+    from model_runtimes.bi_encoder import BiEncoder
     from retriever_service.bm25 import Bm25Retriever
-    from retriever_service.encoder import BiEncoder
     from retriever_service.faiss_index import FaissRetriever
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _load_shard(
         from retriever_service.bm25 import load_bm25_shard
 
         return load_bm25_shard(shard_dir, max_top_k=max_top_k, max_query_chars=max_query_chars)
-    from retriever_service.encoder import BiEncoder
+    from model_runtimes.bi_encoder import BiEncoder
     from retriever_service.faiss_index import load_faiss_shard
 
     return load_faiss_shard(
@@ -101,7 +101,7 @@ def load_index(
     if not isinstance(num_shards, int) or num_shards <= 0:
         raise ArtifactError(f"{index_dir}: num_shards must be a positive integer")
     if manifest["kind"] == "dense" and encoder is None:
-        from retriever_service.encoder import BiEncoder
+        from model_runtimes.bi_encoder import BiEncoder
 
         encoder = BiEncoder.load()
     retrievers: list[Retriever] = []
@@ -141,7 +141,7 @@ def build_retriever(settings: Settings) -> Retriever:
     import faiss
     import torch
 
-    from retriever_service.encoder import BiEncoder
+    from model_runtimes.bi_encoder import BiEncoder
 
     torch.set_num_threads(settings.effective_threads)
     faiss.omp_set_num_threads(settings.effective_threads)

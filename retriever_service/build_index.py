@@ -20,9 +20,9 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
+from model_runtimes.bi_encoder import BiEncoder
 from retriever_service.bm25 import BM25_DIR, build_bm25
 from retriever_service.config import BuildSettings, parse_build_settings
-from retriever_service.encoder import BiEncoder
 from retriever_service.faiss_index import (
     INDEX_FILE,
     METRIC,
@@ -32,7 +32,7 @@ from retriever_service.faiss_index import (
 )
 from retriever_service.shards import DOCS_FILE, FORMAT_VERSION, shard_bounds, shard_dir_name, write_docs
 from search_common.artifacts import ArtifactError, atomic_directory, new_version, sha256_file, write_manifest
-from search_common.beir import DatasetError, load_corpus
+from search_common.corpus_file import DatasetError, load_corpus
 from search_common.documents import Document
 from search_common.logging_setup import configure_logging
 

@@ -19,8 +19,8 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from model_runtimes.bi_encoder import BiEncoder
 from retriever_service.config import FAISS_DEVICES, FaissDevice
-from retriever_service.encoder import BiEncoder
 from retriever_service.shards import (
     DEFAULT_QUERY_LIMIT,
     ShardRetriever,

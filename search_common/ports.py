@@ -55,13 +55,13 @@ class Retriever(Protocol):
     async def close(self) -> None: ...
 
 
-# What can embed a query: a BiEncoder on torch, or its ONNX export (retriever_service.query_encoder_onnx).
+# What can embed a query: a BiEncoder on torch, or its ONNX export (model_runtimes.query_encoder_onnx).
 QueryEncoderEngine = Literal["auto", "torch", "onnx"]
 QUERY_ENCODER_ENGINES: tuple[QueryEncoderEngine, ...] = ("auto", "torch", "onnx")
 
 
 class QueryEncoder(Protocol):
-    """Embeds queries for dense retrieval (retriever_service.encoder.BiEncoder)."""
+    """Embeds queries for dense retrieval (model_runtimes.bi_encoder.BiEncoder)."""
 
     @property
     def identity(self) -> str:

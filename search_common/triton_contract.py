@@ -36,7 +36,7 @@ PARAM_ENGINE = "ENGINE"
 PARAM_SCORE_BATCH_SIZE = "SCORE_BATCH_SIZE"
 # Where the engine runs: empty follows the instance kind (KIND_GPU: the instance's GPU), or "cuda"/"cuda:N".
 PARAM_DEVICE = "DEVICE"
-# How pairs are grouped into forward passes (search_common.score_passes): auto, single or bucketed.
+# How pairs are grouped into forward passes (model_runtimes.cross_encoder.passes): auto, single or bucketed.
 PARAM_PASS_SHAPE = "PASS_SHAPE"
 PARAM_EXECUTION_ENV_PATH = "EXECUTION_ENV_PATH"
 # Placeholder the committed config carries; deploy/local assembles a repository with the real values.

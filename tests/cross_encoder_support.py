@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from model_runtimes.cross_encoder.manifest import read_cross_encoder_manifest
+from operations.launch import LocalServiceError
+from operations.tritonserver import TritonInstallation
 from search_common.artifacts import ArtifactError
-from search_common.cross_encoder_runtime import read_cross_encoder_manifest
-from search_common.local_services import LocalServiceError, TritonInstallation
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACT_ROOT = REPO_ROOT / "var" / "test-artifacts" / "reranker-cross-encoder"

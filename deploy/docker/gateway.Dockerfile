@@ -17,9 +17,13 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY protos/gen protos/gen
 COPY search_common search_common
+COPY model_runtimes model_runtimes
 COPY retriever_service retriever_service
 COPY reranker_service reranker_service
 COPY gateway gateway
+COPY corpora corpora
+COPY evaluation evaluation
+COPY operations operations
 COPY training training
 RUN pip install .
 

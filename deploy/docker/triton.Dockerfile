@@ -4,9 +4,9 @@
 #   docker build -f deploy/docker/triton.Dockerfile -t REGISTRY/neural-search/triton:TAG .
 # Stage 1 builds this repository's wheel; stage 2 adds ONNX Runtime (the GPU build, which also runs on CPU),
 # tokenizers, PyTorch's CPU build (the ENGINE torch|auto path: the artifact's bfloat16 program on CPU
-# instances) and that wheel (--no-deps: the model imports only search_common's runtime) to the official image,
+# instances) and that wheel (--no-deps: the model imports only model_runtimes and search_common) to the official image,
 # and keeps triton_models/ at /opt/search/triton_models for the pod's assemble-repository step
-# (search_common.triton_repository). The model repository and the artifact come from volumes at run time.
+# (operations.triton_repository). The model repository and the artifact come from volumes at run time.
 # Base images are pinned to an exact release; pin the digest too when you mirror them.
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.01-py3
@@ -17,9 +17,13 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY protos/gen protos/gen
 COPY search_common search_common
+COPY model_runtimes model_runtimes
 COPY retriever_service retriever_service
 COPY reranker_service reranker_service
 COPY gateway gateway
+COPY corpora corpora
+COPY evaluation evaluation
+COPY operations operations
 COPY training training
 RUN pip wheel --no-deps --wheel-dir /wheels .
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from search_common.local_services import redis_main
+from operations.redis_server import redis_main
 
 if __name__ == "__main__":
     sys.exit(redis_main())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from search_common.local_services import triton_main
+from operations.tritonserver import triton_main
 
 if __name__ == "__main__":
     sys.exit(triton_main())

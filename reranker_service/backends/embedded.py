@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime, ScoringStopped
 from reranker_service.backends.admission import AdmissionLimit
 from search_common.artifacts import MANIFEST_NAME, latest_version
-from search_common.cross_encoder_runtime import CrossEncoderRuntime, ScoringStopped
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import numpy.typing as npt
 from tritonclient.grpc import aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
+from model_runtimes.cross_encoder.pairs import batch_slices, length_order
 from reranker_service.backends.admission import AdmissionLimit
 from search_common import triton_contract as tc
-from search_common.cross_encoder_runtime import batch_slices, length_order
 from search_common.errors import (
     DeadlineExceeded,
     InvalidArgument,

@@ -15,13 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_runtimes.cross_encoder.manifest import choose_engine, read_cross_encoder_manifest
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
+from operations.triton_repository import assemble_model_repository
+from operations.tritonserver import TritonServer
 from reranker_service.backends.triton import TritonScorer
-from search_common.cross_encoder_runtime import (
-    CrossEncoderRuntime,
-    choose_engine,
-    read_cross_encoder_manifest,
-)
-from search_common.local_services import TritonServer, assemble_model_repository
 from tests.cross_encoder_support import cross_encoder_artifact, triton_installation_or_skip
 
 torch = pytest.importorskip("torch")

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from retriever_service.encoder import BiEncoder
+from model_runtimes.bi_encoder import BiEncoder
 from retriever_service.faiss_index import (
     FaissRetriever,
     apply_search_params,

@@ -5,7 +5,7 @@ in strict mode for each version in `deploy_contract.KUBERNETES_VERSIONS`. Custom
 ServiceMonitor) have no schema there, so their shape is checked here explicitly, and any other kind without
 a schema fails the test rather than passing silently.
 
-The names test: `search_common.deploy_contract` is the one place ports, env vars, files and labels are
+The names test: `operations.deploy_contract` is the one place ports, env vars, files and labels are
 written down. Each service container's args are parsed by that service's own parser, with the container's
 environment (ConfigMap values, Secret placeholders, resource limits) and its mounted ConfigMap files written
 to a temporary folder in place of the mount, so a misspelt flag, an env var the service never reads, a bad
@@ -35,10 +35,10 @@ import yaml
 
 from gateway import config as gateway_config
 from gateway.variants import load_variants
+from operations import deploy_contract as dc
+from operations import triton_repository as triton_repository
 from reranker_service import config as reranker_config
 from retriever_service import config as retriever_config
-from search_common import deploy_contract as dc
-from search_common import triton_repository
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -550,9 +550,9 @@ def test_triton(docs: list[Doc], overlay: str) -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": t.live_path, "port": dc.HTTP_PORT_NAME}
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(t.metrics_port)
-    # The assemble step: flags of search_common.triton_repository, writing where tritonserver reads.
+    # The assemble step: flags of operations.triton_repository, writing where tritonserver reads.
     assemble = init_container(deployment, "assemble-repository")
-    assert assemble["command"] == ["python3", "-m", "search_common.triton_repository"]
+    assert assemble["command"] == ["python3", "-m", "operations.triton_repository"]
     assert image_name(assemble) == image
     env = env_values(docs, assemble)
     assert set(env) == set(t.substitutions)

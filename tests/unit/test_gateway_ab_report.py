@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ab_report import AbRow, latency_quantiles, render_markdown, timed_run, write_report
+from corpora.beir import Query
+from evaluation.ab_report import AbRow, latency_quantiles, render_markdown, timed_run, write_report
 from gateway.pipeline import SearchPipeline
 from gateway.variants import Variant
-from search_common.beir import Query
 from search_common.documents import Document
 from tests.fakes import FakeRetriever
 

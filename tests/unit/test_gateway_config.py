@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import DEMO_RERANKED_VARIANT, parse_demo_settings, parse_settings
+from gateway.config import parse_settings
+from operations.demo_config import DEMO_RERANKED_VARIANT, parse_demo_settings
 
 
 def test_flags_give_groups_and_reranker() -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import parse_eval_settings
-from gateway.evaluate import QualityRow, labelled_pipeline, score_run, update_results
+from evaluation.config import parse_eval_settings
+from evaluation.evaluate import labelled_pipeline
+from evaluation.results import QualityRow, score_run, update_results
 
 
 def test_score_run_counts_every_judged_query() -> None:

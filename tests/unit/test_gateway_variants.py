@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.variants import LiveVariants, VariantBounds, VariantError, load_variants, parse_variants
+from gateway.variant_reload import LiveVariants
+from gateway.variants import VariantBounds, VariantError, load_variants, parse_variants
 from search_common.errors import InvalidArgument
 
 BOUNDS = VariantBounds(max_retrieval_depth=1000, max_rerank_depth=200)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from search_common.cpu_features import SPEED_FLAGS, cpu_flags, cpu_has_bf16_matrix_units, cpu_model
-from search_common.provenance import git_sha
+from evaluation.provenance import git_sha
+from model_runtimes.hardware import SPEED_FLAGS, cpu_flags, cpu_has_bf16_matrix_units, cpu_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from search_common.beir import load_corpus
-from search_common.stdlib_corpus import iter_stdlib_documents, main
+from corpora.stdlib import iter_stdlib_documents, main
+from search_common.corpus_file import load_corpus
 
 LONG = "This docstring is long enough to count as documentation for the corpus."
 

@@ -24,8 +24,8 @@ import numpy.typing as npt
 import torch
 from ir_measures import R, nDCG
 
-from retriever_service.encoder import BiEncoder
-from search_common.beir import BeirDataset
+from corpora.beir import BeirDataset
+from model_runtimes.bi_encoder import BiEncoder
 from search_common.logging_setup import configure_logging
 from training.common.splits import split_train_dev
 

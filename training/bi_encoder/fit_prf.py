@@ -24,11 +24,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from corpora.beir import BeirDataset
+from evaluation.provenance import git_sha
 from gateway.prf import rocchio
-from retriever_service.encoder import BiEncoder
-from search_common.beir import BeirDataset
+from model_runtimes.bi_encoder import BiEncoder
 from search_common.logging_setup import configure_logging
-from search_common.provenance import git_sha
 from training.bi_encoder.evaluate import exact_search, retrieval_metrics
 from training.common.splits import split_train_dev
 

@@ -11,7 +11,7 @@ Recipes (`--recipe`):
 
 The dev side of the seeded split (`training.common.splits`) is never trained on. The result is a versioned
 HF-format directory `<out>/<version>/` (config.json, model.safetensors, tokenizer files, manifest.json)
-built atomically and loadable by `retriever_service.encoder.BiEncoder.load`.
+built atomically and loadable by `model_runtimes.bi_encoder.BiEncoder.load`.
 
 Example:
     python -m training.bi_encoder.train --dataset /work/shared/data/scifact --recipe mnrl \\
@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
-from retriever_service.encoder import DEFAULT_MODEL_NAME, WEIGHTS_FILE, default_model_dir
+from corpora.beir import BeirDataset
+from model_runtimes.bi_encoder import DEFAULT_MODEL_NAME, WEIGHTS_FILE, default_model_dir
 from search_common.artifacts import atomic_directory, new_version, sha256_file, write_manifest
-from search_common.beir import BeirDataset
 from search_common.logging_setup import configure_logging
 from training.bi_encoder.data import (
     Teacher,
@@ -317,8 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     teacher: Teacher | None = None
     teacher_name: str | None = None
     if args.recipe != "mnrl":
+        from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
         from search_common.artifacts import latest_version
-        from search_common.cross_encoder_runtime import CrossEncoderRuntime
         from training.cross_encoder.mine import first_stage_candidates, labelled_queries, pseudo_queries
 
         query_sets = [labelled_queries(args.dataset)]

@@ -134,7 +134,7 @@ def torch_scorer(
 
 def onnx_scorer(artifact: Path, *, batch_size: int = 32) -> PairScorer:
     """Scores with the served artifact through the reranker's own runtime (ONNX Runtime, int8)."""
-    from search_common.cross_encoder_runtime import CrossEncoderRuntime
+    from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 
     runtime = CrossEncoderRuntime.load(artifact)
 
@@ -185,7 +185,7 @@ def score_candidates_with(
 
 def main(argv: list[str] | None = None) -> None:
     """Measures a finished recipe at the depth and weight chosen on dev (test: once per recipe)."""
-    from search_common.beir import BeirDataset
+    from corpora.beir import BeirDataset
     from training.common.splits import split_train_dev
     from training.cross_encoder.mine import (
         DEFAULT_CACHE,

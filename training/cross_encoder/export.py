@@ -5,8 +5,8 @@ Steps: torch -> ONNX with eager attention (dynamic batch and sequence axes), ONN
 per-channel int8 dynamic quantisation; per-tensor int8 visibly hurts ranking quality; bench/quantization.py
 measures each scheme's speed and agreement with fp32). Beside it, unless `--no-torch-program`, the same model
 in bfloat16 as a `torch.export` program (`model.pt2`), which the reranker's `torch` engine runs: on CPUs with
-AMX it is the fast path (search_common/cross_encoder_torch.py). The artifact directory holds both models, the
-tokenizer files and `manifest.json`, and is published atomically.
+AMX it is the fast path (model_runtimes/cross_encoder/torch_engine.py). The artifact directory holds both
+models, the tokenizer files and `manifest.json`, and is published atomically.
 
 Example:
     python -m training.cross_encoder.export --checkpoint var/checkpoints/ce-listwise \
@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from model_runtimes.cross_encoder.torch_engine import PROGRAM_INPUTS
 from search_common.artifacts import atomic_directory, new_version, sha256_file, write_manifest
-from search_common.cross_encoder_torch import PROGRAM_INPUTS
 from search_common.logging_setup import configure_logging
 from training.cross_encoder.model import (
     CONFIG_NAME,

@@ -3,9 +3,9 @@
 A variant's final order fuses the cross-encoder with its own first stage (`gateway.merge.rerank_order`, RRF,
 cross-encoder weight w). The right depth and w depend on both stages, so a new first stage (a fine-tuned
 bi-encoder) needs them fitted again. This runs the first stage through the gateway's own pipeline over
-in-process retrievers (`gateway.evaluate.load_offline_retrievers`), scores each dev query's head once with
-the served cross-encoder artifact, and measures nDCG@10 for every (depth, w) on the grid with the same report
-training uses (`training.cross_encoder.evaluate.rerank_report`).
+in-process retrievers (`evaluation.offline_stack.load_offline_retrievers`), scores each dev query's head once
+with the served cross-encoder artifact, and measures nDCG@10 for every (depth, w) on the grid with the same
+report training uses (`training.cross_encoder.evaluate.rerank_report`).
 
 Dev = the seeded 20% of the train queries (`training.common.splits`); the bi-encoder given must not have
 trained on them (a run with `--dev-fraction 0.2`), nor must the cross-encoder. Never touches the test split.
@@ -24,11 +24,11 @@ import json
 import logging
 from pathlib import Path
 
-from gateway.evaluate import load_offline_retrievers
+from corpora.beir import BeirDataset
+from evaluation.offline_stack import load_offline_retrievers
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import VariantBounds, load_variants
-from search_common.beir import BeirDataset
-from search_common.cross_encoder_runtime import CrossEncoderRuntime
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 from search_common.documents import Document
 from search_common.logging_setup import configure_logging
 from training.common.splits import split_train_dev

@@ -120,7 +120,7 @@ DEFAULT_INDEXES = Path("var/indexes/cross-encoder-mining")
 
 def labelled_queries(dataset: Path) -> dict[str, str]:
     """Every query judged in train or test: train ones feed training, test ones are only evaluated."""
-    from search_common.beir import BeirDataset
+    from corpora.beir import BeirDataset
 
     data = BeirDataset(dataset)
     queries = data.queries()
@@ -130,7 +130,7 @@ def labelled_queries(dataset: Path) -> dict[str, str]:
 
 def pseudo_queries(dataset: Path) -> dict[str, str]:
     """Every usable title as a pseudo-query, keyed `pq:<doc_id>`."""
-    from search_common.beir import BeirDataset
+    from corpora.beir import BeirDataset
     from training.cross_encoder.data import pseudo_query_ids
 
     documents = BeirDataset(dataset).corpus()

@@ -28,8 +28,8 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from corpora.beir import BeirDataset
 from search_common.artifacts import sha256_file
-from search_common.beir import BeirDataset
 from search_common.documents import Document
 from search_common.logging_setup import configure_logging
 from training.common.seeding import seed_everything

@@ -21,10 +21,10 @@ from gateway.bootstrap import bootstrap
 from gateway.config import Settings as GatewaySettings
 from gateway.metrics import GatewayMetrics
 from gateway.server import start_gateway
+from model_runtimes.bi_encoder import BiEncoder
 from retriever_service.bootstrap import load_index
 from retriever_service.build_index import build_index
 from retriever_service.config import Settings as RetrieverSettings
-from retriever_service.encoder import BiEncoder
 from retriever_service.server import create_server as create_retriever_server
 from search_common.ports import QueryEncoder, Retriever
 

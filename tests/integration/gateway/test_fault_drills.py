@@ -1,6 +1,6 @@
 """Faults under load: kill -9 each component mid-run, restart it on its old port, and lose no request.
 
-The stack is gateway.fault_drill's (two dense shards, one BM25 shard, the reranker on a real tritonserver
+The stack is operations.fault_drill's (two dense shards, one BM25 shard, the reranker on a real tritonserver
 with a real redis-server cache, the gateway), all separate processes; the gateway is never restarted.
 A reduced run (300 requests per fault from 16 concurrent clients); bench/faults.py runs the full size.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.fault_drill import FAULTS, DrillStack, Fault, run_fault
+from model_runtimes.bi_encoder import BiEncoder
+from operations.fault_drill import FAULTS, DrillStack, Fault, run_fault
 from retriever_service.build_index import build_index
-from retriever_service.encoder import BiEncoder
 from tests.cross_encoder_support import cross_encoder_artifact, triton_installation_or_skip
 
 pytestmark = pytest.mark.slow

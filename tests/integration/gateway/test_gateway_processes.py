@@ -1,6 +1,6 @@
 """The shipped entry points as separate processes.
 
-Retriever and gateway start through search_common.processes (port 0, port file, health), are queried with
+Retriever and gateway start through operations.processes (port 0, port file, health), are queried with
 search-client and stopped with SIGTERM.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.client_cli import main as client_main
-from search_common.processes import ServiceStack, ServiceStartError
+from operations.client_cli import main as client_main
+from operations.processes import ServiceStack, ServiceStartError
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from search.v1 import search_service_pb2
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import VariantBounds, load_variants
-from retriever_service.encoder import BiEncoder, default_model_dir
+from model_runtimes.bi_encoder import BiEncoder, default_model_dir
 from search_common.ports import Retriever
 
 StackFactory = Callable[..., AbstractAsyncContextManager[Any]]

@@ -17,11 +17,11 @@ import grpc
 import pytest
 from search.v1 import search_service_pb2
 
+from model_runtimes.cross_encoder.manifest import read_cross_encoder_manifest
 from reranker_service.bootstrap import build_core
 from reranker_service.config import Settings as RerankerSettings
 from reranker_service.server import build_server as build_reranker_server
 from search_common.artifacts import ArtifactError
-from search_common.cross_encoder_runtime import read_cross_encoder_manifest
 from search_common.ports import Retriever
 
 StackFactory = Callable[..., AbstractAsyncContextManager[Any]]

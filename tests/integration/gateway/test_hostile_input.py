@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from search.v1 import search_service_pb2, search_service_pb2_grpc
 
+from operations.processes import ServiceProcess, ServiceStack
 from search_common.grpc_server import DEFAULT_MAX_MESSAGE_BYTES
-from search_common.processes import ServiceProcess, ServiceStack
 
 pytestmark = pytest.mark.slow
 

@@ -29,12 +29,10 @@ import pytest
 import yaml
 from search.v1 import search_service_pb2, search_service_pb2_grpc
 
-from search_common.local_services import (
-    TritonServer,
-    assemble_model_repository,
-    free_port,
-)
-from search_common.processes import ServiceStack
+from operations.launch import free_port
+from operations.processes import ServiceStack
+from operations.triton_repository import assemble_model_repository
+from operations.tritonserver import TritonServer
 from tests.cross_encoder_support import cross_encoder_artifact, triton_installation_or_skip
 
 pytestmark = pytest.mark.slow

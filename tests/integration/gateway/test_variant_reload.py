@@ -14,8 +14,8 @@ import grpc
 import pytest
 from search.v1 import search_service_pb2, search_service_pb2_grpc
 
-from search_common.local_services import free_port
-from search_common.processes import ServiceStack
+from operations.launch import free_port
+from operations.processes import ServiceStack
 
 pytestmark = pytest.mark.slow
 

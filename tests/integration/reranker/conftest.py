@@ -12,13 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from search_common.local_services import (
-    LocalServiceError,
-    RedisServer,
-    TritonInstallation,
-    TritonServer,
-    assemble_model_repository,
-)
+from operations.launch import LocalServiceError
+from operations.redis_server import RedisServer
+from operations.triton_repository import assemble_model_repository
+from operations.tritonserver import TritonInstallation, TritonServer
 from tests.cross_encoder_support import cross_encoder_artifact, triton_installation_or_skip
 
 logger = logging.getLogger(__name__)

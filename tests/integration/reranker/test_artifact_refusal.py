@@ -16,9 +16,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
+from operations.processes import ServiceStack, ServiceStartError
 from search_common.artifacts import ArtifactError, sha256_file
-from search_common.cross_encoder_runtime import CrossEncoderRuntime
-from search_common.processes import ServiceStack, ServiceStartError
 
 
 def _copy(artifact: Path, tmp_path: Path) -> Path:

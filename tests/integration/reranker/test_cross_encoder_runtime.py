@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime, ScoringStopped
 from search_common.artifacts import ArtifactError
-from search_common.cross_encoder_runtime import CrossEncoderRuntime, ScoringStopped
 
 TEXTS = [
     "Aspirin reduces the risk of heart attack.",

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import redis
 
+from operations.redis_server import RedisServer, RedisTls
 from reranker_service.cache.redis import RedisScoreCache
-from search_common.local_services import RedisServer, RedisTls
 from tests.pki import make_pki
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from operations.redis_server import RedisServer
 from reranker_service.backends.embedded import EmbeddedScorer
 from reranker_service.bootstrap import build_local_reranker
 from reranker_service.cache.redis import RedisScoreCache
 from reranker_service.scoring import RerankCore
 from search_common.documents import Document
-from search_common.local_services import RedisServer
 
 QUERY = "is vitamin d linked to bone density"
 DOCS = [Document(f"doc-{i}", f"Title {i}", "vitamin d and bone " * (i + 1)) for i in range(12)]

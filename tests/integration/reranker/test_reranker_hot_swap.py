@@ -19,7 +19,7 @@ import grpc
 import pytest
 from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
 
-from search_common.processes import ServiceStack
+from operations.processes import ServiceStack
 
 pytestmark = pytest.mark.slow
 DOCS = [common_pb2.Document(doc_id=f"d{i}", text=f"aspirin and fever, note {i}") for i in range(4)]

@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
 
-from search_common.local_services import RedisServer
-from search_common.processes import ServiceStack
+from operations.processes import ServiceStack
+from operations.redis_server import RedisServer
 
 
 def test_the_reranker_process_serves_and_stops_cleanly(

@@ -12,11 +12,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
 
+from operations.redis_server import RedisServer
+from operations.tritonserver import TritonServer
 from reranker_service.bootstrap import build_core
 from reranker_service.config import Settings
 from reranker_service.scoring import RerankCore
 from reranker_service.server import SERVICE_NAME, build_server
-from search_common.local_services import RedisServer, TritonServer
 
 DOCS = [
     common_pb2.Document(doc_id=f"d{i}", title="", text=f"text number {i} about aspirin") for i in range(5)

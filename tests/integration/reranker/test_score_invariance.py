@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from search_common.cross_encoder_runtime import CrossEncoderRuntime, FloatArray
-from search_common.score_passes import Pass
+from model_runtimes.cross_encoder.contract import FloatArray
+from model_runtimes.cross_encoder.passes import Pass
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 from tests.cross_encoder_support import quantized_cross_encoder_artifact
 
 TOLERANCE = 1e-5

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
+from operations.triton_repository import assemble_model_repository
+from operations.tritonserver import TritonInstallation, TritonServer
 from reranker_service.backends.triton import TritonScorer
-from search_common.cross_encoder_runtime import CrossEncoderRuntime
-from search_common.local_services import TritonInstallation, TritonServer, assemble_model_repository
 from tests.cross_encoder_support import quantized_cross_encoder_artifact
 
 TOLERANCE = 1e-5  # see test_score_invariance: the test model's scores span about +-0.2 logits

@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 from tritonclient.grpc import aio as triton_aio
 
+from operations.launch import LocalServiceError
+from operations.triton_repository import assemble_model_repository
+from operations.tritonserver import TritonInstallation, TritonServer
 from reranker_service.backends.embedded import EmbeddedScorer
 from reranker_service.backends.triton import TritonScorer, infer_pairs
 from reranker_service.cache.lru import LruScoreCache
@@ -20,12 +23,6 @@ from reranker_service.scoring import RerankCore
 from search_common import triton_contract as tc
 from search_common.documents import Document
 from search_common.errors import InvalidArgument, ResourceExhausted, Unavailable
-from search_common.local_services import (
-    LocalServiceError,
-    TritonInstallation,
-    TritonServer,
-    assemble_model_repository,
-)
 
 QUERY = "does aspirin prevent heart attacks"
 TEXTS = [f"document {i}: " + "aspirin and the heart " * (i % 7) for i in range(150)]
@@ -133,7 +130,7 @@ async def test_requests_past_max_pending_are_refused_not_queued(triton_server: T
 
 
 async def test_an_unreachable_server_is_unavailable() -> None:
-    from search_common.local_services import free_port
+    from operations.launch import free_port
 
     scorer = TritonScorer(f"127.0.0.1:{free_port()}", timeout_seconds=2.0)
     with pytest.raises(Unavailable):

@@ -8,15 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from operations.triton_repository import assemble_model_repository
+from operations.tritonserver import TritonInstallation, TritonServer, TritonTls
 from reranker_service.backends.triton import TritonScorer
 from reranker_service.config import parse_settings
 from search_common.errors import Unavailable
-from search_common.local_services import (
-    TritonInstallation,
-    TritonServer,
-    TritonTls,
-    assemble_model_repository,
-)
 from search_common.tls import ClientTls
 from tests.pki import Pki, make_pki
 

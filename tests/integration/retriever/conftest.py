@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from model_runtimes.bi_encoder import BiEncoder
 from retriever_service.build_index import build_index
 from retriever_service.config import Settings
-from retriever_service.encoder import BiEncoder
 
 TOPICS = {
     "vitamin": ["vitamin c", "scurvy", "citrus fruit", "deficiency", "collagen", "diet"],

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from model_runtimes.bi_encoder import BiEncoder
 from retriever_service.bootstrap import load_index
-from retriever_service.encoder import BiEncoder
 from search_common.artifacts import atomic_directory
 from tests.integration.retriever.conftest import make_corpus
 

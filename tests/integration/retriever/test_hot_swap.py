@@ -19,8 +19,8 @@ import grpc
 import pytest
 from search.v1 import retriever_pb2, retriever_pb2_grpc
 
+from operations.processes import ServiceStack
 from retriever_service.build_index import build_index
-from search_common.processes import ServiceStack
 
 pytestmark = pytest.mark.slow
 

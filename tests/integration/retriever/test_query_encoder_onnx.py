@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from retriever_service import query_encoder_onnx
-from retriever_service.encoder import BiEncoder
-from retriever_service.query_encoder_onnx import OnnxQueryEncoder, query_encoder
+from model_runtimes import query_encoder_onnx as query_encoder_onnx
+from model_runtimes.bi_encoder import BiEncoder
+from model_runtimes.query_encoder_onnx import OnnxQueryEncoder, query_encoder
 from search_common.artifacts import ArtifactError
 
 QUERIES = [

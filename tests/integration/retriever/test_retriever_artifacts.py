@@ -10,12 +10,12 @@ import faiss
 import numpy as np
 import pytest
 
+from model_runtimes.bi_encoder import BiEncoder
 from retriever_service.bootstrap import load_index, load_shard_retriever
 from retriever_service.build_index import BuildError, build_index
-from retriever_service.encoder import BiEncoder
 from retriever_service.faiss_index import FaissRetriever, gpu_available
 from search_common.artifacts import ArtifactError, sha256_file
-from search_common.beir import load_corpus
+from search_common.corpus_file import load_corpus
 from search_common.documents import Candidate
 from search_common.errors import DeadlineExceeded, InvalidArgument
 

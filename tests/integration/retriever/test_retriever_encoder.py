@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from model_runtimes.bi_encoder import BiEncoder, default_model_dir
 from retriever_service.bootstrap import build_retriever, load_index
 from retriever_service.build_index import build_index
 from retriever_service.config import Settings
-from retriever_service.encoder import BiEncoder, default_model_dir
 from retriever_service.faiss_index import FaissRetriever
 from search_common.artifacts import ArtifactError
 

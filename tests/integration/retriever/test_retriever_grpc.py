@@ -12,9 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from search.v1 import retriever_pb2, retriever_pb2_grpc
 
+from model_runtimes.bi_encoder import BiEncoder
 from retriever_service.bootstrap import load_shard_retriever
 from retriever_service.config import Settings
-from retriever_service.encoder import BiEncoder
 from retriever_service.server import SERVICE_NAME, build_server, create_server
 
 

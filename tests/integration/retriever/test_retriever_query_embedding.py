@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from search.v1 import retriever_pb2, retriever_pb2_grpc
 
+from model_runtimes.bi_encoder import BiEncoder
 from retriever_service.bootstrap import load_shard_retriever
 from retriever_service.config import Settings
-from retriever_service.encoder import BiEncoder
 from retriever_service.faiss_index import FaissRetriever, build_faiss_index
 from retriever_service.server import create_server
 from search_common.documents import Document, ShardDescription

@@ -11,10 +11,10 @@ import ir_measures
 import pytest
 from ir_measures import nDCG
 
+from corpora.beir import BeirDataset
 from retriever_service.bm25 import Bm25Retriever
 from retriever_service.bootstrap import load_index
 from retriever_service.build_index import build_index
-from search_common.beir import BeirDataset
 
 
 @pytest.mark.slow

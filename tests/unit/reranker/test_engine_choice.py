@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from model_runtimes import hardware
+from model_runtimes.cross_encoder.manifest import choose_engine, read_cross_encoder_manifest
 from reranker_service import bootstrap
 from reranker_service.config import BackendKind, Settings, parse_settings
-from search_common import cpu_features, cross_encoder_torch
 from search_common.artifacts import ArtifactError
-from search_common.cross_encoder_runtime import choose_engine, read_cross_encoder_manifest
 from tests.cross_encoder_support import cross_encoder_artifact
 
 
@@ -37,7 +37,7 @@ def _engine(backend: BackendKind, artifact_dir: Path) -> str:
 def test_auto_picks_torch_only_where_the_cpu_multiplies_bfloat16(
     artifact: Path, monkeypatch: pytest.MonkeyPatch, amx: bool, expected: str
 ) -> None:
-    monkeypatch.setattr(cpu_features, "cpu_has_bf16_matrix_units", lambda: amx)
+    monkeypatch.setattr(hardware, "cpu_has_bf16_matrix_units", lambda: amx)
     assert _engine("auto", artifact) == expected
     assert _engine("auto", artifact.parent) == expected  # a root: its newest version
     assert _engine("onnx", artifact) == "onnx"
@@ -46,7 +46,7 @@ def test_auto_picks_torch_only_where_the_cpu_multiplies_bfloat16(
 def test_auto_falls_back_to_onnx_for_an_artifact_without_a_program(
     artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cpu_features, "cpu_has_bf16_matrix_units", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_bf16_matrix_units", lambda: True)
     older = tmp_path / "v1"
     shutil.copytree(artifact, older, ignore=shutil.ignore_patterns("model.pt2"))
     manifest = json.loads((older / "manifest.json").read_text())
@@ -71,7 +71,7 @@ def test_choose_engine_needs_pytorch_for_auto_and_checks_names(
     artifact: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     manifest = read_cross_encoder_manifest(artifact, verify=False)
-    monkeypatch.setattr(cpu_features, "cpu_has_bf16_matrix_units", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_bf16_matrix_units", lambda: True)
     assert choose_engine("auto", manifest) == "torch"
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
@@ -88,8 +88,8 @@ def test_auto_on_a_gpu_picks_torch_only_where_pytorch_sees_cuda(
     artifact: Path, monkeypatch: pytest.MonkeyPatch, cuda: bool, expected: str
 ) -> None:
     manifest = read_cross_encoder_manifest(artifact, verify=False)
-    monkeypatch.setattr(cross_encoder_torch, "cuda_is_available", lambda: cuda)
-    monkeypatch.setattr(cpu_features, "cpu_has_bf16_matrix_units", lambda: not cuda)
+    monkeypatch.setattr(hardware, "cuda_is_available", lambda: cuda)
+    monkeypatch.setattr(hardware, "cpu_has_bf16_matrix_units", lambda: not cuda)
     assert choose_engine("auto", manifest, "cuda:0") == expected  # the GPU decides, not the CPU's AMX
     assert choose_engine("onnx", manifest, "cuda:0") == "onnx"
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
+from model_runtimes.cross_encoder.pairs import PairRequest, decode_pair_request, score_requests
 from reranker_service.backends.admission import AdmissionLimit
 from reranker_service.backends.triton import to_domain_error
 from reranker_service.cache.lru import LruScoreCache
 from reranker_service.cache.redis import decode_score, encode_score
 from reranker_service.config import Settings, parse_settings
 from search_common import triton_contract as tc
-from search_common.cross_encoder_runtime import PairRequest, decode_pair_request, score_requests
 from search_common.errors import (
     DeadlineExceeded,
     InvalidArgument,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search_common.cross_encoder_runtime import batch_slices, length_order, pad_batch, split_by_counts
+from model_runtimes.cross_encoder.pairs import batch_slices, length_order, pad_batch, split_by_counts
 
 
 def test_length_order_sorts_longest_first_and_inverse_restores_input_order() -> None:

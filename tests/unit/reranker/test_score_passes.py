@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from search_common.score_passes import (
+from model_runtimes.cross_encoder.passes import (
     BUCKETED,
     SINGLE,
     Pass,

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from model_runtimes.bi_encoder import length_order
 from retriever_service.bm25 import Bm25Tokenizer
 from retriever_service.config import parse_build_settings, parse_settings
-from retriever_service.encoder import length_order
 from retriever_service.shards import shard_bounds, validate_request
 from search_common.errors import InvalidArgument
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retriever_service.encoder import BiEncoder
+from model_runtimes.bi_encoder import BiEncoder
 from training.bi_encoder.evaluate import dev_report, exact_search, retrieval_metrics
 
 

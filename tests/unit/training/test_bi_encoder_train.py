@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from retriever_service.encoder import BiEncoder
+from model_runtimes.bi_encoder import BiEncoder
 from search_common.artifacts import read_manifest
 from training.bi_encoder.train import HyperParameters, Recipe, main, train
 

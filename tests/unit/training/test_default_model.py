@@ -10,25 +10,21 @@ from pathlib import Path
 
 import pytest
 
+from corpora.stdlib import iter_stdlib_documents, stdlib_root, write_corpus
 from search_common.artifacts import read_manifest
 from search_common.documents import Document
-from search_common.stdlib_corpus import iter_stdlib_documents, stdlib_root, write_corpus
-from training.cross_encoder.default_model import (
-    DEFAULT_BUDGET,
-    DEFAULT_RECIPE,
-    Budget,
+from training.cross_encoder.default_model.build import ensure_default_model
+from training.cross_encoder.default_model.cache import cache_key, find_cached
+from training.cross_encoder.default_model.pseudo_queries import (
     PseudoQuery,
-    Recipe,
     build_pseudo_queries,
-    cache_key,
     clean_query,
-    ensure_default_model,
-    find_cached,
     fitting_queries,
     name_query,
     split_first_sentence,
     split_queries,
 )
+from training.cross_encoder.default_model.recipe import DEFAULT_BUDGET, DEFAULT_RECIPE, Budget, Recipe
 
 TINY_MODULES = (
     "textwrap.py",
@@ -212,7 +208,8 @@ def test_first_use_trains_then_reuses_and_a_changed_corpus_retrains(
 
 def test_a_model_without_held_out_gain_is_refused_by_the_cached_manifest(tmp_path: Path) -> None:
     from search_common.artifacts import write_manifest
-    from training.cross_encoder.default_model import DefaultModelError, base_model_sha256, corpus_sha256
+    from training.cross_encoder.default_model.cache import base_model_sha256, corpus_sha256
+    from training.cross_encoder.default_model.recipe import DefaultModelError
 
     corpus = tmp_path / "corpus"
     write_corpus(corpus, _docs())

@@ -1,7 +1,7 @@
 """Triton python backend: the cross-encoder reranker (tokenisation, then ONNX Runtime or the artifact's
 bfloat16 torch program, on the CPU or on the instance's GPU; the ENGINE parameter chooses).
 
-Thin on purpose: decoding, grouping, scoring and splitting live in search_common.cross_encoder_runtime (no
+Thin on purpose: decoding, grouping, scoring and splitting live in model_runtimes.cross_encoder (no
 pb_utils there, so they are unit-tested without Triton). `initialize` loads the artifact named by the config's
 ARTIFACT_ROOT/ARTIFACT_VERSION once; `execute` concatenates every request's pairs, scores them in one call
 per max_length and returns one response per request, in order. The runtime's pass shape (PASS_SHAPE) keeps
@@ -19,13 +19,9 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from model_runtimes.cross_encoder.pairs import PairRequest, decode_pair_request, score_requests
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 from search_common import triton_contract as tc
-from search_common.cross_encoder_runtime import (
-    CrossEncoderRuntime,
-    PairRequest,
-    decode_pair_request,
-    score_requests,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +62,7 @@ class TritonPythonModel:
         if tc.ARTIFACT_PLACEHOLDER in root or tc.VERSION_PLACEHOLDER in version:
             raise pb_utils.TritonModelException(
                 "ARTIFACT_ROOT/ARTIFACT_VERSION are placeholders: serve the repository assembled by "
-                "deploy/local (search_common.local_services.assemble_model_repository)"
+                "deploy/local (operations.triton_repository.assemble_model_repository)"
             )
         threads = int(_parameter(config, tc.PARAM_INTRA_OP_THREADS, "0"))
         requested = _parameter(config, tc.PARAM_ENGINE, "onnx")

@@ -1,4 +1,5 @@
-"""What this CPU can do fast, from /proc/cpuinfo: read by the engine choice and recorded beside speed figures.
+"""What this machine can run fast: the CPU's instruction sets (from /proc/cpuinfo) and whether PyTorch sees a
+CUDA GPU. Read by the engine choice and recorded beside speed figures.
 
 Hosts differ: a Xeon with AMX multiplies bfloat16 matrices several times faster than fp32, an AVX2-only EPYC
 runs bfloat16 slower than fp32, and int8 needs VNNI to be quick. A figure means little without these.
@@ -56,3 +57,12 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.machine()
+
+
+def cuda_is_available() -> bool:
+    """Whether PyTorch is installed with CUDA and sees a GPU (False where it is not installed)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())

@@ -17,7 +17,8 @@ import numpy as np
 from search_common.artifacts import ArtifactError
 
 if TYPE_CHECKING:
-    from search_common.cross_encoder_runtime import CrossEncoderManifest, FloatArray, IntArray
+    from model_runtimes.cross_encoder.contract import FloatArray, IntArray
+    from model_runtimes.cross_encoder.manifest import CrossEncoderManifest
 
 # The cross-encoder's positional inputs, in the order both exporters (training.cross_encoder.export: the ONNX
 # graph and this program) trace them with.
@@ -47,15 +48,6 @@ class TorchProgramForward:
         with torch.inference_mode():
             logits = self._module(*inputs)
         return np.asarray(logits.float().cpu().numpy(), dtype=np.float32)
-
-
-def cuda_is_available() -> bool:
-    """Whether PyTorch is installed with CUDA and sees a GPU (False where it is not installed)."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def open_torch_program(

@@ -26,6 +26,8 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from search_common.port_file import read_port_file
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_START_TIMEOUT_SECONDS = 120.0
@@ -35,22 +37,6 @@ _POLL_SECONDS = 0.1
 
 class ServiceStartError(RuntimeError):
     """A service process exited or did not become SERVING in time; the message carries its log's tail."""
-
-
-def write_port_file(path: Path, port: int) -> None:
-    """Writes a port number atomically (temporary file + rename), so readers never see a partial write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    scratch.write_text(f"{port}\n")
-    scratch.replace(path)
-
-
-def read_port_file(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 def check_serving(address: str, service: str = "", timeout: float = 1.0) -> bool:

@@ -2,7 +2,7 @@
 
 The stack is the production shape on loopback: two dense shards and one BM25 shard (retriever processes),
 the reranker process on a real tritonserver with a real redis-server score cache, and the gateway process.
-During a bounded load (`search_common.loadgen`), one component is killed with SIGKILL, left down for a few
+During a bounded load (`operations.loadgen`), one component is killed with SIGKILL, left down for a few
 seconds and started again on the same port; the gateway is never restarted. Each drill reports the
 requests sent, those that failed (any status but OK; the goal is none), the answers flagged degraded, and
 the seconds from the restart until answers stopped being degraded.
@@ -23,9 +23,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from search_common.loadgen import RequestRecord, recovery_seconds, run_load
-from search_common.local_services import RedisServer, TritonServer, assemble_model_repository
-from search_common.processes import ServiceProcess, ServiceStack
+from operations.loadgen import RequestRecord, recovery_seconds, run_load
+from operations.processes import ServiceProcess, ServiceStack
+from operations.redis_server import RedisServer
+from operations.triton_repository import assemble_model_repository
+from operations.tritonserver import TritonServer
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from retriever_service.encoder import BiEncoder, QueryMemo
+from model_runtimes.bi_encoder import BiEncoder, QueryMemo
+from model_runtimes.cross_encoder.pairs import pad_batch
 from search_common.artifacts import ArtifactError
-from search_common.cross_encoder_runtime import pad_batch
 from search_common.ports import QUERY_ENCODER_ENGINES, QueryEncoder, QueryEncoderEngine
 
 logger = logging.getLogger(__name__)

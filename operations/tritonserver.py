@@ -1,8 +1,8 @@
-"""Real tritonserver and redis-server processes on free loopback ports, for local use and for tests.
+"""A real tritonserver on free loopback ports, for local use and for tests.
 
-Both are context managers that start the process, poll readiness under a timeout (raising with the tail of
-the process's log when it fails or hangs) and stop it with SIGTERM. The thin scripts in deploy/local/ call
-`triton_main` and `redis_main`.
+A context manager that starts the process, polls readiness under a timeout (raising with the tail of the
+process's log when it fails or hangs) and stops it with SIGTERM. `deploy/local/tritonserver.py` calls
+`triton_main`.
 
 Triton comes from the nvidia-pytriton wheel installed in its own virtual environment (`.venv-triton`): the
 wheel bundles tritonserver and the python backend, but not as a ready backend directory, so this module links
@@ -10,8 +10,7 @@ one together (`libtriton_python.so`, `triton_python_backend_utils.py` and the st
 puts the venv interpreter's LIBDIR and the wheel's `nvidia_pytriton.libs` on LD_LIBRARY_PATH and the venv's
 `bin` first on PATH, so the backend stub runs in that venv (it ignores PYTHONPATH). The committed
 `triton_models/` repository carries placeholders; `assemble_model_repository` writes a runnable copy with the
-artifact filled in.
-"""
+artifact filled in."""
 
 from __future__ import annotations
 
@@ -19,66 +18,37 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
+from operations.launch import (
+    REPO_ROOT,
+    LocalServiceError,
+    free_port,
+    log_tail,
+    stop_process,
+    until_signal,
+    write_env_file,
+)
+from operations.triton_repository import assemble_model_repository
 from search_common import triton_contract as tc
-from search_common.cross_encoder_runtime import ENGINE_CHOICES, onnx_providers
 from search_common.logging_setup import configure_logging
 from search_common.tls import ClientTls, tritonclient_options
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+logger = logging.getLogger(__name__)
+
 DEFAULT_TRITON_VENV = REPO_ROOT / ".venv-triton"
-DEFAULT_MODEL_SOURCE = REPO_ROOT / "triton_models"
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"
-LOG_TAIL_CHARS = 4000
-
-
-class LocalServiceError(RuntimeError):
-    """A local tritonserver or redis-server could not be started or is not usable here."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS considers free right now (another process may still take it before we bind)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-    except OSError:
-        return "(no log)"
-
-
-def _stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        logger.warning("pid %d ignored SIGTERM for %.0fs; killing it", process.pid, timeout)
-        process.kill()
-        process.wait(timeout=10)
-
-
-# --- Triton ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +131,7 @@ class TritonInstallation:
 
     def ensure_repo_installed(self, repo_root: Path = REPO_ROOT) -> None:
         """Installs this repository (no dependencies) into the Triton venv if model.py could not import it."""
-        check = [str(self.python), "-c", "import search_common.cross_encoder_runtime"]
+        check = [str(self.python), "-c", "import model_runtimes.cross_encoder.runtime"]
         if subprocess.run(check, capture_output=True, cwd="/").returncode == 0:
             return
         logger.info("installing %s into %s (editable, no dependencies)", repo_root, self.venv)
@@ -181,88 +151,6 @@ class TritonInstallation:
                 link.unlink()
             link.symlink_to(source)
         return destination
-
-
-def assemble_model_repository(
-    destination: Path,
-    *,
-    artifact_root: Path,
-    artifact_version: str,
-    artifact_name: str = "",
-    artifact_max_length: int | None = None,
-    source: Path = DEFAULT_MODEL_SOURCE,
-    intra_op_threads: int = 0,
-    instance_count: int = 1,
-    instance_kind: Literal["cpu", "gpu"] = "cpu",
-    engine: str = "auto",
-    score_batch_size: int = 0,
-    device: str = "",
-) -> Path:
-    """Copies `triton_models/` to destination with the artifact placeholders in config.pbtxt filled in.
-
-    Name and max_length default to the artifact manifest's; the model refuses to load if they disagree.
-    `instance_kind="gpu"` makes the instances KIND_GPU: model.py runs its engine on the instance's GPU.
-    `engine` (auto | onnx | torch) is the config's ENGINE: which of the artifact's models the instances run.
-    `score_batch_size` (0: the committed value) is SCORE_BATCH_SIZE, the pairs per forward pass: a GPU
-    scores a whole dynamic batch in one pass about as fast as a part of it. `device` is DEVICE: empty
-    follows the instance kind; "cuda" or "cuda:N" runs the engine on that GPU whatever the kind.
-    """
-    if engine not in ENGINE_CHOICES:
-        raise LocalServiceError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
-    if score_batch_size < 0:
-        raise LocalServiceError(f"score_batch_size must be >= 0, got {score_batch_size}")
-    if device:
-        try:
-            onnx_providers(device)
-        except ValueError as exc:
-            raise LocalServiceError(str(exc)) from None
-    from search_common.artifacts import read_manifest
-
-    if not (artifact_root / artifact_version / "manifest.json").is_file():
-        raise LocalServiceError(f"no cross-encoder artifact at {artifact_root / artifact_version}")
-    manifest = read_manifest(artifact_root / artifact_version, ("name", "max_length"))
-    artifact_name = artifact_name or str(manifest["name"])
-    artifact_max_length = artifact_max_length or int(manifest["max_length"])
-    if destination.exists():
-        shutil.rmtree(destination)
-    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    config_path = destination / tc.MODEL_NAME / "config.pbtxt"
-    config = config_path.read_text()
-    for placeholder in (tc.ARTIFACT_PLACEHOLDER, tc.VERSION_PLACEHOLDER):
-        if placeholder not in config:
-            raise LocalServiceError(f"{config_path} lacks the placeholder {placeholder}")
-    config = (
-        config.replace(tc.ARTIFACT_PLACEHOLDER, str(artifact_root.resolve()))
-        .replace(tc.VERSION_PLACEHOLDER, artifact_version)
-        .replace(tc.NAME_PLACEHOLDER, artifact_name)
-        .replace(tc.MAX_LENGTH_PLACEHOLDER, str(artifact_max_length or ""))
-        .replace("    count: 1\n", f"    count: {instance_count}\n")
-        .replace("kind: KIND_CPU", "kind: KIND_GPU" if instance_kind == "gpu" else "kind: KIND_CPU")
-    )
-    settings = {
-        tc.PARAM_INTRA_OP_THREADS: str(intra_op_threads),
-        tc.PARAM_ENGINE: engine,
-        tc.PARAM_DEVICE: device,
-    }
-    if score_batch_size:  # else the committed value stays
-        settings[tc.PARAM_SCORE_BATCH_SIZE] = str(score_batch_size)
-    for key, value in settings.items():
-        config = _set_parameter(config, key, value, config_path)
-    config_path.write_text(config)
-    return destination
-
-
-def _set_parameter(config: str, key: str, value: str, config_path: Path) -> str:
-    """config.pbtxt text with the string_value of parameter `key` set to `value`.
-
-    Raises:
-        LocalServiceError: the config has no such parameter (or has it twice).
-    """
-    pattern = rf'(key: "{re.escape(key)}"\n  value: {{ string_value: )"[^"]*"'
-    updated, count = re.subn(pattern, lambda match: f'{match.group(1)}"{value}"', config)
-    if count != 1:
-        raise LocalServiceError(f"{config_path} lacks the parameter {key}")
-    return updated
 
 
 def _shm_regions() -> set[Path]:
@@ -404,7 +292,7 @@ class TritonServer:
                 if self._process.poll() is not None:
                     raise LocalServiceError(
                         f"tritonserver exited with code {self._process.returncode} while starting; "
-                        f"log tail:\n{_log_tail(self.log_path)}"
+                        f"log tail:\n{log_tail(self.log_path)}"
                     )
                 with contextlib.suppress(Exception):
                     if client.is_server_live(client_timeout=2) and all(
@@ -414,14 +302,14 @@ class TritonServer:
                 if time.monotonic() > deadline:
                     raise LocalServiceError(
                         f"tritonserver not ready after {self.startup_timeout:.0f}s (a failing python backend "
-                        f"stub leaves models loading forever); log tail:\n{_log_tail(self.log_path)}"
+                        f"stub leaves models loading forever); log tail:\n{log_tail(self.log_path)}"
                     )
                 time.sleep(0.5)
         finally:
             client.close()
 
     def log_tail(self) -> str:
-        return _log_tail(self.log_path)
+        return log_tail(self.log_path)
 
     def kill(self) -> None:
         """SIGKILL to tritonserver and its backend stubs, as a crash would; `start()` brings it back."""
@@ -433,7 +321,7 @@ class TritonServer:
 
     def stop(self) -> None:
         if self._process is not None:
-            _stop_process(self._process, self.stop_timeout)
+            stop_process(self._process, self.stop_timeout)
             logger.info("tritonserver pid %d stopped (code %s)", self._process.pid, self._process.returncode)
             self._process = None
         leftover = _shm_regions() - self._shm_before
@@ -449,188 +337,6 @@ class TritonServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-# --- Redis -------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RedisTls:
-    """PEM files for a TLS-only redis-server: its certificate and key, and the CA clients verify it with."""
-
-    cert: Path
-    key: Path
-    ca: Path
-
-
-class RedisServer:
-    """A redis-server on a free loopback port, without persistence.
-
-    `kill()` and `start()` again (same port) let tests take Redis away mid-test and bring it back.
-    """
-
-    def __init__(
-        self,
-        *,
-        binary: str = "redis-server",
-        password: str | None = None,
-        port: int = 0,
-        startup_timeout: float = 20.0,
-        stop_timeout: float = 10.0,
-        tls: RedisTls | None = None,
-    ) -> None:
-        resolved = shutil.which(binary)
-        if resolved is None:
-            raise LocalServiceError(f"{binary} not found on PATH (apt-get install -y redis-server)")
-        self.binary = resolved
-        self.password = password
-        self.port = port
-        self.tls = tls
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
-        self.startup_seconds = 0.0
-        self.work_dir = Path(tempfile.mkdtemp(prefix="redis-server-"))
-        self.log_path = self.work_dir / "redis.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """The server's URL, without the password (pass that separately, so it stays out of logs)."""
-        scheme = "redis" if self.tls is None else "rediss"
-        return f"{scheme}://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        if self.port == 0:
-            self.port = free_port()
-        command = [
-            self.binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.work_dir),
-            "--daemonize",
-            "no",
-        ]
-        if self.password:
-            command += ["--requirepass", self.password]
-        if self.tls is not None:  # TLS only: the plaintext port is closed
-            command[command.index("--port") + 1] = "0"
-            command += [
-                "--tls-port", str(self.port),
-                "--tls-cert-file", str(self.tls.cert),
-                "--tls-key-file", str(self.tls.key),
-                "--tls-ca-cert-file", str(self.tls.ca),
-                "--tls-auth-clients", "no",
-            ]  # fmt: skip
-        started = time.monotonic()
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - started
-        logger.info(
-            "redis-server pid %d ready on port %d in %.2fs",
-            self._process.pid,
-            self.port,
-            self.startup_seconds,
-        )
-        return self
-
-    def _wait_ready(self) -> None:
-        import redis
-
-        assert self._process is not None
-        deadline = time.monotonic() + self.startup_timeout
-        client = redis.Redis(
-            host="127.0.0.1",
-            port=self.port,
-            password=self.password,
-            socket_timeout=1.0,
-            ssl=self.tls is not None,
-            ssl_ca_certs=None if self.tls is None else str(self.tls.ca),
-        )
-        try:
-            while True:
-                if self._process.poll() is not None:
-                    raise LocalServiceError(
-                        f"redis-server exited with code {self._process.returncode}; log tail:\n"
-                        f"{_log_tail(self.log_path)}"
-                    )
-                with contextlib.suppress(redis.RedisError):
-                    if client.ping():
-                        return
-                if time.monotonic() > deadline:
-                    raise LocalServiceError(
-                        f"redis-server not answering PING after {self.startup_timeout:.0f}s; log tail:\n"
-                        f"{_log_tail(self.log_path)}"
-                    )
-                time.sleep(0.1)
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would: no shutdown handshake with clients."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait(timeout=10)
-        self._process = None
-
-    def stop(self) -> None:
-        if self._process is not None:
-            _stop_process(self._process, self.stop_timeout)
-            self._process = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-# --- CLIs (deploy/local/*.py) ------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _until_signal() -> Iterator[None]:
-    stop = {"now": False}
-
-    def handler(signum: int, frame: object) -> None:
-        stop["now"] = True
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-        while not stop["now"]:
-            time.sleep(0.2)
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _write_env_file(path: Path | None, values: dict[str, str]) -> None:
-    text = "".join(f"{key}={value}\n" for key, value in values.items())
-    sys.stdout.write(text)
-    sys.stdout.flush()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
 
 
 def triton_main(argv: list[str] | None = None) -> int:
@@ -668,8 +374,8 @@ def triton_main(argv: list[str] | None = None) -> int:
         work_dir=args.repository.parent / "run",
         startup_timeout=args.startup_timeout,
     )
-    with server, _until_signal():
-        _write_env_file(
+    with server, until_signal():
+        write_env_file(
             args.env_file,
             {
                 "TRITON_URL": server.grpc_url,
@@ -677,21 +383,5 @@ def triton_main(argv: list[str] | None = None) -> int:
                 "TRITON_METRICS_PORT": str(server.metrics_port),
                 "TRITON_STARTUP_SECONDS": f"{server.startup_seconds:.1f}",
             },
-        )
-    return 0
-
-
-def redis_main(argv: list[str] | None = None) -> int:
-    """Starts a throwaway redis-server on a free loopback port until SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(description=redis_main.__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--password", default=None)
-    parser.add_argument("--env-file", type=Path, default=None, help="also write REDIS_URL=... here")
-    args = parser.parse_args(argv)
-    configure_logging()
-    with RedisServer(port=args.port, password=args.password) as server, _until_signal():
-        _write_env_file(
-            args.env_file,
-            {"REDIS_URL": server.url, "REDIS_STARTUP_SECONDS": f"{server.startup_seconds:.2f}"},
         )
     return 0

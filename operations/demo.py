@@ -26,20 +26,20 @@ from pathlib import Path
 import grpc
 from search.v1 import search_service_pb2, search_service_pb2_grpc
 
-from gateway.client_cli import format_response
-from gateway.config import DemoSettings, parse_demo_settings
-from gateway.evaluate import ensure_index
+from corpora.stdlib import ensure_stdlib_corpus
+from evaluation.offline_stack import ensure_index
+from operations.client_cli import format_response
+from operations.demo_config import DemoSettings, parse_demo_settings
+from operations.launch import LocalServiceError
+from operations.processes import ServiceStack, ServiceStartError
 from search_common.grpc_server import message_size_options
-from search_common.local_services import LocalServiceError
 from search_common.logging_setup import configure_logging
-from search_common.processes import ServiceStack, ServiceStartError
-from search_common.stdlib_corpus import ensure_stdlib_corpus
 
 logger = logging.getLogger(__name__)
 
 
 def _build_artifacts(settings: DemoSettings) -> tuple[Path, Path]:
-    from retriever_service.encoder import BiEncoder
+    from model_runtimes.bi_encoder import BiEncoder
 
     corpus = ensure_stdlib_corpus(settings.var_dir / "corpus" / "stdlib")
     index_root = settings.var_dir / "indexes"
@@ -58,7 +58,7 @@ def _build_artifacts(settings: DemoSettings) -> tuple[Path, Path]:
 
 def _query_encoder_dir() -> Path:
     """The encoder the dense index is built and served with (`_build_artifacts`: the packaged one)."""
-    from retriever_service.encoder import default_model_dir
+    from model_runtimes.bi_encoder import default_model_dir
 
     return default_model_dir()
 
@@ -67,7 +67,7 @@ def _reranker_artifact(settings: DemoSettings) -> Path:
     if settings.reranker_artifact is not None:
         return settings.reranker_artifact
     # Trained once on the corpus's own pseudo-queries (nothing downloaded), then reused from var/.
-    from training.cross_encoder.default_model import ensure_default_model
+    from training.cross_encoder.default_model.build import ensure_default_model
 
     corpus = ensure_stdlib_corpus(settings.var_dir / "corpus" / "stdlib")
     return ensure_default_model(corpus, settings.var_dir / "models" / "cross-encoder-default")
@@ -77,7 +77,9 @@ def _start_reranker(
     stack: ServiceStack, settings: DemoSettings, artifact: Path, resources: contextlib.ExitStack
 ) -> str:
     # Imported here: only the triton and redis options need them.
-    from search_common.local_services import RedisServer, TritonServer, assemble_model_repository
+    from operations.redis_server import RedisServer
+    from operations.triton_repository import assemble_model_repository
+    from operations.tritonserver import TritonServer
 
     argv = [sys.executable, "-m", "reranker_service"]
     argv += ["--backend", settings.reranker, "--cache", settings.cache]

@@ -1,0 +1,103 @@
+"""Settings of search-demo, parsed once from argv: the stack it starts and the queries it shows."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEMO_QUERIES = (
+    "how do I parse command line arguments",
+    "read a gzip compressed file",
+    "compute the sha256 hash of a file",
+    "run a subprocess and capture its output",
+    "format a date as ISO 8601",
+)
+# Reranking depth is what a CPU can afford per query at interactive latency; see gateway/variants.yaml.
+DEMO_RERANKED_VARIANT = "hybrid30+ce"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSettings:
+    """Flags of `search-demo`."""
+
+    var_dir: Path = Path("var")
+    queries: tuple[str, ...] = DEMO_QUERIES
+    top_k: int = 5
+    variant: str = DEMO_RERANKED_VARIANT
+    reranker: str = "auto"
+    cache: str = "lru"
+    reranker_artifact: Path | None = None
+    dense_shards: int = 2
+    keep_running: bool = False
+    startup_timeout_seconds: float = 300.0
+    request_timeout_seconds: float = 10.0
+    retriever_threads: int = 1
+    log_level: str = "WARNING"
+
+
+def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
+    """Parses `search-demo` flags; a bad flag exits 2 with a message naming it."""
+    parser = argparse.ArgumentParser(
+        prog="search-demo",
+        description="Bring the whole stack up on loopback over the stdlib corpus and run example queries.",
+    )
+    parser.add_argument("--var", type=Path, default=Path("var"), help="where corpus, indexes and logs go")
+    parser.add_argument("--query", action="append", default=None, help="query to run (repeatable)")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument(
+        "--variant", default=None, help=f"default: {DEMO_RERANKED_VARIANT}, or hybrid with --reranker none"
+    )
+    parser.add_argument(
+        "--reranker",
+        default="auto",
+        choices=["none", "auto", "onnx", "torch", "triton"],
+        help="in process: onnx (ONNX Runtime), torch (bfloat16 torch program), auto (torch on CPUs with "
+        "AMX-BF16, else onnx; the default); triton: a local tritonserver; none: first stage only",
+    )
+    parser.add_argument(
+        "--cache", default="lru", choices=["lru", "redis", "none"], help="the reranker's score cache"
+    )
+    parser.add_argument(
+        "--reranker-artifact",
+        type=Path,
+        default=None,
+        help="cross-encoder artifact (default: trained on the stdlib corpus on first use, then cached)",
+    )
+    parser.add_argument("--dense-shards", type=int, default=2)
+    parser.add_argument("--keep-running", action="store_true", help="keep the stack up until Ctrl-C")
+    parser.add_argument("--startup-timeout", type=float, default=300.0, help="seconds per service start")
+    parser.add_argument("--timeout", type=float, default=10.0, help="per-query deadline in seconds")
+    parser.add_argument("--retriever-threads", type=int, default=1, help="torch/FAISS threads per shard")
+    parser.add_argument(
+        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
+    )
+    args = parser.parse_args(argv)
+    for flag, value in (
+        ("--top-k", args.top_k),
+        ("--dense-shards", args.dense_shards),
+        ("--retriever-threads", args.retriever_threads),
+    ):
+        if value <= 0:
+            parser.error(f"{flag} must be positive, got {value}")
+    if args.timeout <= 0 or args.startup_timeout <= 0:
+        parser.error("--timeout and --startup-timeout must be positive")
+    queries = tuple(args.query) if args.query else DEMO_QUERIES
+    if any(not q.strip() for q in queries):
+        parser.error("--query must not be empty")
+    return DemoSettings(
+        var_dir=args.var,
+        queries=queries,
+        top_k=args.top_k,
+        variant=args.variant or (DEMO_RERANKED_VARIANT if args.reranker != "none" else "hybrid"),
+        reranker=args.reranker,
+        cache=args.cache,
+        reranker_artifact=args.reranker_artifact,
+        dense_shards=args.dense_shards,
+        keep_running=args.keep_running,
+        startup_timeout_seconds=args.startup_timeout,
+        request_timeout_seconds=args.timeout,
+        retriever_threads=args.retriever_threads,
+        log_level=args.log_level,
+    )
