@@ -111,10 +111,15 @@ def evaluate(
         started = time.monotonic()
         run = asyncio.run(run_queries(pipeline, variant, queries, concurrency=concurrency))
         scores = score_run(run, qrels)
+        label = encoder_label if "dense" in variant.groups else None
         row = QualityRow(
             dataset=beir.name,
             split=split,
-            pipeline=labelled_pipeline(variant.name, encoder_label if "dense" in variant.groups else None),
+            pipeline=labelled_pipeline(variant.name, label),
+            first_stage=labelled_pipeline(variant.first_stage, label),
+            reranker=variant.reranker_model if variant.reranks else None,
+            rerank_depth=variant.rerank_depth if variant.reranks else 0,
+            fusion=variant.fusion if variant.reranks else "none",
             ndcg_at_10=round(scores["ndcg@10"], 4),
             mrr_at_10=round(scores["mrr@10"], 4),
             recall_at_100=round(scores["recall@100"], 4),

@@ -28,7 +28,7 @@ def test_score_run_uses_rank_not_doc_id_order() -> None:
 
 
 def _row(pipeline: str, ndcg: float, dataset: str = "scifact") -> QualityRow:
-    return QualityRow(dataset, "test", pipeline, ndcg, 0.5, 0.9, 300)
+    return QualityRow(dataset, "test", pipeline, ndcg, 0.5, 0.9, 300, first_stage=pipeline)
 
 
 def test_update_results_replaces_own_rows_and_keeps_others(tmp_path: Path) -> None:
@@ -40,10 +40,33 @@ def test_update_results_replaces_own_rows_and_keeps_others(tmp_path: Path) -> No
         ("scifact", "bm25", 0.67),
         ("scifact", "dense", 0.65),
     ]
-    assert set(rows[0]) == {"dataset", "split", "pipeline", "ndcg@10", "mrr@10", "recall@100", "queries"}
+    assert set(rows[0]) == {
+        "dataset", "split", "pipeline", "first_stage", "reranker", "rerank_depth", "fusion",
+        "ndcg@10", "mrr@10", "recall@100", "queries",
+    }  # fmt: skip
+    assert (rows[0]["first_stage"], rows[0]["reranker"], rows[0]["rerank_depth"], rows[0]["fusion"]) == (
+        "dense",
+        None,
+        0,
+        "none",
+    )
     table = md_path.read_text()
-    assert "| scifact | test | dense | 0.6500 | 0.5000 | 0.9000 | 300 |" in table
+    assert "| scifact | test | dense | dense | - | - | none | 0.6500 | 0.5000 | 0.9000 | 300 |" in table
     assert table.count("\n| ") == 4  # header + 3 rows
+
+
+def test_a_reranked_row_says_what_reranked_it_how_deep_and_how_it_was_fused(tmp_path: Path) -> None:
+    row = QualityRow("scifact", "test", "hybrid-mnrl10+ce", 0.7, 0.6, 0.9, 300, first_stage="hybrid-mnrl",
+                     reranker="cross-encoder", rerank_depth=10, fusion="rrf")  # fmt: skip
+    json_path, md_path = update_results(tmp_path, [row])
+    (saved,) = json.loads(json_path.read_text())
+    assert (saved["first_stage"], saved["reranker"], saved["rerank_depth"], saved["fusion"]) == (
+        "hybrid-mnrl",
+        "cross-encoder",
+        10,
+        "rrf",
+    )
+    assert "| hybrid-mnrl10+ce | hybrid-mnrl | cross-encoder | 10 | rrf |" in md_path.read_text()
 
 
 def test_labelled_pipeline_names_rows_of_a_fine_tuned_encoder() -> None:
