@@ -15,8 +15,10 @@ from search_common.artifacts import read_manifest
 from search_common.documents import Document
 from training.cross_encoder.default_model.build import ensure_default_model
 from training.cross_encoder.default_model.cache import cache_key, find_cached
+from training.cross_encoder.default_model.gate import evaluate_artifact
 from training.cross_encoder.default_model.pseudo_queries import (
     PseudoQuery,
+    appears_in,
     build_pseudo_queries,
     clean_query,
     fitting_queries,
@@ -24,7 +26,13 @@ from training.cross_encoder.default_model.pseudo_queries import (
     split_first_sentence,
     split_queries,
 )
-from training.cross_encoder.default_model.recipe import DEFAULT_BUDGET, DEFAULT_RECIPE, Budget, Recipe
+from training.cross_encoder.default_model.recipe import (
+    DEFAULT_BUDGET,
+    DEFAULT_RECIPE,
+    Budget,
+    DefaultModelError,
+    Recipe,
+)
 
 TINY_MODULES = (
     "textwrap.py",
@@ -122,6 +130,34 @@ def test_pseudo_queries_are_deterministic_and_never_leak_the_sentence() -> None:
     assert first.documents["d.short"].text == "Too short a text to be queried about."
     names = {q.doc_id: q.text for q in first.queries if q.kind == "name"}
     assert names["e.TarFile.extractall"] == "extractall tar file e"
+
+
+def test_a_sentence_that_the_title_repeats_is_no_query() -> None:
+    """A collection whose first sentence is its title: the masked positive keeps the title, so the sentence
+    would reach the gate verbatim. It is dropped; a title that only shares some words is not a leak."""
+    abstract = "We measured the effect in forty patients over two years with careful controls."
+    title = "Vitamin D lowers the risk of fractures in older adults"
+    leaky = Document("doc-1", title, f"{title}. {abstract}")
+    fine = Document("doc-2", "Vitamin D and fractures", f"{title}. {abstract}")
+    repeated = Document(
+        "doc-3",
+        "",
+        f"Aspirin thins the blood in most adults. {abstract} Aspirin thins the blood in most adults.",
+    )
+    pseudo = build_pseudo_queries([leaky, fine, repeated])
+    assert {q.doc_id for q in pseudo.queries if q.kind == "sentence"} == {"doc-2"}
+    assert pseudo.documents["doc-1"] == leaky  # no query: shown whole, as documents without one are
+    assert appears_in("vitamin D lowers the RISK of fractures", leaky)
+    assert not appears_in("vitamin D lowers the risk", Document("x", "", "vitamin D lowers the riskiest"))
+
+
+def test_the_gate_refuses_held_out_queries_that_appear_in_their_positive(tmp_path: Path) -> None:
+    leaky = Document("doc-1", "aspirin thins the blood", "A study of forty patients over two years.")
+    query = PseudoQuery("s:doc-1", "Aspirin thins the blood", "doc-1", "sentence")
+    with pytest.raises(DefaultModelError, match="appear verbatim in their positive"):
+        evaluate_artifact(
+            tmp_path, [query], {"s:doc-1": ["doc-1"]}, {"doc-1": leaky}, depth=10, progress=False
+        )
 
 
 def test_held_out_documents_are_never_trained_on() -> None:

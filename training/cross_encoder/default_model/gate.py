@@ -14,8 +14,8 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from search_common.documents import Document
-from training.cross_encoder.default_model.pseudo_queries import PseudoQuery
-from training.cross_encoder.default_model.recipe import EVAL_WEIGHTS
+from training.cross_encoder.default_model.pseudo_queries import PseudoQuery, appears_in
+from training.cross_encoder.default_model.recipe import EVAL_WEIGHTS, DefaultModelError
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,18 @@ def evaluate_artifact(
     progress: bool,
     first_stage: str = "bm25 (masked corpus)",
 ) -> dict[str, Any]:
-    """Held-out nDCG@10: first stage alone, re-ranked by the artifact (int8 ONNX), and RRF-fused."""
+    """Held-out nDCG@10: first stage alone, re-ranked by the artifact (int8 ONNX), and RRF-fused.
+
+    Raises:
+        DefaultModelError: a held-out query appears verbatim in a field of its positive; such a gate
+            measures string matching and would publish a model that loses on real queries.
+    """
+    leaking = [q.query_id for q in held if appears_in(q.text, documents[q.doc_id])]
+    if leaking:
+        raise DefaultModelError(
+            f"{len(leaking)} held-out queries appear verbatim in their positive (e.g. {leaking[0]}); "
+            "the gate would measure string matching, not relevance"
+        )
     from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
     from training.cross_encoder.evaluate import rerank_report
 

@@ -1,5 +1,7 @@
 """Pseudo-queries from the corpus itself: a docstring's first sentence for its document shown without it,
-and the qualified name's words for the document shown without its title; ambiguous ones dropped."""
+and the qualified name's words for the document shown without its title; ambiguous ones dropped, and so is a
+sentence query whose words still appear verbatim in a field of its masked positive (a title that repeats
+the first sentence, a sentence said twice)."""
 
 from __future__ import annotations
 
@@ -57,6 +59,22 @@ def _words(text: str) -> list[str]:
     return text.split()
 
 
+def _normalized(text: str) -> str:
+    """Lower-case words joined by single spaces, punctuation and markup dropped: what "verbatim" compares."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def appears_in(query: str, document: Document) -> bool:
+    """Whether the query's words appear, in order and adjacent, in any field of the document.
+
+    A gate query that does would be answered by string matching, not relevance: on a collection whose first
+    sentence is the title, the masked positive kept its title, and the gate passed a model that lost on real
+    queries.
+    """
+    needle = f" {_normalized(query)} "
+    return any(needle in f" {_normalized(field)} " for field in (document.title, document.text))
+
+
 def split_first_sentence(text: str) -> tuple[str, str] | None:
     """(first sentence, rest of the text), or None when the docstring has no usable first sentence.
 
@@ -111,7 +129,11 @@ def build_pseudo_queries(documents: Sequence[Document]) -> PseudoQuerySet:
             continue
         first, rest = split
         query = clean_query(first)
-        if query is not None and len(_words(rest)) >= MIN_REST_WORDS:
+        if (
+            query is not None
+            and len(_words(rest)) >= MIN_REST_WORDS
+            and not appears_in(query, Document(doc.doc_id, doc.title, rest))
+        ):
             drafts[doc.doc_id] = (query, rest)
     counts = Counter(q.lower() for q, _ in drafts.values())
     result = PseudoQuerySet()
