@@ -83,8 +83,11 @@ class ServiceProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def wait_ready(self, timeout: float = DEFAULT_START_TIMEOUT_SECONDS) -> int:
-        """Waits for the port file, then for health SERVING; returns the port."""
+    def wait_ready(self, timeout: float = DEFAULT_START_TIMEOUT_SECONDS, *, serving: bool = True) -> int:
+        """Waits for the port file, then (with `serving`) for health SERVING; returns the port.
+
+        `serving=False` is for a service that binds before it can serve (a reranker waiting for its model).
+        """
         deadline = time.monotonic() + timeout
         while (port := read_port_file(self.port_file)) is None:
             if not self.running:
@@ -98,7 +101,8 @@ class ServiceProcess:
                 )
             time.sleep(_POLL_SECONDS)
         self.port = port
-        wait_for_serving(self.address, max(1.0, deadline - time.monotonic()))
+        if serving:
+            wait_for_serving(self.address, max(1.0, deadline - time.monotonic()))
         return port
 
     def kill(self) -> int:

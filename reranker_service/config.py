@@ -75,6 +75,10 @@ class Settings:
     intra_op_threads: int = 0
     batch_workers: int = 0
     pass_shape: str = "auto"
+    # In process: start even when --artifact-dir holds no model yet (answering UNAVAILABLE with the root's
+    # STATUS file) and load the first version that appears, polling every model_poll_seconds.
+    wait_for_model: bool = False
+    model_poll_seconds: float = 2.0
     batch_size: int = 32
     # onnx: requests waiting for a scoring thread before RESOURCE_EXHAUSTED.
     max_pending: int = 64
@@ -102,6 +106,10 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.wait_for_model and not self.embedded:
+            raise ValueError("--wait-for-model needs an in-process backend (Triton loads its own models)")
+        if self.model_poll_seconds <= 0:
+            raise ValueError(f"model_poll_seconds must be positive, got {self.model_poll_seconds}")
         if self.batch_workers < 0:
             raise ValueError(
                 f"batch_workers must be positive, or 0 for one per core; got {self.batch_workers}"
@@ -189,6 +197,13 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         help="passes of one request scored at once (0: one per core with single passes)",
     )
     parser.add_argument(
+        "--wait-for-model",
+        action="store_true",
+        default=_env(env, "WAIT_FOR_MODEL", "") in ("1", "true"),
+        help="start even when --artifact-dir holds no model yet: answer UNAVAILABLE (with the root's STATUS "
+        "file, e.g. training progress) and load the first version that appears",
+    )
+    parser.add_argument(
         "--pass-shape",
         choices=PASS_SHAPE_CHOICES,
         default=_env(env, "PASS_SHAPE", "auto"),
@@ -231,6 +246,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             intra_op_threads=args.intra_op_threads,
             batch_workers=args.batch_workers,
             pass_shape=args.pass_shape,
+            wait_for_model=args.wait_for_model,
             batch_size=args.batch_size,
             max_pending=args.max_pending,
             grace_seconds=args.grace_seconds,

@@ -7,6 +7,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
@@ -18,6 +19,7 @@ from reranker_service.config import Settings
 from reranker_service.metrics import RerankerMetrics
 from reranker_service.scoring import RerankCore
 from reranker_service.servicer import RerankerServicer
+from search_common.artifacts import MANIFEST_NAME, ArtifactError, latest_version
 from search_common.errors import Unavailable
 from search_common.grpc_server import (
     add_standard_services,
@@ -72,8 +74,29 @@ def create_server(settings: Settings, core: RerankCore) -> tuple[grpc.aio.Server
     return built.server, built.port
 
 
+# With --wait-for-model: a text file in the artifact root that says what the model's producer is doing
+# (e.g. "training: step 120/375"), quoted in the UNAVAILABLE answers while there is no model.
+STATUS_FILE = "STATUS"
+
+
+def waiting_status(root: Path) -> str:
+    """What a reranker waiting for a model under `root` tells callers."""
+    try:
+        status = " ".join((root / STATUS_FILE).read_text(encoding="utf-8", errors="replace").split())[:200]
+    except OSError:
+        status = ""
+    return f"waiting for a model under {root.name}" + (f" ({status})" if status else "")
+
+
 async def serve(settings: Settings) -> None:
-    """Binds, reports NOT_SERVING while the model loads, SERVING once warm; drains on SIGTERM."""
+    """Binds, reports NOT_SERVING while the model loads, SERVING once warm; drains on SIGTERM.
+
+    With `wait_for_model` and no model under the artifact root yet, the port file is written at once (the
+    server answers UNAVAILABLE saying what it waits for) and the first version to appear is loaded.
+    """
+    if settings.wait_for_model and not _has_model(settings):
+        await _serve_once_a_model_appears(settings)
+        return
     if settings.metrics_port is not None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise here
     metrics = RerankerMetrics()
@@ -102,6 +125,55 @@ async def serve(settings: Settings) -> None:
         reloader = ModelReloader(settings, built, core)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request)
     await run_until_signal(built.server, built.health, settings.grace_seconds, cleanups=[core.close])
+
+
+def _has_model(settings: Settings) -> bool:
+    root = settings.artifact_dir
+    assert root is not None  # Settings checks it for the in-process backends
+    if (root / MANIFEST_NAME).is_file():
+        return True
+    try:
+        latest_version(root)
+    except ArtifactError:
+        return False
+    return True
+
+
+async def _serve_once_a_model_appears(settings: Settings) -> None:
+    assert settings.artifact_dir is not None
+    root = settings.artifact_dir
+    metrics = RerankerMetrics()
+    built = build_server(settings, metrics=metrics)
+    built.servicer.waiting_for(lambda: waiting_status(root))
+    await built.server.start()
+    if settings.metrics_port is not None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        start_http_server(settings.metrics_port, addr=settings.host)
+    if settings.port_file is not None:
+        write_port_file(settings.port_file, built.port)
+    logger.info(
+        "reranker listening on %s:%d, NOT_SERVING: %s", settings.host, built.port, waiting_status(root)
+    )
+    cores: list[RerankCore] = []
+
+    async def load_when_ready() -> None:
+        # The model is written by another process (the demo's training): only the filesystem can tell.
+        while not _has_model(settings):  # noqa: ASYNC110
+            await asyncio.sleep(settings.model_poll_seconds)
+        core = await asyncio.to_thread(build_core, settings, metrics=metrics)
+        cores.append(core)
+        await _wait_until_ready(built, core, settings.startup_timeout_seconds)
+        reloader = ModelReloader(settings, built, core)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request)
+
+    loading = asyncio.create_task(load_when_ready())
+
+    async def close_cores() -> None:
+        loading.cancel()
+        for core in cores:
+            await core.close()
+
+    await run_until_signal(built.server, built.health, settings.grace_seconds, cleanups=[close_cores])
 
 
 class ModelReloader(SignalReloader):

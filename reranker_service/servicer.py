@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
@@ -25,9 +27,14 @@ class RerankerServicer(reranker_pb2_grpc.RerankerServiceServicer):  # type: igno
         self._reranker = reranker
         self._metrics = metrics
         self._labels = variant_labels or VariantLabels()
+        self._waiting_for: Callable[[], str] | None = None
 
     def attach(self, reranker: Reranker) -> None:
         self._reranker = reranker
+
+    def waiting_for(self, describe: Callable[[], str]) -> None:
+        """Until a model is attached, Rerank answers UNAVAILABLE with `describe()`: what the wait is for."""
+        self._waiting_for = describe
 
     async def Rerank(
         self,
@@ -38,7 +45,8 @@ class RerankerServicer(reranker_pb2_grpc.RerankerServiceServicer):  # type: igno
         variant = self._labels.from_metadata(context.invocation_metadata())
         try:
             if self._reranker is None:
-                raise Unavailable("reranker is still loading")
+                why = self._waiting_for() if self._waiting_for is not None else "the model is loading"
+                raise Unavailable(f"reranker has no model yet: {why}")
             documents = [Document(d.doc_id, d.title, d.text) for d in request.documents]
             with serving_variant(variant):
                 result = await self._reranker.rerank(
