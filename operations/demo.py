@@ -1,10 +1,16 @@
 """`search-demo`: the embedded default, in one command, on this machine.
 
-Builds (once, cached under var/) the stdlib documentation corpus, a 2-shard dense index, a BM25 index and a
-cross-encoder trained on the corpus's own pseudo-queries; starts every retriever shard, the reranker and the
-gateway as their own processes, all on free loopback ports; waits for health SERVING; runs example queries
-through the gateway over gRPC and prints ranked results with per-stage timings; then stops every process
-(SIGTERM, then SIGKILL after a grace period), also on Ctrl-C or failure.
+Builds (once, cached under var/) the stdlib documentation corpus, a 2-shard dense index and a BM25 index;
+starts every retriever shard, the reranker and the gateway as their own processes, all on free loopback
+ports; waits for health SERVING; runs example queries through the gateway over gRPC and prints ranked
+results with per-stage timings; then stops every process (SIGTERM, then SIGKILL after a grace period), also
+on Ctrl-C or failure. The gateway's default variant is the one the demo shows, so `search-client` without
+`--variant` ranks as the demo does.
+
+The cross-encoder is trained on the corpus's own pseudo-queries on first use, then cached. While it trains
+(in the background: `operations.demo_reranker`), the stack already answers on the first stage, flagged
+degraded with the reason and the training's progress; once it passes its publish gate it is swapped in and
+its held-out figures printed. Without --keep-running the demo then shows the same queries re-ranked.
 
     search-demo                                  # in-process ONNX scorer and LRU cache in the reranker
     search-demo --reranker triton --cache redis  # a real tritonserver and redis-server on loopback
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import shutil
 import signal
 import sys
 import threading
@@ -30,8 +38,10 @@ from corpora.stdlib import ensure_stdlib_corpus
 from evaluation.offline_stack import ensure_index
 from operations.client_cli import format_response
 from operations.demo_config import DemoSettings, parse_demo_settings
+from operations.demo_reranker import BackgroundTraining, describe_gate, warn_if_refused
 from operations.launch import LocalServiceError
-from operations.processes import ServiceStack, ServiceStartError
+from operations.processes import ServiceStack, ServiceStartError, wait_for_serving
+from search_common.artifacts import read_manifest
 from search_common.grpc_server import message_size_options
 from search_common.logging_setup import configure_logging
 
@@ -63,18 +73,52 @@ def _query_encoder_dir() -> Path:
     return default_model_dir()
 
 
-def _reranker_artifact(settings: DemoSettings) -> Path:
+def _models_root(settings: DemoSettings) -> Path:
+    return settings.var_dir / "models" / "cross-encoder-default"
+
+
+def _ready_reranker_artifact(settings: DemoSettings) -> Path | None:
+    """The artifact to serve now: the one named, or the cached default model; None when one must train."""
     if settings.reranker_artifact is not None:
+        warn_if_refused(settings.reranker_artifact)
         return settings.reranker_artifact
-    # Trained once on the corpus's own pseudo-queries (nothing downloaded), then reused from var/.
+    from training.cross_encoder.default_model.build import cached_default_model
+
+    corpus = ensure_stdlib_corpus(settings.var_dir / "corpus" / "stdlib")
+    cached = cached_default_model(corpus, _models_root(settings))
+    if cached is not None:
+        print(f"cross-encoder: {cached.name}, {describe_gate(read_manifest(cached))}")
+    return cached
+
+
+def _train_now(settings: DemoSettings) -> Path:
+    """The default model, trained here before anything starts (Triton loads only models that exist)."""
     from training.cross_encoder.default_model.build import ensure_default_model
 
     corpus = ensure_stdlib_corpus(settings.var_dir / "corpus" / "stdlib")
-    return ensure_default_model(corpus, settings.var_dir / "models" / "cross-encoder-default")
+    return ensure_default_model(corpus, _models_root(settings))
+
+
+def _variants_file(run_dir: Path, default: str) -> Path:
+    """The packaged variants with `default` as the gateway's default: what the demo shows, clients get."""
+    from importlib import resources
+
+    packaged = resources.files("gateway").joinpath("variants.yaml").read_text(encoding="utf-8")
+    text, replaced = re.subn(r"(?m)^default: .*$", f"default: {default}", packaged, count=1)
+    if replaced != 1:
+        raise ServiceStartError("the packaged gateway/variants.yaml has no `default:` line")
+    path = run_dir / "variants.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def _start_reranker(
-    stack: ServiceStack, settings: DemoSettings, artifact: Path, resources: contextlib.ExitStack
+    stack: ServiceStack,
+    settings: DemoSettings,
+    artifact: Path | None,
+    training: BackgroundTraining | None,
+    resources: contextlib.ExitStack,
 ) -> str:
     # Imported here: only the triton and redis options need them.
     from operations.redis_server import RedisServer
@@ -84,20 +128,26 @@ def _start_reranker(
     argv = [sys.executable, "-m", "reranker_service"]
     argv += ["--backend", settings.reranker, "--cache", settings.cache]
     if settings.reranker == "triton":
+        assert artifact is not None  # main trains first for Triton
         repository = assemble_model_repository(
             stack.run_dir / "triton-models", artifact_root=artifact.parent, artifact_version=artifact.name
         )
         triton = resources.enter_context(TritonServer(repository, work_dir=stack.run_dir / "triton"))
         print(f"  triton   serving on {triton.grpc_url} (started in {triton.startup_seconds:.1f}s)")
         argv += ["--triton-url", triton.grpc_url]
-    else:
+    elif artifact is not None:
         argv += ["--artifact-dir", str(artifact)]
+    else:
+        assert training is not None
+        argv += ["--artifact-dir", str(training.serving_root), "--wait-for-model"]
     if settings.cache == "redis":
         redis = resources.enter_context(RedisServer())
         print(f"  redis    serving on {redis.url}")
         argv += ["--redis-url", redis.url]
-    reranker = stack.start("reranker", argv, timeout=settings.startup_timeout_seconds)
-    print(f"  reranker serving on {reranker.address} ({settings.reranker}, cache {settings.cache})")
+    reranker = stack.spawn("reranker", argv)
+    reranker.wait_ready(settings.startup_timeout_seconds, serving=artifact is not None)
+    state = "serving" if artifact is not None else "waiting for its model (training, below)"
+    print(f"  reranker {state} on {reranker.address} ({settings.reranker}, cache {settings.cache})")
     return reranker.address
 
 
@@ -126,6 +176,7 @@ def _start_stack(
     argv += ["--query-encoder", str(_query_encoder_dir())]
     if reranker_address is not None:
         argv += ["--reranker", reranker_address]
+    argv += ["--variants", str(_variants_file(stack.run_dir, settings.variant))]
     gateway = stack.start("gateway", argv, timeout=settings.startup_timeout_seconds)
     print(f"  gateway  serving on {gateway.address}")
     return gateway.address
@@ -136,9 +187,8 @@ def _run_queries(address: str, settings: DemoSettings) -> None:
         stub = search_service_pb2_grpc.SearchServiceStub(channel)
         for query in settings.queries:
             print(f"\n=== {query}")
-            request = search_service_pb2.SearchRequest(
-                query=query, top_k=settings.top_k, variant=settings.variant
-            )
+            # No variant: the gateway's default, which is the demo's (see _variants_file).
+            request = search_service_pb2.SearchRequest(query=query, top_k=settings.top_k)
             try:
                 response = stub.Search(request, timeout=settings.request_timeout_seconds)
             except grpc.RpcError as exc:
@@ -157,27 +207,64 @@ def _wait_for_interrupt() -> None:
         pass
 
 
+def _client_command() -> str:
+    """search-client as the user can type it: the full path when it is not on PATH (a virtualenv's bin)."""
+    beside = Path(sys.executable).parent / "search-client"
+    on_path = shutil.which("search-client")
+    return "search-client" if on_path and Path(on_path) == beside else str(beside)
+
+
+def _show_reranked_when_trained(
+    training: BackgroundTraining, reranker_address: str, gateway_address: str, settings: DemoSettings
+) -> None:
+    print(
+        "\nthe reranker is still training; the answers above are first-stage. Waiting to show them "
+        "re-ranked (Ctrl-C stops)..."
+    )
+    training.wait()
+    if training.artifact is None:
+        return
+    wait_for_serving(reranker_address, settings.startup_timeout_seconds, "search.v1.RerankerService")
+    print("\nthe same queries, re-ranked:")
+    _run_queries(gateway_address, settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_demo_settings(argv)
     configure_logging(settings.log_level)
     started = time.monotonic()
     print("preparing the stdlib corpus and indexes (cached under var/ after the first run)...")
     dense, bm25 = _build_artifacts(settings)
-    artifact = _reranker_artifact(settings) if settings.reranker != "none" else None
-    print(f"ready in {time.monotonic() - started:.1f}s; starting the stack:")
     run_dir = settings.var_dir / "run" / f"demo-{int(time.time())}"
+    artifact: Path | None = None
+    training: BackgroundTraining | None = None
+    if settings.reranker != "none":
+        artifact = _ready_reranker_artifact(settings)
+        if artifact is None and settings.reranker == "triton":
+            print("training the default cross-encoder first (Triton serves only models that exist)...")
+            artifact = _train_now(settings)
+        elif artifact is None:
+            corpus = ensure_stdlib_corpus(settings.var_dir / "corpus" / "stdlib")
+            training = BackgroundTraining(corpus, _models_root(settings), run_dir / "reranker-models")
+            training.start()
+            print("no cached cross-encoder: training one in the background; first-stage answers meanwhile")
+    print(f"ready in {time.monotonic() - started:.1f}s; starting the stack:")
     try:
         with contextlib.ExitStack() as resources, ServiceStack(run_dir) as stack:
             reranker_address = (
-                _start_reranker(stack, settings, artifact, resources) if artifact is not None else None
+                _start_reranker(stack, settings, artifact, training, resources)
+                if settings.reranker != "none"
+                else None
             )
             address = _start_stack(stack, settings, dense, bm25, reranker_address)
+            print(f"first answers {time.monotonic() - started:.1f}s after start")
             _run_queries(address, settings)
             if settings.keep_running:
-                print(
-                    f'\nstack is up; try: search-client --target {address} "your query"   (Ctrl-C stops it)'
-                )
+                hint = f'{_client_command()} --target {address} "your query"'
+                print(f"\nstack is up; try: {hint}   (Ctrl-C stops it)")
                 _wait_for_interrupt()
+            elif training is not None and reranker_address is not None:
+                _show_reranked_when_trained(training, reranker_address, address, settings)
             print("\nstopping the stack...")
     except (ServiceStartError, LocalServiceError) as exc:
         print(f"search-demo: a service failed to start: {exc}", file=sys.stderr)

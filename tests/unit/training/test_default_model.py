@@ -4,15 +4,15 @@ split, the cache key, and first-use training then reuse on a tiny real corpus (a
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from corpora.stdlib import iter_stdlib_documents, stdlib_root, write_corpus
+from corpora.stdlib import write_corpus
 from search_common.artifacts import read_manifest
 from search_common.documents import Document
+from tests.tiny_stdlib import TINY_BUDGET, TINY_RECIPE, write_tiny_corpus
 from training.cross_encoder.default_model.build import ensure_default_model
 from training.cross_encoder.default_model.cache import cache_key, find_cached
 from training.cross_encoder.default_model.gate import evaluate_artifact
@@ -32,17 +32,6 @@ from training.cross_encoder.default_model.recipe import (
     Budget,
     DefaultModelError,
     Recipe,
-)
-
-TINY_MODULES = (
-    "textwrap.py",
-    "shlex.py",
-    "fnmatch.py",
-    "glob.py",
-    "base64.py",
-    "bisect.py",
-    "heapq.py",
-    "json",
 )
 
 
@@ -194,20 +183,7 @@ def test_cache_key_changes_with_corpus_recipe_budget_and_base_model() -> None:
 
 @pytest.fixture()
 def tiny_corpus(tmp_path: Path) -> Path:
-    root = tmp_path / "stdlib"
-    root.mkdir()
-    for name in TINY_MODULES:
-        source = stdlib_root() / name
-        if source.is_dir():
-            shutil.copytree(source, root / name)
-        else:
-            shutil.copy(source, root / name)
-    write_corpus(tmp_path / "corpus", list(iter_stdlib_documents(root)))
-    return tmp_path / "corpus"
-
-
-TINY_BUDGET = Budget(max_groups=4, held_out=4, eval_depth=5)
-TINY_RECIPE = Recipe(negatives=2, layers=1, batch_groups=2, skip_top=1, neg_depth=10)
+    return write_tiny_corpus(tmp_path)
 
 
 @pytest.mark.slow

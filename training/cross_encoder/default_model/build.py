@@ -39,6 +39,7 @@ from training.cross_encoder.default_model.recipe import (
     Budget,
     DefaultModelError,
     Recipe,
+    StepCallback,
     corpus_file,
 )
 
@@ -55,6 +56,7 @@ def _train_and_export(
     budget: Budget,
     recipe: Recipe,
     progress: bool,
+    on_step: StepCallback | None,
 ) -> dict[str, Any]:
     from training.cross_encoder.data import groups_sha256
     from training.cross_encoder.export import export_cross_encoder
@@ -72,7 +74,9 @@ def _train_and_export(
     ranked = rank_bm25(pseudo.documents, [*train_queries, *held], work, depth=depth, progress=progress)
     mined = time.perf_counter()
     groups = make_groups(train_queries, ranked, recipe=recipe, exclude_docs=held_docs)
-    stats = train_groups(groups, pseudo.documents, work / "checkpoint", recipe=recipe, progress=progress)
+    stats = train_groups(
+        groups, pseudo.documents, work / "checkpoint", recipe=recipe, progress=progress, on_step=on_step
+    )
     trained = time.perf_counter()
     extra = {
         "cache_key": key,
@@ -120,6 +124,7 @@ def ensure_default_model(
     require_gain: bool = True,
     progress: bool = True,
     threads: int | None = None,
+    on_step: StepCallback | None = None,
 ) -> Path:
     """The artifact directory of the default cross-encoder for `corpus_dir`, trained on first use.
 
@@ -135,6 +140,7 @@ def ensure_default_model(
         threads: torch CPU threads for training (default: torch's, one per core); on a machine busy with
             other work, 1 avoids oversubscription (seen here: 2 threads ran ~15 s per batch, 1 thread ~3 s).
             Not part of the cache key.
+        on_step: told (steps done, steps in all) after every training step, when one trains.
 
     Returns:
         The artifact (version) directory; the same path on every later call with the same inputs.
@@ -159,8 +165,27 @@ def ensure_default_model(
     key = cache_key(corpus_sha, budget, recipe, base_sha)
     with exclusive(out_root / f".lock-{key[:12]}"):
         return _ensure_locked(
-            corpus_path, out_root, key, corpus_sha, base_sha, budget, recipe, require_gain, progress
+            corpus_path, out_root, key, corpus_sha, base_sha, budget, recipe, require_gain, progress, on_step
         )
+
+
+def cached_default_model(
+    corpus_dir: Path,
+    out_root: Path = DEFAULT_OUT_ROOT,
+    *,
+    budget: Budget = DEFAULT_BUDGET,
+    recipe: Recipe = DEFAULT_RECIPE,
+) -> Path | None:
+    """The published default model for `corpus_dir` when one is cached (it beat its first stage), else None;
+    never trains. Lets a caller serve at once and train in the background only when it must."""
+    corpus_path = corpus_file(corpus_dir)
+    if not corpus_path.is_file():
+        return None
+    key = cache_key(corpus_sha256(corpus_path), budget, recipe, base_model_sha256())
+    cached = find_cached(out_root, key)
+    if cached is None or not read_manifest(cached).get("eval", {}).get("beats_first_stage", False):
+        return None
+    return cached
 
 
 def _ensure_locked(
@@ -173,6 +198,7 @@ def _ensure_locked(
     recipe: Recipe,
     require_gain: bool,
     progress: bool,
+    on_step: StepCallback | None,
 ) -> Path:
     cached = find_cached(out_root, key)
     if cached is not None:
@@ -204,6 +230,7 @@ def _ensure_locked(
             budget=budget,
             recipe=recipe,
             progress=progress,
+            on_step=on_step,
         )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

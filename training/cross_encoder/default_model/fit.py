@@ -13,7 +13,7 @@ from typing import Any
 from tqdm import tqdm
 
 from search_common.documents import Document
-from training.cross_encoder.default_model.recipe import Recipe
+from training.cross_encoder.default_model.recipe import Recipe, StepCallback
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +30,12 @@ def train_groups(
     *,
     recipe: Recipe,
     progress: bool,
+    on_step: StepCallback | None = None,
 ) -> dict[str, float | int]:
-    """One epoch of listwise training over `groups`; saves the checkpoint and returns loss and timings."""
+    """One epoch of listwise training over `groups`; saves the checkpoint and returns loss and timings.
+
+    `on_step(done, total)` is called after every optimiser step (the demo shows it while it waits).
+    """
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -78,6 +82,8 @@ def train_groups(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         running += float(loss.detach())
+        if on_step is not None:
+            on_step(n, steps)
         if n % 10 == 0:
             bar.set_postfix(loss=f"{running / n:.3f}")
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -65,6 +66,10 @@ class Recipe:
 
 DEFAULT_BUDGET = Budget()
 DEFAULT_RECIPE = Recipe()
+
+
+# Told (steps done, steps in all) after every training step.
+StepCallback = Callable[[int, int], None]
 
 
 def corpus_file(corpus: Path) -> Path:

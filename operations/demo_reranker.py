@@ -1,0 +1,137 @@
+"""The demo's cross-encoder: named, cached, or trained in the background while the stack already answers.
+
+On a first run nothing is cached, and training the default model on two cores takes many minutes. Rather
+than answer nothing until then, the demo starts the reranker with `--wait-for-model` on a serving root of
+its own, trains in a background thread, and writes the progress to that root's STATUS file, which the
+reranker quotes in every UNAVAILABLE answer: callers get first-stage answers, flagged degraded with the
+reason. When the model passes its publish gate it is linked into the serving root, the reranker loads it,
+and the demo prints its held-out figures. A refused model is never served.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reranker_service.server import STATUS_FILE
+from search_common.artifacts import read_manifest
+from training.cross_encoder.default_model.recipe import (
+    DEFAULT_BUDGET,
+    DEFAULT_RECIPE,
+    Budget,
+    DefaultModelError,
+    Recipe,
+)
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_EVERY_SECONDS = 30.0
+
+
+def describe_gate(manifest: dict[str, Any]) -> str:
+    """One line of a default model's held-out figures, from its manifest's eval."""
+    evaluation = manifest.get("eval") or {}
+    if "reranked_ndcg@10" not in evaluation:
+        return "no held-out figures in its manifest"
+    first_stage = evaluation.get("first_stage", "the first stage")
+    return (
+        f"held-out nDCG@10 {evaluation['first_stage_ndcg@10']:.3f} -> {evaluation['reranked_ndcg@10']:.3f} "
+        f"re-ranking the top {evaluation.get('depth', '?')} of {first_stage}"
+        f" ({evaluation.get('queries', '?')} queries it never trained on)"
+    )
+
+
+def warn_if_refused(artifact: Path) -> None:
+    """A loud warning for a named artifact its publish gate refused (served anyway: the user named it)."""
+    try:
+        manifest = read_manifest(artifact)
+    except Exception:  # the reranker's own load reports a broken artifact with its message
+        return
+    refused = artifact.name.startswith(".rejected-") or (
+        "beats_first_stage" in (manifest.get("eval") or {}) and not manifest["eval"]["beats_first_stage"]
+    )
+    if refused:
+        print(
+            f"WARNING: {artifact} was REFUSED by its publish gate ({describe_gate(manifest)}); it is served "
+            "only because --reranker-artifact names it, and may rank worse than the first stage",
+            file=sys.stderr,
+        )
+
+
+@dataclass
+class BackgroundTraining:
+    """Trains the default model for `corpus` on a thread and publishes it into `serving_root`."""
+
+    corpus: Path
+    models_root: Path
+    serving_root: Path
+    budget: Budget = DEFAULT_BUDGET
+    recipe: Recipe = DEFAULT_RECIPE
+    # False only in tests of the mechanics, whose tiny models need not beat anything.
+    require_gain: bool = True
+    started: float = field(default_factory=time.monotonic)
+    artifact: Path | None = None
+    error: str | None = None
+    _done: threading.Event = field(default_factory=threading.Event)
+    _last_print: float = 0.0
+
+    def start(self) -> None:
+        self.serving_root.mkdir(parents=True, exist_ok=True)
+        self._status("training the default cross-encoder on this corpus: preparing pseudo-queries")
+        threading.Thread(target=self._run, name="default-model-training", daemon=True).start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether training has ended (published, refused or failed) within `timeout`."""
+        return self._done.wait(timeout)
+
+    def _run(self) -> None:
+        from training.cross_encoder.default_model.build import ensure_default_model
+
+        try:
+            artifact = ensure_default_model(
+                self.corpus,
+                self.models_root,
+                budget=self.budget,
+                recipe=self.recipe,
+                require_gain=self.require_gain,
+                progress=False,
+                on_step=self._on_step,
+            )
+        except DefaultModelError as exc:
+            self.error = f"refused by its publish gate: {exc}"
+            self._status(f"no reranker: the default cross-encoder was {self.error}")
+            print(f"\nWARNING: the default cross-encoder was {self.error}; answers stay first-stage")
+        except Exception as exc:  # a failed training must not take the first-stage stack down
+            logger.exception("default cross-encoder training failed")
+            self.error = f"training failed: {type(exc).__name__}: {exc}"
+            self._status(f"no reranker: {self.error}")
+            print(f"\nWARNING: the default cross-encoder's {self.error}; answers stay first-stage")
+        else:
+            self.artifact = artifact
+            manifest = read_manifest(artifact)
+            (self.serving_root / artifact.name).symlink_to(artifact.resolve(), target_is_directory=True)
+            self._status("loading the trained model")
+            minutes = (time.monotonic() - self.started) / 60
+            print(f"\nreranker trained in {minutes:.1f} min and swapped in: {artifact.name}")
+            print(f"  {describe_gate(manifest)}")
+        finally:
+            self._done.set()
+
+    def _on_step(self, done: int, total: int) -> None:
+        elapsed = time.monotonic() - self.started
+        left = elapsed / done * (total - done)
+        line = f"training the default cross-encoder: step {done}/{total}, about {left / 60:.0f} min left"
+        self._status(line)
+        if time.monotonic() - self._last_print >= PROGRESS_EVERY_SECONDS or done == total:
+            self._last_print = time.monotonic()
+            print(f"  [{line}]", flush=True)
+
+    def _status(self, text: str) -> None:
+        scratch = self.serving_root / f".{STATUS_FILE}.tmp"
+        scratch.write_text(text + "\n", encoding="utf-8")
+        scratch.replace(self.serving_root / STATUS_FILE)
