@@ -10,6 +10,22 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
+# Runs a long, quiet step (pip) with a line every 15 s, so a first setup never looks hung.
+with_progress() {
+  local label=$1 started=$SECONDS pid status
+  shift
+  "$@" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if (( (SECONDS - started) % 15 == 0 )) && kill -0 "$pid" 2>/dev/null; then
+      printf '    %s: still working (%d s)\n' "$label" $((SECONDS - started))
+    fi
+  done
+  wait "$pid" && status=0 || status=$?
+  return "$status"
+}
+
 # System packages: Redis for the score cache, Prometheus (promtool) for the rules.
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
@@ -40,15 +56,17 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 # torch first and pinned: it comes from local disk as a CPU build; a looser request pulls a CUDA build.
-.venv/bin/python -m pip install "${pip_quiet[@]}" "torch==2.13.0"
-log "installing the project into .venv"
-.venv/bin/python -m pip install "${pip_quiet[@]}" -e ".[dev]"
+log "installing PyTorch (CPU build) into .venv"
+with_progress "torch" .venv/bin/python -m pip install "${pip_quiet[@]}" "torch==2.13.0"
+log "installing the project and its dependencies into .venv"
+with_progress "project" .venv/bin/python -m pip install "${pip_quiet[@]}" -e ".[dev]"
 
 if [ ! -x .venv-triton/bin/python ]; then
   log "creating .venv-triton (tritonserver's own environment)"
   "$PYTHON" -m venv .venv-triton
 fi
-.venv-triton/bin/python -m pip install "${pip_quiet[@]}" -r triton_models/requirements.txt
+log "installing tritonserver's environment into .venv-triton"
+with_progress "triton" .venv-triton/bin/python -m pip install "${pip_quiet[@]}" -r triton_models/requirements.txt
 # The model's python code imports search_common's runtime; nothing else of the project.
 .venv-triton/bin/python -m pip install "${pip_quiet[@]}" --no-deps -e .
 
