@@ -149,6 +149,21 @@ def test_the_gate_refuses_held_out_queries_that_appear_in_their_positive(tmp_pat
         )
 
 
+def test_ids_that_are_not_dotted_names_make_no_name_queries() -> None:
+    assert name_query("json.JSONEncoder.encode") == "encode json encoder"
+    assert name_query("MED-10") is None and name_query("10.1016/j.cell") is None
+
+
+def test_text_without_sentences_yields_no_queries_and_no_crash(caplog: pytest.LogCaptureFixture) -> None:
+    flat = [
+        Document(f"d{i}", "", "a title  an abstract without any sentence punctuation " * 3) for i in range(3)
+    ]
+    pseudo = build_pseudo_queries([*flat, Document("empty", "", "")])
+    assert [q for q in pseudo.queries if q.kind == "sentence"] == []
+    assert fitting_queries([], 64) == []
+    assert "1 of 4 documents are empty" in caplog.text
+
+
 def test_held_out_documents_are_never_trained_on() -> None:
     docs = [
         Document(

@@ -44,7 +44,8 @@ def rank_bm25(
 
     corpus = work / "masked" / CORPUS_FILE
     write_corpus(corpus, documents)
-    index_dir = build_index(corpus, work / "bm25", kind="bm25", name="stdlib-masked", overwrite=True)
+    # Named for what it is: the corpus being adapted to, its pseudo-queries' sentences masked.
+    index_dir = build_index(corpus, work / "bm25", kind="bm25", name="masked-corpus", overwrite=True)
     (retriever,) = load_index(index_dir)
     if not isinstance(retriever, Bm25Retriever):
         raise DefaultModelError(f"{index_dir}: expected a BM25 index")

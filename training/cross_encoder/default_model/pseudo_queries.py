@@ -105,8 +105,16 @@ def clean_query(sentence: str) -> str | None:
     return query
 
 
+_QUALIFIED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+
+
 def name_query(doc_id: str) -> str | None:
-    """The qualified name's words, leaf first: "json.JSONEncoder.encode" -> "encode json encoder"."""
+    """The qualified name's words, leaf first: "json.JSONEncoder.encode" -> "encode json encoder".
+
+    None for ids that are not dotted names (a collection's "MED-10" says nothing about its document).
+    """
+    if _QUALIFIED_NAME.fullmatch(doc_id) is None:
+        return None
     parts = doc_id.split(".")
     words: list[str] = []
     for part in reversed(parts):
@@ -123,6 +131,10 @@ def build_pseudo_queries(documents: Sequence[Document]) -> PseudoQuerySet:
     Deterministic: the same documents always give the same queries, ids and masked texts.
     """
     drafts: dict[str, tuple[str, str]] = {}
+    empty = sum(1 for doc in documents if not (doc.title.strip() or doc.text.strip()))
+    if empty:
+        logger.warning("%d of %d documents are empty: they can be found by id only, never queried", empty,
+                       len(documents))  # fmt: skip
     for doc in documents:
         split = split_first_sentence(doc.text)
         if split is None:
@@ -179,6 +191,8 @@ def fitting_queries(queries: Sequence[PseudoQuery], max_tokens: int) -> list[Pse
 
     from training.cross_encoder.model import base_model_path
 
+    if not queries:
+        return []
     tokenizer = AutoTokenizer.from_pretrained(base_model_path())
     pieces = tokenizer([q.text for q in queries], add_special_tokens=False)["input_ids"]
     return [q for q, ids in zip(queries, pieces, strict=True) if len(ids) <= max_tokens]
