@@ -184,6 +184,7 @@ class GrpcReranker:
             model_version=response.model.version,
             cache_hits=response.cache_hits,
             timings=timings_from_proto(response.timings),
+            cache_bypassed=response.cache_bypassed,
         )
 
     async def close(self) -> None:

@@ -38,7 +38,7 @@ STAGE_STATUSES = {
 RESULTS = ("ok", "deadline_exceeded", "unavailable", "error")
 CODES = ("OK", "INVALID_ARGUMENT", "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL")
 DEGRADED_STAGES = ("retrieve", "rerank")
-REASONS = ("deadline_exceeded", "unavailable", "error")
+REASONS = ("deadline_exceeded", "unavailable", "error", "cache_bypassed")
 RELOAD_RESULTS = ("ok", "error")
 # Latency SLOs per request, end to end at the gateway: a first-stage-only variant answers within 500 ms,
 # a reranked one (a CPU cross-encoder over up to 100 pairs) within 2.5 s. Both are bucket boundaries.
@@ -172,7 +172,10 @@ class GatewayMetrics:
         self.requests.labels(variant=variant, code=grpc.StatusCode.OK.name).inc()
         degradations = outcome.coverage.degradations
         failed: dict[tuple[str, str], str] = {(d.stage, d.component): d.reason for d in degradations}
-        rerank_failure = next((d.reason for d in degradations if d.stage == "rerank"), None)
+        # A bypassed score cache is reported, but the rerank itself succeeded.
+        rerank_failure = next(
+            (d.reason for d in degradations if d.stage == "rerank" and d.reason != "cache_bypassed"), None
+        )
         for timing in outcome.timings:
             # The gateway's own embed (a shard's has a component) and its feedback search (gateway/prf.py).
             if timing.stage in ("embed", "feedback") and not timing.component:

@@ -50,7 +50,9 @@ from search_common.variant_label import serving_variant
 logger = logging.getLogger(__name__)
 
 StageName = Literal["retrieve", "rerank"]
-Reason = Literal["deadline_exceeded", "unavailable", "error"]
+Reason = Literal["deadline_exceeded", "unavailable", "error", "cache_bypassed"]
+# The reranker's score cache, named in a cache_bypassed degradation (the reranker itself answered).
+SCORE_CACHE_COMPONENT = "score-cache"
 RERANKER_COMPONENT = "reranker"
 # The retriever group whose shards search by query vector (gateway.config.GROUPS).
 DENSE_GROUP = "dense"
@@ -499,6 +501,9 @@ class SearchPipeline:
             return first_stage_order(first_stage)
         trace.versions.append(Version(RERANKER_COMPONENT, result.model_name, result.model_version))
         trace.reranked = len(head)
+        if result.cache_bypassed:  # complete, but every score was computed: visible, not silent
+            detail = "score cache unavailable: every candidate was scored"
+            trace.degradations.append(Degradation("rerank", "cache_bypassed", SCORE_CACHE_COMPONENT, detail))
         for stage, stage_seconds in result.timings.items():
             trace.timings.append(StageTime(stage, stage_seconds, RERANKER_COMPONENT))
         return rerank_order(

@@ -28,6 +28,7 @@ _REASONS = {
     "deadline_exceeded": search_service_pb2.DEGRADATION_REASON_DEADLINE_EXCEEDED,
     "unavailable": search_service_pb2.DEGRADATION_REASON_UNAVAILABLE,
     "error": search_service_pb2.DEGRADATION_REASON_ERROR,
+    "cache_bypassed": search_service_pb2.DEGRADATION_REASON_CACHE_BYPASSED,
 }
 
 

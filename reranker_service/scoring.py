@@ -194,6 +194,7 @@ class RerankCore:
         keys: list[str] = []
         cache_seconds = 0.0
         lookup_failed = False
+        errors_before = cache.errors if cache is not None else 0
         if cache is not None:
             query_hash = _digest(query)
             keys = [
@@ -209,7 +210,6 @@ class RerankCore:
                 for d, t in zip(documents, texts, strict=True)
             ]
             started = time.perf_counter()
-            errors_before = cache.errors
             scores = await cache.get_many(keys)
             cache_seconds += time.perf_counter() - started
             lookup_failed = cache.errors > errors_before
@@ -242,6 +242,7 @@ class RerankCore:
             model_version=scorer.model_version,
             cache_hits=hits,
             timings={"cache": cache_seconds, "inference": inference_seconds},
+            cache_bypassed=cache is not None and cache.errors > errors_before,
         )
 
     def _observe(self, stage: str, status: str, seconds: float) -> None:

@@ -77,4 +77,5 @@ class RerankerServicer(reranker_pb2_grpc.RerankerServiceServicer):  # type: igno
             ),
             cache_hits=result.cache_hits,
             timings=timings,
+            cache_bypassed=result.cache_bypassed,
         )

@@ -74,3 +74,5 @@ class RerankResult:
     model_version: str
     cache_hits: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    # The score cache failed during this request: every score was computed (complete, but slower).
+    cache_bypassed: bool = False

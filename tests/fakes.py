@@ -131,10 +131,12 @@ class FakeReranker:
         *,
         error: SearchError | None = None,
         delay: float = 0.0,
+        cache_bypassed: bool = False,
     ) -> None:
         self._score = score
         self.error = error
         self.delay = delay
+        self.cache_bypassed = cache_bypassed
         self.calls: list[tuple[str, list[str], str, float | None]] = []
 
     async def rerank(
@@ -152,7 +154,8 @@ class FakeReranker:
             await asyncio.sleep(self.delay)
         if self.error is not None:
             raise self.error
-        return RerankResult([self._score(query, d) for d in documents], model or "fake-ce", "v1")
+        scores = [self._score(query, d) for d in documents]
+        return RerankResult(scores, model or "fake-ce", "v1", cache_bypassed=self.cache_bypassed)
 
     async def close(self) -> None:
         return None

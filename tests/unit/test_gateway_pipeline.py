@@ -120,6 +120,18 @@ async def test_rerank_reorders_head_and_keeps_tail() -> None:
     assert not outcome.coverage.degraded
 
 
+async def test_a_bypassed_score_cache_is_reported_and_the_answer_stays_reranked() -> None:
+    pipeline = SearchPipeline(
+        {"dense": _shards("dense", 2)}, FakeReranker(_by_doc_number, cache_bypassed=True)
+    )
+    outcome = await pipeline.search(_query(CE, top_k=8))
+    assert [h.document.doc_id for h in outcome.hits][:5] == ["d04", "d03", "d02", "d01", "d00"]
+    assert outcome.reranked == 5
+    (deg,) = outcome.coverage.degradations
+    assert (deg.stage, deg.reason, deg.component) == ("rerank", "cache_bypassed", "score-cache")
+    assert "every candidate was scored" in deg.detail
+
+
 @pytest.mark.parametrize(
     ("reranker", "deadline", "reason"),
     [

@@ -18,6 +18,7 @@ import pytest
 from search.v1 import search_service_pb2
 
 from model_runtimes.cross_encoder.manifest import read_cross_encoder_manifest
+from operations.redis_server import RedisServer
 from reranker_service.bootstrap import build_core
 from reranker_service.config import Settings as RerankerSettings
 from reranker_service.server import build_server as build_reranker_server
@@ -51,8 +52,11 @@ def cross_encoder() -> Path:
 
 
 @contextlib.asynccontextmanager
-async def reranker_server(artifact: Path) -> AsyncIterator[tuple[str, grpc.aio.Server]]:
-    settings = RerankerSettings(artifact_dir=artifact, cache="none", intra_op_threads=1)
+async def reranker_server(
+    artifact: Path, redis_url: str | None = None
+) -> AsyncIterator[tuple[str, grpc.aio.Server]]:
+    cache: dict[str, Any] = {"cache": "redis", "redis_url": redis_url} if redis_url else {"cache": "none"}
+    settings = RerankerSettings(artifact_dir=artifact, intra_op_threads=1, **cache)
     built = build_reranker_server(settings)
     await built.server.start()
     core = build_core(settings)
@@ -71,6 +75,37 @@ def _request(top_k: int, **overrides: int) -> search_service_pb2.SearchRequest:
         variant="ce",
         overrides=search_service_pb2.SearchOverrides(**overrides),
     )
+
+
+async def test_a_redis_outage_is_in_the_answer_which_stays_reranked(
+    shards: dict[str, list[Retriever]],
+    indexes: dict[str, Path],
+    stack: StackFactory,
+    cross_encoder: Path,
+    tmp_path: Path,
+) -> None:
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(VARIANTS)
+    with RedisServer() as redis:
+        async with (
+            reranker_server(cross_encoder, redis.url) as (address, _),
+            stack(
+                {"dense": shards["dense-3"]},
+                {"dense": indexes["dense-3"]},
+                reranker=address,
+                variants=variants,
+            ) as running,
+        ):
+            cached = await running.stub.Search(_request(10), timeout=30)
+            assert not cached.metadata.coverage.degraded
+            redis.kill()
+            bypassed = await running.stub.Search(_request(10), timeout=30)
+    assert [h.doc_id for h in bypassed.hits] == [h.doc_id for h in cached.hits]
+    assert all(h.HasField("rerank_score") for h in bypassed.hits[:5])
+    assert bypassed.metadata.coverage.degraded
+    (degradation,) = bypassed.metadata.coverage.degradations
+    assert degradation.reason == search_service_pb2.DEGRADATION_REASON_CACHE_BYPASSED
+    assert (degradation.stage, degradation.component) == (search_service_pb2.STAGE_RERANK, "score-cache")
 
 
 async def test_rerank_then_fallback_when_the_reranker_goes_away(

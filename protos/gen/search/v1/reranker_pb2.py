@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from search.v1 import common_pb2 as search_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18search/v1/reranker.proto\x12\tsearch.v1\x1a\x16search/v1/common.proto\"\x85\x01\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12&\n\tdocuments\x18\x02 \x03(\x0b\x32\x13.search.v1.Document\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1b\n\x13max_sequence_length\x18\x04 \x01(\x05\x12\x11\n\tuse_cache\x18\x05 \x01(\x08\"\x88\x01\n\x0eRerankResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.search.v1.ArtifactVersion\x12\x12\n\ncache_hits\x18\x03 \x01(\x05\x12\'\n\x07timings\x18\x04 \x03(\x0b\x32\x16.search.v1.StageTiming2P\n\x0fRerankerService\x12=\n\x06Rerank\x12\x18.search.v1.RerankRequest\x1a\x19.search.v1.RerankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18search/v1/reranker.proto\x12\tsearch.v1\x1a\x16search/v1/common.proto\"\x85\x01\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12&\n\tdocuments\x18\x02 \x03(\x0b\x32\x13.search.v1.Document\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1b\n\x13max_sequence_length\x18\x04 \x01(\x05\x12\x11\n\tuse_cache\x18\x05 \x01(\x08\"\xa0\x01\n\x0eRerankResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.search.v1.ArtifactVersion\x12\x12\n\ncache_hits\x18\x03 \x01(\x05\x12\'\n\x07timings\x18\x04 \x03(\x0b\x32\x16.search.v1.StageTiming\x12\x16\n\x0e\x63\x61\x63he_bypassed\x18\x05 \x01(\x08\x32P\n\x0fRerankerService\x12=\n\x06Rerank\x12\x18.search.v1.RerankRequest\x1a\x19.search.v1.RerankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RERANKREQUEST']._serialized_start=64
   _globals['_RERANKREQUEST']._serialized_end=197
   _globals['_RERANKRESPONSE']._serialized_start=200
-  _globals['_RERANKRESPONSE']._serialized_end=336
-  _globals['_RERANKERSERVICE']._serialized_start=338
-  _globals['_RERANKERSERVICE']._serialized_end=418
+  _globals['_RERANKRESPONSE']._serialized_end=360
+  _globals['_RERANKERSERVICE']._serialized_start=362
+  _globals['_RERANKERSERVICE']._serialized_end=442
 # @@protoc_insertion_point(module_scope)

@@ -22,13 +22,15 @@ class RerankRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[_common_pb2.Document, _Mapping]]] = ..., model: _Optional[str] = ..., max_sequence_length: _Optional[int] = ..., use_cache: _Optional[bool] = ...) -> None: ...
 
 class RerankResponse(_message.Message):
-    __slots__ = ("scores", "model", "cache_hits", "timings")
+    __slots__ = ("scores", "model", "cache_hits", "timings", "cache_bypassed")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_BYPASSED_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedScalarFieldContainer[float]
     model: _common_pb2.ArtifactVersion
     cache_hits: int
     timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
-    def __init__(self, scores: _Optional[_Iterable[float]] = ..., model: _Optional[_Union[_common_pb2.ArtifactVersion, _Mapping]] = ..., cache_hits: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ...) -> None: ...
+    cache_bypassed: bool
+    def __init__(self, scores: _Optional[_Iterable[float]] = ..., model: _Optional[_Union[_common_pb2.ArtifactVersion, _Mapping]] = ..., cache_hits: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., cache_bypassed: _Optional[bool] = ...) -> None: ...
