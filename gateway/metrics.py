@@ -5,8 +5,8 @@ Names follow `search_gateway_*` with base units; deploy/prometheus and deploy/gr
 sets: `variant` from the variants file (plus "unresolved" for requests rejected before a variant was chosen),
 `stage` embed|fanout|merge|rerank|end_to_end (embed: the gateway's own query embedding, with
 --query-encoder), `status` ok|degraded|error|deadline, `code` a gRPC status name, `reason`
-deadline_exceeded|unavailable|error|cache_bypassed, `component` a configured shard ("dense/shard-1") or "reranker", `slo`
-met|missed. Series for every known variant exist at zero up front.
+deadline_exceeded|unavailable|error|cache_bypassed, `component` a configured shard ("dense/shard-1") or
+"reranker", `slo` met|missed. Series for every known variant exist at zero up front.
 
 Stage status: fanout is degraded when some shard failed; rerank is error or deadline when the reranker
 failed (the response then keeps the first-stage order); end_to_end is ok or degraded for answered requests
