@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from model_runtimes.cross_encoder.manifest import read_cross_encoder_manifest
 from operations.launch import LocalServiceError
-from operations.tritonserver import TritonInstallation
+from operations.triton_repository import assemble_model_repository
+from operations.tritonserver import TritonInstallation, TritonServer
 from search_common.artifacts import ArtifactError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,14 @@ ARTIFACT_ROOT = REPO_ROOT / "var" / "test-artifacts" / "reranker-cross-encoder"
 QUANTIZED_ROOT = REPO_ROOT / "var" / "test-artifacts" / "reranker-cross-encoder-int8"
 MAX_LENGTH = 128
 HEAD_SEEDS = {"v1": 13, "v2": 7}
+# Texts of every kind a pair can hold: short, long enough to be cut, empty.
+SAMPLE_TEXTS = [
+    "Aspirin reduces the risk of heart attack.",
+    "Short.",
+    "A long document " + "about many things " * 40,
+    "Vitamin D deficiency is common in winter.",
+    "",
+]
 
 
 def cross_encoder_artifact(version: str = "v1") -> Path:
@@ -64,3 +74,17 @@ def triton_installation_or_skip() -> TritonInstallation:
     if reason is not None:
         pytest.skip(f"tritonserver cannot start on this machine: {reason}")
     return installation
+
+
+@contextlib.contextmanager
+def serving_on_triton(installation: TritonInstallation, artifact: Path, work: Path) -> Iterator[TritonServer]:
+    """A real tritonserver serving `artifact` on ONNX Runtime, one intra-op thread."""
+    repository = assemble_model_repository(
+        work / "model_repository",
+        artifact_root=artifact.parent,
+        artifact_version=artifact.name,
+        intra_op_threads=1,
+        engine="onnx",
+    )
+    with TritonServer(repository, installation=installation, work_dir=work / "run") as server:
+        yield server

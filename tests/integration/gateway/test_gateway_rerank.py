@@ -68,6 +68,21 @@ async def reranker_server(
         await core.close()
 
 
+def _reranked_stack(
+    stack: StackFactory,
+    shards: dict[str, list[Retriever]],
+    indexes: dict[str, Path],
+    reranker: str,
+    tmp: Path,
+) -> AbstractAsyncContextManager[Any]:
+    """A gateway over the dense-3 shards with the `ce` variants, reranking at `reranker`."""
+    variants = tmp / "variants.yaml"
+    variants.write_text(VARIANTS)
+    return stack(
+        {"dense": shards["dense-3"]}, {"dense": indexes["dense-3"]}, reranker=reranker, variants=variants
+    )
+
+
 def _request(top_k: int, **overrides: int) -> search_service_pb2.SearchRequest:
     return search_service_pb2.SearchRequest(
         query="compress a file with gzip",
@@ -84,17 +99,10 @@ async def test_a_redis_outage_is_in_the_answer_which_stays_reranked(
     cross_encoder: Path,
     tmp_path: Path,
 ) -> None:
-    variants = tmp_path / "variants.yaml"
-    variants.write_text(VARIANTS)
     with RedisServer() as redis:
         async with (
             reranker_server(cross_encoder, redis.url) as (address, _),
-            stack(
-                {"dense": shards["dense-3"]},
-                {"dense": indexes["dense-3"]},
-                reranker=address,
-                variants=variants,
-            ) as running,
+            _reranked_stack(stack, shards, indexes, address, tmp_path) as running,
         ):
             cached = await running.stub.Search(_request(10), timeout=30)
             assert not cached.metadata.coverage.degraded
@@ -115,13 +123,9 @@ async def test_rerank_then_fallback_when_the_reranker_goes_away(
     cross_encoder: Path,
     tmp_path: Path,
 ) -> None:
-    variants = tmp_path / "variants.yaml"
-    variants.write_text(VARIANTS)
     async with (
         reranker_server(cross_encoder) as (address, server),
-        stack(
-            {"dense": shards["dense-3"]}, {"dense": indexes["dense-3"]}, reranker=address, variants=variants
-        ) as running,
+        _reranked_stack(stack, shards, indexes, address, tmp_path) as running,
     ):
         plain = await running.stub.Search(
             search_service_pb2.SearchRequest(query="compress a file with gzip", top_k=10, variant="dense")

@@ -14,9 +14,8 @@ import pytest
 
 from operations.launch import LocalServiceError
 from operations.redis_server import RedisServer
-from operations.triton_repository import assemble_model_repository
 from operations.tritonserver import TritonInstallation, TritonServer
-from tests.cross_encoder_support import cross_encoder_artifact, triton_installation_or_skip
+from tests.cross_encoder_support import cross_encoder_artifact, serving_on_triton, triton_installation_or_skip
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +50,7 @@ def triton_installation() -> TritonInstallation:
 def triton_server(
     triton_installation: TritonInstallation, artifact_v1: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
-    work = tmp_path_factory.mktemp("triton")
-    repository = assemble_model_repository(
-        work / "model_repository",
-        artifact_root=artifact_v1.parent,
-        artifact_version=artifact_v1.name,
-        intra_op_threads=1,
-        engine="onnx",  # the fp32 ONNX graph, which the tests compare with the in-process scorer to 1e-4
-    )
-    with TritonServer(repository, installation=triton_installation, work_dir=work / "run") as server:
+    # The fp32 ONNX graph, which the tests compare with the in-process scorer to 1e-4.
+    with serving_on_triton(triton_installation, artifact_v1, tmp_path_factory.mktemp("triton")) as server:
         logger.info("tritonserver ready in %.1fs", server.startup_seconds)
         yield server

@@ -12,14 +12,9 @@ import pytest
 
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime, ScoringStopped
 from search_common.artifacts import ArtifactError
+from tests.cross_encoder_support import SAMPLE_TEXTS
 
-TEXTS = [
-    "Aspirin reduces the risk of heart attack.",
-    "Short.",
-    "A long document " + "about many things " * 40,
-    "Vitamin D deficiency is common in winter.",
-    "",
-]
+TEXTS = SAMPLE_TEXTS
 
 
 @pytest.fixture(scope="module")

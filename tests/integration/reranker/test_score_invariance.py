@@ -21,16 +21,12 @@ from hypothesis import strategies as st
 from model_runtimes.cross_encoder.contract import FloatArray
 from model_runtimes.cross_encoder.passes import Pass
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
-from tests.cross_encoder_support import quantized_cross_encoder_artifact
+from tests.cross_encoder_support import SAMPLE_TEXTS, quantized_cross_encoder_artifact
 
 TOLERANCE = 1e-5
 QUERIES = ["does aspirin help the heart", "vitamin d in winter", "cell energy and ATP", "why " * 40]
 TEXTS = [
-    "Aspirin reduces the risk of heart attack.",
-    "Short.",
-    "A long document " + "about many things " * 40,
-    "Vitamin D deficiency is common in winter.",
-    "",
+    *SAMPLE_TEXTS,
     "The mitochondria is the powerhouse of the cell; ATP synthesis happens there. " * 3,
     "Statins lower cholesterol, and with it the risk of a second heart attack.",
 ]

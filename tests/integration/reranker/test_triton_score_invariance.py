@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
-from operations.triton_repository import assemble_model_repository
 from operations.tritonserver import TritonInstallation, TritonServer
 from reranker_service.backends.triton import TritonScorer
-from tests.cross_encoder_support import quantized_cross_encoder_artifact
+from tests.cross_encoder_support import quantized_cross_encoder_artifact, serving_on_triton
 
 TOLERANCE = 1e-5  # see test_score_invariance: the test model's scores span about +-0.2 logits
 QUERIES = [f"does aspirin number {i} help the heart" for i in range(8)]
@@ -35,15 +34,9 @@ def int8_artifact() -> Path:
 def int8_triton(
     triton_installation: TritonInstallation, int8_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
-    work = tmp_path_factory.mktemp("triton-int8")
-    repository = assemble_model_repository(
-        work / "model_repository",
-        artifact_root=int8_artifact.parent,
-        artifact_version=int8_artifact.name,
-        intra_op_threads=1,
-        engine="onnx",
-    )
-    with TritonServer(repository, installation=triton_installation, work_dir=work / "run") as server:
+    with serving_on_triton(
+        triton_installation, int8_artifact, tmp_path_factory.mktemp("triton-int8")
+    ) as server:
         yield server
 
 
