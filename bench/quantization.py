@@ -48,12 +48,7 @@ from search_common.logging_setup import configure_logging
 from training.common.metrics import ndcg_at_10
 from training.cross_encoder.evaluate import score_pairs
 from training.cross_encoder.export import QUANTIZATION_SCHEMES, export_cross_encoder
-from training.cross_encoder.mine import (
-    DEFAULT_CACHE,
-    DEFAULT_INDEXES,
-    first_stage_candidates,
-    labelled_queries,
-)
+from training.cross_encoder.mine import rerank_sets
 from training.cross_encoder.model import load_cross_encoder
 from training.cross_encoder.sentence_transformers_model import sentence_transformers_cross_encoder
 
@@ -164,20 +159,12 @@ def main() -> None:
     configure_logging()
     torch.set_num_threads(args.threads)
 
-    data = BeirDataset(args.dataset)
-    documents = {d.doc_id: d for d in data.corpus()}
-    queries, qrels = data.queries(), data.qrels("test")
-    candidates = first_stage_candidates(
-        args.dataset / "corpus.jsonl",
-        labelled_queries(args.dataset),
-        cache_dir=DEFAULT_CACHE,
-        index_root=DEFAULT_INDEXES / args.dataset.name,
-    )
-    query_ids = sorted(qrels)[: args.queries]
+    qrels = BeirDataset(args.dataset).qrels("test")
     sets: list[Set] = [
-        (q, queries[q].text, [documents[d].model_text() for d in candidates[q][: args.depth]], candidates[q])
-        for q in query_ids
+        (one.query_id, one.query, one.texts, one.doc_ids)
+        for one in rerank_sets(args.dataset, queries=args.queries, depth=args.depth)
     ]
+    query_ids = [qid for qid, _, _, _ in sets]
 
     model, tokenizer = load_cross_encoder(args.checkpoint)
     model.eval()

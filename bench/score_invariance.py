@@ -35,18 +35,12 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from corpora.beir import BeirDataset
 from evaluation.provenance import git_sha
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 from model_runtimes.hardware import cpu_flags, cpu_model
 from search_common.logging_setup import configure_logging
 from training.cross_encoder.export import DEFAULT_QUANTIZATION, export_cross_encoder
-from training.cross_encoder.mine import (
-    DEFAULT_CACHE,
-    DEFAULT_INDEXES,
-    first_stage_candidates,
-    labelled_queries,
-)
+from training.cross_encoder.mine import rerank_sets
 
 logger = logging.getLogger(__name__)
 
@@ -160,22 +154,9 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging()
 
-    data = BeirDataset(args.dataset)
-    documents = {d.doc_id: d for d in data.corpus()}
-    queries = data.queries()
-    candidates = first_stage_candidates(
-        args.dataset / "corpus.jsonl",
-        labelled_queries(args.dataset),
-        cache_dir=DEFAULT_CACHE,
-        index_root=DEFAULT_INDEXES / args.dataset.name,
-    )
-    query_ids = sorted(data.qrels("test"))[: args.queries]
-    pairs: list[Pair] = []
-    query_of: list[int] = []
-    for number, qid in enumerate(query_ids):
-        for doc_id in candidates[qid][: args.depth]:
-            pairs.append((queries[qid].text, documents[doc_id].model_text()))
-            query_of.append(number)
+    sets = rerank_sets(args.dataset, queries=args.queries, depth=args.depth)
+    pairs: list[Pair] = [(one.query, text) for one in sets for text in one.texts]
+    query_of = [number for number, one in enumerate(sets) for _ in one.texts]
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-invariance-") as tmp:
@@ -216,7 +197,7 @@ def main() -> None:
         "cpu": cpu_model(),
         "cpu_flags": flags,
         "checkpoint": str(args.checkpoint),
-        "queries": len(query_ids),
+        "queries": len(sets),
         "depth": args.depth,
         "pairs": len(pairs),
         "clients": args.clients,

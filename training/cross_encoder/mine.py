@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,41 @@ def pseudo_queries(dataset: Path) -> dict[str, str]:
     by_id = {d.doc_id: d for d in documents}
     ids = pseudo_query_ids(documents, len(documents), seed=0)
     return {pid: by_id[pid.split(":", 1)[1]].title for pid in ids}
+
+
+@dataclass(frozen=True, slots=True)
+class RerankSet:
+    """One judged query and its first-stage candidates, as the reranker benchmarks score them."""
+
+    query_id: str
+    query: str
+    texts: list[str]
+    doc_ids: list[str]
+
+
+def rerank_sets(dataset: Path, *, queries: int, depth: int, split: str = "test") -> list[RerankSet]:
+    """The first `queries` judged queries of `split` (by id), each with its cached hybrid top `depth`."""
+    from corpora.beir import BeirDataset
+
+    data = BeirDataset(dataset)
+    documents = {d.doc_id: d for d in data.corpus()}
+    texts = data.queries()
+    candidates = first_stage_candidates(
+        dataset / "corpus.jsonl",
+        labelled_queries(dataset),
+        cache_dir=DEFAULT_CACHE,
+        index_root=DEFAULT_INDEXES / dataset.name,
+    )
+    chosen = [q for q in sorted(data.qrels(split)) if q in candidates][:queries]
+    return [
+        RerankSet(
+            q,
+            texts[q].text,
+            [documents[d].model_text() for d in candidates[q][:depth]],
+            candidates[q][:depth],
+        )
+        for q in chosen
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
