@@ -8,13 +8,16 @@ stage of training.cross_encoder.mine). Each pair is scored twice per engine:
   `--clients` callers at once. In process the calls mix queries; through Triton each call is one query's
   pairs (as `TritonScorer` sends them), and the dynamic batcher mixes concurrent calls into shared passes.
 
-Engines: ONNX Runtime over the export's default int8 scheme and over fp32, and the bfloat16 torch program,
-each with the pass shapes the runtime serves on this host; and a real tritonserver hosting the int8 model.
-Writes `bench/results/score_invariance.json`: one row per engine with its max |alone - mixed| and this CPU's
-flags (bfloat16 kernels differ between hosts with AMX, AVX512-BF16 or neither), and a Markdown table beside.
+Engines (`--engines`): ONNX Runtime over the export's default int8 scheme and over fp32, and the bfloat16
+torch program, each with the pass shapes the runtime serves; and a real tritonserver hosting the int8 model.
+A pair alone in a bucketed pass still fills its `--bucket-rows` rows, so those are measured on fewer queries.
+Writes `bench/results/score_invariance.json`: one row per engine and pass shape (a run replaces the rows it
+measured and keeps the others) with its max |alone - mixed|, the pairs it covered and this CPU's flags
+(bfloat16 kernels differ between hosts with AMX, AVX512-BF16 or neither), and a Markdown table beside.
 
 Example:
-    python bench/score_invariance.py --checkpoint var/checkpoints/ce-lw-mean-pq300-e1/epoch-1
+    python bench/score_invariance.py --checkpoint C --engines onnx-int8 onnx-fp32 torch-bf16 triton-int8
+    python bench/score_invariance.py --checkpoint C --queries 20 --engines onnx-fp32-bucketed torch-bf16-bucketed
 """
 
 from __future__ import annotations
@@ -49,6 +52,15 @@ Pair = tuple[str, str]
 # Scores a list of calls, each a list of pair indices, with some concurrency; returns one array per call.
 CallRunner = Callable[[list[list[int]]], list[Scores]]
 MAX_CALL = 128
+# name: (engine label, artifact, runtime engine or "triton", pass shape)
+ENGINES = {
+    "onnx-int8": (f"onnx {DEFAULT_QUANTIZATION}", "int8", "onnx", "single"),
+    "onnx-fp32": ("onnx fp32", "fp32", "onnx", "single"),
+    "onnx-fp32-bucketed": ("onnx fp32", "fp32", "onnx", "bucketed"),
+    "torch-bf16": ("torch bfloat16", "int8", "torch", "single"),
+    "torch-bf16-bucketed": ("torch bfloat16", "int8", "torch", "bucketed"),
+    "triton-int8": (f"triton onnx {DEFAULT_QUANTIZATION}", "int8", "triton", "single (auto)"),
+}
 
 
 def random_calls(
@@ -75,10 +87,13 @@ def random_calls(
     return calls
 
 
-def in_process_runner(runtime: CrossEncoderRuntime, pairs: list[Pair], clients: int) -> CallRunner:
+def in_process_runner(
+    runtime: CrossEncoderRuntime, pairs: list[Pair], clients: int, rows_per_pass: int
+) -> CallRunner:
     def run(calls: list[list[int]]) -> list[Scores]:
         def one(call: list[int]) -> Scores:
-            return runtime.score_pairs([pairs[i][0] for i in call], [pairs[i][1] for i in call])
+            queries, texts = [pairs[i][0] for i in call], [pairs[i][1] for i in call]
+            return runtime.score_pairs(queries, texts, batch_size=rows_per_pass)
 
         with ThreadPoolExecutor(clients) as pool:
             return list(tqdm(pool.map(one, calls), total=len(calls), desc="calls", leave=False))
@@ -126,15 +141,17 @@ def _markdown(record: dict[str, Any]) -> str:
     lines = [
         "# Score invariance",
         "",
-        f"{record['queries']} SciFact test queries x their top {record['depth']} candidates "
-        f"({record['pairs']} pairs), each scored alone and in shuffled calls of 1-{MAX_CALL} pairs from "
-        f"{record['clients']} concurrent callers; {record['cpu']} ({', '.join(record['cpu_flags'])}), commit "
-        f"{record['git_sha'][:7]}. The reranker promises at most 1e-3.",
+        f"SciFact test queries x their top {record['depth']} candidates, each pair scored alone and in "
+        f"shuffled calls of 1-{MAX_CALL} pairs from {record['clients']} concurrent callers (through Triton, "
+        f"4x as many); {record['cpu']} ({', '.join(record['cpu_flags'])}). A pair alone in a bucketed pass "
+        "still fills all its rows, so those ran on fewer queries. The reranker promises at most 1e-3.",
         "",
-        "| engine | pass shape | max abs diff |",
-        "|---|---|---:|",
+        "| engine | pass shape | pairs | max abs diff |",
+        "|---|---|---:|---:|",
     ]
-    lines += [f"| {r['engine']} | {r['pass_shape']} | {r['max_abs_diff']:.3g} |" for r in record["engines"]]
+    for r in record["engines"]:
+        shape = f"{r['pass_shape']} ({r['rows_per_pass']} rows)" if "rows_per_pass" in r else r["pass_shape"]
+        lines.append(f"| {r['engine']} | {shape} | {r['pairs']} | {r['max_abs_diff']:.3g} |")
     return "\n".join(lines) + "\n"
 
 
@@ -149,7 +166,15 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--no-triton", action="store_true", help="skip the tritonserver row")
+    parser.add_argument(
+        "--engines", nargs="+", choices=ENGINES, default=list(ENGINES), help="which to measure"
+    )
+    parser.add_argument(
+        "--bucket-rows",
+        type=int,
+        default=8,
+        help="rows per bucketed pass (a pair alone still fills them all)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/score_invariance"))
     args = parser.parse_args()
     configure_logging()
@@ -157,57 +182,65 @@ def main() -> None:
     sets = rerank_sets(args.dataset, queries=args.queries, depth=args.depth)
     pairs: list[Pair] = [(one.query, text) for one in sets for text in one.texts]
     query_of = [number for number, one in enumerate(sets) for _ in one.texts]
+    flags = cpu_flags()
+    measured = {"queries": len(sets), "pairs": len(pairs), "git_sha": git_sha(), "cpu_flags": flags}
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-invariance-") as tmp:
-        int8 = export_cross_encoder(args.checkpoint, Path(tmp) / "int8", max_length=args.max_length)
-        fp32 = export_cross_encoder(
-            args.checkpoint, Path(tmp) / "fp32", max_length=args.max_length, quantization="none"
-        )
-        cases = [
-            (f"onnx {DEFAULT_QUANTIZATION}", int8, "onnx", "single"),
-            ("onnx fp32", fp32, "onnx", "single"),
-            ("onnx fp32", fp32, "onnx", "bucketed"),
-            ("torch bfloat16", int8, "torch", "single"),
-            ("torch bfloat16", int8, "torch", "bucketed"),
-        ]
-        for engine, artifact, kind, shape in cases:
-            runtime = CrossEncoderRuntime.load(artifact, engine=kind, pass_shape=shape)
-            worst = measure(
-                engine, in_process_runner(runtime, pairs, args.clients), pairs, query_of, args.seed
-            )
-            runtime.close()
-            rows.append({"engine": engine, "pass_shape": shape, "max_abs_diff": worst})
-        if not args.no_triton:
-            from operations.triton_repository import assemble_model_repository
-            from operations.tritonserver import TritonServer
-
-            repository = assemble_model_repository(
-                Path(tmp) / "models", artifact_root=int8.parent, artifact_version=int8.name, engine="onnx"
-            )
-            with TritonServer(repository, work_dir=Path(tmp) / "triton", startup_timeout=300.0) as server:
-                runner = triton_runner(server.grpc_url, pairs, args.clients * 4)
-                worst = measure("triton onnx", runner, pairs, query_of, args.seed)
-            rows.append({"engine": f"triton onnx {DEFAULT_QUANTIZATION}", "pass_shape": "single (auto)",
-                         "max_abs_diff": worst})  # fmt: skip
-    flags = cpu_flags()
-    record = {
-        "bench": "score_invariance",
-        "git_sha": git_sha(),
+        artifacts = {
+            "int8": export_cross_encoder(args.checkpoint, Path(tmp) / "int8", max_length=args.max_length),
+            "fp32": export_cross_encoder(
+                args.checkpoint, Path(tmp) / "fp32", max_length=args.max_length, quantization="none"
+            ),
+        }
+        for name in args.engines:
+            engine, artifact, kind, shape = ENGINES[name]
+            if kind == "triton":
+                worst = _measure_triton(artifacts[artifact], Path(tmp), pairs, query_of, args)
+            else:
+                runtime = CrossEncoderRuntime.load(artifacts[artifact], engine=kind, pass_shape=shape)
+                rows_per_pass = args.bucket_rows if shape == "bucketed" else 1
+                runner = in_process_runner(runtime, pairs, args.clients, rows_per_pass)
+                worst = measure(engine, runner, pairs, query_of, args.seed)
+                runtime.close()
+            extra = {"rows_per_pass": args.bucket_rows} if shape == "bucketed" else {}
+            rows.append({"engine": engine, "pass_shape": shape, "max_abs_diff": worst, **measured, **extra})
+    record = _merged(args.out.with_suffix(".json"), rows)
+    record |= {
         "cpu": cpu_model(),
         "cpu_flags": flags,
         "checkpoint": str(args.checkpoint),
-        "queries": len(sets),
         "depth": args.depth,
-        "pairs": len(pairs),
         "clients": args.clients,
-        "engines": [row | {"cpu_flags": flags} for row in rows],
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(_markdown(record))
     print(_markdown(record))
+
+
+def _measure_triton(
+    artifact: Path, work: Path, pairs: list[Pair], query_of: list[int], args: argparse.Namespace
+) -> float:
+    from operations.triton_repository import assemble_model_repository
+    from operations.tritonserver import TritonServer
+
+    repository = assemble_model_repository(
+        work / "models", artifact_root=artifact.parent, artifact_version=artifact.name, engine="onnx"
+    )
+    with TritonServer(repository, work_dir=work / "triton", startup_timeout=300.0) as server:
+        runner = triton_runner(server.grpc_url, pairs, args.clients * 4)
+        return measure("triton onnx", runner, pairs, query_of, args.seed)
+
+
+def _merged(path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record at `path` with `rows` in place of its rows of the same engine and pass shape."""
+    record: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"bench": "score_invariance"}
+    fresh = {(r["engine"], r["pass_shape"]) for r in rows}
+    kept = [r for r in record.get("engines", []) if (r["engine"], r["pass_shape"]) not in fresh]
+    record["engines"] = sorted([*kept, *rows], key=lambda r: (r["engine"], r["pass_shape"]))
+    return record
 
 
 if __name__ == "__main__":
