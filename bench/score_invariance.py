@@ -17,7 +17,8 @@ measured and keeps the others) with its max |alone - mixed|, the pairs it covere
 
 Example:
     python bench/score_invariance.py --checkpoint C --engines onnx-int8 onnx-fp32 torch-bf16 triton-int8
-    python bench/score_invariance.py --checkpoint C --queries 20 --engines onnx-fp32-bucketed torch-bf16-bucketed
+    python bench/score_invariance.py --checkpoint C --queries 20 \
+        --engines onnx-fp32-bucketed torch-bf16-bucketed
 """
 
 from __future__ import annotations
