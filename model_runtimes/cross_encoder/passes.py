@@ -26,9 +26,11 @@ Pure: no engine, no tokenizer; `CrossEncoderRuntime` runs the passes.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 SINGLE = "single"
 BUCKETED = "bucketed"
@@ -114,9 +116,29 @@ def choose_pass_shape(requested: str, *, device: str, rows_interact: bool) -> st
     return SINGLE if on_cpu or rows_interact else BUCKETED
 
 
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask, where the platform has one)."""
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota (a Kubernetes CPU
+    limit shows the node's every core in the mask, but throttles past the quota)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
+    return max(1, cores)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs allowed by the cgroup quota (v2 `cpu.max`, else v1 `cpu.cfs_quota_us`), None when unlimited."""
+    try:
+        quota, _, period = (root / "cpu.max").read_text().strip().partition(" ")
+        return None if quota == "max" else int(quota) / int(period or 100_000)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us

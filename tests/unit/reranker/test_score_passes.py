@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +15,7 @@ from model_runtimes.cross_encoder.passes import (
     bucket_width,
     choose_pass_shape,
     plan_passes,
+    usable_cores,
 )
 
 LIMIT = 256
@@ -84,3 +87,17 @@ def test_bucketed_passes_are_refused_where_rows_interact() -> None:
         choose_pass_shape("bucketed", device="cpu", rows_interact=True)
     with pytest.raises(ValueError, match="pass shape must be one of auto, single, bucketed"):
         choose_pass_shape("padded", device="cpu", rows_interact=False)
+
+
+def test_usable_cores_respect_a_cgroup_cpu_quota(tmp_path: Path) -> None:
+    unlimited = usable_cores(tmp_path)  # no cgroup files: the affinity mask alone
+    assert unlimited >= 1
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # a Kubernetes limit of 1.5 CPUs
+    assert usable_cores(tmp_path) == min(unlimited, 2)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cores(tmp_path) == unlimited
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")  # cgroup v1, one CPU
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cores(tmp_path) == 1
