@@ -128,15 +128,18 @@ async def serve(settings: Settings) -> None:
 
 
 def _has_model(settings: Settings) -> bool:
-    root = settings.artifact_dir
-    assert root is not None  # Settings checks it for the in-process backends
+    assert settings.artifact_dir is not None  # Settings checks it for the in-process backends
+    return _newest_model(settings.artifact_dir) is not None
+
+
+def _newest_model(root: Path) -> Path | None:
+    """The version a load under `root` would pick now (the root itself when it is a version), or None."""
     if (root / MANIFEST_NAME).is_file():
-        return True
+        return root
     try:
-        latest_version(root)
+        return latest_version(root)
     except ArtifactError:
-        return False
-    return True
+        return None
 
 
 async def _serve_once_a_model_appears(settings: Settings) -> None:
@@ -144,7 +147,13 @@ async def _serve_once_a_model_appears(settings: Settings) -> None:
     root = settings.artifact_dir
     metrics = RerankerMetrics()
     built = build_server(settings, metrics=metrics)
-    built.servicer.waiting_for(lambda: waiting_status(root))
+    refused: dict[Path, str] = {}  # versions that appeared but did not load, and why
+
+    def describe() -> str:
+        why = "; ".join(f"{path.name} refused: {error}" for path, error in refused.items())
+        return waiting_status(root) + (f"; {why}" if why else "")
+
+    built.servicer.waiting_for(describe)
     await built.server.start()
     if settings.metrics_port is not None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -158,9 +167,16 @@ async def _serve_once_a_model_appears(settings: Settings) -> None:
 
     async def load_when_ready() -> None:
         # The model is written by another process (the demo's training): only the filesystem can tell.
-        while not _has_model(settings):  # noqa: ASYNC110
+        while True:
+            candidate = _newest_model(root)
+            if candidate is not None and candidate not in refused:
+                try:
+                    core = await asyncio.to_thread(build_core, settings, metrics=metrics)
+                    break
+                except Exception as exc:  # a broken version is reported, and a newer one is awaited
+                    logger.error("model %s did not load: %s", candidate, exc)
+                    refused[candidate] = str(exc)[:200]
             await asyncio.sleep(settings.model_poll_seconds)
-        core = await asyncio.to_thread(build_core, settings, metrics=metrics)
         cores.append(core)
         await _wait_until_ready(built, core, settings.startup_timeout_seconds)
         reloader = ModelReloader(settings, built, core)

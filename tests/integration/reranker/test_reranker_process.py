@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -67,10 +68,29 @@ def test_a_reranker_waiting_for_its_model_says_why_then_serves_the_first_one_to_
             assert waiting.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "no model yet" in waiting.value.details() and "step 3/10" in waiting.value.details()
             assert not check_serving(service.address, "search.v1.RerankerService")
-            # Published as a build would: complete under a hidden name, then renamed into place.
+            # A broken version is refused and reported; the next one is loaded. Each is published as a build
+            # would: complete under a hidden name, then renamed into place.
+            shutil.copytree(artifact_v1, root / ".v0.partial")
+            with (root / ".v0.partial" / "tokenizer.json").open("a") as handle:
+                handle.write(" ")
+            (root / ".v0.partial").rename(root / "v0")
+            deadline = time.monotonic() + 60
+            while "v0 refused" not in (details := _unavailable_details(stub, request)):
+                assert time.monotonic() < deadline, details
+                time.sleep(0.5)
+            assert "checksum mismatch" in details
             shutil.copytree(artifact_v1, root / ".v1.partial")
             (root / ".v1.partial").rename(root / "v1")
             wait_for_serving(service.address, 60, "search.v1.RerankerService")
             reply = stub.Rerank(request, timeout=30)
             assert len(reply.scores) == 1 and reply.model.version == "v1"
         assert service.stop() == 0
+
+
+def _unavailable_details(
+    stub: reranker_pb2_grpc.RerankerServiceStub, request: reranker_pb2.RerankRequest
+) -> str:
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Rerank(request, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    return str(refused.value.details())
