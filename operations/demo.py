@@ -35,6 +35,7 @@ import grpc
 from search.v1 import search_service_pb2, search_service_pb2_grpc
 
 from corpora.stdlib import ensure_stdlib_corpus
+from corpora.user_documents import CorpusError, build_user_corpus
 from evaluation.offline_stack import ensure_index
 from operations.client_cli import format_response
 from operations.demo_config import DemoSettings, parse_demo_settings
@@ -48,10 +49,16 @@ from search_common.logging_setup import configure_logging
 logger = logging.getLogger(__name__)
 
 
-def _build_artifacts(settings: DemoSettings) -> tuple[Path, Path]:
+def _corpus(settings: DemoSettings) -> Path:
+    """The corpus.jsonl the stack serves: the user's documents (`--corpus`), or the stdlib's."""
+    if settings.corpus is not None:
+        return build_user_corpus(settings.corpus, settings.var_dir / "corpus")
+    return ensure_stdlib_corpus(settings.var_dir / "corpus" / "stdlib")
+
+
+def _build_artifacts(settings: DemoSettings, corpus: Path) -> tuple[Path, Path]:
     from model_runtimes.bi_encoder import BiEncoder
 
-    corpus = ensure_stdlib_corpus(settings.var_dir / "corpus" / "stdlib")
     index_root = settings.var_dir / "indexes"
     encoder = BiEncoder.load(_query_encoder_dir())
     dense = ensure_index(
@@ -60,9 +67,9 @@ def _build_artifacts(settings: DemoSettings) -> tuple[Path, Path]:
         kind="dense",
         num_shards=settings.dense_shards,
         encoder=encoder,
-        dataset_name="stdlib",
+        dataset_name=corpus.parent.name,
     )
-    bm25 = ensure_index(corpus, index_root, kind="bm25", dataset_name="stdlib")
+    bm25 = ensure_index(corpus, index_root, kind="bm25", dataset_name=corpus.parent.name)
     return dense, bm25
 
 
@@ -77,25 +84,23 @@ def _models_root(settings: DemoSettings) -> Path:
     return settings.var_dir / "models" / "cross-encoder-default"
 
 
-def _ready_reranker_artifact(settings: DemoSettings) -> Path | None:
+def _ready_reranker_artifact(settings: DemoSettings, corpus: Path) -> Path | None:
     """The artifact to serve now: the one named, or the cached default model; None when one must train."""
     if settings.reranker_artifact is not None:
         warn_if_refused(settings.reranker_artifact)
         return settings.reranker_artifact
     from training.cross_encoder.default_model.build import cached_default_model
 
-    corpus = ensure_stdlib_corpus(settings.var_dir / "corpus" / "stdlib")
     cached = cached_default_model(corpus, _models_root(settings))
     if cached is not None:
         print(f"cross-encoder: {cached.name}, {describe_gate(read_manifest(cached))}")
     return cached
 
 
-def _train_now(settings: DemoSettings) -> Path:
+def _train_now(settings: DemoSettings, corpus: Path) -> Path:
     """The default model, trained here before anything starts (Triton loads only models that exist)."""
     from training.cross_encoder.default_model.build import ensure_default_model
 
-    corpus = ensure_stdlib_corpus(settings.var_dir / "corpus" / "stdlib")
     return ensure_default_model(corpus, _models_root(settings))
 
 
@@ -233,18 +238,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_demo_settings(argv)
     configure_logging(settings.log_level)
     started = time.monotonic()
-    print("preparing the stdlib corpus and indexes (cached under var/ after the first run)...")
-    dense, bm25 = _build_artifacts(settings)
+    which = f"{settings.corpus}" if settings.corpus is not None else "the stdlib corpus"
+    print(f"preparing {which} and its indexes (cached under var/ after the first run)...")
+    try:
+        corpus = _corpus(settings)
+        dense, bm25 = _build_artifacts(settings, corpus)
+    except CorpusError as exc:
+        print(f"search-demo: {exc}", file=sys.stderr)
+        return 2
     run_dir = settings.var_dir / "run" / f"demo-{int(time.time())}"
     artifact: Path | None = None
     training: BackgroundTraining | None = None
     if settings.reranker != "none":
-        artifact = _ready_reranker_artifact(settings)
+        artifact = _ready_reranker_artifact(settings, corpus)
         if artifact is None and settings.reranker == "triton":
             print("training the default cross-encoder first (Triton serves only models that exist)...")
-            artifact = _train_now(settings)
+            artifact = _train_now(settings, corpus)
         elif artifact is None:
-            corpus = ensure_stdlib_corpus(settings.var_dir / "corpus" / "stdlib")
             training = BackgroundTraining(corpus, _models_root(settings), run_dir / "reranker-models")
             training.start()
             print("no cached cross-encoder: training one in the background; first-stage answers meanwhile")

@@ -23,6 +23,8 @@ class DemoSettings:
     """Flags of `search-demo`."""
 
     var_dir: Path = Path("var")
+    # Your own documents (a folder, a .jsonl file or a BEIR folder) instead of the stdlib corpus.
+    corpus: Path | None = None
     queries: tuple[str, ...] = DEMO_QUERIES
     top_k: int = 5
     variant: str = DEMO_RERANKED_VARIANT
@@ -44,6 +46,13 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
         description="Bring the whole stack up on loopback over the stdlib corpus and run example queries.",
     )
     parser.add_argument("--var", type=Path, default=Path("var"), help="where corpus, indexes and logs go")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="search your own documents: a folder of .txt/.md/.rst/.html files, a .jsonl file (BEIR "
+        "layout) or a BEIR folder; indexes and the cross-encoder are built for it once, cached by content",
+    )
     parser.add_argument("--query", action="append", default=None, help="query to run (repeatable)")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument(
@@ -83,11 +92,15 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
             parser.error(f"{flag} must be positive, got {value}")
     if args.timeout <= 0 or args.startup_timeout <= 0:
         parser.error("--timeout and --startup-timeout must be positive")
-    queries = tuple(args.query) if args.query else DEMO_QUERIES
+    if args.corpus is not None and not args.corpus.exists():
+        parser.error(f"--corpus {args.corpus}: no such file or folder")
+    # The example queries are about the stdlib; on your documents, only yours (or none: the stack stays up).
+    queries = tuple(args.query) if args.query else (() if args.corpus is not None else DEMO_QUERIES)
     if any(not q.strip() for q in queries):
         parser.error("--query must not be empty")
     return DemoSettings(
         var_dir=args.var,
+        corpus=args.corpus,
         queries=queries,
         top_k=args.top_k,
         variant=args.variant or (DEMO_RERANKED_VARIANT if args.reranker != "none" else "hybrid"),
@@ -95,7 +108,7 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
         cache=args.cache,
         reranker_artifact=args.reranker_artifact,
         dense_shards=args.dense_shards,
-        keep_running=args.keep_running,
+        keep_running=args.keep_running or not queries,
         startup_timeout_seconds=args.startup_timeout,
         request_timeout_seconds=args.timeout,
         retriever_threads=args.retriever_threads,
