@@ -16,6 +16,7 @@ its held-out figures printed. Without --keep-running the demo then shows the sam
     search-demo --reranker triton --cache redis  # a real tritonserver and redis-server on loopback
     search-demo --reranker none                  # first stage only
     search-demo --keep-running                   # leave the stack up for `search-client --target ...`
+    search-demo --corpus ~/notes                 # your own documents (.txt/.md/.rst/.html, .jsonl, BEIR)
 """
 
 from __future__ import annotations
