@@ -78,8 +78,8 @@ def _markdown(rows: list[FaultReport], args: argparse.Namespace, sha: str) -> st
     lines += [
         "",
         "recovery_s: seconds from the restart (component ready again) until the last failed or degraded "
-        "answer; 0 when none came after the restart. A Redis outage is invisible to callers: the reranker "
-        "skips the cache while Redis is down, so no answer is degraded.",
+        "answer; 0 when none came after the restart. During a Redis outage the reranker skips the cache and "
+        "the answers stay complete, flagged degraded by the score cache (DEGRADATION_REASON_CACHE_BYPASSED).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,6 +80,8 @@ class FaultReport:
     codes: dict[str, int] = field(default_factory=dict)
     down_s: float = 0.0
     restart_s: float = 0.0
+    # Degraded answers by the component they named (a Redis outage names only the score cache).
+    degraded_by: dict[str, int] = field(default_factory=dict)
 
     def row(self) -> dict[str, object]:
         """The faults.json row: fault, requests, failed, degraded, recovery_s (plus detail fields)."""
@@ -277,6 +280,7 @@ async def run_fault(
         codes=result.codes(),
         down_s=round(down_s, 2),
         restart_s=round(restart_s, 2),
+        degraded_by=dict(Counter(c for r in result.records if r.ok for c in r.degraded_components)),
     )
     logger.info("fault drill %s: %s", fault, report)
     return report
