@@ -148,3 +148,12 @@ def test_manifest_from_needs_a_checkpoint(tmp_path: Path, capsys: pytest.Capture
     with pytest.raises(SystemExit):
         export_main(["--untrained", "--out", str(tmp_path), "--manifest-from", str(tmp_path)])
     assert "--manifest-from goes with --checkpoint" in capsys.readouterr().err
+
+
+def test_the_runtime_knows_which_export_schemes_keep_rows_apart() -> None:
+    # The runtime refuses bucketed passes for the others: a renamed scheme must not silently become one.
+    from model_runtimes.cross_encoder.contract import ROW_INDEPENDENT_QUANTIZATION
+    from training.cross_encoder.export import QUANTIZATION_SCHEMES
+
+    assert set(QUANTIZATION_SCHEMES) >= ROW_INDEPENDENT_QUANTIZATION
+    assert {"int8-per-channel", "int8-per-channel-fp32-ffn-out"}.isdisjoint(ROW_INDEPENDENT_QUANTIZATION)
