@@ -24,14 +24,13 @@ from collections.abc import Iterable
 from html.parser import HTMLParser
 from pathlib import Path
 
-from corpora.stdlib import write_corpus
+from corpora.stdlib import CORPUS_FILE, write_corpus
 from search_common.corpus_file import DatasetError, iter_corpus
 from search_common.documents import Document
 
 logger = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".rst", ".html", ".htm"})
-CORPUS_FILE = "corpus.jsonl"
 PASSAGE_WORDS = 200
 MAX_FILE_BYTES = 20 * 1024 * 1024
 PASSAGE_MARK = "#"

@@ -97,8 +97,6 @@ async def serve(settings: Settings) -> None:
     if settings.wait_for_model and not _has_model(settings):
         await _serve_once_a_model_appears(settings)
         return
-    if settings.metrics_port is not None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise here
     metrics = RerankerMetrics()
     built = build_server(settings, metrics=metrics)
     await built.server.start()
@@ -106,9 +104,7 @@ async def serve(settings: Settings) -> None:
         "reranker listening on %s:%d (NOT_SERVING until the model is ready)", settings.host, built.port
     )
     try:
-        if settings.metrics_port is not None:
-            metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
-            logger.info("metrics on http://%s:%d/metrics", settings.host, metrics_server.server_port)
+        _serve_metrics(settings)
         core = build_core(settings, metrics=metrics)
     except BaseException:
         await built.server.stop(0)
@@ -125,6 +121,15 @@ async def serve(settings: Settings) -> None:
         reloader = ModelReloader(settings, built, core)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request)
     await run_until_signal(built.server, built.health, settings.grace_seconds, cleanups=[core.close])
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """Prometheus /metrics on --metrics-port, when one is set."""
+    if settings.metrics_port is None:
+        return
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise here
+    metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
+    logger.info("metrics on http://%s:%d/metrics", settings.host, metrics_server.server_port)
 
 
 def _has_model(settings: Settings) -> bool:
@@ -155,9 +160,7 @@ async def _serve_once_a_model_appears(settings: Settings) -> None:
 
     built.servicer.waiting_for(describe)
     await built.server.start()
-    if settings.metrics_port is not None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]
-        start_http_server(settings.metrics_port, addr=settings.host)
+    _serve_metrics(settings)
     if settings.port_file is not None:
         write_port_file(settings.port_file, built.port)
     logger.info(
