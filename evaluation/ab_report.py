@@ -31,9 +31,10 @@ import numpy as np
 
 from corpora.beir import BeirDataset, Query
 from evaluation.config import AbSettings, parse_ab_settings
-from evaluation.offline_stack import RERANKER_FACTORIES, load_offline_retrievers
+from evaluation.offline_stack import RERANKER_FACTORIES, load_offline_retrievers, require_servable
 from evaluation.provenance import git_sha
 from evaluation.results import EVAL_TOP_K, score_run
+from gateway.bootstrap import load_fusion_models
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import Variant, VariantBounds, load_variants
 from search_common.corpus_file import DatasetError
@@ -111,9 +112,8 @@ def run_ab(settings: AbSettings, reranker: Reranker | None) -> tuple[list[AbRow]
     beir = BeirDataset(settings.dataset)
     table = load_variants(settings.variants_file, VariantBounds())
     variants = [table.get(name) for name in settings.variants]
-    for variant in variants:
-        if variant.reranks and reranker is None:
-            raise ValueError(f"variant {variant.name!r} needs a reranker; pass --reranker")
+    fusion_models = load_fusion_models(settings.fusion_models)
+    require_servable(variants, reranker, fusion_models)
     queries, qrels = beir.split_queries(settings.split)
     if settings.max_queries is not None:
         queries = queries[: settings.max_queries]
@@ -126,7 +126,7 @@ def run_ab(settings: AbSettings, reranker: Reranker | None) -> tuple[list[AbRow]
         prebuilt=settings.prebuilt,
         encoder_dir=settings.encoder,
     )
-    pipeline = SearchPipeline(retrievers, reranker)
+    pipeline = SearchPipeline(retrievers, reranker, fusion_models=fusion_models)
     rows: list[AbRow] = []
     for variant in variants:
         run, seconds, degraded = asyncio.run(timed_run(pipeline, variant, queries, settings.warmup))

@@ -30,6 +30,8 @@ class EvalSettings:
     # a fine-tuned bi-encoder for the dense group (None: the packaged one), and the name its rows carry
     encoder: Path | None = None
     encoder_label: str | None = None
+    # learned-fusion artifacts that variants with `fusion: learned` name
+    fusion_models: tuple[Path, ...] = ()
 
 
 def _add_offline_run_options(parser: argparse.ArgumentParser, reranker_choices: Sequence[str]) -> None:
@@ -48,6 +50,14 @@ def _add_offline_run_options(parser: argparse.ArgumentParser, reranker_choices: 
         "--encoder", type=Path, default=None, help="bi-encoder artifact, dense group (default: packaged)"
     )
     parser.add_argument(
+        "--fusion-model",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="learned-fusion artifact for variants with 'fusion: learned' (repeatable)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
 
@@ -64,6 +74,9 @@ def _check_offline_run_options(parser: argparse.ArgumentParser, args: argparse.N
         parser.error(f"--max-queries must be positive, got {args.max_queries}")
     if args.encoder is not None and not (args.encoder / "manifest.json").is_file():
         parser.error(f"--encoder {args.encoder}: not a bi-encoder artifact (no manifest.json)")
+    for directory in args.fusion_model:
+        if not (directory / "manifest.json").is_file():
+            parser.error(f"--fusion-model {directory}: not a learned-fusion artifact (no manifest.json)")
     return {
         kind: path
         for kind, path in (("dense", args.dense_index), ("bm25", args.bm25_index))
@@ -113,6 +126,7 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
         prebuilt=prebuilt,
         encoder=args.encoder,
         encoder_label=args.encoder_label,
+        fusion_models=tuple(dict.fromkeys(args.fusion_model)),
     )
 
 
@@ -135,6 +149,7 @@ class AbSettings:
     log_level: str = "INFO"
     prebuilt: Mapping[str, Path] = field(default_factory=dict)
     encoder: Path | None = None
+    fusion_models: tuple[Path, ...] = ()
 
 
 def parse_ab_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str]) -> AbSettings:
@@ -168,4 +183,5 @@ def parse_ab_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str
         log_level=args.log_level,
         prebuilt=prebuilt,
         encoder=args.encoder,
+        fusion_models=tuple(dict.fromkeys(args.fusion_model)),
     )

@@ -27,8 +27,15 @@ from typing import TYPE_CHECKING
 
 from corpora.beir import BeirDataset
 from evaluation.config import parse_eval_settings
-from evaluation.offline_stack import RERANKER_FACTORIES, load_offline_retrievers, run_queries
+from evaluation.offline_stack import (
+    RERANKER_FACTORIES,
+    load_offline_retrievers,
+    require_servable,
+    run_queries,
+)
 from evaluation.results import QualityRow, render_markdown, score_run, update_results
+from gateway.bootstrap import load_fusion_models
+from gateway.learned_fusion import LearnedFusion
 from gateway.pipeline import SearchPipeline
 from gateway.variants import VariantBounds, load_variants
 from search_common.corpus_file import DatasetError
@@ -66,6 +73,7 @@ def evaluate(
     prebuilt: Mapping[str, Path] | None = None,
     encoder_dir: Path | None = None,
     encoder_label: str | None = None,
+    fusion_models: Mapping[str, LearnedFusion] | None = None,
 ) -> list[QualityRow]:
     """Evaluates each named variant over a BEIR dataset split; one QualityRow per variant.
 
@@ -79,6 +87,7 @@ def evaluate(
             cache; it must have been built from this dataset's corpus (checked by checksum).
         encoder_dir: the bi-encoder of the dense group (None: the packaged one); its index is cached apart.
         encoder_label: rows of pipelines with a dense group are named for it (`labelled_pipeline`).
+        fusion_models: learned-fusion models by name, for variants with `fusion: learned`.
 
     Raises:
         DatasetError, ValueError: a bad dataset, or a variant that is unknown or needs a missing reranker.
@@ -87,9 +96,7 @@ def evaluate(
     beir = BeirDataset(dataset)
     table = load_variants(variants_path, VariantBounds())
     variants = [table.get(name) for name in pipelines]
-    for variant in variants:
-        if variant.reranks and reranker is None:
-            raise ValueError(f"pipeline {variant.name!r} needs a reranker; pass --reranker")
+    require_servable(variants, reranker, fusion_models or {})
     queries, qrels = beir.split_queries(split)
     if max_queries is not None:
         queries = queries[:max_queries]
@@ -105,7 +112,7 @@ def evaluate(
     )
     # Feedback variants refine a vector the pipeline embeds itself, with the dense shards' own encoder.
     query_encoder = encoder if any(v.uses_feedback for v in variants) else None
-    pipeline = SearchPipeline(retrievers, reranker, query_encoder=query_encoder)
+    pipeline = SearchPipeline(retrievers, reranker, query_encoder=query_encoder, fusion_models=fusion_models)
     rows: list[QualityRow] = []
     for variant in variants:
         started = time.monotonic()
@@ -150,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prebuilt=settings.prebuilt,
             encoder_dir=settings.encoder,
             encoder_label=settings.encoder_label,
+            fusion_models=load_fusion_models(settings.fusion_models),
         )
     except (DatasetError, ValueError, SearchError) as exc:
         print(f"search-eval: error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from corpora.beir import BeirDataset, Query
 from evaluation.results import EVAL_TOP_K
+from gateway.learned_fusion import LearnedFusion
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import Variant
 from search_common.artifacts import ArtifactError, read_manifest, sha256_file
@@ -125,6 +126,28 @@ def prebuilt_index(prebuilt: Mapping[str, Path] | None, kind: str, corpus: Path)
         raise ValueError(f"--{kind}-index {path}: built from another corpus than {corpus}")
     logger.info("using prebuilt %s index %s", kind, path)
     return path
+
+
+def require_servable(
+    variants: Sequence[Variant], reranker: Reranker | None, fusion_models: Mapping[str, LearnedFusion]
+) -> None:
+    """Raises ValueError naming the flag a variant needs: --reranker, or a fitting --fusion-model."""
+    for variant in variants:
+        if variant.reranks and reranker is None:
+            raise ValueError(f"variant {variant.name!r} needs a reranker; pass --reranker")
+        if variant.fusion_model is None:
+            continue
+        model = fusion_models.get(variant.fusion_model)
+        if model is None:
+            raise ValueError(
+                f"variant {variant.name!r} needs the fusion model {variant.fusion_model!r}; "
+                "pass --fusion-model"
+            )
+        if model.first_stage != variant.first_stage:
+            raise ValueError(
+                f"variant {variant.name!r}: fusion model {model.name!r} was fitted for the "
+                f"{model.first_stage} first stage, not {variant.first_stage}"
+            )
 
 
 async def run_queries(

@@ -11,13 +11,16 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.clients import GrpcReranker, GrpcRetriever
 from gateway.config import Settings
+from gateway.learned_fusion import LearnedFusion, load_learned_fusion
 from gateway.pipeline import SearchPipeline
 from gateway.servicer import RequestLimits
 from gateway.variant_reload import LiveVariants
 from gateway.variants import VariantTable, load_variants
+from search_common.artifacts import ArtifactError
 from search_common.errors import SearchError, Unavailable
 from search_common.ports import QueryEncoder, Reranker, Retriever
 
@@ -69,8 +72,10 @@ def bootstrap(
     # Variants first: a bad file fails before any channel is opened.
     groups = {g for g, shards in (retrievers or settings.retrievers).items() if shards}
     has_reranker = reranker is not None or settings.reranker is not None
+    fusion_models = load_fusion_models(settings.fusion_models)
+    fitted_for = {name: model.first_stage for name, model in fusion_models.items()}
     variants = load_variants(settings.variants, settings.variant_bounds).restricted_to(
-        groups, has_reranker, has_query_encoder=query_encoder is not None
+        groups, has_reranker, has_query_encoder=query_encoder is not None, fusion_models=fitted_for
     )
     if retrievers is None:
         retrievers = {
@@ -91,6 +96,7 @@ def bootstrap(
         retrieve_timeout=settings.retrieve_timeout_seconds,
         rerank_timeout=settings.rerank_timeout_seconds,
         query_encoder=query_encoder,
+        fusion_models=fusion_models,
     )
     limits = RequestLimits(
         max_top_k=settings.max_top_k,
@@ -105,8 +111,32 @@ def bootstrap(
         groups,
         has_reranker,
         has_query_encoder=query_encoder is not None,
+        fusion_models=fitted_for,
     )
     return Gateway(pipeline, live, limits, retrievers, reranker)
+
+
+def load_fusion_models(directories: Sequence[Path]) -> dict[str, LearnedFusion]:
+    """The learned-fusion artifacts `--fusion-model` names, by manifest name.
+
+    Raises:
+        search_common.artifacts.ArtifactError: a directory is not a loadable learned-fusion artifact, or two
+            of them carry the same name.
+    """
+    models: dict[str, LearnedFusion] = {}
+    for directory in directories:
+        model = load_learned_fusion(directory)
+        if model.name in models:
+            raise ArtifactError(f"{directory}: a second fusion model named {model.name!r}")
+        models[model.name] = model
+        logger.info(
+            "fusion model %s@%s: for the %s first stage, fitted at rerank depth %d",
+            model.name,
+            model.version,
+            model.first_stage,
+            model.rerank_depth,
+        )
+    return models
 
 
 def load_query_encoder(settings: Settings) -> QueryEncoder | None:

@@ -87,6 +87,8 @@ class Settings:
     query_encoder_threads: int = 0
     # What runs it: ONNX Runtime (its export, checked against torch at load), torch, or auto (onnx on CPU).
     query_encoder_engine: QueryEncoderEngine = "auto"
+    # Learned-fusion artifacts (gateway/learned_fusion.py) that variants with `fusion: learned` may name.
+    fusion_models: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         for group, addresses in self.retrievers.items():
@@ -222,6 +224,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="what embeds queries: onnx (the encoder exported at start and checked against torch), torch, "
         "or auto (onnx on a CPU)",
     )
+    down.add_argument(
+        "--fusion-model",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="learned-fusion artifact that variants with 'fusion: learned' name (repeatable; the flags "
+        "replace the environment's comma-separated list)",
+    )
     srv = parser.add_argument_group("server")
     srv.add_argument("--host", default=env("HOST", "127.0.0.1"))
     srv.add_argument("--port", type=int, default=int(env("PORT", "0")), help="0 picks a free port")
@@ -267,7 +278,9 @@ def _query_encoder(value: str | None) -> Path | Literal["packaged"] | None:
 
 def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Parses gateway flags; a bad flag or config exits 2 with a message naming it."""
-    parser = build_parser(os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    parser = build_parser(environ)
+    env_fusion_models = environ.get(ENV_PREFIX + "FUSION_MODELS", "")
     fail = _Fail(parser)
     try:
         args = parser.parse_args(argv)
@@ -309,6 +322,9 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             query_encoder=_query_encoder(args.query_encoder),
             query_encoder_threads=args.query_encoder_threads,
             query_encoder_engine=args.query_encoder_engine,
+            fusion_models=tuple(
+                dict.fromkeys(args.fusion_model or [Path(p) for p in _split(env_fusion_models)])
+            ),
             tls=server_tls_from(args),
             downstream_tls=client_tls_from(args, "--tls"),
         )

@@ -13,8 +13,8 @@ from typing import Literal
 from search_common.documents import Candidate, Document
 
 RRF_K = 60
-Fusion = Literal["none", "rrf"]
-FUSIONS: tuple[Fusion, ...] = ("none", "rrf")
+Fusion = Literal["none", "rrf", "learned"]
+FUSIONS: tuple[Fusion, ...] = ("none", "rrf", "learned")
 
 
 def _order_key(candidate: Candidate) -> tuple[float, str]:
@@ -84,14 +84,17 @@ def rerank_order(
     *,
     fusion: Fusion = "none",
     fusion_weight: float = 1.0,
+    learned_scores: Sequence[float] | None = None,
     k: int = RRF_K,
 ) -> list[RankedCandidate]:
     """Orders candidates after the reranker scored the first `len(rerank_scores)` of them.
 
-    The reranked head is ordered by its final score: the rerank score itself (`fusion="none"`), or
-    `w / (k + rerank_rank) + (1 - w) / (k + first_stage_rank)` (`fusion="rrf"`, w = fusion_weight in [0, 1]).
-    Ties keep first-stage order. The rest follow in first-stage order with their first-stage score, so the
-    list is never shorter than the input and no score threshold ever drops a candidate.
+    The reranked head is ordered by its final score: the rerank score itself (`fusion="none"`),
+    `w / (k + rerank_rank) + (1 - w) / (k + first_stage_rank)` (`fusion="rrf"`, w = fusion_weight in [0, 1]),
+    or a learned ranker's score of each head candidate (`fusion="learned"`, `learned_scores`, computed by
+    `gateway.learned_fusion`). Ties keep first-stage order. The rest follow in first-stage order with their
+    first-stage score, so the list is never shorter than the input and no score threshold ever drops a
+    candidate.
     """
     depth = len(rerank_scores)
     if depth > len(candidates):
@@ -100,10 +103,16 @@ def rerank_order(
         raise ValueError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
     if not 0.0 <= fusion_weight <= 1.0:
         raise ValueError(f"fusion weight must be within [0, 1], got {fusion_weight}")
+    if (fusion == "learned") != (learned_scores is not None):
+        raise ValueError("learned_scores go with fusion='learned', and only with it")
     head = list(range(depth))
     by_rerank = sorted(head, key=lambda i: (-rerank_scores[i], i))
     if fusion == "none":
         final = {i: float(rerank_scores[i]) for i in head}
+    elif learned_scores is not None:
+        if len(learned_scores) != depth:
+            raise ValueError(f"{len(learned_scores)} learned scores for a head of {depth}")
+        final = {i: float(learned_scores[i]) for i in head}
     else:
         rerank_rank = {i: rank for rank, i in enumerate(by_rerank, start=1)}
         final = {i: fusion_weight / (k + rerank_rank[i]) + (1.0 - fusion_weight) / (k + i + 1) for i in head}

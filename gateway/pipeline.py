@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gateway.learned_fusion import LearnedFusion, fusion_features
 from gateway.merge import (
     RankedCandidate,
     first_stage_order,
@@ -54,6 +55,8 @@ Reason = Literal["deadline_exceeded", "unavailable", "error", "cache_bypassed"]
 # The reranker's score cache, named in a cache_bypassed degradation (the reranker itself answered).
 SCORE_CACHE_COMPONENT = "score-cache"
 RERANKER_COMPONENT = "reranker"
+# The learned-fusion model, named in stage timings and response versions.
+FUSION_COMPONENT = "fusion"
 # The retriever group whose shards search by query vector (gateway.config.GROUPS).
 DENSE_GROUP = "dense"
 
@@ -172,6 +175,7 @@ class SearchPipeline:
         rerank_timeout: optional cap, in seconds, on the rerank stage's budget; a slow reranker then
             degrades the answer early and leaves the rest of the request's budget unused.
         query_encoder: embeds each query once for all dense shards; None lets every dense shard embed it.
+        fusion_models: learned-fusion models by name, for variants with `fusion: learned`.
     """
 
     def __init__(
@@ -185,6 +189,7 @@ class SearchPipeline:
         retrieve_timeout: float | None = None,
         rerank_timeout: float | None = None,
         query_encoder: QueryEncoder | None = None,
+        fusion_models: Mapping[str, LearnedFusion] | None = None,
     ) -> None:
         if not any(retrievers.values()):
             raise ValueError("a search pipeline needs at least one retriever")
@@ -201,6 +206,7 @@ class SearchPipeline:
         self._retrieve_cap = retrieve_timeout
         self._rerank_cap = rerank_timeout
         self._query_encoder = query_encoder
+        self._fusion_models = dict(fusion_models or {})
         self._warned_fallback: set[str] = set()  # components already logged, so the warning comes once
         self._warned_feedback: set[str] = set()
 
@@ -241,6 +247,10 @@ class SearchPipeline:
         will_rerank = query.rerank_depth > 0 and variant.reranker is not None
         if will_rerank and self._reranker is None:
             raise InvalidArgument(f"variant {variant.name!r} needs a reranker, none configured")
+        if variant.fusion_model is not None and variant.fusion_model not in self._fusion_models:
+            raise InvalidArgument(
+                f"variant {variant.name!r} needs the fusion model {variant.fusion_model!r}, not loaded"
+            )
         if variant.uses_feedback and self._query_encoder is None:
             raise InvalidArgument(
                 f"variant {variant.name!r} uses pseudo-relevance feedback, which needs the gateway's "
@@ -312,7 +322,7 @@ class SearchPipeline:
 
         ranked = first_stage_order(first_stage)
         if will_rerank and first_stage:
-            ranked = await self._rerank(query, first_stage, deadline, trace)
+            ranked = await self._rerank(query, first_stage, merged, deadline, trace)
 
         hits = [
             Hit(
@@ -460,6 +470,7 @@ class SearchPipeline:
         self,
         query: SearchQuery,
         first_stage: list[Candidate],
+        group_lists: Mapping[str, Sequence[Candidate]],
         deadline: float | None,
         trace: _Trace,
     ) -> list[RankedCandidate]:
@@ -506,9 +517,35 @@ class SearchPipeline:
             trace.degradations.append(Degradation("rerank", "cache_bypassed", SCORE_CACHE_COMPONENT, detail))
         for stage, stage_seconds in result.timings.items():
             trace.timings.append(StageTime(stage, stage_seconds, RERANKER_COMPONENT))
+        model = query.variant.fusion_model
+        learned = None
+        if model is not None:
+            learned = self._learned_scores(model, head, group_lists, result.scores, trace)
         return rerank_order(
             first_stage,
             result.scores,
             fusion=query.variant.fusion,
             fusion_weight=query.variant.fusion_weight,
+            learned_scores=learned,
         )
+
+    def _learned_scores(
+        self,
+        model_name: str,
+        head: Sequence[Candidate],
+        group_lists: Mapping[str, Sequence[Candidate]],
+        rerank_scores: Sequence[float],
+        trace: _Trace,
+    ) -> list[float]:
+        """The learned-fusion model's score of each head candidate, from every stage's ranks and scores."""
+        model = self._fusion_models[model_name]
+        started = time.monotonic()
+        features = fusion_features(
+            [c.document.doc_id for c in head],
+            {g: [(c.document.doc_id, c.score) for c in ranked] for g, ranked in group_lists.items()},
+            rerank_scores,
+        )
+        scores = model.score(features)
+        trace.timings.append(StageTime("fuse", time.monotonic() - started, FUSION_COMPONENT))
+        trace.versions.append(Version(FUSION_COMPONENT, model.name, model.version))
+        return scores

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from gateway.variants import VariantBounds, VariantError, VariantTable, load_variants
@@ -50,9 +50,11 @@ class LiveVariants:
         *,
         reloadable: bool = True,
         has_query_encoder: bool = True,
+        fusion_models: Mapping[str, str] | None = None,
     ) -> None:
         self._fixed = not reloadable
         self._has_query_encoder = has_query_encoder
+        self._fusion_models = dict(fusion_models or {})
         self._table = table
         self._path = path
         self._bounds = bounds or VariantBounds()
@@ -82,7 +84,10 @@ class LiveVariants:
         stamp = _stamp(self._path) if self._path is not None else None
         try:
             table = load_variants(self._path, self._bounds).restricted_to(
-                self._groups, self._has_reranker, has_query_encoder=self._has_query_encoder
+                self._groups,
+                self._has_reranker,
+                has_query_encoder=self._has_query_encoder,
+                fusion_models=self._fusion_models,
             )
         except VariantError as exc:
             self._stamp = stamp  # do not retry the same bad file on every poll

@@ -15,8 +15,11 @@ A variants file is YAML:
         rerank_depth: 0        # candidates sent to the reranker
         max_sequence_length: 0 # tokens per (query, document) pair; 0 = the model's default
         cache: true            # whether the reranker's score cache may be used
-        fusion: none           # none = rerank score only; rrf = RRF of reranked and first-stage order
+        fusion: none           # none = rerank score only; rrf = RRF of reranked and first-stage order;
+                               # learned = a learned ranker over every stage's ranks and scores
         fusion_weight: 1.0     # weight of the reranked order under rrf, within [0, 1]
+        fusion_model: null     # under learned: the name of a model loaded with the gateway's
+                               # --fusion-model (gateway/learned_fusion.py), fitted for this first stage
         prf_docs: 0            # dense pseudo-relevance feedback: search again with the query vector moved
         prf_weight: 0.0        # towards the mean of the top prf_docs documents' (gateway/prf.py); needs
                                # a dense first stage and the gateway's --query-encoder; 0 docs = off
@@ -74,6 +77,7 @@ _FIELDS = frozenset(
         "cache",
         "fusion",
         "fusion_weight",
+        "fusion_model",
         "prf_docs",
         "prf_weight",
     }
@@ -110,6 +114,7 @@ class Variant:
     cache: bool = True
     fusion: Fusion = "none"
     fusion_weight: float = 1.0
+    fusion_model: str | None = None
     prf_docs: int = 0
     prf_weight: float = 0.0
 
@@ -184,12 +189,19 @@ class VariantTable:
         return candidates[-1]
 
     def restricted_to(
-        self, groups: Collection[str], has_reranker: bool, *, has_query_encoder: bool = True
+        self,
+        groups: Collection[str],
+        has_reranker: bool,
+        *,
+        has_query_encoder: bool = True,
+        fusion_models: Mapping[str, str] | None = None,
     ) -> VariantTable:
-        """This table as a deployment with the given retriever groups (and reranker or not, and query
-        encoder or not) can serve it."""
+        """This table as a deployment with the given retriever groups (and reranker or not, query encoder
+        or not, and learned-fusion models: name -> the first stage each was fitted for) can serve it."""
         unservable: dict[str, str] = {}
+        loaded = fusion_models or {}
         for variant in self.variants.values():
+            fitted_for = loaded.get(variant.fusion_model or "")
             missing = [g for g in variant.groups if g not in groups]
             if missing:
                 unservable[variant.name] = f"needs the {' and '.join(missing)} retriever, none configured"
@@ -197,6 +209,15 @@ class VariantTable:
                 unservable[variant.name] = "uses pseudo-relevance feedback, which needs --query-encoder"
             elif variant.reranks and not has_reranker:
                 unservable[variant.name] = "needs a reranker, none configured"
+            elif variant.fusion_model is not None and fitted_for is None:
+                unservable[variant.name] = (
+                    f"needs the fusion model {variant.fusion_model!r}, not loaded (--fusion-model)"
+                )
+            elif fitted_for is not None and fitted_for != variant.first_stage:
+                unservable[variant.name] = (
+                    f"uses the fusion model {variant.fusion_model!r}, fitted for the {fitted_for} first "
+                    f"stage, not {variant.first_stage}"
+                )
         servable = [v for v in self.variants.values() if v.name not in unservable]
         if not any(v.weight > 0 for v in servable):
             raise VariantError(
@@ -292,6 +313,13 @@ def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -
     fusion_weight = _check_number(raw.get("fusion_weight", 1.0), f"{at}: fusion_weight")
     if not 0.0 <= fusion_weight <= 1.0:
         raise VariantError(f"{at}: fusion_weight must be within [0, 1], got {fusion_weight}")
+    fusion_model = raw.get("fusion_model")
+    if fusion_model is not None and (not isinstance(fusion_model, str) or not fusion_model.strip()):
+        raise VariantError(f"{at}: fusion_model must be a model name or null, got {fusion_model!r}")
+    if (fusion == "learned") != (fusion_model is not None):
+        raise VariantError(f"{at}: fusion: learned and fusion_model go together (fusion is {fusion!r})")
+    if fusion == "learned" and reranker is None:
+        raise VariantError(f"{at}: fusion: learned orders the re-ranked head; it needs a reranker")
     prf_docs = _check_int(raw.get("prf_docs", 0), f"{at}: prf_docs", 0, MAX_PRF_DOCS)
     prf_weight = _check_number(raw.get("prf_weight", 0.0), f"{at}: prf_weight")
     if prf_docs > 0 and not 0.0 < prf_weight <= 4.0:
@@ -310,6 +338,7 @@ def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -
         cache=cache,
         fusion=cast(Fusion, fusion),
         fusion_weight=fusion_weight,
+        fusion_model=fusion_model,
         prf_docs=prf_docs,
         prf_weight=prf_weight if prf_docs > 0 else 0.0,
     )

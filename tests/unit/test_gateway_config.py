@@ -38,6 +38,15 @@ def test_environment_is_read_only_here() -> None:
     assert settings.retrievers == {"dense": ("e:1",)} and settings.port == 7000
 
 
+def test_fusion_models_come_from_repeated_flags_or_the_environment() -> None:
+    flagged = parse_settings(["--dense", "a:1", "--fusion-model", "m/one", "--fusion-model", "m/two"], {})
+    assert flagged.fusion_models == (Path("m/one"), Path("m/two"))
+    from_env = parse_settings(
+        [], {"SEARCH_GATEWAY_DENSE": "a:1", "SEARCH_GATEWAY_FUSION_MODELS": "m/one,m/two"}
+    )
+    assert from_env.fusion_models == (Path("m/one"), Path("m/two"))
+
+
 @pytest.mark.parametrize(
     ("argv", "yaml_text", "message"),
     [

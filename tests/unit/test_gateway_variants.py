@@ -45,6 +45,10 @@ def test_packaged_default_file_loads_with_hybrid_default() -> None:
         (_v("a", reranker="ce"), r"needs rerank_depth >= 1"),
         (_v("a", fusion="max"), r"unknown fusion 'max'"),
         (_v("a", fusion_weight=1.5), r"fusion_weight must be within"),
+        (_v("a", reranker="ce", rerank_depth=5, fusion="learned"), r"learned and fusion_model go together"),
+        (_v("a", reranker="ce", rerank_depth=5, fusion_model="m"), r"learned and fusion_model go together"),
+        (_v("a", fusion="learned", fusion_model="m"), r"fusion: learned .* needs a reranker"),
+        (_v("a", reranker="ce", rerank_depth=5, fusion="learned", fusion_model=""), r"fusion_model must be"),
         (_v("a", cache="yes"), r"cache must be true or false"),
         (_v("a", retrieval_depth="many"), r"must be an integer"),
         ({"weight": 1}, r"variants\[0\] needs a non-empty string 'name'"),
@@ -200,3 +204,21 @@ def test_feedback_variants_need_the_gateways_query_encoder() -> None:
     assert table.get("dense").name == "dense"
     with_encoder = load_variants(None, BOUNDS).restricted_to({"dense", "bm25"}, True, has_query_encoder=True)
     assert with_encoder.get("dense-prf").prf_docs == 2
+
+
+def test_learned_fusion_variants_need_their_model_loaded_and_fitted_for_their_first_stage() -> None:
+    learned = {"reranker": "ce", "rerank_depth": 5, "fusion": "learned", "fusion_model": "lf"}
+    doc = _doc(
+        _v("plain"), _v("dense-lf", 0, **learned), _v("hybrid-lf", 0, **{**learned, "first_stage": "hybrid"})
+    )
+    table = parse_variants(doc, "f", BOUNDS)
+    assert table.variants["dense-lf"].fusion_model == "lf"
+
+    none_loaded = table.restricted_to({"dense", "bm25"}, True)
+    with pytest.raises(InvalidArgument, match=r"needs the fusion model 'lf', not loaded \(--fusion-model\)"):
+        none_loaded.get("dense-lf")
+
+    dense_model = table.restricted_to({"dense", "bm25"}, True, fusion_models={"lf": "dense"})
+    assert dense_model.get("dense-lf").fusion == "learned"
+    with pytest.raises(InvalidArgument, match="fitted for the dense first stage, not hybrid"):
+        dense_model.get("hybrid-lf")

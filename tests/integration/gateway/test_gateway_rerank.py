@@ -24,6 +24,7 @@ from reranker_service.config import Settings as RerankerSettings
 from reranker_service.server import build_server as build_reranker_server
 from search_common.artifacts import ArtifactError
 from search_common.ports import Retriever
+from tests.fusion_support import reversing_fusion_artifact
 
 StackFactory = Callable[..., AbstractAsyncContextManager[Any]]
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -201,3 +202,69 @@ async def test_a_variant_pinned_to_another_model_version_is_not_reranked_by_this
     (degradation,) = other.metadata.coverage.degradations
     assert degradation.stage == search_service_pb2.STAGE_RERANK
     assert "version 'v9' is not served here" in degradation.detail
+
+
+LEARNED = """
+variants:
+  - {name: dense, weight: 1, first_stage: dense, retrieval_depth: 20}
+  - {name: lf, weight: 0, first_stage: dense, retrieval_depth: 20, reranker: cross-encoder-minilm,
+     rerank_depth: 5, fusion: learned, fusion_model: learned-test}
+"""
+
+
+async def test_a_learned_fusion_variant_is_ordered_by_the_model_the_gateway_loaded(
+    shards: dict[str, list[Retriever]],
+    indexes: dict[str, Path],
+    stack: StackFactory,
+    cross_encoder: Path,
+    tmp_path: Path,
+) -> None:
+    # The fitted rule puts the first stage's 5th document first: neither stage alone would.
+    fusion = reversing_fusion_artifact(tmp_path / "fusion", first_stage="dense")
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(LEARNED)
+    query = "compress a file with gzip"
+    async with (
+        reranker_server(cross_encoder) as (address, _),
+        stack(
+            {"dense": shards["dense-3"]},
+            {"dense": indexes["dense-3"]},
+            reranker=address,
+            variants=variants,
+            fusion_models=(fusion,),
+        ) as running,
+    ):
+        plain = await running.stub.Search(search_service_pb2.SearchRequest(query=query, top_k=10))
+        fused = await running.stub.Search(
+            search_service_pb2.SearchRequest(query=query, top_k=10, variant="lf"), timeout=30
+        )
+    assert fused.hits[0].doc_id == plain.hits[4].doc_id
+    assert {h.doc_id for h in fused.hits[:5]} == {h.doc_id for h in plain.hits[:5]}
+    assert [h.doc_id for h in fused.hits[5:]] == [h.doc_id for h in plain.hits[5:]]
+    assert all(h.HasField("rerank_score") for h in fused.hits[:5])
+    assert not fused.metadata.coverage.degraded
+    assert ("fusion", "learned-test", fusion.name) in {
+        (v.component, v.name, v.version) for v in fused.metadata.versions
+    }
+    assert "fuse" in {t.stage for t in fused.metadata.timings}
+
+
+async def test_a_gateway_without_the_fusion_model_refuses_its_variant_by_name(
+    shards: dict[str, list[Retriever]],
+    indexes: dict[str, Path],
+    stack: StackFactory,
+    cross_encoder: Path,
+    tmp_path: Path,
+) -> None:
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(LEARNED)
+    async with (
+        reranker_server(cross_encoder) as (address, _),
+        stack(
+            {"dense": shards["dense-1"]}, {"dense": indexes["dense-1"]}, reranker=address, variants=variants
+        ) as running,
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await running.stub.Search(search_service_pb2.SearchRequest(query="gzip", top_k=5, variant="lf"))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "fusion model 'learned-test', not loaded" in str(refused.value.details())

@@ -1,0 +1,1 @@
+"""training.fusion: learned fusion of the stages (gateway/learned_fusion.py)."""

@@ -1,0 +1,321 @@
+"""Fit a learned-fusion model (LightGBM lambdarank) on the dev side of the train queries, and publish it.
+
+The gateway's `fusion: learned` orders a re-ranked head by a model over every stage's ranks and standardised
+scores (`gateway.learned_fusion`). This gathers exactly what the gateway would see for each dev query: each
+retriever group's merged list from the gateway's own pipeline over in-process retrievers, the first stage
+built from them, and the served cross-encoder artifact's scores of the head. Then, for each candidate depth
+and number of boosting rounds, it measures nDCG@10 by 5-fold cross-validation over the dev queries (grouped
+by query, seeded) beside the first stage, the reranker alone and the best RRF weight on the same folds. The
+best setting is refitted on every dev query and written as an artifact whose manifest holds those figures.
+
+Dev = the seeded 20% of the train queries (`training.common.splits`); the bi-encoder and the cross-encoder
+given must not have trained on them. Never touches the test split: measure test once, afterwards, with
+`search-eval --fusion-model <artifact> --pipeline <a variant with fusion: learned>`.
+
+Example:
+    python -m training.fusion.fit_learned --dataset ../shared/data/scifact \\
+        --reranker-artifact var/models/cross-encoder-bench/v-pq300-len256 --first-stage hybrid \\
+        --out var/models/fusion/learned-hybrid
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import lightgbm
+import numpy as np
+
+from corpora.beir import BeirDataset
+from evaluation.offline_stack import load_offline_retrievers
+from gateway.learned_fusion import (
+    ARTIFACT_KIND,
+    FEATURE_SET,
+    FEATURES,
+    MODEL_FILE,
+    FloatMatrix,
+    fusion_features,
+)
+from gateway.merge import Fusion, reciprocal_rank_fusion, rerank_order
+from gateway.pipeline import SearchPipeline, SearchQuery
+from gateway.variants import FIRST_STAGES, GROUPS_OF, FirstStage, Variant
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
+from search_common.artifacts import atomic_directory, new_version, sha256_file, write_manifest
+from search_common.documents import Candidate
+from search_common.logging_setup import configure_logging
+from training.common.metrics import ndcg_at_10, ranking_to_run
+from training.common.splits import split_train_dev
+
+logger = logging.getLogger(__name__)
+
+ROUNDS = (25, 50, 100, 200, 400)
+FOLDS = 5
+RRF_WEIGHTS = tuple(w / 10 for w in range(11))
+
+
+@dataclass(frozen=True, slots=True)
+class QueryEvidence:
+    """What the gateway sees for one query: each group's merged list, the first stage, the head's scores."""
+
+    group_lists: Mapping[str, list[Candidate]]
+    first_stage: list[Candidate]
+    rerank_scores: list[float]  # the first len(rerank_scores) of first_stage, scored by the reranker
+
+    def head_ids(self, depth: int) -> list[str]:
+        return [c.document.doc_id for c in self.first_stage[:depth]]
+
+    def features(self, depth: int) -> FloatMatrix:
+        lists = {g: [(c.document.doc_id, c.score) for c in ranked] for g, ranked in self.group_lists.items()}
+        return fusion_features(self.head_ids(depth), lists, self.rerank_scores[:depth])
+
+    def ranking(
+        self, depth: int, *, fusion: Fusion, weight: float = 1.0, learned: Sequence[float] = ()
+    ) -> list[str]:
+        """The final doc-id order the gateway would return with this fusion at this depth."""
+        ordered = rerank_order(
+            self.first_stage,
+            self.rerank_scores[:depth],
+            fusion=fusion,
+            fusion_weight=weight,
+            learned_scores=list(learned) if fusion == "learned" else None,
+        )
+        return [c.document.doc_id for c in ordered]
+
+
+async def gather_evidence(
+    pipeline: SearchPipeline, first_stage: FirstStage, queries: Mapping[str, str], retrieval_depth: int
+) -> dict[str, QueryEvidence]:
+    """Each query's per-group lists (through the gateway's pipeline) and the first stage fused from them."""
+    evidence: dict[str, QueryEvidence] = {}
+    groups = GROUPS_OF[first_stage]
+    for qid, text in queries.items():
+        lists: dict[str, list[Candidate]] = {}
+        for group in groups:
+            variant = Variant(group, 1.0, cast(FirstStage, group), retrieval_depth)
+            outcome = await pipeline.search(SearchQuery(text, retrieval_depth, variant, retrieval_depth, 0))
+            lists[group] = [Candidate(hit.document, hit.retrieval_score) for hit in outcome.hits]
+        # The pipeline's own first stage: one group's list, or RRF (k=60) across groups.
+        fused = reciprocal_rank_fusion(lists) if len(groups) > 1 else lists[groups[0]]
+        evidence[qid] = QueryEvidence(lists, fused, [])
+    return evidence
+
+
+def _labels(qrels: Mapping[str, int], doc_ids: Sequence[str]) -> list[int]:
+    return [max(0, int(qrels.get(d, 0))) for d in doc_ids]
+
+
+def train_ranker(
+    evidence: Mapping[str, QueryEvidence],
+    qrels: Mapping[str, Mapping[str, int]],
+    query_ids: Sequence[str],
+    depth: int,
+    rounds: int,
+    seed: int,
+) -> lightgbm.Booster:
+    """LightGBM lambdarank over the heads (first `depth` candidates) of the given queries."""
+    rows = [evidence[q].features(depth) for q in query_ids]
+    labels = [label for q in query_ids for label in _labels(qrels[q], evidence[q].head_ids(depth))]
+    params: dict[str, Any] = {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [10],
+        "lambdarank_truncation_level": depth,
+        # Small trees and leaves of at least 20 rows: a dev split holds a few hundred queries.
+        "num_leaves": 7,
+        "min_data_in_leaf": 20,
+        "learning_rate": 0.05,
+        "feature_fraction": 1.0,
+        "seed": seed,
+        "deterministic": True,
+        "num_threads": 1,
+        "verbose": -1,
+    }
+    data = lightgbm.Dataset(
+        np.vstack(rows),
+        label=np.asarray(labels, dtype=np.float64),
+        group=[len(r) for r in rows],
+        feature_name=list(FEATURES),
+    )
+    return lightgbm.train(params, data, num_boost_round=rounds)
+
+
+def _folds(query_ids: Sequence[str], seed: int) -> list[list[str]]:
+    shuffled = sorted(query_ids)
+    random.Random(seed).shuffle(shuffled)
+    return [shuffled[i::FOLDS] for i in range(FOLDS)]
+
+
+def cross_validate(
+    evidence: Mapping[str, QueryEvidence],
+    qrels: Mapping[str, Mapping[str, int]],
+    depths: Sequence[int],
+    seed: int,
+) -> dict[str, Any]:
+    """nDCG@10 on held-out folds for every (depth, rounds), beside the first stage, CE alone and best RRF."""
+    query_ids = sorted(evidence)
+    folds = _folds(query_ids, seed)
+    first = ndcg_at_10(qrels, ranking_to_run({q: evidence[q].ranking(0, fusion="none") for q in query_ids}))
+    grid: list[dict[str, Any]] = []
+    for depth in depths:
+        alone = ndcg_at_10(
+            qrels, ranking_to_run({q: evidence[q].ranking(depth, fusion="none") for q in query_ids})
+        )
+        rrf = {
+            w: ndcg_at_10(
+                qrels,
+                ranking_to_run({q: evidence[q].ranking(depth, fusion="rrf", weight=w) for q in query_ids}),
+            )
+            for w in RRF_WEIGHTS
+        }
+        best_w = max(rrf, key=lambda w: (rrf[w], -w))
+        for rounds in ROUNDS:
+            held_out: dict[str, list[str]] = {}
+            for k, fold in enumerate(folds):
+                train_ids = [q for j, other in enumerate(folds) if j != k for q in other]
+                model = train_ranker(evidence, qrels, train_ids, depth, rounds, seed)
+                for q in fold:
+                    predicted = model.predict(evidence[q].features(depth), num_threads=1)
+                    held_out[q] = evidence[q].ranking(depth, fusion="learned", learned=list(predicted))
+            learned = ndcg_at_10(qrels, ranking_to_run(held_out))
+            grid.append(
+                {
+                    "depth": depth,
+                    "rounds": rounds,
+                    "learned": round(learned, 4),
+                    "reranker_alone": round(alone, 4),
+                    "rrf_best": round(rrf[best_w], 4),
+                    "rrf_best_weight": best_w,
+                }
+            )
+            logger.info("depth %d rounds %d: learned %.4f (CE alone %.4f, RRF %.4f at w=%.1f)",
+                        depth, rounds, learned, alone, rrf[best_w], best_w)  # fmt: skip
+    return {"first_stage": round(first, 4), "grid": grid}
+
+
+def publish(
+    out: Path,
+    model: lightgbm.Booster,
+    *,
+    name: str,
+    first_stage: FirstStage,
+    depth: int,
+    rounds: int,
+    reranker: tuple[str, str],
+    provenance: Mapping[str, Any],
+) -> Path:
+    """Writes the artifact under out/<version>, atomically, with its checksums and dev figures."""
+    version = new_version()
+    target = out / version
+    with atomic_directory(target) as scratch:
+        model.save_model(str(scratch / MODEL_FILE))
+        write_manifest(
+            scratch,
+            {
+                "kind": ARTIFACT_KIND,
+                "name": name,
+                "version": version,
+                "feature_set": FEATURE_SET,
+                "features": list(FEATURES),
+                "first_stage": first_stage,
+                "rerank_depth": depth,
+                "boosting_rounds": rounds,
+                "reranker": {"name": reranker[0], "version": reranker[1]},
+                "lightgbm": lightgbm.__version__,
+                "checksums": {MODEL_FILE: sha256_file(scratch / MODEL_FILE)},
+                **provenance,
+            },
+        )
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.fusion.fit_learned",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dataset", type=Path, required=True, help="BEIR dataset with qrels/train.tsv")
+    parser.add_argument("--reranker-artifact", type=Path, required=True, help="cross-encoder artifact")
+    parser.add_argument("--encoder", type=Path, default=None, help="bi-encoder artifact (default: packaged)")
+    parser.add_argument("--first-stage", choices=FIRST_STAGES, default="hybrid")
+    parser.add_argument("--retrieval-depth", type=int, default=100, help="candidates per retriever group")
+    parser.add_argument("--depths", type=int, nargs="+", default=[10, 20, 30, 50], help="re-rank depths")
+    parser.add_argument("--dev-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--name", default=None, help="name variants use (default: learned-<first>)")
+    parser.add_argument("--index-root", type=Path, default=Path("var/indexes"))
+    parser.add_argument("--out", type=Path, required=True, help="artifact parent folder (versions below it)")
+    args = parser.parse_args(argv)
+    if any(d <= 0 for d in args.depths) or max(args.depths) > args.retrieval_depth:
+        parser.error(f"--depths must be within 1..--retrieval-depth ({args.retrieval_depth})")
+    if not (args.dataset / "qrels" / "train.tsv").is_file():
+        parser.error(f"--dataset {args.dataset}: no qrels/train.tsv (fitting uses the dev side of train)")
+    if not (args.reranker_artifact / "manifest.json").is_file():
+        parser.error(f"--reranker-artifact {args.reranker_artifact}: not an artifact (no manifest.json)")
+    configure_logging()
+
+    beir = BeirDataset(args.dataset)
+    train_qrels = beir.qrels("train")
+    _, dev_ids = split_train_dev(train_qrels, dev_fraction=args.dev_fraction, seed=args.seed)
+    texts = {q.query_id: q.text for q in beir.queries().values()}
+    dev_queries = {q: texts[q] for q in dev_ids}
+    dev_qrels = {q: dict(train_qrels[q]) for q in dev_ids}
+    retrievers = load_offline_retrievers(
+        beir,
+        set(GROUPS_OF[args.first_stage]),
+        index_root=args.index_root,
+        num_shards=1,
+        prebuilt=None,
+        encoder_dir=args.encoder,
+    )
+    evidence = asyncio.run(
+        gather_evidence(SearchPipeline(retrievers), args.first_stage, dev_queries, args.retrieval_depth)
+    )
+    reranker = CrossEncoderRuntime.load(args.reranker_artifact)
+    max_depth = max(args.depths)
+    for qid, seen in evidence.items():
+        head = seen.first_stage[:max_depth]
+        head_texts = [c.document.model_text() for c in head]
+        seen.rerank_scores.extend(float(s) for s in reranker.score(dev_queries[qid], head_texts))
+
+    report = cross_validate(evidence, dev_qrels, sorted(set(args.depths)), args.seed)
+    best = max(report["grid"], key=lambda row: (row["learned"], -row["depth"], -row["rounds"]))
+    logger.info("dev (5-fold): first stage %.4f; best %s", report["first_stage"], best)
+    model = train_ranker(evidence, dev_qrels, sorted(evidence), best["depth"], best["rounds"], args.seed)
+    name = args.name or f"learned-{args.first_stage}"
+    target = publish(
+        args.out,
+        model,
+        name=name,
+        first_stage=args.first_stage,
+        depth=best["depth"],
+        rounds=best["rounds"],
+        reranker=(reranker.name, reranker.version),
+        provenance={
+            "fitted_on": {
+                "dataset": beir.name,
+                "split": "train (seeded dev side)",
+                "dev_fraction": args.dev_fraction,
+                "dev_queries": len(dev_ids),
+                "seed": args.seed,
+                "retrieval_depth": args.retrieval_depth,
+                "encoder": str(args.encoder) if args.encoder else "packaged",
+                "reranker_artifact": str(args.reranker_artifact),
+            },
+            "dev": {"first_stage_ndcg@10": report["first_stage"], "best": best, "grid": report["grid"]},
+        },
+    )
+    print(json.dumps({"artifact": str(target), "dev_first_stage": report["first_stage"], "best": best}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
