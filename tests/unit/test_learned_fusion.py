@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluation.offline_stack import require_servable
 from gateway.learned_fusion import FEATURES, fusion_features, load_learned_fusion
 from gateway.merge import rerank_order
+from gateway.variants import Variant
 from search_common.artifacts import ArtifactError
 from search_common.documents import Candidate, Document
+from tests.fakes import FakeReranker
 from tests.fusion_support import HEAD, last_is_relevant_evidence, reversing_fusion_artifact
 from training.fusion.fit_learned import cross_validate
 
@@ -112,3 +115,17 @@ def test_cross_validation_finds_the_rule_the_first_stage_and_reranker_miss() -> 
     assert best > 0.95
     assert report["first_stage"] < 0.5
     assert all(row["reranker_alone"] < 0.8 for row in report["grid"])
+
+
+def test_offline_runs_name_the_flag_a_learned_variant_needs(tmp_path: Path) -> None:
+    variant = Variant(
+        "lf", 0.0, "hybrid", 100, reranker="ce", rerank_depth=5, fusion="learned", fusion_model="learned-test"
+    )
+    reranker = FakeReranker(lambda query, doc: 1.0)
+    with pytest.raises(ValueError, match="needs a reranker; pass --reranker"):
+        require_servable([variant], None, {})
+    with pytest.raises(ValueError, match="needs the fusion model 'learned-test'; pass --fusion-model"):
+        require_servable([variant], reranker, {})
+    dense_model = load_learned_fusion(reversing_fusion_artifact(tmp_path, first_stage="dense"))
+    with pytest.raises(ValueError, match="fitted for the dense first stage, not hybrid"):
+        require_servable([variant], reranker, {"learned-test": dense_model})

@@ -120,6 +120,27 @@ def pseudo_groups(
     return groups
 
 
+def generated_groups(
+    queries: Mapping[str, str],
+    candidates: Mapping[str, Sequence[str]],
+    *,
+    negatives: int,
+    skip_top: int,
+    depth: int,
+    rng: random.Random,
+) -> list[Group]:
+    """Generated query -> the document it was written for (shown whole), keyed `gq:<doc_id>`, with negatives
+    from the first stage's ranking for that query."""
+    groups: list[Group] = []
+    for qid, text in queries.items():
+        doc_id = qid.split(":", 1)[1]
+        ranked = candidates.get(qid, ())
+        negs = sample_negatives(ranked, [doc_id], count=negatives, skip_top=skip_top, depth=depth, rng=rng)
+        if len(negs) == negatives:
+            groups.append(Group(qid, text, doc_id, tuple(negs)))
+    return groups
+
+
 def groups_sha256(groups: Iterable[Group]) -> str:
     """Checksum of the exact training examples (ids and query text), in order."""
     digest = hashlib.sha256()

@@ -20,6 +20,7 @@ import math
 import random
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from training.common.splits import split_train_dev
 from training.cross_encoder.data import (
     Group,
     document_text,
+    generated_groups,
     groups_sha256,
     labelled_groups,
     pseudo_groups,
@@ -52,6 +54,8 @@ from training.cross_encoder.mine import (
 )
 from training.cross_encoder.mine import pseudo_queries as all_pseudo_queries
 from training.cross_encoder.model import CrossEncoder, Pooling, load_cross_encoder, new_cross_encoder
+from training.query_generation.generate import consistent_queries, generated_query_ids
+from training.query_generation.generate import read_cache as read_generated
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +79,10 @@ class HyperParameters:
     neg_depth: int
     dev_depth: int
     dev_fraction: float
+    # Queries written by a language model (training.query_generation), kept by the round-trip filter.
+    generated_queries: str = ""
+    generated_per_epoch: int = 0
+    round_trip_depth: int = 20
 
 
 def _cpu_seconds() -> float:
@@ -131,6 +139,7 @@ def train(
             corpus, all_pseudo_queries(dataset), cache_dir=cache, index_root=indexes / dataset.name
         )
     logger.info("train queries %d, dev queries %d", len(train_ids), len(dev_ids))
+    generated, generated_ranked = _generated(hp, data, cache, indexes / dataset.name, dev_ids)
 
     rng = random.Random(hp.seed)
     epochs: list[list[Group]] = []
@@ -147,6 +156,18 @@ def train(
                 chosen,
                 documents,
                 pseudo,
+                negatives=hp.negatives,
+                skip_top=hp.skip_top,
+                depth=hp.neg_depth,
+                rng=rng,
+            )
+        if generated:
+            chosen_ids = sorted(generated)
+            if 0 < hp.generated_per_epoch < len(chosen_ids):
+                chosen_ids = sorted(rng.sample(chosen_ids, hp.generated_per_epoch))
+            groups += generated_groups(
+                {q: generated[q] for q in chosen_ids},
+                generated_ranked,
                 negatives=hp.negatives,
                 skip_top=hp.skip_top,
                 depth=hp.neg_depth,
@@ -203,6 +224,7 @@ def train(
             "queries.jsonl": sha256_file(dataset / "queries.jsonl"),
         },
         "dataset": dataset.name,
+        "generated_queries_kept": len(generated),
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
         "train_queries": len(train_ids),
         "dev_queries": len(dev_ids),
@@ -251,6 +273,32 @@ def train(
         record["epochs"].append(entry)
         (out / "training.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
+
+
+def _generated(
+    hp: HyperParameters, data: BeirDataset, cache: Path, index_root: Path, dev_ids: Sequence[str]
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The generated queries that pass the round-trip filter (keyed `gq:<doc_id>`) and their first stage.
+
+    Documents judged for dev queries are left out, whatever the cache holds, so dev stays unseen.
+    """
+    if not hp.generated_queries:
+        return {}, {}
+    qrels = data.qrels("train")
+    dev_docs = {d for q in dev_ids for d in qrels.get(q, {})}
+    answers = {
+        a.doc_id: a.query
+        for a in read_generated(Path(hp.generated_queries)).values()
+        if a.query is not None and a.doc_id not in dev_docs
+    }
+    keyed = generated_query_ids(answers)
+    ranked = first_stage_candidates(data.corpus_path, keyed, cache_dir=cache, index_root=index_root)
+    kept = generated_query_ids(consistent_queries(answers, ranked, hp.round_trip_depth))
+    logger.info(
+        "generated queries: %d read, %d kept by the round trip (own document in the top %d)",
+        len(answers), len(kept), hp.round_trip_depth,
+    )  # fmt: skip
+    return kept, ranked
 
 
 def _dev_figures(
@@ -312,7 +360,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--indexes", type=Path, default=DEFAULT_INDEXES)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--init-checkpoint", type=Path, default=None, help="continue from this checkpoint")
+    parser.add_argument(
+        "--generated-queries",
+        type=Path,
+        default=None,
+        help="JSONL written by training.query_generation.generate: its queries join training",
+    )
+    parser.add_argument("--generated-per-epoch", type=int, default=0, help="sample per epoch (0: all)")
+    parser.add_argument(
+        "--round-trip-depth", type=int, default=20, help="keep a generated query when its document ranks here"
+    )
     args = parser.parse_args(argv)
+    if args.generated_queries is not None and not args.generated_queries.is_file():
+        parser.error(f"--generated-queries {args.generated_queries}: no such file")
+    if args.round_trip_depth <= 0 or args.generated_per_epoch < 0:
+        parser.error("--round-trip-depth must be positive and --generated-per-epoch at least 0")
     configure_logging()
     hp = HyperParameters(
         loss=args.loss,
@@ -332,6 +394,9 @@ def main(argv: list[str] | None = None) -> None:
         neg_depth=args.neg_depth,
         dev_depth=args.dev_depth,
         dev_fraction=args.dev_fraction,
+        generated_queries=str(args.generated_queries or ""),
+        generated_per_epoch=args.generated_per_epoch,
+        round_trip_depth=args.round_trip_depth,
     )
     train(
         args.dataset,

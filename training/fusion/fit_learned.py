@@ -6,7 +6,8 @@ retriever group's merged list from the gateway's own pipeline over in-process re
 built from them, and the served cross-encoder artifact's scores of the head. Then, for each candidate depth
 and number of boosting rounds, it measures nDCG@10 by 5-fold cross-validation over the dev queries (grouped
 by query, seeded) beside the first stage, the reranker alone and the best RRF weight on the same folds. The
-best setting is refitted on every dev query and written as an artifact whose manifest holds those figures.
+best setting is refitted on every dev query and written as an artifact whose manifest holds those figures;
+a best setting that does not beat the first stage on dev is refused and nothing is written.
 
 Dev = the seeded 20% of the train queries (`training.common.splits`); the bi-encoder and the cross-encoder
 given must not have trained on them. Never touches the test split: measure test once, afterwards, with
@@ -289,6 +290,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = cross_validate(evidence, dev_qrels, sorted(set(args.depths)), args.seed)
     best = max(report["grid"], key=lambda row: (row["learned"], -row["depth"], -row["rounds"]))
     logger.info("dev (5-fold): first stage %.4f; best %s", report["first_stage"], best)
+    if best["learned"] <= report["first_stage"]:
+        # The publish rule every model here follows: no artifact that loses to its own first stage.
+        print(
+            f"fit_learned: refused: the best learned fusion scores {best['learned']:.4f} on dev, not above "
+            f"its first stage's {report['first_stage']:.4f}; nothing published",
+            file=sys.stderr,
+        )
+        return 1
     model = train_ranker(evidence, dev_qrels, sorted(evidence), best["depth"], best["rounds"], args.seed)
     name = args.name or f"learned-{args.first_stage}"
     target = publish(

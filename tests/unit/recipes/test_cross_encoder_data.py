@@ -12,6 +12,7 @@ from training.cross_encoder.data import (
     PSEUDO_PREFIX,
     Group,
     document_text,
+    generated_groups,
     groups_sha256,
     labelled_groups,
     pseudo_groups,
@@ -86,3 +87,23 @@ def test_groups_checksum_tracks_content_and_order() -> None:
     assert groups_sha256([g1]) == groups_sha256([Group("q", "text", "d1", ("d2", "d3"))])
     assert groups_sha256([g1]) != groups_sha256([g2])
     assert groups_sha256([g1, g2]) != groups_sha256([g2, g1])
+
+
+def test_generated_queries_train_on_their_own_document_shown_whole_with_mined_negatives() -> None:
+    ranked = {"gq:d1": ["d1", "d2", "d3", "d4", "d5", "d6"], "gq:d9": ["d9"]}
+    groups = generated_groups(
+        {"gq:d1": "what is d1 about", "gq:d9": "too few candidates"},
+        ranked,
+        negatives=2,
+        skip_top=1,
+        depth=5,
+        rng=random.Random(3),
+    )
+    (group,) = groups  # d9 has no negatives to draw: left out
+    assert (group.query_id, group.query, group.positive, group.title_free) == (
+        "gq:d1",
+        "what is d1 about",
+        "d1",
+        False,
+    )
+    assert len(group.negatives) == 2 and set(group.negatives) <= {"d2", "d3", "d4", "d5"}
