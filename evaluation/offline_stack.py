@@ -15,7 +15,7 @@ from corpora.beir import BeirDataset, Query
 from evaluation.results import EVAL_TOP_K
 from gateway.learned_fusion import LearnedFusion
 from gateway.pipeline import SearchPipeline, SearchQuery
-from gateway.variants import Variant
+from gateway.variants import FusionFit, Variant
 from search_common.artifacts import ArtifactError, read_manifest, sha256_file
 from search_common.ports import Reranker, Retriever
 
@@ -143,10 +143,11 @@ def require_servable(
                 f"variant {variant.name!r} needs the fusion model {variant.fusion_model!r}; "
                 "pass --fusion-model"
             )
-        if model.first_stage != variant.first_stage:
+        if model.fit != FusionFit(variant.first_stage, variant.rerank_depth):
             raise ValueError(
                 f"variant {variant.name!r}: fusion model {model.name!r} was fitted for the "
-                f"{model.first_stage} first stage, not {variant.first_stage}"
+                f"{model.first_stage} first stage at rerank depth {model.rerank_depth}, not "
+                f"{variant.first_stage} at {variant.rerank_depth}"
             )
 
 

@@ -73,7 +73,7 @@ def bootstrap(
     groups = {g for g, shards in (retrievers or settings.retrievers).items() if shards}
     has_reranker = reranker is not None or settings.reranker is not None
     fusion_models = load_fusion_models(settings.fusion_models)
-    fitted_for = {name: model.first_stage for name, model in fusion_models.items()}
+    fitted_for = {name: model.fit for name, model in fusion_models.items()}
     variants = load_variants(settings.variants, settings.variant_bounds).restricted_to(
         groups, has_reranker, has_query_encoder=query_encoder is not None, fusion_models=fitted_for
     )

@@ -24,6 +24,7 @@ import lightgbm
 import numpy as np
 import numpy.typing as npt
 
+from gateway.variants import FusionFit
 from search_common.artifacts import ArtifactError, read_manifest, verify_checksums
 
 ARTIFACT_KIND = "learned-fusion"
@@ -105,6 +106,10 @@ class LearnedFusion:
         # One thread: a head is tens of rows, and the gateway serves many queries at once.
         predicted = self.booster.predict(features, num_threads=1)
         return [float(value) for value in np.asarray(predicted, dtype=np.float64)]
+
+    @property
+    def fit(self) -> FusionFit:
+        return FusionFit(self.first_stage, self.rerank_depth)
 
 
 def load_learned_fusion(directory: Path) -> LearnedFusion:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
-from gateway.variants import VariantBounds, VariantError, VariantTable, load_variants
+from gateway.variants import FusionFit, VariantBounds, VariantError, VariantTable, load_variants
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class LiveVariants:
         *,
         reloadable: bool = True,
         has_query_encoder: bool = True,
-        fusion_models: Mapping[str, str] | None = None,
+        fusion_models: Mapping[str, FusionFit] | None = None,
     ) -> None:
         self._fixed = not reloadable
         self._has_query_encoder = has_query_encoder

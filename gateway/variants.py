@@ -93,6 +93,14 @@ class VariantError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class FusionFit:
+    """What a learned-fusion model was fitted for: its features mean something only there."""
+
+    first_stage: str
+    rerank_depth: int
+
+
+@dataclass(frozen=True, slots=True)
 class VariantBounds:
     """Configured limits every variant (and every per-request override) must respect."""
 
@@ -194,10 +202,10 @@ class VariantTable:
         has_reranker: bool,
         *,
         has_query_encoder: bool = True,
-        fusion_models: Mapping[str, str] | None = None,
+        fusion_models: Mapping[str, FusionFit] | None = None,
     ) -> VariantTable:
         """This table as a deployment with the given retriever groups (and reranker or not, query encoder
-        or not, and learned-fusion models: name -> the first stage each was fitted for) can serve it."""
+        or not, and learned-fusion models: name -> what each was fitted for) can serve it."""
         unservable: dict[str, str] = {}
         loaded = fusion_models or {}
         for variant in self.variants.values():
@@ -213,10 +221,16 @@ class VariantTable:
                 unservable[variant.name] = (
                     f"needs the fusion model {variant.fusion_model!r}, not loaded (--fusion-model)"
                 )
-            elif fitted_for is not None and fitted_for != variant.first_stage:
+            elif fitted_for is not None and fitted_for.first_stage != variant.first_stage:
                 unservable[variant.name] = (
-                    f"uses the fusion model {variant.fusion_model!r}, fitted for the {fitted_for} first "
-                    f"stage, not {variant.first_stage}"
+                    f"uses the fusion model {variant.fusion_model!r}, fitted for the "
+                    f"{fitted_for.first_stage} first stage, not {variant.first_stage}"
+                )
+            elif fitted_for is not None and fitted_for.rerank_depth != variant.rerank_depth:
+                # Its features are standardised over the head: another depth is another distribution.
+                unservable[variant.name] = (
+                    f"uses the fusion model {variant.fusion_model!r}, fitted at rerank depth "
+                    f"{fitted_for.rerank_depth}, not {variant.rerank_depth}"
                 )
         servable = [v for v in self.variants.values() if v.name not in unservable]
         if not any(v.weight > 0 for v in servable):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.variant_reload import LiveVariants
-from gateway.variants import VariantBounds, VariantError, load_variants, parse_variants
+from gateway.variants import FusionFit, VariantBounds, VariantError, load_variants, parse_variants
 from search_common.errors import InvalidArgument
 
 BOUNDS = VariantBounds(max_retrieval_depth=1000, max_rerank_depth=200)
@@ -218,7 +218,10 @@ def test_learned_fusion_variants_need_their_model_loaded_and_fitted_for_their_fi
     with pytest.raises(InvalidArgument, match=r"needs the fusion model 'lf', not loaded \(--fusion-model\)"):
         none_loaded.get("dense-lf")
 
-    dense_model = table.restricted_to({"dense", "bm25"}, True, fusion_models={"lf": "dense"})
+    dense_model = table.restricted_to({"dense", "bm25"}, True, fusion_models={"lf": FusionFit("dense", 5)})
     assert dense_model.get("dense-lf").fusion == "learned"
     with pytest.raises(InvalidArgument, match="fitted for the dense first stage, not hybrid"):
         dense_model.get("hybrid-lf")
+    deeper = table.restricted_to({"dense", "bm25"}, True, fusion_models={"lf": FusionFit("dense", 20)})
+    with pytest.raises(InvalidArgument, match="fitted at rerank depth 20, not 5"):
+        deeper.get("dense-lf")

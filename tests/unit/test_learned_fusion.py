@@ -127,5 +127,5 @@ def test_offline_runs_name_the_flag_a_learned_variant_needs(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="needs the fusion model 'learned-test'; pass --fusion-model"):
         require_servable([variant], reranker, {})
     dense_model = load_learned_fusion(reversing_fusion_artifact(tmp_path, first_stage="dense"))
-    with pytest.raises(ValueError, match="fitted for the dense first stage, not hybrid"):
+    with pytest.raises(ValueError, match="for the dense first stage at rerank depth 5, not hybrid at 5"):
         require_servable([variant], reranker, {"learned-test": dense_model})
