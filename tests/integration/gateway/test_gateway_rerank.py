@@ -75,12 +75,20 @@ def _reranked_stack(
     indexes: dict[str, Path],
     reranker: str,
     tmp: Path,
+    *,
+    variants: str = VARIANTS,
+    shard_set: str = "dense-3",
+    **gateway_options: object,
 ) -> AbstractAsyncContextManager[Any]:
-    """A gateway over the dense-3 shards with the `ce` variants, reranking at `reranker`."""
-    variants = tmp / "variants.yaml"
-    variants.write_text(VARIANTS)
+    """A gateway over one set of dense shards with the given variants file, reranking at `reranker`."""
+    variants_file = tmp / "variants.yaml"
+    variants_file.write_text(variants)
     return stack(
-        {"dense": shards["dense-3"]}, {"dense": indexes["dense-3"]}, reranker=reranker, variants=variants
+        {"dense": shards[shard_set]},
+        {"dense": indexes[shard_set]},
+        reranker=reranker,
+        variants=variants_file,
+        **gateway_options,
     )
 
 
@@ -181,12 +189,10 @@ async def test_a_variant_pinned_to_another_model_version_is_not_reranked_by_this
     cross_encoder: Path,
     tmp_path: Path,
 ) -> None:
-    variants = tmp_path / "variants.yaml"
-    variants.write_text(PINNED)
     async with (
         reranker_server(cross_encoder) as (address, _),
-        stack(
-            {"dense": shards["dense-1"]}, {"dense": indexes["dense-1"]}, reranker=address, variants=variants
+        _reranked_stack(
+            stack, shards, indexes, address, tmp_path, variants=PINNED, shard_set="dense-1"
         ) as running,
     ):
         query = "compress a file with gzip"
@@ -221,17 +227,11 @@ async def test_a_learned_fusion_variant_is_ordered_by_the_model_the_gateway_load
 ) -> None:
     # The fitted rule puts the first stage's 5th document first: neither stage alone would.
     fusion = reversing_fusion_artifact(tmp_path / "fusion", first_stage="dense")
-    variants = tmp_path / "variants.yaml"
-    variants.write_text(LEARNED)
     query = "compress a file with gzip"
     async with (
         reranker_server(cross_encoder) as (address, _),
-        stack(
-            {"dense": shards["dense-3"]},
-            {"dense": indexes["dense-3"]},
-            reranker=address,
-            variants=variants,
-            fusion_models=(fusion,),
+        _reranked_stack(
+            stack, shards, indexes, address, tmp_path, variants=LEARNED, fusion_models=(fusion,)
         ) as running,
     ):
         plain = await running.stub.Search(search_service_pb2.SearchRequest(query=query, top_k=10))
@@ -256,12 +256,10 @@ async def test_a_gateway_without_the_fusion_model_refuses_its_variant_by_name(
     cross_encoder: Path,
     tmp_path: Path,
 ) -> None:
-    variants = tmp_path / "variants.yaml"
-    variants.write_text(LEARNED)
     async with (
         reranker_server(cross_encoder) as (address, _),
-        stack(
-            {"dense": shards["dense-1"]}, {"dense": indexes["dense-1"]}, reranker=address, variants=variants
+        _reranked_stack(
+            stack, shards, indexes, address, tmp_path, variants=LEARNED, shard_set="dense-1"
         ) as running,
     ):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
