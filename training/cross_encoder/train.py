@@ -54,8 +54,7 @@ from training.cross_encoder.mine import (
 )
 from training.cross_encoder.mine import pseudo_queries as all_pseudo_queries
 from training.cross_encoder.model import CrossEncoder, Pooling, load_cross_encoder, new_cross_encoder
-from training.query_generation.generate import consistent_queries, generated_query_ids
-from training.query_generation.generate import read_cache as read_generated
+from training.query_generation.generate import accepted_queries, consistent_queries, generated_query_ids
 
 logger = logging.getLogger(__name__)
 
@@ -286,11 +285,8 @@ def _generated(
         return {}, {}
     qrels = data.qrels("train")
     dev_docs = {d for q in dev_ids for d in qrels.get(q, {})}
-    answers = {
-        a.doc_id: a.query
-        for a in read_generated(Path(hp.generated_queries)).values()
-        if a.query is not None and a.doc_id not in dev_docs
-    }
+    documents = {d.doc_id: d for d in data.corpus() if d.doc_id not in dev_docs}
+    answers = accepted_queries(Path(hp.generated_queries), documents)
     keyed = generated_query_ids(answers)
     ranked = first_stage_candidates(data.corpus_path, keyed, cache_dir=cache, index_root=index_root)
     kept = generated_query_ids(consistent_queries(answers, ranked, hp.round_trip_depth))

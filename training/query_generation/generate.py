@@ -6,9 +6,12 @@ that is stopped (or a larger `--docs` later) redoes nothing. A tqdm bar shows pr
 
 Few-shot examples come from the train side of the dataset's train judgements only (never the seeded dev
 split), and documents judged for dev queries are never generated for, so dev stays a fair judge of what the
-queries teach. A query is dropped when it is too short or too long, or when it appears word for word in its
-document (string matching, not relevance). Then the round-trip filter (`consistent_queries`) keeps a query
-only when the first stage ranks its own document within the top `--round-trip-depth`.
+queries teach. The cache keeps the model's raw answers; the filters run when it is read, so they can change
+without writing anything again. A query is dropped when it is too short or too long, when it appears word
+for word in its document (string matching, not relevance), or when most of its content words are not in its
+document (a small base model often copies a few-shot example instead). Then the round-trip filter
+(`consistent_queries`) keeps a query only when the first stage ranks its own document within the top
+`--round-trip-depth` (`training.cross_encoder.train` applies it).
 
 Example:
     python -m training.query_generation.generate --dataset ../shared/data/scifact --docs 1000 \\
@@ -22,6 +25,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,19 +50,32 @@ from training.query_generation.writer import (
 logger = logging.getLogger(__name__)
 
 MIN_WORDS = 3
-MAX_WORDS = 40
+MAX_WORDS = 32
+# Most of a query's content words must come from its own document.
+MIN_GROUNDED_SHARE = 0.5
 GENERATED_PREFIX = "gq:"
 
 
 @dataclass(frozen=True, slots=True)
 class GeneratedQuery:
+    """One cached answer: what the model wrote for a document, before any filter."""
+
     doc_id: str
-    query: str | None  # None: the model's answer was dropped (kept in the cache so it is not asked again)
+    text: str
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 4}
 
 
 def acceptable(query: str, document: Document) -> bool:
+    """Whether a written query may teach: a sensible length, not copied out of its document, about it."""
     words = query.split()
-    return MIN_WORDS <= len(words) <= MAX_WORDS and not appears_in(query, document)
+    if not MIN_WORDS <= len(words) <= MAX_WORDS or appears_in(query, document):
+        return False
+    content = _content_words(query)
+    grounded = content & _content_words(document.model_text())
+    return not content or len(grounded) >= MIN_GROUNDED_SHARE * len(content)
 
 
 def cache_key(writer: QueryWriter, prompt: FewShotPrompt, document: Document) -> str:
@@ -80,8 +97,17 @@ def read_cache(path: Path) -> dict[str, GeneratedQuery]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            answers[row["key"]] = GeneratedQuery(row["doc_id"], row["query"])
+            answers[row["key"]] = GeneratedQuery(row["doc_id"], row.get("text") or row.get("query") or "")
     return answers
+
+
+def accepted_queries(cache: Path, documents: Mapping[str, Document]) -> dict[str, str]:
+    """doc_id -> query for every cached answer that passes the filters (documents not given are skipped)."""
+    return {
+        a.doc_id: a.text
+        for a in read_cache(cache).values()
+        if a.doc_id in documents and acceptable(a.text, documents[a.doc_id])
+    }
 
 
 def generate(
@@ -107,13 +133,12 @@ def generate(
                 if time_budget is not None and time.monotonic() - started > time_budget:
                     logger.info("time budget of %.0f s spent after %d new queries", time_budget, written)
                     break
-                text = writer.write(prompt.for_document(document))
-                answer = GeneratedQuery(document.doc_id, text if acceptable(text, document) else None)
-                handle.write(json.dumps({"key": key, "doc_id": answer.doc_id, "query": answer.query}) + "\n")
+                answer = GeneratedQuery(document.doc_id, writer.write(prompt.for_document(document)))
+                handle.write(json.dumps({"key": key, "doc_id": answer.doc_id, "text": answer.text}) + "\n")
                 handle.flush()
                 written += 1
-            if answer.query is not None:
-                accepted[document.doc_id] = answer.query
+            if acceptable(answer.text, document):
+                accepted[document.doc_id] = answer.text
     logger.info("%d documents: %d queries accepted, %d written now", len(documents), len(accepted), written)
     return accepted
 

@@ -9,6 +9,7 @@ import pytest
 from search_common.documents import Document
 from training.query_generation.generate import (
     acceptable,
+    accepted_queries,
     consistent_queries,
     generate,
     generated_query_ids,
@@ -62,9 +63,9 @@ def test_examples_come_from_judged_positives_of_the_given_queries_and_open_a_que
 def test_writing_is_cached_resumable_and_bounded(tmp_path: Path) -> None:
     cache = tmp_path / "generated.jsonl"
     answers = {
-        "d3": "which topic does number three discuss",
+        "d3": "topic of the body text number three",
         "d4": "no",
-        "d5": "effects of topic two on bodies",
+        "d5": "what body text has number five topic",
     }
     writer = ScriptedWriter(answers)
     docs = [DOCS[d] for d in ("d3", "d4", "d5")]
@@ -74,11 +75,9 @@ def test_writing_is_cached_resumable_and_bounded(tmp_path: Path) -> None:
     again = generate(docs, _prompt(), writer, cache, progress=False)
     assert again == {"d3": answers["d3"], "d5": answers["d5"]}
     assert writer.calls == 3  # d3 and d4 came from the cache
-    assert {a.doc_id: a.query for a in read_cache(cache).values()} == {
-        "d3": answers["d3"],
-        "d4": None,
-        "d5": answers["d5"],
-    }
+    # The cache keeps raw answers, the refused one too: a later filter may judge it again.
+    assert {a.doc_id: a.text for a in read_cache(cache).values()} == {**answers}
+    assert accepted_queries(cache, DOCS) == {"d3": answers["d3"], "d5": answers["d5"]}
 
     with cache.open("a") as handle:
         handle.write('{"key": "torn')  # a run killed mid-line
@@ -98,8 +97,10 @@ def test_a_query_found_word_for_word_in_its_document_or_of_odd_length_is_refused
     document = DOCS["d1"]
     assert not acceptable("body text number 1", document)
     assert not acceptable("a b", document)
-    assert not acceptable(" ".join(["word"] * 41), document)
-    assert acceptable("what does the first note say about topics", document)
+    assert not acceptable(" ".join(["word"] * 33), document)
+    assert acceptable("what does number one say about topic", document)
+    # Mostly words from elsewhere (a copied few-shot example): not about this document.
+    assert not acceptable("p75 neurotrophin receptor death domain executor binding", document)
 
 
 def test_round_trip_keeps_queries_whose_document_the_first_stage_ranks_near_the_top() -> None:
