@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--retrieval-depth", type=int, default=100, help="candidates per retriever group")
     parser.add_argument("--depths", type=int, nargs="+", default=[10, 20, 30, 50], help="re-rank depths")
     parser.add_argument("--dev-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--seed", type=int, default=13, help="folds and LightGBM (the dev split is fixed)")
     parser.add_argument("--name", default=None, help="name variants use (default: learned-<first>)")
     parser.add_argument("--index-root", type=Path, default=Path("var/indexes"))
     parser.add_argument("--out", type=Path, required=True, help="artifact parent folder (versions below it)")
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     beir = BeirDataset(args.dataset)
     train_qrels = beir.qrels("train")
-    _, dev_ids = split_train_dev(train_qrels, dev_fraction=args.dev_fraction, seed=args.seed)
+    _, dev_ids = split_train_dev(train_qrels, dev_fraction=args.dev_fraction)
     texts = {q.query_id: q.text for q in beir.queries().values()}
     dev_queries = {q: texts[q] for q in dev_ids}
     dev_qrels = {q: dict(train_qrels[q]) for q in dev_ids}

@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--examples", type=int, default=3, help="few-shot examples in the prompt")
     parser.add_argument("--time-budget", type=float, default=None, help="stop writing after this many s")
     parser.add_argument("--dev-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--seed", type=int, default=13, help="examples and documents (dev split: fixed)")
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: every usable core)")
     args = parser.parse_args(argv)
     if args.docs <= 0 or args.examples <= 0:
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     beir = BeirDataset(args.dataset)
     documents = {d.doc_id: d for d in beir.corpus()}
     qrels = beir.qrels("train")
-    train_ids, dev_ids = split_train_dev(qrels, dev_fraction=args.dev_fraction, seed=args.seed)
+    train_ids, dev_ids = split_train_dev(qrels, dev_fraction=args.dev_fraction)
     dev_docs = frozenset(d for q in dev_ids for d in qrels[q])
     queries = {q.query_id: q.text for q in beir.queries().values()}
     try:
