@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,7 +37,7 @@ from corpora.beir import BeirDataset
 from search_common.documents import Document
 from search_common.logging_setup import configure_logging
 from training.common.splits import split_train_dev
-from training.cross_encoder.default_model.pseudo_queries import appears_in
+from training.query_generation.filters import acceptable
 from training.query_generation.prompt import FewShotPrompt, choose_examples
 from training.query_generation.writer import (
     GeneratorUnavailable,
@@ -49,10 +48,6 @@ from training.query_generation.writer import (
 
 logger = logging.getLogger(__name__)
 
-MIN_WORDS = 3
-MAX_WORDS = 32
-# Most of a query's content words must come from its own document.
-MIN_GROUNDED_SHARE = 0.5
 GENERATED_PREFIX = "gq:"
 
 
@@ -62,20 +57,6 @@ class GeneratedQuery:
 
     doc_id: str
     text: str
-
-
-def _content_words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 4}
-
-
-def acceptable(query: str, document: Document) -> bool:
-    """Whether a written query may teach: a sensible length, not copied out of its document, about it."""
-    words = query.split()
-    if not MIN_WORDS <= len(words) <= MAX_WORDS or appears_in(query, document):
-        return False
-    content = _content_words(query)
-    grounded = content & _content_words(document.model_text())
-    return not content or len(grounded) >= MIN_GROUNDED_SHARE * len(content)
 
 
 def cache_key(writer: QueryWriter, prompt: FewShotPrompt, document: Document) -> str:

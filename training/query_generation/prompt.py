@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from search_common.documents import Document
+from training.query_generation.filters import acceptable
 
 # Bump when the template changes: it is part of every cache key.
 TEMPLATE_VERSION = "fewshot-v1"
@@ -47,18 +48,34 @@ def choose_examples(
     count: int,
     seed: int,
 ) -> list[Example]:
-    """`count` seeded (query, judged positive) pairs drawn from `query_ids` (the train side only)."""
-    usable = sorted(
-        q for q in query_ids if any(rel > 0 and d in documents for d, rel in qrels.get(q, {}).items())
-    )
+    """`count` seeded (query, judged positive) pairs drawn from `query_ids` (the train side only).
+
+    Only pairs that pass the filter written queries must pass are shown: a small base model imitates its
+    examples, and one whose query is not about its document teaches it to write queries about nothing.
+    """
+    usable = sorted(q for q in query_ids if _positive(q, queries, qrels, documents) is not None)
     if len(usable) < count:
         raise ValueError(f"{count} few-shot examples asked for, {len(usable)} judged train queries usable")
     rng = random.Random(seed)
     examples: list[Example] = []
     for qid in rng.sample(usable, count):
-        positive = sorted(d for d, rel in qrels[qid].items() if rel > 0 and d in documents)[0]
-        examples.append(Example(queries[qid], documents[positive]))
+        positive = _positive(qid, queries, qrels, documents)
+        assert positive is not None
+        examples.append(Example(queries[qid], positive))
     return examples
+
+
+def _positive(
+    qid: str,
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    documents: Mapping[str, Document],
+) -> Document | None:
+    """The query's first judged positive that it is a usable example for, if any."""
+    for doc_id in sorted(d for d, rel in qrels.get(qid, {}).items() if rel > 0 and d in documents):
+        if qid in queries and acceptable(queries[qid], documents[doc_id]):
+            return documents[doc_id]
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from search_common.documents import Document
+from training.query_generation.filters import acceptable
 from training.query_generation.generate import (
-    acceptable,
     accepted_queries,
     consistent_queries,
     generate,
@@ -40,23 +40,34 @@ class ScriptedWriter:
 
 
 def _prompt() -> FewShotPrompt:
-    qrels = {"q1": {"d0": 1}, "q2": {"d1": 1}, "q3": {"d2": 0}}
-    queries = {"q1": "first claim", "q2": "second claim", "q3": "unjudged"}
-    examples = choose_examples(queries, qrels, DOCS, ["q1", "q2", "q3"], count=2, seed=13)
+    qrels = {"q1": {"d0": 1}, "q2": {"d1": 1}, "q3": {"d2": 0}, "q4": {"d3": 1}}
+    queries = {
+        "q1": "what is body number zero about",
+        "q2": "which topic has body number one",
+        "q3": "unjudged",
+        "q4": "vaccines cause autism claims",  # judged, but not about its document: a bad example
+    }
+    examples = choose_examples(queries, qrels, DOCS, ["q1", "q2", "q3", "q4"], count=2, seed=13)
     return FewShotPrompt.from_examples(examples)
 
 
 def test_examples_come_from_judged_positives_of_the_given_queries_and_open_a_query_line() -> None:
     prompt = _prompt()
-    assert "Query: first claim" in prompt.prefix and "Query: second claim" in prompt.prefix
-    assert "unjudged" not in prompt.prefix
+    assert "Query: what is body number zero about" in prompt.prefix
+    assert "Query: which topic has body number one" in prompt.prefix
+    assert "unjudged" not in prompt.prefix and "vaccines" not in prompt.prefix
     text = prompt.for_document(DOCS["d5"])
     assert text.startswith(prompt.prefix) and text.endswith(
         "Title 5. body text number 5 about topic 2\nQuery:"
     )
     with pytest.raises(ValueError, match="3 few-shot examples asked for, 2"):
         choose_examples(
-            {"q1": "a", "q2": "b"}, {"q1": {"d0": 1}, "q2": {"d1": 1}}, DOCS, ["q1", "q2"], count=3, seed=1
+            {"q1": "what body number zero", "q2": "what body number one"},
+            {"q1": {"d0": 1}, "q2": {"d1": 1}},
+            DOCS,
+            ["q1", "q2"],
+            count=3,
+            seed=1,
         )
 
 
