@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from evaluation.offline_stack import require_servable
+from gateway.bootstrap import load_fusion_models
 from gateway.learned_fusion import FEATURES, fusion_features, load_learned_fusion
 from gateway.merge import rerank_order
 from gateway.variants import Variant
@@ -129,3 +130,12 @@ def test_offline_runs_name_the_flag_a_learned_variant_needs(tmp_path: Path) -> N
     dense_model = load_learned_fusion(reversing_fusion_artifact(tmp_path, first_stage="dense"))
     with pytest.raises(ValueError, match="for the dense first stage at rerank depth 5, not hybrid at 5"):
         require_servable([variant], reranker, {"learned-test": dense_model})
+
+
+def test_the_gateway_loads_fusion_models_by_name_and_refuses_two_of_one_name(tmp_path: Path) -> None:
+    one = reversing_fusion_artifact(tmp_path / "a", name="one")
+    two = reversing_fusion_artifact(tmp_path / "b", name="two")
+    assert set(load_fusion_models([one, two])) == {"one", "two"}
+    again = reversing_fusion_artifact(tmp_path / "c", name="one")
+    with pytest.raises(ArtifactError, match="a second fusion model named 'one'"):
+        load_fusion_models([one, again])
