@@ -39,6 +39,9 @@ FEATURES: tuple[str, ...] = (
     "rerank_z",
     "rerank_gap",
 )
+# How each feature may move the fused score: a better rank (lower) or a higher standardised score never
+# lowers it. Fitted on a few hundred queries, an unconstrained model learns quirks of the dev split.
+MONOTONE: tuple[int, ...] = tuple(-1 if name.endswith(("rank", "gap")) else 1 for name in FEATURES)
 _REQUIRED = ("kind", "name", "version", "feature_set", "features", "first_stage", "rerank_depth", "checksums")
 
 FloatMatrix = npt.NDArray[np.float64]

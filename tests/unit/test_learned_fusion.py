@@ -17,7 +17,7 @@ from gateway.variants import Variant
 from search_common.artifacts import ArtifactError
 from search_common.documents import Candidate, Document
 from tests.fakes import FakeReranker
-from tests.fusion_support import HEAD, last_is_relevant_evidence, reversing_fusion_artifact
+from tests.fusion_support import HEAD, fusion_artifact, synthetic_evidence
 from training.fusion.fit_learned import cross_validate
 
 COLUMN = {name: i for i, name in enumerate(FEATURES)}
@@ -71,12 +71,12 @@ def test_learned_scores_order_the_head_and_the_tail_keeps_first_stage_order() ->
 
 
 def test_a_published_model_loads_and_has_learned_its_rule(tmp_path: Path) -> None:
-    model = load_learned_fusion(reversing_fusion_artifact(tmp_path))
+    model = load_learned_fusion(fusion_artifact(tmp_path))
     assert (model.name, model.first_stage, model.rerank_depth) == ("learned-test", "dense", HEAD)
-    evidence, _ = last_is_relevant_evidence(queries=3, seed=99)
+    evidence, _ = synthetic_evidence("best_reranked", queries=5, seed=99)
     for seen in evidence.values():
         scores = model.score(seen.features(HEAD))
-        assert int(np.argmax(scores)) == HEAD - 1
+        assert int(np.argmax(scores)) == int(np.argmax(seen.rerank_scores))
     assert model.score(np.empty((0, len(FEATURES)))) == []
 
 
@@ -98,7 +98,7 @@ def _break(artifact: Path, **changes: object) -> None:
 def test_a_wrong_or_altered_artifact_is_refused_with_what_is_wrong(
     tmp_path: Path, changes: dict[str, object], message: str
 ) -> None:
-    artifact = reversing_fusion_artifact(tmp_path)
+    artifact = fusion_artifact(tmp_path)
     _break(artifact, **changes)
     with pytest.raises(ArtifactError, match=message):
         load_learned_fusion(artifact)
@@ -110,12 +110,12 @@ def test_a_directory_without_a_manifest_is_refused(tmp_path: Path) -> None:
 
 
 def test_cross_validation_finds_the_rule_the_first_stage_and_reranker_miss() -> None:
-    evidence, qrels = last_is_relevant_evidence(queries=40)
+    evidence, qrels = synthetic_evidence("best_bm25", queries=40)
     report = cross_validate(evidence, qrels, [HEAD], seed=13)
     best = max(row["learned"] for row in report["grid"])
     assert best > 0.95
-    assert report["first_stage"] < 0.5
-    assert all(row["reranker_alone"] < 0.8 for row in report["grid"])
+    assert report["first_stage"] < 0.7  # the relevant document sits anywhere in the dense order
+    assert all(row["reranker_alone"] < 0.8 for row in report["grid"])  # noise
 
 
 def test_offline_runs_name_the_flag_a_learned_variant_needs(tmp_path: Path) -> None:
@@ -127,15 +127,15 @@ def test_offline_runs_name_the_flag_a_learned_variant_needs(tmp_path: Path) -> N
         require_servable([variant], None, {})
     with pytest.raises(ValueError, match="needs the fusion model 'learned-test'; pass --fusion-model"):
         require_servable([variant], reranker, {})
-    dense_model = load_learned_fusion(reversing_fusion_artifact(tmp_path, first_stage="dense"))
+    dense_model = load_learned_fusion(fusion_artifact(tmp_path, first_stage="dense"))
     with pytest.raises(ValueError, match="for the dense first stage at rerank depth 5, not hybrid at 5"):
         require_servable([variant], reranker, {"learned-test": dense_model})
 
 
 def test_the_gateway_loads_fusion_models_by_name_and_refuses_two_of_one_name(tmp_path: Path) -> None:
-    one = reversing_fusion_artifact(tmp_path / "a", name="one")
-    two = reversing_fusion_artifact(tmp_path / "b", name="two")
+    one = fusion_artifact(tmp_path / "a", name="one")
+    two = fusion_artifact(tmp_path / "b", name="two")
     assert set(load_fusion_models([one, two])) == {"one", "two"}
-    again = reversing_fusion_artifact(tmp_path / "c", name="one")
+    again = fusion_artifact(tmp_path / "c", name="one")
     with pytest.raises(ArtifactError, match="a second fusion model named 'one'"):
         load_fusion_models([one, again])

@@ -42,6 +42,7 @@ from gateway.learned_fusion import (
     FEATURE_SET,
     FEATURES,
     MODEL_FILE,
+    MONOTONE,
     FloatMatrix,
     fusion_features,
 )
@@ -134,6 +135,7 @@ def train_ranker(
         "min_data_in_leaf": 20,
         "learning_rate": 0.05,
         "feature_fraction": 1.0,
+        "monotone_constraints": list(MONOTONE),
         "seed": seed,
         "deterministic": True,
         "num_threads": 1,

@@ -24,7 +24,7 @@ from reranker_service.config import Settings as RerankerSettings
 from reranker_service.server import build_server as build_reranker_server
 from search_common.artifacts import ArtifactError
 from search_common.ports import Retriever
-from tests.fusion_support import reversing_fusion_artifact
+from tests.fusion_support import fusion_artifact
 
 StackFactory = Callable[..., AbstractAsyncContextManager[Any]]
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -225,8 +225,8 @@ async def test_a_learned_fusion_variant_is_ordered_by_the_model_the_gateway_load
     cross_encoder: Path,
     tmp_path: Path,
 ) -> None:
-    # The fitted rule puts the first stage's 5th document first: neither stage alone would.
-    fusion = reversing_fusion_artifact(tmp_path / "fusion", first_stage="dense")
+    # The fitted rule puts the reranker's favourite first, whatever its first-stage rank.
+    fusion = fusion_artifact(tmp_path / "fusion", first_stage="dense")
     query = "compress a file with gzip"
     async with (
         reranker_server(cross_encoder) as (address, _),
@@ -238,8 +238,11 @@ async def test_a_learned_fusion_variant_is_ordered_by_the_model_the_gateway_load
         fused = await running.stub.Search(
             search_service_pb2.SearchRequest(query=query, top_k=10, variant="lf"), timeout=30
         )
-    assert fused.hits[0].doc_id == plain.hits[4].doc_id
-    assert {h.doc_id for h in fused.hits[:5]} == {h.doc_id for h in plain.hits[:5]}
+    head = fused.hits[:5]
+    assert head[0].rerank_score == max(h.rerank_score for h in head)
+    assert [h.score for h in head] == sorted((h.score for h in head), reverse=True)  # the model's scores
+    assert [h.score for h in head] != [h.rerank_score for h in head]
+    assert {h.doc_id for h in head} == {h.doc_id for h in plain.hits[:5]}
     assert [h.doc_id for h in fused.hits[5:]] == [h.doc_id for h in plain.hits[5:]]
     assert all(h.HasField("rerank_score") for h in fused.hits[:5])
     assert not fused.metadata.coverage.degraded
