@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from corpora.beir import BeirDataset
 
 DEV_FRACTION = 0.2
 DEV_SEED = 13
@@ -25,3 +29,13 @@ def split_train_dev(
     n_dev = round(len(ordered) * dev_fraction)
     dev = set(shuffled[:n_dev])
     return [q for q in ordered if q not in dev], [q for q in ordered if q in dev]
+
+
+def dev_queries(
+    beir: BeirDataset, *, dev_fraction: float = DEV_FRACTION
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """The dev side of a dataset's train queries: their texts and their train judgements, by query id."""
+    train_qrels = beir.qrels("train")
+    _, dev_ids = split_train_dev(train_qrels, dev_fraction=dev_fraction)
+    texts = {q.query_id: q.text for q in beir.queries().values()}
+    return {q: texts[q] for q in dev_ids}, {q: dict(train_qrels[q]) for q in dev_ids}

@@ -31,7 +31,7 @@ from gateway.variants import VariantBounds, load_variants
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 from search_common.documents import Document
 from search_common.logging_setup import configure_logging
-from training.common.splits import split_train_dev
+from training.common.splits import dev_queries
 from training.cross_encoder.evaluate import rerank_report
 
 logger = logging.getLogger(__name__)
@@ -70,11 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging()
 
     beir = BeirDataset(args.dataset)
-    train_qrels = beir.qrels("train")
-    _, dev_ids = split_train_dev(train_qrels, dev_fraction=args.dev_fraction)
-    texts = {q.query_id: q.text for q in beir.queries().values()}
-    dev_queries = {q: texts[q] for q in dev_ids}
-    dev_qrels = {q: train_qrels[q] for q in dev_ids}
+    queries, dev_qrels = dev_queries(beir, dev_fraction=args.dev_fraction)
     retrievers = load_offline_retrievers(
         beir,
         {"dense", "bm25"},
@@ -85,10 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     max_depth = max(args.depths)
     heads = asyncio.run(
-        _first_stage(SearchPipeline(retrievers), args.first_stage, args.variants, dev_queries, max_depth)
+        _first_stage(SearchPipeline(retrievers), args.first_stage, args.variants, queries, max_depth)
     )
     runtime = CrossEncoderRuntime.load(args.reranker_artifact)
-    scores = {q: [float(s) for s in runtime.score(dev_queries[q], [d.model_text() for d in head])]
+    scores = {q: [float(s) for s in runtime.score(queries[q], [d.model_text() for d in head])]
               for q, head in heads.items()}  # fmt: skip
     report = rerank_report(
         scores,
@@ -100,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     depth, weight, fused = report.best_fused()
     record = {
         "dataset": beir.name,
-        "dev_queries": len(dev_ids),
+        "dev_queries": len(queries),
         "first_stage": args.first_stage,
         "encoder": str(args.encoder) if args.encoder else "packaged",
         "reranker_artifact": str(args.reranker_artifact),

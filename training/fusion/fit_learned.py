@@ -54,7 +54,7 @@ from search_common.artifacts import atomic_directory, new_version, sha256_file, 
 from search_common.documents import Candidate
 from search_common.logging_setup import configure_logging
 from training.common.metrics import ndcg_at_10, ranking_to_run
-from training.common.splits import split_train_dev
+from training.common.splits import dev_queries
 
 logger = logging.getLogger(__name__)
 
@@ -266,11 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
 
     beir = BeirDataset(args.dataset)
-    train_qrels = beir.qrels("train")
-    _, dev_ids = split_train_dev(train_qrels, dev_fraction=args.dev_fraction)
-    texts = {q.query_id: q.text for q in beir.queries().values()}
-    dev_queries = {q: texts[q] for q in dev_ids}
-    dev_qrels = {q: dict(train_qrels[q]) for q in dev_ids}
+    queries, dev_qrels = dev_queries(beir, dev_fraction=args.dev_fraction)
     retrievers = load_offline_retrievers(
         beir,
         set(GROUPS_OF[args.first_stage]),
@@ -280,14 +276,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         encoder_dir=args.encoder,
     )
     evidence = asyncio.run(
-        gather_evidence(SearchPipeline(retrievers), args.first_stage, dev_queries, args.retrieval_depth)
+        gather_evidence(SearchPipeline(retrievers), args.first_stage, queries, args.retrieval_depth)
     )
     reranker = CrossEncoderRuntime.load(args.reranker_artifact)
     max_depth = max(args.depths)
     for qid, seen in evidence.items():
         head = seen.first_stage[:max_depth]
         head_texts = [c.document.model_text() for c in head]
-        seen.rerank_scores.extend(float(s) for s in reranker.score(dev_queries[qid], head_texts))
+        seen.rerank_scores.extend(float(s) for s in reranker.score(queries[qid], head_texts))
 
     report = cross_validate(evidence, dev_qrels, sorted(set(args.depths)), args.seed)
     best = max(report["grid"], key=lambda row: (row["learned"], -row["depth"], -row["rounds"]))
@@ -315,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "dataset": beir.name,
                 "split": "train (seeded dev side)",
                 "dev_fraction": args.dev_fraction,
-                "dev_queries": len(dev_ids),
+                "dev_queries": len(queries),
                 "seed": args.seed,
                 "retrieval_depth": args.retrieval_depth,
                 "encoder": str(args.encoder) if args.encoder else "packaged",
