@@ -3,10 +3,11 @@
 Names follow `search_gateway_*` with base units; deploy/prometheus and deploy/grafana use these exact names
 (renaming one is an API change: note it in deploy/prometheus/README.md). Label values come from small bounded
 sets: `variant` from the variants file (plus "unresolved" for requests rejected before a variant was chosen),
-`stage` embed|fanout|merge|rerank|end_to_end (embed: the gateway's own query embedding, with
---query-encoder), `status` ok|degraded|error|deadline, `code` a gRPC status name, `reason`
-deadline_exceeded|unavailable|error|cache_bypassed, `component` a configured shard ("dense/shard-1") or
-"reranker", `slo` met|missed. Series for every known variant exist at zero up front.
+`stage` embed|feedback|fanout|merge|rerank|fuse|end_to_end (embed: the gateway's own query embedding, with
+--query-encoder; fuse: a learned-fusion model ordering the re-ranked head), `status`
+ok|degraded|error|deadline, `code` a gRPC status name, `reason` deadline_exceeded|unavailable|error|
+cache_bypassed, `component` a configured shard ("dense/shard-1") or "reranker", `slo` met|missed. Series for
+every known variant exist at zero up front.
 
 Stage status: fanout is degraded when some shard failed; rerank is error or deadline when the reranker
 failed (the response then keeps the first-stage order); end_to_end is ok or degraded for answered requests
@@ -24,7 +25,7 @@ from gateway.pipeline import SearchOutcome
 from gateway.variants import Variant
 
 UNRESOLVED = "unresolved"
-STAGES = ("embed", "feedback", "fanout", "merge", "rerank", "end_to_end")
+STAGES = ("embed", "feedback", "fanout", "merge", "rerank", "fuse", "end_to_end")
 STATUSES = ("ok", "degraded", "error", "deadline")
 # The statuses each stage can report (series created up front, so ratios over them have data from the start).
 STAGE_STATUSES = {
@@ -33,6 +34,7 @@ STAGE_STATUSES = {
     "fanout": ("ok", "degraded"),
     "merge": ("ok",),
     "rerank": ("ok", "error", "deadline"),
+    "fuse": ("ok",),
     "end_to_end": STATUSES,
 }
 RESULTS = ("ok", "deadline_exceeded", "unavailable", "error")
@@ -177,8 +179,9 @@ class GatewayMetrics:
             (d.reason for d in degradations if d.stage == "rerank" and d.reason != "cache_bypassed"), None
         )
         for timing in outcome.timings:
-            # The gateway's own embed (a shard's has a component) and its feedback search (gateway/prf.py).
-            if timing.stage in ("embed", "feedback") and not timing.component:
+            # The gateway's own embed (a shard's has a component), its feedback search (gateway/prf.py) and
+            # its learned fusion.
+            if (timing.stage in ("embed", "feedback") and not timing.component) or timing.stage == "fuse":
                 self.stage_duration.labels(stage=timing.stage, variant=variant, status="ok").observe(
                     timing.seconds
                 )

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 from prometheus_client import CollectorRegistry
 
+from gateway.learned_fusion import load_learned_fusion
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import Variant
 from search_common.documents import Document
 from search_common.errors import Unavailable
 from tests.fakes import FakeQueryEncoder, FakeReranker, FakeRetriever
+from tests.fusion_support import HEAD, fusion_artifact
 
 DENSE = Variant("dense", 1.0, "dense", retrieval_depth=5)
 RERANKED = Variant("dense+ce", 0.0, "dense", retrieval_depth=5, reranker="ce", rerank_depth=3)
@@ -109,3 +113,23 @@ async def test_gateway_embed_stage_and_fallbacks_are_counted() -> None:
     metrics.record_outcome(outcome, 0.05)
     assert _value(registry, STAGE, stage="embed", variant="dense", status="ok") == 1
     assert _value(registry, "search_gateway_query_embedding_fallbacks_total") == 1
+
+
+async def test_a_learned_fusion_is_timed_as_the_fuse_stage(tmp_path: Path) -> None:
+    model = load_learned_fusion(fusion_artifact(tmp_path, name="lf", first_stage="dense"))
+    learned = Variant(
+        "dense+lf", 0.0, "dense", retrieval_depth=5, reranker="ce", rerank_depth=HEAD, fusion="learned",
+        fusion_model="lf",
+    )  # fmt: skip
+    docs = [(Document(f"d{i}", "", "text"), float(i)) for i in range(6)]
+    reranker = FakeReranker(lambda q, d: float(d.doc_id[1:]))
+    shards = {"dense": [FakeRetriever("dense", 0, docs)]}
+    pipeline = SearchPipeline(shards, reranker, fusion_models={"lf": model})
+    outcome = await pipeline.search(SearchQuery("q", 5, learned, 5, HEAD))
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    metrics.prepare([DENSE, learned], [])
+    assert _value(registry, STAGE, stage="fuse", variant="dense", status="ok") == 0  # series exist up front
+    metrics.record_outcome(outcome, 0.1)
+    assert _value(registry, STAGE, stage="fuse", variant="dense+lf", status="ok") == 1
+    assert ("fusion", "lf") in {(v.component, v.name) for v in outcome.versions}
