@@ -101,11 +101,24 @@ class RedisScoreCache:
                 self._errors,
             )
 
+    async def _drop_idle_connections(self) -> None:
+        """After a failure, closes the pooled connections no call is using.
+
+        A Redis restart leaves every pooled connection dead, and each would fail once, at the next burst
+        that reaches it, starting another bypass window each time: under load that stretched the outage for
+        tens of seconds after Redis was back (bench/results/faults.md). Reconnecting costs one round trip.
+        """
+        try:
+            await self._client.connection_pool.disconnect(inuse_connections=False)
+        except (RedisError, OSError) as exc:
+            logger.debug("dropping idle redis connections failed: %s", exc)
+
     async def ping(self) -> bool:
         try:
             return bool(await self._client.ping())
         except (RedisError, OSError) as exc:
             self._failed("ping", exc)
+            await self._drop_idle_connections()
             return False
 
     async def get_many(self, keys: Sequence[str]) -> list[float | None]:
@@ -117,6 +130,7 @@ class RedisScoreCache:
             raw = await self._client.mget(list(keys))
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("MGET", exc)
+            await self._drop_idle_connections()
             return [None] * len(keys)
         return [decode_score(value if isinstance(value, bytes) else None) for value in raw]
 
@@ -130,6 +144,7 @@ class RedisScoreCache:
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("SET pipeline", exc)
+            await self._drop_idle_connections()
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -101,3 +102,23 @@ async def test_a_tls_only_server_with_auth(tmp_path: Path) -> None:
         assert await untrusting.get_many(["k"]) == [None]  # bypassed: the handshake fails
         assert untrusting.errors == 1
         await untrusting.close()
+
+
+async def test_after_a_restart_one_failure_drops_every_stale_pooled_connection(
+    doomed_redis: RedisServer,
+) -> None:
+    cache = RedisScoreCache(doomed_redis.url, ttl_seconds=60, retry_after_seconds=0.0)
+    try:
+        # Concurrent callers leave several connections in the pool; a restart kills them all.
+        await asyncio.gather(*(cache.get_many([f"k{i}"]) for i in range(8)))
+        doomed_redis.kill()
+        doomed_redis.start()
+        assert await cache.get_many(["k"]) == [None]  # meets a dead connection: one bypass
+        errors = cache.errors
+        await cache.put_many({"k": 1.0})
+        # A burst needs the pool's other connections: none of them may be a dead one left behind.
+        answers = await asyncio.gather(*(cache.get_many(["k"]) for _ in range(8)))
+        assert answers == [[1.0]] * 8
+        assert cache.errors == errors
+    finally:
+        await cache.close()
