@@ -15,7 +15,7 @@ from corpora.beir import BeirDataset, Query
 from evaluation.results import EVAL_TOP_K
 from gateway.learned_fusion import LearnedFusion
 from gateway.pipeline import SearchPipeline, SearchQuery
-from gateway.variants import FusionFit, Variant
+from gateway.variants import Variant, fusion_model_problem
 from search_common.artifacts import ArtifactError, read_manifest, sha256_file
 from search_common.ports import Reranker, Retriever
 
@@ -131,24 +131,15 @@ def prebuilt_index(prebuilt: Mapping[str, Path] | None, kind: str, corpus: Path)
 def require_servable(
     variants: Sequence[Variant], reranker: Reranker | None, fusion_models: Mapping[str, LearnedFusion]
 ) -> None:
-    """Raises ValueError naming the flag a variant needs: --reranker, or a fitting --fusion-model."""
+    """Raises ValueError naming the flag a variant needs: --reranker, or a fitting --fusion-model (the
+    gateway's own check, `gateway.variants.fusion_model_problem`)."""
+    fitted_for = {name: model.fit for name, model in fusion_models.items()}
     for variant in variants:
         if variant.reranks and reranker is None:
             raise ValueError(f"variant {variant.name!r} needs a reranker; pass --reranker")
-        if variant.fusion_model is None:
-            continue
-        model = fusion_models.get(variant.fusion_model)
-        if model is None:
-            raise ValueError(
-                f"variant {variant.name!r} needs the fusion model {variant.fusion_model!r}; "
-                "pass --fusion-model"
-            )
-        if model.fit != FusionFit(variant.first_stage, variant.rerank_depth):
-            raise ValueError(
-                f"variant {variant.name!r}: fusion model {model.name!r} was fitted for the "
-                f"{model.first_stage} first stage at rerank depth {model.rerank_depth}, not "
-                f"{variant.first_stage} at {variant.rerank_depth}"
-            )
+        problem = fusion_model_problem(variant, fitted_for)
+        if problem is not None:
+            raise ValueError(f"variant {variant.name!r} {problem}")
 
 
 async def run_queries(

@@ -209,29 +209,16 @@ class VariantTable:
         unservable: dict[str, str] = {}
         loaded = fusion_models or {}
         for variant in self.variants.values():
-            fitted_for = loaded.get(variant.fusion_model or "")
             missing = [g for g in variant.groups if g not in groups]
+            fusion_problem = fusion_model_problem(variant, loaded)
             if missing:
                 unservable[variant.name] = f"needs the {' and '.join(missing)} retriever, none configured"
             elif variant.uses_feedback and not has_query_encoder:
                 unservable[variant.name] = "uses pseudo-relevance feedback, which needs --query-encoder"
             elif variant.reranks and not has_reranker:
                 unservable[variant.name] = "needs a reranker, none configured"
-            elif variant.fusion_model is not None and fitted_for is None:
-                unservable[variant.name] = (
-                    f"needs the fusion model {variant.fusion_model!r}, not loaded (--fusion-model)"
-                )
-            elif fitted_for is not None and fitted_for.first_stage != variant.first_stage:
-                unservable[variant.name] = (
-                    f"uses the fusion model {variant.fusion_model!r}, fitted for the "
-                    f"{fitted_for.first_stage} first stage, not {variant.first_stage}"
-                )
-            elif fitted_for is not None and fitted_for.rerank_depth != variant.rerank_depth:
-                # Its features are standardised over the head: another depth is another distribution.
-                unservable[variant.name] = (
-                    f"uses the fusion model {variant.fusion_model!r}, fitted at rerank depth "
-                    f"{fitted_for.rerank_depth}, not {variant.rerank_depth}"
-                )
+            elif fusion_problem is not None:
+                unservable[variant.name] = fusion_problem
         servable = [v for v in self.variants.values() if v.name not in unservable]
         if not any(v.weight > 0 for v in servable):
             raise VariantError(
@@ -250,6 +237,28 @@ class VariantTable:
                 "default variant %s is not servable here; defaulting to %s", self.default_name, default
             )
         return VariantTable(self.variants, default, unservable)
+
+
+def fusion_model_problem(variant: Variant, fusion_models: Mapping[str, FusionFit]) -> str | None:
+    """Why the learned-fusion models at hand (name -> what each was fitted for) cannot serve this variant;
+    None when it needs none or its model fits."""
+    if variant.fusion_model is None:
+        return None
+    fitted_for = fusion_models.get(variant.fusion_model)
+    if fitted_for is None:
+        return f"needs the fusion model {variant.fusion_model!r}, not loaded (--fusion-model)"
+    if fitted_for.first_stage != variant.first_stage:
+        return (
+            f"uses the fusion model {variant.fusion_model!r}, fitted for the "
+            f"{fitted_for.first_stage} first stage, not {variant.first_stage}"
+        )
+    if fitted_for.rerank_depth != variant.rerank_depth:
+        # Its features are standardised over the head: another depth is another distribution.
+        return (
+            f"uses the fusion model {variant.fusion_model!r}, fitted at rerank depth "
+            f"{fitted_for.rerank_depth}, not {variant.rerank_depth}"
+        )
+    return None
 
 
 def _check_int(value: object, what: str, low: int, high: int) -> int:

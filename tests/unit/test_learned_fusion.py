@@ -125,10 +125,11 @@ def test_offline_runs_name_the_flag_a_learned_variant_needs(tmp_path: Path) -> N
     reranker = FakeReranker(lambda query, doc: 1.0)
     with pytest.raises(ValueError, match="needs a reranker; pass --reranker"):
         require_servable([variant], None, {})
-    with pytest.raises(ValueError, match="needs the fusion model 'learned-test'; pass --fusion-model"):
+    missing = r"needs the fusion model 'learned-test', not loaded \(--fusion-model\)"
+    with pytest.raises(ValueError, match=missing):
         require_servable([variant], reranker, {})
     dense_model = load_learned_fusion(fusion_artifact(tmp_path, first_stage="dense"))
-    with pytest.raises(ValueError, match="for the dense first stage at rerank depth 5, not hybrid at 5"):
+    with pytest.raises(ValueError, match="fitted for the dense first stage, not hybrid"):
         require_servable([variant], reranker, {"learned-test": dense_model})
 
 
