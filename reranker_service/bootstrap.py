@@ -33,6 +33,18 @@ def build_scorer(settings: Settings) -> Scorer:
     from reranker_service.backends.embedded import EmbeddedScorer
 
     assert settings.artifact_dir is not None  # Settings checks it for the in-process backends
+    if settings.backend == "late-interaction":
+        from reranker_service.backends.embedded import load_late_interaction
+
+        return load_late_interaction(
+            settings.artifact_dir,
+            token_store=settings.token_store,
+            device=settings.device,
+            threads=settings.threads,
+            intra_op_threads=settings.intra_op_threads,
+            batch_size=settings.batch_size,
+            max_pending=settings.max_pending,
+        )
     return EmbeddedScorer.load(
         settings.artifact_dir,
         engine=settings.backend,  # auto, onnx or torch: the runtime decides what auto means

@@ -27,10 +27,11 @@ from search_common.tls import (
 
 ENV_PREFIX = "SEARCH_RERANKER_"
 
-# auto, onnx and torch score in process (auto: torch where the CPU has AMX-BF16 and the artifact holds a
-# torch program, else onnx; see cross_encoder_runtime.choose_engine); triton calls a tritonserver.
-BackendKind = Literal["auto", "onnx", "torch", "triton"]
-BACKENDS = ("auto", "onnx", "torch", "triton")
+# auto, onnx and torch score a cross-encoder in process (auto: torch where the CPU has AMX-BF16 and the
+# artifact holds a torch program, else onnx; see cross_encoder_runtime.choose_engine); triton calls a
+# tritonserver; late-interaction scores a ColBERT model in process over documents' stored token vectors.
+BackendKind = Literal["auto", "onnx", "torch", "triton", "late-interaction"]
+BACKENDS = ("auto", "onnx", "torch", "triton", "late-interaction")
 CacheKind = Literal["lru", "redis", "none"]
 
 
@@ -39,8 +40,11 @@ class Settings:
     """Everything the reranker needs, parsed once in `__main__` (or built in code) and passed down."""
 
     backend: BackendKind = "auto"
-    # auto, onnx, torch: an artifact version directory, or a root whose newest version is used.
+    # In process: an artifact version directory, or a root whose newest version is used.
     artifact_dir: Path | None = None
+    # late-interaction: the documents' token vectors from index time (a store, an index version whose
+    # shards hold one each, or a root whose newest version is used); None encodes documents per request.
+    token_store: Path | None = None
     # triton: gRPC address and model name; every call carries this timeout.
     triton_url: str = "127.0.0.1:8001"
     triton_model: str = triton_contract.MODEL_NAME
@@ -93,7 +97,9 @@ class Settings:
         if self.cache not in ("lru", "redis", "none"):
             raise ValueError(f"cache must be lru, redis or none, got {self.cache!r}")
         if self.embedded and self.artifact_dir is None:
-            raise ValueError(f"the {self.backend} backend needs --artifact-dir (a cross-encoder artifact)")
+            raise ValueError(f"the {self.backend} backend needs --artifact-dir (a model artifact)")
+        if self.token_store is not None and self.backend != "late-interaction":
+            raise ValueError(f"--token-store is for the late-interaction backend, not {self.backend}")
         for name in (
             "max_documents",
             "max_query_chars",
@@ -142,15 +148,22 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     """Parses server flags; argparse exits 2 with a message naming a bad flag."""
     env = os.environ if environ is None else environ
     defaults = Settings(backend="triton")
-    parser = argparse.ArgumentParser(prog="search-reranker", description="Serve the cross-encoder reranker.")
+    parser = argparse.ArgumentParser(prog="search-reranker", description="Serve the reranker.")
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
         default=_env(env, "BACKEND", "auto"),
         help="in process: onnx (ONNX Runtime), torch (the artifact's bfloat16 program), auto (torch on CPUs "
-        "with AMX-BF16 when the artifact has the program, else onnx); or triton (a tritonserver)",
+        "with AMX-BF16 when the artifact has the program, else onnx); triton (a tritonserver); or "
+        "late-interaction (a ColBERT artifact, in process, over --token-store)",
     )
     parser.add_argument("--artifact-dir", type=Path, default=_env(env, "ARTIFACT_DIR", "") or None)
+    parser.add_argument(
+        "--token-store",
+        type=Path,
+        default=_env(env, "TOKEN_STORE", "") or None,
+        help="late-interaction: documents' token vectors (search-build-index --kind late-interaction)",
+    )
     parser.add_argument("--triton-url", default=_env(env, "TRITON_URL", defaults.triton_url))
     parser.add_argument("--triton-model", default=_env(env, "TRITON_MODEL", defaults.triton_model))
     parser.add_argument(
@@ -223,6 +236,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         return Settings(
             backend=args.backend,
             artifact_dir=args.artifact_dir,
+            token_store=args.token_store,
             triton_url=args.triton_url,
             triton_model=args.triton_model,
             triton_timeout_seconds=args.triton_timeout_seconds,

@@ -1,8 +1,14 @@
 """`search-build-index`: a BEIR corpus.jsonl -> one index version directory (dense FAISS or BM25), N shards.
 
+With `--kind late-interaction` it writes, per shard, the token store the late-interaction reranker reads
+(`model_runtimes.token_store`): every document's ColBERT token vectors, encoded once here instead of at
+every request.
+
 Example:
     search-build-index --corpus ../shared/data/scifact/corpus.jsonl --out var/indexes/scifact-dense/v1 \\
         --kind dense --shards 2 --factory HNSW32,Flat --search-params efSearch=128
+    search-build-index --corpus ../shared/data/scifact/corpus.jsonl --out var/indexes/scifact-colbert/v1 \\
+        --kind late-interaction --encoder var/models/colbert
 
 The whole version directory is written under a temporary name and renamed into place when complete (see
 `search_common.artifacts.atomic_directory`); the layout and shard assignment are described in `shards.py`.
@@ -15,14 +21,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import faiss
 import numpy as np
 
 from model_runtimes.bi_encoder import BiEncoder
+from model_runtimes.late_interaction import LateInteractionModel
+from model_runtimes.token_store import write_token_store
 from retriever_service.bm25 import BM25_DIR, build_bm25
-from retriever_service.config import BuildSettings, parse_build_settings
+from retriever_service.config import INDEX_KINDS, BuildSettings, IndexKind, parse_build_settings
 from retriever_service.faiss_index import (
     INDEX_FILE,
     METRIC,
@@ -47,13 +55,14 @@ def build_index(
     corpus: Path,
     out: Path,
     *,
-    kind: Literal["dense", "bm25"],
+    kind: IndexKind,
     num_shards: int = 1,
     factory: str = "Flat",
     search_params: str = "",
     name: str | None = None,
     batch_size: int = 64,
     encoder: BiEncoder | None = None,
+    late_interaction: LateInteractionModel | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Builds an index version directory at `out` and returns its path.
@@ -61,21 +70,25 @@ def build_index(
     Args:
         corpus: a BEIR corpus.jsonl, or the dataset folder holding it.
         out: the version directory to create (refused if it exists, unless overwrite).
-        kind: "dense" (FAISS over the bi-encoder) or "bm25" (one shard only).
+        kind: "dense" (FAISS over the bi-encoder), "bm25" (one shard only) or "late-interaction" (token
+            stores for the late-interaction reranker).
         num_shards: shards to split the corpus into, FAISS's (nshards, shard_id) convention.
         factory: FAISS factory string (dense), e.g. "Flat", "IVF256,Flat", "HNSW32,Flat".
         search_params: FAISS ParameterSpace string applied at load, e.g. "nprobe=16".
         name: index name; defaults to the corpus folder's name.
         batch_size: documents per encoder batch.
         encoder: a loaded encoder to reuse; None loads the packaged all-MiniLM-L6-v2.
+        late_interaction: the ColBERT model ("late-interaction" only, required there).
 
     Raises:
         DatasetError: the corpus is missing or malformed (names file and line).
         BuildError: bad options (shards, factory, parameters, IVF lists larger than a shard, empty corpus).
         ArtifactError: `out` exists and overwrite is false.
     """
-    if kind not in ("dense", "bm25"):
-        raise BuildError(f"kind must be 'dense' or 'bm25', got {kind!r}")
+    if kind not in INDEX_KINDS:
+        raise BuildError(f"kind must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+    if kind == "late-interaction" and late_interaction is None:
+        raise BuildError("a late-interaction build needs the late-interaction model (--encoder)")
     if num_shards <= 0:
         raise BuildError(f"num_shards must be positive, got {num_shards}")
     if kind == "bm25" and num_shards != 1:
@@ -112,6 +125,9 @@ def build_index(
             extra: dict[str, Any] = _build_dense(
                 documents, scratch, common, factory, search_params, batch_size, encoder
             )
+        elif kind == "late-interaction":
+            assert late_interaction is not None
+            extra = _build_token_stores(documents, scratch, common, batch_size, late_interaction)
         else:
             extra = _build_bm25(documents, scratch, common)
         write_manifest(
@@ -197,6 +213,35 @@ def _build_bm25(documents: list[Document], scratch: Path, common: dict[str, Any]
     return extra
 
 
+def _build_token_stores(
+    documents: list[Document],
+    scratch: Path,
+    common: dict[str, Any],
+    batch_size: int,
+    model: LateInteractionModel,
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    identity = model.identity
+    with tqdm(total=len(documents), desc="token vectors", unit="doc") as progress:
+        for shard_id in range(common["num_shards"]):
+            start, end = shard_bounds(len(documents), common["num_shards"], shard_id)
+            texts = [d.model_text() for d in documents[start:end]]
+            vectors = []
+            for first in range(0, len(texts), batch_size):
+                vectors += model.encoder.encode_documents(texts[first : first + batch_size])
+                progress.update(min(batch_size, len(texts) - first))
+            write_token_store(
+                scratch / shard_dir_name(shard_id),
+                texts,
+                vectors,
+                model=identity,
+                document_length=model.encoder.settings.document_length,
+                extra={**common, "shard_id": shard_id},
+            )
+    return {"model": identity, "document_length": model.encoder.settings.document_length}
+
+
 def _write_shard_manifest(
     shard_dir: Path,
     common: dict[str, Any],
@@ -231,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
             if settings.kind == "dense"
             else None
         )
+        late_interaction = (
+            LateInteractionModel.load(settings.encoder)
+            if settings.kind == "late-interaction" and settings.encoder is not None
+            else None
+        )
         out = build_index(
             settings.corpus,
             settings.out,
@@ -241,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             name=settings.name,
             batch_size=settings.batch_size,
             encoder=encoder,
+            late_interaction=late_interaction,
             overwrite=settings.overwrite,
         )
     except (DatasetError, BuildError, ArtifactError) as exc:

@@ -75,13 +75,17 @@ class Settings:
         return self.threads or available_cores()
 
 
+IndexKind = Literal["dense", "bm25", "late-interaction"]
+INDEX_KINDS = ("dense", "bm25", "late-interaction")
+
+
 @dataclass(frozen=True, slots=True)
 class BuildSettings:
     """Flags of `search-build-index`."""
 
     corpus: Path
     out: Path
-    kind: Literal["dense", "bm25"]
+    kind: IndexKind
     num_shards: int = 1
     factory: str = "Flat"
     search_params: str = ""
@@ -196,10 +200,13 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
 
 def parse_build_settings(argv: Sequence[str] | None = None) -> BuildSettings:
     """Parses `search-build-index` flags; argparse exits 2 with a message naming a bad flag."""
-    parser = _ArgumentParser(prog="search-build-index", description="Build a dense (FAISS) or BM25 index.")
+    parser = _ArgumentParser(
+        prog="search-build-index",
+        description="Build a dense (FAISS) or BM25 index, or the reranker's late-interaction token stores.",
+    )
     parser.add_argument("--corpus", type=Path, required=True, help="BEIR corpus.jsonl (or its folder)")
     parser.add_argument("--out", type=Path, required=True, help="index version directory to create")
-    parser.add_argument("--kind", choices=["dense", "bm25"], default="dense")
+    parser.add_argument("--kind", choices=INDEX_KINDS, default="dense")
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument(
         "--factory", default="Flat", help="FAISS factory string: Flat, IVF256,Flat, HNSW32,Flat"
@@ -208,7 +215,13 @@ def parse_build_settings(argv: Sequence[str] | None = None) -> BuildSettings:
     parser.add_argument("--name", default=None, help="index name (default: the corpus folder name)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--encoder", type=Path, default=None, help="encoder directory (default: packaged)")
+    parser.add_argument(
+        "--encoder",
+        type=Path,
+        default=None,
+        help="dense: bi-encoder directory (default: packaged); late-interaction: the ColBERT artifact "
+        "(a version, or a root whose newest version is used; required)",
+    )
     parser.add_argument("--max-length", type=int, default=256, help="document tokens for the encoder")
     parser.add_argument("--threads", type=int, default=0, help="torch/FAISS threads (0 = all cores)")
     parser.add_argument(
@@ -224,6 +237,8 @@ def parse_build_settings(argv: Sequence[str] | None = None) -> BuildSettings:
             parser.error(f"{flag} must be positive, got {value}")
     if args.threads < 0:
         parser.error(f"--threads must be >= 0, got {args.threads}")
+    if args.kind == "late-interaction" and args.encoder is None:
+        parser.error("--kind late-interaction needs --encoder, the late-interaction model artifact")
     return BuildSettings(
         corpus=args.corpus,
         out=args.out,

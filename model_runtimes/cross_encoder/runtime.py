@@ -46,13 +46,10 @@ from model_runtimes.cross_encoder.manifest import (
 from model_runtimes.cross_encoder.onnx_engine import _open_onnx, onnx_providers
 from model_runtimes.cross_encoder.pairs import pad_batch
 from model_runtimes.cross_encoder.passes import Pass, choose_pass_shape, plan_passes, usable_cores
+from model_runtimes.stopping import ScoringStopped
 from search_common.artifacts import ArtifactError
 
 logger = logging.getLogger(__name__)
-
-
-class ScoringStopped(Exception):
-    """Scoring was abandoned between batches because the caller no longer wants the result."""
 
 
 class CrossEncoderRuntime:

@@ -1,6 +1,7 @@
 """In-process scorer: the embedded default, and what the gateway's evaluation uses.
 
-One `CrossEncoderRuntime` on either engine (ONNX Runtime, or the artifact's bfloat16 torch program).
+One scoring runtime: a `CrossEncoderRuntime` on either engine (ONNX Runtime, or the artifact's bfloat16
+torch program), or a `LateInteractionRuntime` (ColBERT over documents' stored token vectors).
 Tokenisation and the forward passes block, so they run on a small dedicated thread pool; a bounded count of
 waiting requests (`AdmissionLimit`) turns overload into RESOURCE_EXHAUSTED instead of an ever-growing queue.
 """
@@ -10,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime, ScoringStopped
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
+from model_runtimes.stopping import ScoringStopped
 from reranker_service.backends.admission import AdmissionLimit
 from search_common.artifacts import MANIFEST_NAME, latest_version
 
@@ -31,8 +34,35 @@ def resolve_artifact(path: Path) -> Path:
     return path if (path / MANIFEST_NAME).is_file() else latest_version(path)
 
 
+class ScoringRuntime(Protocol):
+    """What the in-process scorer runs: a loaded model that scores texts against a query, blocking."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def max_length(self) -> int: ...
+
+    @property
+    def engine_on_device(self) -> str: ...
+
+    def score(
+        self,
+        query: str,
+        texts: Sequence[str],
+        max_length: int | None = None,
+        batch_size: int = 32,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> npt.NDArray[np.float32]: ...
+
+    def close(self) -> None: ...
+
+
 class EmbeddedScorer:
-    """`Scorer` over a `CrossEncoderRuntime`, run off the event loop.
+    """`Scorer` over a scoring runtime, run off the event loop.
 
     Args:
         runtime: the loaded model.
@@ -42,7 +72,7 @@ class EmbeddedScorer:
     """
 
     def __init__(
-        self, runtime: CrossEncoderRuntime, *, threads: int = 1, max_pending: int = 64, batch_size: int = 32
+        self, runtime: ScoringRuntime, *, threads: int = 1, max_pending: int = 64, batch_size: int = 32
     ) -> None:
         self._runtime = runtime
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="embedded-scorer")
@@ -144,3 +174,27 @@ class EmbeddedScorer:
     async def close(self) -> None:
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self._runtime.close)
+
+
+def load_late_interaction(
+    artifact: Path,
+    *,
+    token_store: Path | None,
+    device: str = "cpu",
+    threads: int = 1,
+    intra_op_threads: int = 0,
+    batch_size: int = 32,
+    max_pending: int = 64,
+) -> EmbeddedScorer:
+    """The in-process scorer over a ColBERT artifact and, when given, the documents' stored token vectors."""
+    from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
+    from model_runtimes.token_store import TokenStores
+
+    stores = TokenStores.load(resolve_artifact(token_store)) if token_store is not None else None
+    model = LateInteractionModel.load(artifact, device=device)
+    runtime = LateInteractionRuntime(
+        model, token_stores=stores, device=device, intra_op_threads=intra_op_threads
+    )
+    if stores is not None:
+        logger.info("late interaction over %d stored documents from %s", len(stores), token_store)
+    return EmbeddedScorer(runtime, threads=threads, max_pending=max_pending, batch_size=batch_size)

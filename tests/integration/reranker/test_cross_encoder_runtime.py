@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime, ScoringStopped
+from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
+from model_runtimes.stopping import ScoringStopped
 from search_common.artifacts import ArtifactError
 from tests.cross_encoder_support import SAMPLE_TEXTS
 

@@ -1,0 +1,325 @@
+"""ColBERT late interaction at serving time: token embeddings for queries and documents, and MaxSim.
+
+Reads the sentence-transformers folder that PyLate saves (a transformer, a bias-free linear projection in
+`1_Dense`, and PyLate's settings in `config_sentence_transformers.json`) without importing PyLate, and
+follows its conventions exactly, so the served scores are the trained model's:
+- a `[Q] ` or `[D] ` marker token right after `[CLS]`;
+- queries padded to `query_length` with `[MASK]` (query augmentation) and every position kept;
+  the masks are attended to only when the model was trained that way;
+- documents cut at `document_length` tokens, punctuation (the skiplist) and padding dropped;
+- every token vector L2-normalised; a score is the sum over query tokens of the best dot product with a
+  document token.
+
+`training.late_interaction.train` checks at publish time that this module reproduces PyLate's vectors.
+
+Example:
+    encoder = LateInteractionEncoder.load(Path("var/models/colbert/v1"))
+    query = encoder.encode_queries(["what causes scurvy?"])[0]     # (query_length, dim) float32
+    docs = encoder.encode_documents(["Scurvy is caused by ...", "..."])  # list of (tokens, dim)
+    scores = maxsim(query, docs)
+"""
+
+from __future__ import annotations
+
+import json
+import string
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer
+
+from model_runtimes.stopping import ScoringStopped
+from model_runtimes.token_store import TokenStores
+from search_common.artifacts import MANIFEST_NAME, ArtifactError, latest_version, read_manifest, sha256_tree
+
+FloatMatrix = npt.NDArray[np.float32]
+
+SETTINGS_FILE = "config_sentence_transformers.json"
+DENSE_DIR = "1_Dense"
+BATCH_SIZE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class LateInteractionSettings:
+    """PyLate's model settings, as saved beside the weights."""
+
+    query_prefix: str
+    document_prefix: str
+    query_length: int
+    document_length: int
+    attend_to_expansion_tokens: bool
+    do_query_expansion: bool
+    skiplist_words: tuple[str, ...]
+
+    @classmethod
+    def read(cls, directory: Path) -> LateInteractionSettings:
+        path = directory / SETTINGS_FILE
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable PyLate settings file: {exc}") from exc
+        return cls(
+            query_prefix=str(raw.get("query_prefix", "[Q] ")),
+            document_prefix=str(raw.get("document_prefix", "[D] ")),
+            query_length=int(raw.get("query_length", 32)),
+            document_length=int(raw.get("document_length", 180)),
+            attend_to_expansion_tokens=bool(raw.get("attend_to_expansion_tokens", False)),
+            do_query_expansion=bool(raw.get("do_query_expansion", True)),
+            skiplist_words=tuple(raw.get("skiplist_words", list(string.punctuation))),
+        )
+
+
+class LateInteractionEncoder:
+    """Token embeddings for queries and documents, on torch (CPU or GPU); thread-safe."""
+
+    def __init__(self, directory: Path, *, device: str = "cpu") -> None:
+        self.directory = directory
+        self.settings = LateInteractionSettings.read(directory)
+        self._tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        self._model = AutoModel.from_pretrained(str(directory)).to(device).eval()
+        weights = load_file(str(directory / DENSE_DIR / "model.safetensors"))
+        self._projection = weights["linear.weight"].to(device)  # (dim, hidden), no bias
+        self._device = device
+        self._lock = threading.Lock()
+        tokenizer = self._tokenizer
+        self._query_prefix_id = self._token_id(self.settings.query_prefix)
+        self._document_prefix_id = self._token_id(self.settings.document_prefix)
+        # PyLate pads with [MASK], so padded query positions become expansion tokens (padded document
+        # positions are masked out either way).
+        if tokenizer.mask_token_id is not None:
+            tokenizer.pad_token_id = tokenizer.mask_token_id
+        self._skiplist = torch.tensor(
+            [tokenizer.convert_tokens_to_ids(w) for w in self.settings.skiplist_words], dtype=torch.long
+        )
+
+    @classmethod
+    def load(cls, directory: Path, *, device: str = "cpu") -> LateInteractionEncoder:
+        return cls(directory, device=device)
+
+    def _token_id(self, prefix: str) -> int | None:
+        if not prefix:
+            return None
+        token_id = self._tokenizer.convert_tokens_to_ids(prefix)
+        if not isinstance(token_id, int) or token_id == self._tokenizer.unk_token_id:
+            raise ValueError(f"{self.directory}: the tokenizer has no marker token {prefix!r}")
+        return token_id
+
+    @property
+    def dimension(self) -> int:
+        return int(self._projection.shape[0])
+
+    def _tokenize(self, texts: Sequence[str], *, is_query: bool) -> dict[str, torch.Tensor]:
+        settings = self.settings
+        length = settings.query_length if is_query else settings.document_length
+        prefix_id = self._query_prefix_id if is_query else self._document_prefix_id
+        budget = length - 1 if prefix_id is not None else length
+        expand = is_query and settings.do_query_expansion
+        batch = self._tokenizer(
+            [t.strip() for t in texts],
+            padding="max_length" if expand else True,
+            truncation="longest_first",
+            max_length=budget,
+            return_tensors="pt",
+        )
+        features = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        if prefix_id is not None:
+            fills = {"input_ids": prefix_id, "attention_mask": 1, "token_type_ids": 0}
+            for key, tensor in features.items():
+                column = torch.full((tensor.shape[0], 1), fills[key], dtype=tensor.dtype)
+                features[key] = torch.cat([tensor[:, :1], column, tensor[:, 1:]], dim=1)
+        if expand and settings.attend_to_expansion_tokens:
+            features["attention_mask"].fill_(1)
+        return features
+
+    def _forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v.to(self._device) for k, v in features.items()}
+        with self._lock, torch.inference_mode():
+            hidden = self._model(**inputs).last_hidden_state
+            projected = hidden @ self._projection.T
+            return torch.nn.functional.normalize(projected, p=2, dim=-1).float().cpu()
+
+    def encode_queries(self, texts: Sequence[str]) -> FloatMatrix:
+        """(n, query_length, dim): every position, expansion tokens included, as PyLate scores them."""
+        out: list[torch.Tensor] = []
+        for start in range(0, len(texts), BATCH_SIZE):
+            features = self._tokenize(texts[start : start + BATCH_SIZE], is_query=True)
+            vectors = self._forward(features)
+            if not self.settings.do_query_expansion:
+                # Without expansion only real tokens count; zero vectors add nothing to MaxSim.
+                vectors = vectors * features["attention_mask"].unsqueeze(-1).float()
+            out.append(vectors)
+        if not out:
+            return np.zeros((0, self.settings.query_length, self.dimension), dtype=np.float32)
+        width = max(t.shape[1] for t in out)
+        padded = [torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[1])) for t in out]
+        return torch.cat(padded).numpy().astype(np.float32, copy=False)
+
+    def encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]:
+        """One (tokens, dim) matrix per text: padding and skiplisted punctuation removed."""
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        result: list[FloatMatrix | None] = [None] * len(texts)
+        for start in range(0, len(order), BATCH_SIZE):
+            chunk = order[start : start + BATCH_SIZE]
+            features = self._tokenize([texts[i] for i in chunk], is_query=False)
+            vectors = self._forward(features)
+            keep = features["attention_mask"].bool() & ~torch.isin(features["input_ids"], self._skiplist)
+            for row, index in enumerate(chunk):
+                result[index] = vectors[row][keep[row]].numpy().astype(np.float32, copy=False)
+        return [r for r in result if r is not None]
+
+
+def maxsim(query: FloatMatrix, documents: Sequence[npt.NDArray[np.floating]]) -> FloatMatrix:
+    """ColBERT's score of each document: the sum over query tokens of the best dot product with its tokens.
+
+    Documents may be stored at lower precision (float16); they are widened per document.
+    """
+    scores = np.empty(len(documents), dtype=np.float32)
+    for i, tokens in enumerate(documents):
+        if len(tokens) == 0:
+            scores[i] = 0.0
+            continue
+        similarity = query @ np.asarray(tokens, dtype=np.float32).T
+        scores[i] = float(similarity.max(axis=1).sum())
+    return scores
+
+
+# --- serving: the artifact and its runtime ----------------------------------------------------------------
+
+KIND = "late-interaction"
+MANIFEST_REQUIRED = ("name", "version", "kind", "weights_sha256", "document_length")
+
+
+def read_late_interaction_manifest(directory: Path, *, verify: bool = True) -> dict[str, object]:
+    """A late-interaction artifact's manifest, checked (and its files' checksum, with verify).
+
+    Raises:
+        ArtifactError: the directory is not a complete late-interaction artifact, or its files changed.
+    """
+    manifest = read_manifest(directory, MANIFEST_REQUIRED)
+    if manifest["kind"] != KIND:
+        raise ArtifactError(f"{directory}: a {manifest['kind']!r} artifact, not a {KIND!r} one")
+    if verify and sha256_tree(directory) != manifest["weights_sha256"]:
+        raise ArtifactError(f"{directory}: files do not match the manifest's weights_sha256")
+    return manifest
+
+
+@dataclass(frozen=True, slots=True)
+class LateInteractionModel:
+    """A published late-interaction artifact: its checked manifest and its encoder."""
+
+    directory: Path
+    manifest: Mapping[str, object]
+    encoder: LateInteractionEncoder
+
+    @classmethod
+    def load(cls, path: Path, *, device: str = "cpu") -> LateInteractionModel:
+        """An artifact version directory, or the newest complete version under a root."""
+        directory = path if (path / MANIFEST_NAME).is_file() else latest_version(path)
+        manifest = read_late_interaction_manifest(directory)
+        return cls(directory, manifest, LateInteractionEncoder.load(directory, device=device))
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What a token store records of the model that encoded it, and must match at serving time."""
+        return {key: str(self.manifest[key]) for key in ("name", "version", "weights_sha256")}
+
+
+class LateInteractionRuntime:
+    """A served ColBERT model: encodes the query, reads documents' vectors from token stores, runs MaxSim.
+
+    A document missing from the stores (a text the index never saw, or an edited one) is encoded here, at
+    the cost of a document forward pass; `store_misses` counts them. The same scoring interface as
+    `CrossEncoderRuntime`, so the reranker's in-process scorer runs either.
+
+    Args:
+        model: the artifact (`training.late_interaction.train` publishes it), loaded on `device`.
+        token_stores: the documents' vectors from index time, or None to encode every document per request.
+        device: "cpu" or "cuda"/"cuda:N", where `model` was loaded.
+        intra_op_threads: torch threads (0 leaves torch's choice).
+
+    Raises:
+        ArtifactError: the token stores were encoded by another model or version.
+    """
+
+    def __init__(
+        self,
+        model: LateInteractionModel,
+        *,
+        token_stores: TokenStores | None = None,
+        device: str = "cpu",
+        intra_op_threads: int = 0,
+    ) -> None:
+        if token_stores is not None and token_stores.model != model.identity:
+            raise ArtifactError(
+                f"token store {token_stores.stores[0].directory} was encoded by {token_stores.model}, not by "
+                f"the served model {model.identity}: rebuild it with this model"
+            )
+        if intra_op_threads > 0:
+            torch.set_num_threads(intra_op_threads)
+        self._manifest = model.manifest
+        self._encoder = model.encoder
+        self._stores = token_stores
+        self._device = device
+        self._counts_lock = threading.Lock()
+        self.store_hits = 0
+        self.store_misses = 0
+
+    @property
+    def name(self) -> str:
+        return str(self._manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self._manifest["version"])
+
+    @property
+    def max_length(self) -> int:
+        """Document tokens per document, fixed when the token store was built."""
+        return self._encoder.settings.document_length
+
+    @property
+    def engine_on_device(self) -> str:
+        kind = self._device.partition(":")[0]
+        return KIND if kind == "cpu" else f"{KIND}-{kind}"
+
+    def score(
+        self,
+        query: str,
+        texts: Sequence[str],
+        max_length: int | None = None,
+        batch_size: int = BATCH_SIZE,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> FloatMatrix:
+        """MaxSim of each text against the query, float32, in input order.
+
+        `max_length` is accepted for the scoring interface and not used: a document's tokens were fixed
+        when it was encoded, and every document is scored on the same tokens whether stored or not.
+        """
+        stop = should_stop or (lambda: False)
+        if stop():
+            raise ScoringStopped("scoring skipped: the caller gave up before it started")
+        query_vectors = self._encoder.encode_queries([query])[0]
+        documents: list[npt.NDArray[np.floating] | None] = [
+            self._stores.get(text) if self._stores is not None else None for text in texts
+        ]
+        missing = [i for i, found in enumerate(documents) if found is None]
+        with self._counts_lock:
+            self.store_hits += len(texts) - len(missing)
+            self.store_misses += len(missing)
+        for start in range(0, len(missing), batch_size):
+            if stop():
+                raise ScoringStopped("scoring stopped between batches: the caller gave up")
+            chunk = missing[start : start + batch_size]
+            encoded = self._encoder.encode_documents([texts[i] for i in chunk])
+            for index, vectors in zip(chunk, encoded, strict=True):
+                documents[index] = vectors
+        return maxsim(query_vectors, [d for d in documents if d is not None])
+
+    def close(self) -> None:
+        """Nothing to release: the model and the memory-mapped stores go with the object."""

@@ -1,0 +1,152 @@
+"""The late-interaction reranker end to end: token stores built by search-build-index, the runtime over them,
+and the reranker's gRPC server on loopback serving a ColBERT artifact (tests.late_interaction_support)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
+
+from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
+from model_runtimes.stopping import ScoringStopped
+from model_runtimes.token_store import TokenStores
+from reranker_service.bootstrap import build_core
+from reranker_service.config import Settings
+from reranker_service.server import build_server
+from retriever_service.build_index import main as build_main
+from search_common.artifacts import ArtifactError
+from tests.late_interaction_support import late_interaction_artifact
+
+TEXTS = [
+    ("d0", "Aspirin", "Aspirin reduces the risk of heart attack in adults with heart disease."),
+    ("d1", "", "Vitamin C deficiency causes scurvy; citrus fruit prevents it."),
+    ("d2", "Sleep", "Night shift work disturbs the circadian rhythm and melatonin levels."),
+    ("d3", "", "A long document " + "about many things, " * 60),
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in TEXTS))
+    return path
+
+
+@pytest.fixture(scope="module")
+def token_index(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two shards of token vectors from the v1 model, built by the CLI."""
+    out = tmp_path_factory.mktemp("indexes") / "colbert" / "v1"
+    argv = ["--corpus", str(corpus), "--out", str(out), "--kind", "late-interaction", "--shards", "2"]
+    assert build_main([*argv, "--encoder", str(late_interaction_artifact("v1")), "--batch-size", "2"]) == 0
+    return out
+
+
+def _model_texts() -> list[str]:
+    return [f"{t}. {x}" if t else x for _, t, x in TEXTS]
+
+
+def test_stored_vectors_score_as_encoding_at_request_time(token_index: Path) -> None:
+    model = LateInteractionModel.load(late_interaction_artifact("v1"))
+    stores = TokenStores.load(token_index)
+    assert len(stores) == len(TEXTS) and [s.manifest["shard_id"] for s in stores.stores] == [0, 1]
+    stored = LateInteractionRuntime(model, token_stores=stores)
+    encoded = LateInteractionRuntime(model)
+    texts = [*_model_texts(), "a text the index never saw"]
+    with_store = stored.score("does aspirin prevent heart attacks?", texts)
+    without = encoded.score("does aspirin prevent heart attacks?", texts)
+    # float16 storage moves MaxSim by about 1e-3 per query token.
+    np.testing.assert_allclose(with_store, without, atol=0.05)
+    assert (stored.store_hits, stored.store_misses) == (len(TEXTS), 1)
+    assert (encoded.store_hits, encoded.store_misses) == (0, len(texts))
+
+
+def test_a_store_from_another_model_version_is_refused(token_index: Path) -> None:
+    model = LateInteractionModel.load(late_interaction_artifact("v2"))
+    with pytest.raises(ArtifactError, match="rebuild it with this model"):
+        LateInteractionRuntime(model, token_stores=TokenStores.load(token_index))
+
+
+def test_scoring_stops_when_the_caller_gives_up() -> None:
+    runtime = LateInteractionRuntime(LateInteractionModel.load(late_interaction_artifact("v1")))
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(ScoringStopped):
+        runtime.score("aspirin", _model_texts(), should_stop=stop.is_set)
+
+
+def test_build_needs_the_model_and_refuses_a_cross_encoder_folder(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--corpus", str(corpus), "--out", str(tmp_path / "out"), "--kind", "late-interaction"]
+    with pytest.raises(SystemExit) as exited:
+        build_main(argv)
+    assert exited.value.code == 2
+    assert "needs --encoder" in capsys.readouterr().err
+    (tmp_path / "not-colbert").mkdir()
+    (tmp_path / "not-colbert" / "manifest.json").write_text(json.dumps({"name": "x", "version": "v1"}))
+    assert build_main([*argv, "--encoder", str(tmp_path / "not-colbert")]) == 2
+    assert "manifest lacks" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+async def late_interaction_server(token_index: Path) -> AsyncIterator[reranker_pb2_grpc.RerankerServiceStub]:
+    settings = Settings(
+        backend="late-interaction",
+        artifact_dir=late_interaction_artifact("v1"),
+        token_store=token_index,
+        cache="lru",
+        max_documents=8,
+        intra_op_threads=1,
+    )
+    core = build_core(settings)
+    built = build_server(settings)
+    await built.server.start()
+    await built.mark_ready(core)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{built.port}")
+    health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    try:
+        yield reranker_pb2_grpc.RerankerServiceStub(channel)
+    finally:
+        await channel.close()
+        await built.server.stop(0)
+        await core.close()
+
+
+async def test_the_reranker_serves_late_interaction_over_the_store(
+    late_interaction_server: reranker_pb2_grpc.RerankerServiceStub,
+) -> None:
+    documents = [common_pb2.Document(doc_id=i, title=t, text=x) for i, t, x in TEXTS]
+    request = reranker_pb2.RerankRequest(
+        query="aspirin and heart attack", documents=documents, use_cache=True
+    )
+    first = await late_interaction_server.Rerank(request, timeout=30)
+    second = await late_interaction_server.Rerank(request, timeout=30)
+    assert (first.model.name, first.model.version) == ("colbert-untrained", "v1")
+    assert len(first.scores) == len(TEXTS) and first.cache_hits == 0
+    assert second.cache_hits == len(TEXTS) and list(second.scores) == list(first.scores)
+    runtime = LateInteractionRuntime(LateInteractionModel.load(late_interaction_artifact("v1")))
+    expected = runtime.score("aspirin and heart attack", _model_texts())
+    np.testing.assert_allclose(first.scores, expected, atol=0.05)
+
+
+async def test_bad_requests_get_invalid_argument(
+    late_interaction_server: reranker_pb2_grpc.RerankerServiceStub,
+) -> None:
+    documents = [common_pb2.Document(doc_id="d0", text="aspirin")]
+    for request in (
+        reranker_pb2.RerankRequest(query=" ", documents=documents),
+        reranker_pb2.RerankRequest(query="aspirin", documents=[]),
+        reranker_pb2.RerankRequest(query="aspirin", documents=documents, max_sequence_length=4),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await late_interaction_server.Rerank(request, timeout=10)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
