@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Sets up everything on a fresh Debian machine: system packages, the services' virtual environment (.venv)
 # and Triton's own (.venv-triton, as it would be its own container). Safe to run again: it only adds what
-# is missing.
+# is missing. With --training it also makes .venv-colbert, the late-interaction training environment
+# (PyLate; see training/late_interaction/requirements.txt), which neither the services nor the tests need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+training=0
+for arg in "$@"; do
+  case "$arg" in
+    --training) training=1 ;;
+    *) echo "usage: $0 [--training]" >&2; exit 2 ;;
+  esac
+done
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
@@ -69,5 +78,17 @@ log "installing tritonserver's environment into .venv-triton"
 with_progress "triton" .venv-triton/bin/python -m pip install "${pip_quiet[@]}" -r triton_models/requirements.txt
 # The model's python code imports search_common's runtime; nothing else of the project.
 .venv-triton/bin/python -m pip install "${pip_quiet[@]}" --no-deps -e .
+
+if [ "$training" -eq 1 ]; then
+  if [ ! -x .venv-colbert/bin/python ]; then
+    log "creating .venv-colbert (late-interaction training: PyLate)"
+    "$PYTHON" -m venv .venv-colbert
+  fi
+  log "installing the late-interaction training environment into .venv-colbert"
+  with_progress "colbert" .venv-colbert/bin/python -m pip install "${pip_quiet[@]}" \
+    -r training/late_interaction/requirements.txt
+  .venv-colbert/bin/python -m pip install "${pip_quiet[@]}" --no-deps pylate==1.6.0
+  .venv-colbert/bin/python -m pip install "${pip_quiet[@]}" --no-deps -e .
+fi
 
 log "setup complete"
