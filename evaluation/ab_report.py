@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reranker = (
         None
         if settings.reranker == "none"
-        else RERANKER_FACTORIES[settings.reranker](settings.reranker_artifact)
+        else RERANKER_FACTORIES[settings.reranker](settings.reranker_artifact, settings.token_store)
     )
     try:
         rows, context = run_ab(settings, reranker)

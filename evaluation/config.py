@@ -21,6 +21,7 @@ class EvalSettings:
     shards: int = 1
     reranker: str = "none"
     reranker_artifact: Path | None = None
+    token_store: Path | None = None
     variants: Path | None = None
     concurrency: int = 8
     max_queries: int | None = None
@@ -41,7 +42,13 @@ def _add_offline_run_options(parser: argparse.ArgumentParser, reranker_choices: 
     parser.add_argument("--index-root", type=Path, default=Path("var/indexes"), help="index cache root")
     parser.add_argument("--shards", type=int, default=1, help="dense index shards (BM25 has one)")
     parser.add_argument("--reranker", default="none", choices=list(reranker_choices))
-    parser.add_argument("--reranker-artifact", type=Path, default=None, help="cross-encoder artifact dir")
+    parser.add_argument("--reranker-artifact", type=Path, default=None, help="reranker model artifact dir")
+    parser.add_argument(
+        "--token-store",
+        type=Path,
+        default=None,
+        help="late-interaction: documents' token vectors (search-build-index --kind late-interaction)",
+    )
     parser.add_argument("--variants", type=Path, default=None, help="variants YAML (default: packaged)")
     parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
     parser.add_argument("--dense-index", type=Path, default=None, help="use this built dense index")
@@ -74,6 +81,10 @@ def _check_offline_run_options(parser: argparse.ArgumentParser, args: argparse.N
         parser.error(f"--max-queries must be positive, got {args.max_queries}")
     if args.encoder is not None and not (args.encoder / "manifest.json").is_file():
         parser.error(f"--encoder {args.encoder}: not a bi-encoder artifact (no manifest.json)")
+    if args.token_store is not None and args.reranker != "late-interaction":
+        parser.error("--token-store goes with --reranker late-interaction")
+    if args.reranker == "late-interaction" and args.reranker_artifact is None:
+        parser.error("--reranker late-interaction needs --reranker-artifact (a ColBERT artifact)")
     for directory in args.fusion_model:
         if not (directory / "manifest.json").is_file():
             parser.error(f"--fusion-model {directory}: not a learned-fusion artifact (no manifest.json)")
@@ -119,6 +130,7 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
         shards=args.shards,
         reranker=args.reranker,
         reranker_artifact=args.reranker_artifact,
+        token_store=args.token_store,
         variants=args.variants,
         concurrency=args.concurrency,
         max_queries=args.max_queries,
@@ -143,6 +155,7 @@ class AbSettings:
     shards: int = 1
     reranker: str = "none"
     reranker_artifact: Path | None = None
+    token_store: Path | None = None
     variants_file: Path | None = None
     max_queries: int | None = None
     warmup: int = 5
@@ -177,6 +190,7 @@ def parse_ab_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str
         shards=args.shards,
         reranker=args.reranker,
         reranker_artifact=args.reranker_artifact,
+        token_store=args.token_store,
         variants_file=args.variants,
         max_queries=args.max_queries,
         warmup=args.warmup,

@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reranker: Reranker | None = None
     try:
         if settings.reranker != "none":
-            reranker = RERANKER_FACTORIES[settings.reranker](settings.reranker_artifact)
+            reranker = RERANKER_FACTORIES[settings.reranker](settings.reranker_artifact, settings.token_store)
         rows = evaluate(
             settings.dataset,
             settings.split,

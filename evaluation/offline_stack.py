@@ -29,23 +29,31 @@ logger = logging.getLogger(__name__)
 DEFAULT_RERANKER_ARTIFACTS = Path("var/models/cross-encoder")
 
 
-def _embedded_reranker(backend: Literal["onnx", "torch"]) -> Callable[[Path | None], Reranker]:
-    def build(artifact: Path | None) -> Reranker:
+def _embedded_reranker(
+    backend: Literal["onnx", "torch", "late-interaction"],
+) -> Callable[[Path | None, Path | None], Reranker]:
+    def build(artifact: Path | None, token_store: Path | None) -> Reranker:
         """The embedded second stage on one engine, without a cache (every query is scored once)."""
         # Imported here: the gateway itself never depends on the reranker's inference stack.
         from reranker_service.bootstrap import build_local_reranker
 
-        return build_local_reranker(artifact or DEFAULT_RERANKER_ARTIFACTS, cache="none", backend=backend)
+        if backend == "late-interaction" and artifact is None:
+            raise ValueError("--reranker late-interaction needs --reranker-artifact (a ColBERT artifact)")
+        return build_local_reranker(
+            artifact or DEFAULT_RERANKER_ARTIFACTS, cache="none", backend=backend, token_store=token_store
+        )
 
     return build
 
 
 # Named in-process rerankers for --reranker: name -> factory(artifact dir from --reranker-artifact, or None
-# for the factory's default: the newest artifact under DEFAULT_RERANKER_ARTIFACTS). onnx is the int8 graph
-# the quality rows were measured with; torch the artifact's bfloat16 program.
-RERANKER_FACTORIES: dict[str, Callable[[Path | None], Reranker]] = {
+# for the factory's default: the newest artifact under DEFAULT_RERANKER_ARTIFACTS; token store from
+# --token-store). onnx is the int8 graph the quality rows were measured with; torch the artifact's bfloat16
+# program; late-interaction a ColBERT artifact over its token store.
+RERANKER_FACTORIES: dict[str, Callable[[Path | None, Path | None], Reranker]] = {
     "onnx": _embedded_reranker("onnx"),
     "torch": _embedded_reranker("torch"),
+    "late-interaction": _embedded_reranker("late-interaction"),
 }
 
 

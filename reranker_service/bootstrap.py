@@ -103,8 +103,13 @@ def build_reranker(settings: Settings) -> Reranker:
 
 
 def build_local_reranker(
-    artifact_dir: Path, cache: Literal["lru", "none"] = "lru", backend: BackendKind = "onnx"
+    artifact_dir: Path,
+    cache: Literal["lru", "none"] = "lru",
+    backend: BackendKind = "onnx",
+    token_store: Path | None = None,
 ) -> Reranker:
     """The embedded reranker over `artifact_dir` (a version or a root) with an LRU cache; ONNX Runtime unless
-    `backend` names another in-process engine."""
-    return build_reranker(Settings(backend=backend, artifact_dir=artifact_dir, cache=cache))
+    `backend` names another in-process engine (late-interaction reads `token_store` when given)."""
+    return build_reranker(
+        Settings(backend=backend, artifact_dir=artifact_dir, cache=cache, token_store=token_store)
+    )
