@@ -2,7 +2,8 @@
 
 Reads what the bench scripts wrote (each one measures its ratios within one run, baseline and candidate
 interleaved): rerank.json (bench/rerank.py), serving.json (bench/serving.py), cache_batching.json
-(bench/cache_batching.py), faiss_scaling.json (bench/faiss_scaling.py) and ab_scifact.json (`search-ab`).
+(bench/cache_batching.py), faiss_scaling.json (bench/faiss_scaling.py), late_interaction.json
+(bench/late_interaction.py) and ab_scifact.json (`search-ab`).
 A missing record leaves its keys null and is named in `missing`. Plots: FAISS recall@100 against QPS per
 index type at each size (faiss_recall_qps.png) and the A/B variants' nDCG@10 against p50 latency
 (ab_frontier.png).
@@ -35,6 +36,8 @@ GOALS: dict[str, tuple[str, float]] = {
     "batching_speedup_16": (">=", 1.5),
     # The same bench with the model on a GPU (cache_batching.py --model-device cuda), where a run had one.
     "batching_speedup_16_gpu": (">=", 1.5),
+    # ColBERT over stored document tokens against the cross-encoder, pairs/s on the same sets.
+    "late_interaction_speedup_vs_ce": (">=", 10.0),
 }
 
 
@@ -172,6 +175,7 @@ def main() -> None:
     # GPU figures exist only where a run had a GPU (bench/faiss_scaling.py --device gpu); not a goal key.
     faiss_gpu = read(res / "faiss_scaling_gpu.json")
     ab = read(res / "ab_scifact.json")
+    late_interaction = read(res / "late_interaction.json")
     missing = [
         name
         for name, rec in (
@@ -179,6 +183,7 @@ def main() -> None:
             ("serving.json", serving),
             ("cache_batching.json", cache_batching),
             ("faiss_scaling.json", faiss_rec),
+            ("late_interaction.json", late_interaction),
             ("ab_scifact.json", ab),
         )
         if rec is None
@@ -194,6 +199,7 @@ def main() -> None:
         "faiss_1m_speedup_at_recall95": f1m,
         "batching_speedup_16": (batching.get("speedup") or {}).get("16"),
         "batching_speedup_16_gpu": (batching_gpu.get("speedup") or {}).get("16"),
+        "late_interaction_speedup_vs_ce": (late_interaction or {}).get("late_interaction_speedup_vs_ce"),
     }
     perf: dict[str, Any] = {
         **keys,
@@ -212,6 +218,7 @@ def main() -> None:
                 for k in ("queries", "scorers", "rerank_ndcg_delta", "git_sha", "params")
             },
             "serving": serving,
+            "late_interaction": late_interaction,
             "cache": cache or None,
             "batching": batching or None,
             "batching_gpu": batching_gpu or None,
@@ -299,6 +306,20 @@ def main() -> None:
                 f"(target {load['p95_target_ms']} ms: {'met' if load['p95_under_target'] else 'missed'}), "
                 f"{load['errors']} errors.",
             ]
+    if late_interaction:
+        lines += [
+            "",
+            f"Late interaction against the cross-encoder ({late_interaction['queries']} SciFact test "
+            f"queries x {late_interaction['depth']} pairs, flags {', '.join(late_interaction['cpu_flags'])}; "
+            "[late_interaction.md](late_interaction.md)):",
+            "",
+            "| scorer | pairs/s | p50 ms per set | nDCG@10 |",
+            "|---|---:|---:|---:|",
+            *(
+                f"| {name} | {row['pairs_per_s']} | {row['p50_ms']} | {row['ndcg@10']} |"
+                for name, row in late_interaction["scorers"].items()
+            ),
+        ]
     if cache:
         lines += [
             "",
