@@ -4,6 +4,7 @@ and the reranker's gRPC server on loopback serving a ColBERT artifact (tests.lat
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,9 +20,10 @@ from model_runtimes.stopping import ScoringStopped
 from model_runtimes.token_store import TokenStores
 from reranker_service.bootstrap import build_core
 from reranker_service.config import Settings
-from reranker_service.server import build_server
+from reranker_service.server import ModelReloader, build_server
 from retriever_service.build_index import main as build_main
 from search_common.artifacts import ArtifactError
+from search_common.documents import Document
 from tests.late_interaction_support import late_interaction_artifact
 
 TEXTS = [
@@ -150,3 +152,32 @@ async def test_bad_requests_get_invalid_argument(
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await late_interaction_server.Rerank(request, timeout=10)
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_hot_swap_waits_for_a_token_store_of_the_new_model(corpus: Path, tmp_path: Path) -> None:
+    """SIGHUP's reload: a new model version waits for a store encoded by it, then is swapped in."""
+    models, stores = tmp_path / "models", tmp_path / "stores"
+    models.mkdir()
+    shutil.copytree(late_interaction_artifact("v1"), models / "v1")
+    argv = ["--corpus", str(corpus), "--kind", "late-interaction", "--batch-size", "4"]
+    assert build_main([*argv, "--out", str(stores / "s1"), "--encoder", str(models / "v1")]) == 0
+    settings = Settings(
+        backend="late-interaction", artifact_dir=models, token_store=stores, cache="none", intra_op_threads=1
+    )
+    core = build_core(settings)
+    built = build_server(settings)
+    await built.server.start()
+    await built.mark_ready(core)
+    reloader = ModelReloader(settings, built, core)
+    try:
+        shutil.copytree(late_interaction_artifact("v2"), models / "v2")
+        await reloader.reload()  # the newest store was encoded by v1: refused, v1 keeps serving
+        assert core.scorer.model_version == "v1"
+        assert build_main([*argv, "--out", str(stores / "s2"), "--encoder", str(models / "v2")]) == 0
+        await reloader.reload()
+        assert core.scorer.model_version == "v2"
+        result = await core.rerank("aspirin", [Document("d0", "", "aspirin and heart attack")])
+        assert result.model_version == "v2"
+    finally:
+        await built.server.stop(0)
+        await core.close()
