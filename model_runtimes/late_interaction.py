@@ -287,6 +287,7 @@ class LateInteractionRuntime:
         token_stores: the documents' vectors from index time, or None to encode every document per request.
         device: "cpu" or "cuda"/"cuda:N", where `model` was loaded.
         intra_op_threads: torch threads (0 leaves torch's choice).
+        on_lookups: told (hits, misses) after each request's token-store lookups, e.g. to count them.
 
     Raises:
         ArtifactError: the token stores were encoded by another model or version.
@@ -299,6 +300,7 @@ class LateInteractionRuntime:
         token_stores: TokenStores | None = None,
         device: str = "cpu",
         intra_op_threads: int = 0,
+        on_lookups: Callable[[int, int], None] | None = None,
     ) -> None:
         if token_stores is not None and token_stores.model != model.identity:
             raise ArtifactError(
@@ -316,6 +318,7 @@ class LateInteractionRuntime:
             except ArtifactError as exc:
                 logger.warning("late-interaction queries stay on torch: %s", exc)
         self._stores = token_stores
+        self._on_lookups = on_lookups
         self._device = device
         self._counts_lock = threading.Lock()
         self.store_hits = 0
@@ -363,6 +366,8 @@ class LateInteractionRuntime:
         with self._counts_lock:
             self.store_hits += len(texts) - len(missing)
             self.store_misses += len(missing)
+        if self._on_lookups is not None:
+            self._on_lookups(len(texts) - len(missing), len(missing))
         for start in range(0, len(missing), batch_size):
             if stop():
                 raise ScoringStopped("scoring stopped between batches: the caller gave up")

@@ -19,7 +19,8 @@ from search_common.ports import Reranker
 logger = logging.getLogger(__name__)
 
 
-def build_scorer(settings: Settings) -> Scorer:
+def build_scorer(settings: Settings, metrics: RerankerMetrics | None = None) -> Scorer:
+    """The configured scorer; `metrics` counts what only a scorer sees (token-store lookups)."""
     if settings.backend == "triton":
         from reranker_service.backends.triton import TritonScorer
 
@@ -44,6 +45,7 @@ def build_scorer(settings: Settings) -> Scorer:
             intra_op_threads=settings.intra_op_threads,
             batch_size=settings.batch_size,
             max_pending=settings.max_pending,
+            on_lookups=metrics.record_token_store_lookups if metrics is not None else None,
         )
     return EmbeddedScorer.load(
         settings.artifact_dir,
@@ -90,7 +92,7 @@ def build_core(
         max_document_chars=settings.max_document_chars,
     )
     return RerankCore(
-        scorer if scorer is not None else build_scorer(settings),
+        scorer if scorer is not None else build_scorer(settings, metrics),
         cache if cache is not None else build_cache(settings),
         limits,
         metrics,

@@ -3,8 +3,9 @@
 Names follow `search_reranker_*` with base units; deploy/prometheus and deploy/grafana use these exact names.
 Labels: `stage` cache_lookup|inference, `variant` the caller's `x-search-variant` bounded by
 `search_common.variant_label.VariantLabels`, `status` ok|error|deadline, `result` hit|miss|error (error: the
-lookup was bypassed because the cache failed), `code` a gRPC status name. Series for the known label values
-exist at zero up front.
+lookup was bypassed because the cache failed; for token stores hit|miss, a miss being a document the
+late-interaction backend had to encode at request time), `code` a gRPC status name. Series for the known
+label values exist at zero up front.
 """
 
 from __future__ import annotations
@@ -75,13 +76,21 @@ class RerankerMetrics:
             ["variant", "code"],
             registry=registry,
         )
+        self.token_store_lookups = Counter(
+            "search_reranker_token_store_lookups",
+            "Late interaction: documents found in the token store (hit) or encoded at request time (miss).",
+            ["result"],
+            registry=registry,
+        )
         self.model_info = Info(
             "search_reranker_model",
-            "The cross-encoder this reranker serves.",
+            "The model this reranker serves (backend: its engine, late-interaction for ColBERT).",
             registry=registry,
         )
         for result in CACHE_RESULTS:
             self.cache_lookups.labels(result=result)
+        for result in ("hit", "miss"):
+            self.token_store_lookups.labels(result=result)
         self.prepare_variants(())
 
     def prepare_variants(self, variants: Iterable[str]) -> None:
@@ -90,6 +99,10 @@ class RerankerMetrics:
                 self.stage_duration.labels(stage=stage, variant=variant, status="ok")
             for code in CODES:
                 self.requests.labels(variant=variant, code=code)
+
+    def record_token_store_lookups(self, hits: int, misses: int) -> None:
+        self.token_store_lookups.labels(result="hit").inc(hits)
+        self.token_store_lookups.labels(result="miss").inc(misses)
 
     def set_model(self, model: str, version: str, backend: str) -> None:
         self.model_info.info({"model": model, "version": version, "backend": backend})

@@ -212,7 +212,7 @@ class ModelReloader(SignalReloader):
     async def reload(self) -> None:
         old = self._core.scorer
         try:
-            fresh = await asyncio.to_thread(build_scorer, self._settings)
+            fresh = await asyncio.to_thread(build_scorer, self._settings, self._built.metrics)
             await fresh.start()  # the onnx scorer's start scores one pair: warm before it serves
             if fresh.model_name != old.model_name:
                 await fresh.close()

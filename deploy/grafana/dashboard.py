@@ -192,6 +192,23 @@ def build_dashboard() -> dict[str, Any]:
         )
         .with_panel(
             _timeseries(
+                "Late-interaction token store",
+                "percentunit",
+                "Share of candidates the ColBERT reranker found in its token store; a miss is encoded at "
+                "request time, about 60x slower (a store from an old corpus or model).",
+                [
+                    _query(
+                        "sum(rate(search_reranker_token_store_lookups_total"
+                        '{result="hit"}[$__rate_interval])) '
+                        "/ sum(rate(search_reranker_token_store_lookups_total[$__rate_interval]))",
+                        "hit ratio",
+                        "A",
+                    )
+                ],
+            )
+        )
+        .with_panel(
+            _timeseries(
                 "SLO misses by variant",
                 "percentunit",
                 "Share of requests over their variant's latency SLO (0.5 s, reranked 2.5 s) or failed.",

@@ -185,15 +185,17 @@ def load_late_interaction(
     intra_op_threads: int = 0,
     batch_size: int = 32,
     max_pending: int = 64,
+    on_lookups: Callable[[int, int], None] | None = None,
 ) -> EmbeddedScorer:
-    """The in-process scorer over a ColBERT artifact and, when given, the documents' stored token vectors."""
+    """The in-process scorer over a ColBERT artifact and, when given, the documents' stored token vectors;
+    `on_lookups(hits, misses)` hears each request's token-store lookups."""
     from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
     from model_runtimes.token_store import TokenStores
 
     stores = TokenStores.load(resolve_artifact(token_store)) if token_store is not None else None
     model = LateInteractionModel.load(artifact, device=device)
     runtime = LateInteractionRuntime(
-        model, token_stores=stores, device=device, intra_op_threads=intra_op_threads
+        model, token_stores=stores, device=device, intra_op_threads=intra_op_threads, on_lookups=on_lookups
     )
     if stores is not None:
         logger.info("late interaction over %d stored documents from %s", len(stores), token_store)

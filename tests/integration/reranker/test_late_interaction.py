@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
 from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
 
 from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
@@ -20,6 +21,7 @@ from model_runtimes.stopping import ScoringStopped
 from model_runtimes.token_store import TokenStores
 from reranker_service.bootstrap import build_core
 from reranker_service.config import Settings
+from reranker_service.metrics import RerankerMetrics
 from reranker_service.server import ModelReloader, build_server
 from retriever_service.build_index import main as build_main
 from search_common.artifacts import ArtifactError
@@ -181,3 +183,27 @@ async def test_hot_swap_waits_for_a_token_store_of_the_new_model(corpus: Path, t
     finally:
         await built.server.stop(0)
         await core.close()
+
+
+async def test_token_store_lookups_are_counted_in_prometheus(token_index: Path) -> None:
+    registry = CollectorRegistry()
+    metrics = RerankerMetrics(registry)
+    settings = Settings(
+        backend="late-interaction",
+        artifact_dir=late_interaction_artifact("v1"),
+        token_store=token_index,
+        cache="none",
+        intra_op_threads=1,
+    )
+    core = build_core(settings, metrics=metrics)
+    try:
+        stored = Document(*TEXTS[0])
+        await core.rerank("aspirin", [stored, Document("new", "", "a document the index never saw")])
+    finally:
+        await core.close()
+    counted = {
+        result: registry.get_sample_value("search_reranker_token_store_lookups_total", {"result": result})
+        for result in ("hit", "miss")
+    }
+    # The unknown document, and the scorer's warm-up pair at start: both encoded at request time.
+    assert counted == {"hit": 1.0, "miss": 2.0}
