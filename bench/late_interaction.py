@@ -49,12 +49,7 @@ from model_runtimes.late_interaction import LateInteractionModel, LateInteractio
 from model_runtimes.token_store import TokenStores
 from search_common.logging_setup import configure_logging
 from training.common.metrics import ndcg_at_10, ranking_to_run
-from training.cross_encoder.mine import (
-    DEFAULT_CACHE,
-    DEFAULT_INDEXES,
-    first_stage_candidates,
-    labelled_queries,
-)
+from training.cross_encoder.mine import rerank_sets
 
 logger = logging.getLogger(__name__)
 
@@ -82,18 +77,12 @@ def main() -> None:
     configure_logging()
     torch.set_num_threads(args.threads)
 
-    data = BeirDataset(args.dataset)
-    documents = {d.doc_id: d for d in data.corpus()}
-    queries = {q.query_id: q.text for q in data.queries().values()}
-    qrels_all = data.qrels("test")
-    candidates = first_stage_candidates(
-        data.corpus_path,
-        labelled_queries(args.dataset),
-        cache_dir=DEFAULT_CACHE,
-        index_root=DEFAULT_INDEXES / data.name,
-    )
-    query_ids = [q for q in sorted(qrels_all) if q in candidates][: args.queries]
-    sets = {q: [documents[d].model_text() for d in candidates[q][: args.depth]] for q in query_ids}
+    chosen = rerank_sets(args.dataset, queries=args.queries, depth=args.depth)
+    qrels_all = BeirDataset(args.dataset).qrels("test")
+    query_ids = [s.query_id for s in chosen]
+    queries = {s.query_id: s.query for s in chosen}
+    sets = {s.query_id: s.texts for s in chosen}
+    candidates = {s.query_id: s.doc_ids for s in chosen}
 
     engine = choose_engine("auto", read_cross_encoder_manifest(args.ce_artifact, verify=False))
     cross_encoder = CrossEncoderRuntime.load(args.ce_artifact, engine=engine)
@@ -118,7 +107,7 @@ def main() -> None:
             elapsed = time.perf_counter() - started
             if i >= args.warmup:
                 seconds[name].append(elapsed)
-            ids = candidates[qid][: args.depth]
+            ids = candidates[qid]
             ranked[name][qid] = [d for _, d in sorted(zip(scores, ids, strict=True), key=lambda t: -t[0])]
         token_bytes.append(sum(found.nbytes for t in sets[qid] if (found := stores.get(t)) is not None))
         logger.info("set %d/%d scored", i + 1, len(query_ids))
@@ -133,9 +122,7 @@ def main() -> None:
         }
         for name in names
     }
-    first_stage = round(
-        ndcg_at_10(qrels, ranking_to_run({q: candidates[q][: args.depth] for q in query_ids})), 4
-    )
+    first_stage = round(ndcg_at_10(qrels, ranking_to_run({q: candidates[q] for q in query_ids})), 4)
     speedup = rows["late_interaction"]["pairs_per_s"] / rows["cross_encoder"]["pairs_per_s"]
     record: dict[str, Any] = {
         "late_interaction_speedup_vs_ce": round(speedup, 2),
