@@ -69,7 +69,7 @@ class LateInteractionSettings:
         try:
             raw = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not a readable PyLate settings file: {exc}") from exc
+            raise ArtifactError(f"{path}: not a readable PyLate settings file: {exc}") from exc
         return cls(
             query_prefix=str(raw.get("query_prefix", "[Q] ")),
             document_prefix=str(raw.get("document_prefix", "[D] ")),
@@ -115,7 +115,7 @@ class LateInteractionEncoder:
             return None
         token_id = self._tokenizer.convert_tokens_to_ids(prefix)
         if not isinstance(token_id, int) or token_id == self._tokenizer.unk_token_id:
-            raise ValueError(f"{self.directory}: the tokenizer has no marker token {prefix!r}")
+            raise ArtifactError(f"{self.directory}: the tokenizer has no marker token {prefix!r}")
         return token_id
 
     @property
