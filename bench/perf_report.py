@@ -6,7 +6,8 @@ interleaved): rerank.json (bench/rerank.py), serving.json (bench/serving.py), ca
 (bench/late_interaction.py) and ab_scifact.json (`search-ab`).
 A missing record leaves its keys null and is named in `missing`. Plots: FAISS recall@100 against QPS per
 index type at each size (faiss_recall_qps.png) and the A/B variants' nDCG@10 against p50 latency
-(ab_frontier.png).
+(ab_frontier.png), with the late-interaction variants of ab_scifact_colbert.json (`search-ab --reranker
+late-interaction`, a run of its own) beside them when it exists.
 
 Example:
     python bench/perf_report.py --results bench/results
@@ -115,20 +116,27 @@ def plot_faiss(record: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
-def plot_ab(record: dict[str, Any], out: Path) -> None:
+def plot_ab(record: dict[str, Any], out: Path, other: dict[str, Any] | None = None) -> None:
+    """The variants' nDCG@10 against p50 latency with the frontier; `other` is a second search-ab run (the
+    late-interaction reranker's variants, which need their own reranker), drawn in its own colour."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = record["rows"]
+    runs = [(record, f"reranker {record.get('reranker_adapter', '')}")]
+    if other is not None:
+        runs.append((other, f"reranker {other.get('reranker_adapter', '')} (its own run)"))
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    points = sorted((r["latency_p50_ms"], r["ndcg@10"], r["variant"]) for r in rows)
+    points = sorted((r["latency_p50_ms"], r["ndcg@10"], r["variant"]) for run, _ in runs for r in run["rows"])
     frontier: list[tuple[float, float]] = []
     for latency, ndcg, _ in points:
         if not frontier or ndcg > frontier[-1][1]:
             frontier.append((latency, ndcg))
-    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    for run, label in runs:
+        ax.scatter(
+            [r["latency_p50_ms"] for r in run["rows"]], [r["ndcg@10"] for r in run["rows"]], label=label
+        )
     for latency, ndcg, name in points:
         ax.annotate(name, (latency, ndcg), fontsize=8, xytext=(4, 2), textcoords="offset points")
     ax.step([f[0] for f in frontier], [f[1] for f in frontier], where="post", color="C1", label="frontier")
@@ -175,6 +183,7 @@ def main() -> None:
     # GPU figures exist only where a run had a GPU (bench/faiss_scaling.py --device gpu); not a goal key.
     faiss_gpu = read(res / "faiss_scaling_gpu.json")
     ab = read(res / "ab_scifact.json")
+    ab_late_interaction = read(res / "ab_scifact_colbert.json")
     late_interaction = read(res / "late_interaction.json")
     missing = [
         name
@@ -350,7 +359,7 @@ def main() -> None:
         if faiss_rec:
             plot_faiss(faiss_rec, res / "faiss_recall_qps.png")
         if ab:
-            plot_ab(ab, res / "ab_frontier.png")
+            plot_ab(ab, res / "ab_frontier.png", ab_late_interaction)
     print(json.dumps(keys, indent=1))
 
 
