@@ -17,6 +17,7 @@ from gateway.clients import GrpcReranker, GrpcRetriever
 from gateway.config import Settings
 from gateway.learned_fusion import LearnedFusion, load_learned_fusion
 from gateway.pipeline import SearchPipeline
+from gateway.reranker_routing import RoutedReranker
 from gateway.servicer import RequestLimits
 from gateway.variant_reload import LiveVariants
 from gateway.variants import VariantTable, load_variants
@@ -71,11 +72,18 @@ def bootstrap(
     """
     # Variants first: a bad file fails before any channel is opened.
     groups = {g for g, shards in (retrievers or settings.retrievers).items() if shards}
-    has_reranker = reranker is not None or settings.reranker is not None
+    routed = reranker is None and bool(settings.reranker_routes)
+    has_reranker = reranker is not None or settings.reranker is not None or routed
+    # With routes and no default reranker, only the routed models can be served.
+    reranker_models = set(settings.reranker_routes) if routed and settings.reranker is None else None
     fusion_models = load_fusion_models(settings.fusion_models)
     fitted_for = {name: model.fit for name, model in fusion_models.items()}
     variants = load_variants(settings.variants, settings.variant_bounds).restricted_to(
-        groups, has_reranker, has_query_encoder=query_encoder is not None, fusion_models=fitted_for
+        groups,
+        has_reranker,
+        has_query_encoder=query_encoder is not None,
+        fusion_models=fitted_for,
+        reranker_models=reranker_models,
     )
     if retrievers is None:
         retrievers = {
@@ -87,6 +95,12 @@ def bootstrap(
         }
     if reranker is None and settings.reranker is not None:
         reranker = GrpcReranker(settings.reranker, settings.downstream_tls)
+    if routed:
+        routes = {
+            model: GrpcReranker(address, settings.downstream_tls)
+            for model, address in settings.reranker_routes.items()
+        }
+        reranker = RoutedReranker(routes, default=reranker)
     pipeline = SearchPipeline(
         retrievers,
         reranker,
@@ -112,6 +126,7 @@ def bootstrap(
         has_reranker,
         has_query_encoder=query_encoder is not None,
         fusion_models=fitted_for,
+        reranker_models=reranker_models,
     )
     return Gateway(pipeline, live, limits, retrievers, reranker)
 

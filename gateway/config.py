@@ -1,7 +1,8 @@
 """Settings for the gateway: the only place that reads argv, the environment or the deployment YAML.
 
-Downstream addresses come from flags (`--dense host:port,host:port --bm25 host:port --reranker host:port`)
-or from a YAML file given with `--config`:
+Downstream addresses come from flags (`--dense host:port,host:port --bm25 host:port --reranker host:port`,
+and `--reranker-route MODEL=host:port` for a model served by a reranker of its own) or from a YAML file given
+with `--config`:
 
     retrievers:
       dense: [127.0.0.1:7001, 127.0.0.1:7002]
@@ -47,6 +48,8 @@ class Settings:
     # group name -> shard addresses ("host:port"), one per shard of that group's index
     retrievers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     reranker: str | None = None
+    # reranker model name -> the address of the reranker serving it (others go to `reranker`)
+    reranker_routes: Mapping[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 0
     port_file: Path | None = None
@@ -100,6 +103,10 @@ class Settings:
             raise ValueError("no retrievers configured: give --dense and/or --bm25 addresses, or --config")
         if self.reranker is not None:
             _check_address(self.reranker, "--reranker")
+        for model, address in self.reranker_routes.items():
+            if not model or "@" in model or "=" in model:
+                raise ValueError(f"--reranker-route: {model!r} is not a reranker model name")
+            _check_address(address, f"--reranker-route {model}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port must be in 0..65535, got {self.port}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -205,6 +212,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     down.add_argument("--bm25", default=env("BM25", ""), help="BM25 shard addresses, comma-separated")
     down.add_argument("--reranker", default=env("RERANKER", "") or None, help="reranker host:port")
     down.add_argument(
+        "--reranker-route",
+        action="append",
+        default=None,
+        metavar="MODEL=HOST:PORT",
+        help="the reranker serving one model, e.g. colbert-minilm=127.0.0.1:7011 (repeatable; variants "
+        "naming other models go to --reranker; the flags replace the environment's comma-separated list)",
+    )
+    down.add_argument(
         "--query-encoder",
         default=env("QUERY_ENCODER", "") or None,
         metavar="PATH",
@@ -281,6 +296,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     environ = os.environ if environ is None else environ
     parser = build_parser(environ)
     env_fusion_models = environ.get(ENV_PREFIX + "FUSION_MODELS", "")
+    env_routes = environ.get(ENV_PREFIX + "RERANKER_ROUTES", "")
     fail = _Fail(parser)
     try:
         args = parser.parse_args(argv)
@@ -296,10 +312,19 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             groups[group] = flagged
     if args.reranker is not None:
         reranker = args.reranker
+    routes: dict[str, str] = {}
+    for route in args.reranker_route if args.reranker_route is not None else _split(env_routes):
+        model, sep, address = route.partition("=")
+        if not sep:
+            fail(f"--reranker-route {route!r}: expected MODEL=HOST:PORT")
+        if model.strip() in routes:
+            fail(f"--reranker-route: model {model.strip()!r} is routed twice")
+        routes[model.strip()] = address.strip()
     try:
         return Settings(
             retrievers={g: a for g, a in groups.items() if a},
             reranker=reranker,
+            reranker_routes=routes,
             host=args.host,
             port=args.port,
             port_file=args.port_file,

@@ -35,7 +35,8 @@ class LiveVariants:
     Args:
         table: the table loaded at startup (already restricted to this deployment).
         path: the variants file, or None for the packaged default.
-        bounds, groups, has_reranker: as at startup; a reloaded file is checked against the same ones.
+        bounds, groups, has_reranker, reranker_models: as at startup; a reloaded file is checked against
+            the same ones.
         listener: called with the new table after a successful reload, or None after a rejected one.
     """
 
@@ -51,8 +52,10 @@ class LiveVariants:
         reloadable: bool = True,
         has_query_encoder: bool = True,
         fusion_models: Mapping[str, FusionFit] | None = None,
+        reranker_models: Collection[str] | None = None,
     ) -> None:
         self._fixed = not reloadable
+        self._reranker_models = frozenset(reranker_models) if reranker_models is not None else None
         self._has_query_encoder = has_query_encoder
         self._fusion_models = dict(fusion_models or {})
         self._table = table
@@ -88,6 +91,7 @@ class LiveVariants:
                 self._has_reranker,
                 has_query_encoder=self._has_query_encoder,
                 fusion_models=self._fusion_models,
+                reranker_models=self._reranker_models,
             )
         except VariantError as exc:
             self._stamp = stamp  # do not retry the same bad file on every poll

@@ -203,9 +203,13 @@ class VariantTable:
         *,
         has_query_encoder: bool = True,
         fusion_models: Mapping[str, FusionFit] | None = None,
+        reranker_models: Collection[str] | None = None,
     ) -> VariantTable:
         """This table as a deployment with the given retriever groups (and reranker or not, query encoder
-        or not, and learned-fusion models: name -> what each was fitted for) can serve it."""
+        or not, and learned-fusion models: name -> what each was fitted for) can serve it.
+
+        `reranker_models` names the only reranker models served when rerankers are routed by model and no
+        default takes the rest (`gateway.reranker_routing`); None means any model."""
         unservable: dict[str, str] = {}
         loaded = fusion_models or {}
         for variant in self.variants.values():
@@ -217,6 +221,8 @@ class VariantTable:
                 unservable[variant.name] = "uses pseudo-relevance feedback, which needs --query-encoder"
             elif variant.reranks and not has_reranker:
                 unservable[variant.name] = "needs a reranker, none configured"
+            elif variant.reranks and reranker_models is not None and variant.reranker not in reranker_models:
+                unservable[variant.name] = f"needs reranker model {variant.reranker}, no route serves it"
             elif fusion_problem is not None:
                 unservable[variant.name] = fusion_problem
         servable = [v for v in self.variants.values() if v.name not in unservable]

@@ -53,6 +53,10 @@ def test_fusion_models_come_from_repeated_flags_or_the_environment() -> None:
         ([], None, "no retrievers configured"),
         (["--dense", "nohost"], None, "--dense: 'nohost' is not a host:port address"),
         (["--dense", "a:1", "--reranker", "r:x"], None, "--reranker: 'r:x' is not a host:port"),
+        (["--dense", "a:1", "--reranker-route", "colbert"], None, "expected MODEL=HOST:PORT"),
+        (["--dense", "a:1", "--reranker-route", "colbert=r:x"], None, "'r:x' is not a host:port"),
+        (["--dense", "a:1", "--reranker-route", "m@v1=r:1"], None, "is not a reranker model name"),
+        (["--dense", "a:1", "--reranker-route", "m=r:1", "--reranker-route", "m=r:2"], None, "routed twice"),
         (["--dense", "a:1", "--max-top-k", "0"], None, "--max-top-k must be positive"),
         (["--dense", "a:1", "--rerank-share", "1.5"], None, "--rerank-share must be within"),
         (["--dense", "a:1", "--default-deadline", "0"], None, "--default-deadline must be positive"),
@@ -132,3 +136,13 @@ def test_query_encoder_from_flag_or_environment(capsys: pytest.CaptureFixture[st
         parse_settings(["--dense", "a:1", "--query-encoder-threads", "-1"], {})
     assert exited.value.code == 2
     assert "--query-encoder-threads must be >= 0" in capsys.readouterr().err
+
+
+def test_reranker_routes_come_from_flags_or_the_environment() -> None:
+    flagged = parse_settings(
+        ["--dense", "a:1", "--reranker", "r:1", "--reranker-route", "colbert-minilm=c:2"],
+        {"SEARCH_GATEWAY_RERANKER_ROUTES": "ignored=x:3"},
+    )
+    assert (flagged.reranker, dict(flagged.reranker_routes)) == ("r:1", {"colbert-minilm": "c:2"})
+    from_env = parse_settings(["--dense", "a:1"], {"SEARCH_GATEWAY_RERANKER_ROUTES": "a=x:3, b=y:4"})
+    assert dict(from_env.reranker_routes) == {"a": "x:3", "b": "y:4"}

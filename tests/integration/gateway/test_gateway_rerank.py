@@ -25,6 +25,7 @@ from reranker_service.server import build_server as build_reranker_server
 from search_common.artifacts import ArtifactError
 from search_common.ports import Retriever
 from tests.fusion_support import fusion_artifact
+from tests.late_interaction_support import late_interaction_artifact
 
 StackFactory = Callable[..., AbstractAsyncContextManager[Any]]
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -54,10 +55,15 @@ def cross_encoder() -> Path:
 
 @contextlib.asynccontextmanager
 async def reranker_server(
-    artifact: Path, redis_url: str | None = None
+    artifact: Path, redis_url: str | None = None, backend: str = "auto"
 ) -> AsyncIterator[tuple[str, grpc.aio.Server]]:
     cache: dict[str, Any] = {"cache": "redis", "redis_url": redis_url} if redis_url else {"cache": "none"}
-    settings = RerankerSettings(artifact_dir=artifact, intra_op_threads=1, **cache)
+    settings = RerankerSettings(
+        backend=backend,  # type: ignore[arg-type]
+        artifact_dir=artifact,
+        intra_op_threads=1,
+        **cache,
+    )
     built = build_reranker_server(settings)
     await built.server.start()
     core = build_core(settings)
@@ -269,3 +275,81 @@ async def test_a_gateway_without_the_fusion_model_refuses_its_variant_by_name(
             await running.stub.Search(search_service_pb2.SearchRequest(query="gzip", top_k=5, variant="lf"))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "fusion model 'learned-test', not loaded" in str(refused.value.details())
+
+
+ROUTED_VARIANTS = """
+default: dense
+variants:
+  - {name: dense, weight: 1, first_stage: dense, retrieval_depth: 20}
+  - {name: ce, weight: 0, first_stage: dense, retrieval_depth: 20, reranker: cross-encoder-minilm,
+     rerank_depth: 5}
+  - {name: colbert, weight: 0, first_stage: dense, retrieval_depth: 20, reranker: colbert-untrained,
+     rerank_depth: 5}
+  - {name: poly, weight: 0, first_stage: dense, retrieval_depth: 20, reranker: poly-encoder, rerank_depth: 5}
+"""
+
+
+async def test_rerankers_are_routed_by_the_model_each_variant_names(
+    shards: dict[str, list[Retriever]],
+    indexes: dict[str, Path],
+    stack: StackFactory,
+    cross_encoder: Path,
+    tmp_path: Path,
+) -> None:
+    """A cross-encoder and a ColBERT reranker behind one gateway: each variant reaches its own model, and a
+    variant whose model no route serves is left out (INVALID_ARGUMENT when asked for by name)."""
+    async with (
+        reranker_server(cross_encoder) as (ce_address, _),
+        reranker_server(late_interaction_artifact("v1"), backend="late-interaction") as (li_address, _),
+        _reranked_stack(
+            stack,
+            shards,
+            indexes,
+            ce_address,
+            tmp_path,
+            variants=ROUTED_VARIANTS,
+            reranker_routes={"colbert-untrained": li_address},
+        ) as running,
+    ):
+        served = {}
+        for variant in ("ce", "colbert"):
+            reply = await running.stub.Search(
+                search_service_pb2.SearchRequest(
+                    query="compress a file with gzip", top_k=10, variant=variant
+                ),
+                timeout=30,
+            )
+            assert not reply.metadata.coverage.degraded
+            assert all(h.HasField("rerank_score") for h in reply.hits[:5])
+            served[variant] = {v.name for v in reply.metadata.versions if v.component == "reranker"}
+        assert served == {"ce": {"cross-encoder-minilm"}, "colbert": {"colbert-untrained"}}
+
+
+async def test_with_routes_only_a_variant_of_an_unrouted_model_is_refused(
+    shards: dict[str, list[Retriever]],
+    indexes: dict[str, Path],
+    stack: StackFactory,
+    tmp_path: Path,
+) -> None:
+    async with (
+        reranker_server(late_interaction_artifact("v1"), backend="late-interaction") as (li_address, _),
+        _reranked_stack(
+            stack,
+            shards,
+            indexes,
+            None,  # type: ignore[arg-type]  # no default reranker: only the routed model
+            tmp_path,
+            variants=ROUTED_VARIANTS,
+            reranker_routes={"colbert-untrained": li_address},
+        ) as running,
+    ):
+        reply = await running.stub.Search(
+            search_service_pb2.SearchRequest(query="gzip", top_k=5, variant="colbert"), timeout=30
+        )
+        assert all(h.HasField("rerank_score") for h in reply.hits)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await running.stub.Search(
+                search_service_pb2.SearchRequest(query="gzip", top_k=5, variant="ce"), timeout=30
+            )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "cross-encoder-minilm" in (refused.value.details() or "")
