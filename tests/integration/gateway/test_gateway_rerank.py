@@ -277,16 +277,14 @@ async def test_a_gateway_without_the_fusion_model_refuses_its_variant_by_name(
     assert "fusion model 'learned-test', not loaded" in str(refused.value.details())
 
 
-ROUTED_VARIANTS = """
-default: dense
-variants:
-  - {name: dense, weight: 1, first_stage: dense, retrieval_depth: 20}
-  - {name: ce, weight: 0, first_stage: dense, retrieval_depth: 20, reranker: cross-encoder-minilm,
-     rerank_depth: 5}
-  - {name: colbert, weight: 0, first_stage: dense, retrieval_depth: 20, reranker: colbert-untrained,
+# The same, plus a ColBERT variant and one whose model no reranker here serves.
+ROUTED_VARIANTS = (
+    VARIANTS
+    + """  - {name: colbert, weight: 0, first_stage: dense, retrieval_depth: 20, reranker: colbert-untrained,
      rerank_depth: 5}
   - {name: poly, weight: 0, first_stage: dense, retrieval_depth: 20, reranker: poly-encoder, rerank_depth: 5}
 """
+)
 
 
 async def test_rerankers_are_routed_by_the_model_each_variant_names(
