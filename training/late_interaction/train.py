@@ -11,7 +11,8 @@ After training it
    and refuses to publish otherwise;
 2. re-ranks the dev queries' hybrid candidates at several depths with the serving runtime, alone and
    RRF-fused;
-3. publishes `--out/<version>` with a manifest: hyper-parameters, data checksum, timings, dev figures.
+3. publishes `--out/<version>` with a manifest: hyper-parameters, data checksum, timings, dev figures -
+   only when it beats the first stage on dev, alone or fused (else it is kept as `.rejected-<version>`).
 
 Runs in the training environment `.venv-colbert` (PyLate pins older sentence-transformers and transformers
 than the services use; `scripts/setup.sh --training` makes it):
@@ -278,10 +279,35 @@ def train(dataset: Path, out: Path, hp: HyperParameters, *, cache: Path, indexes
                 "dev_eval_minutes": (time.perf_counter() - eval_started) / 60,
                 "runtime_max_abs_error": error,
                 **figures,
+                "dev_gate": (gate := dev_gate(figures)),
                 "weights_sha256": sha256_tree(staging),
             },
         )
+    if not gate["passes"]:
+        # Kept for inspection under a name no loader picks (latest_version skips dot names).
+        kept = out / f".rejected-{version}"
+        (out / version).rename(kept)
+        raise GateRefused(f"{kept}: beats its first stage on dev neither alone nor fused: {gate}")
     return out / version
+
+
+class GateRefused(RuntimeError):
+    """The trained model did not beat its first stage on the dev queries, so it was not published."""
+
+
+def dev_gate(figures: Mapping[str, Any]) -> dict[str, Any]:
+    """The publish rule: the model re-ranks the dev queries' first stage better than the first stage does,
+    alone at some depth or RRF-fused at the depth and weight dev chose."""
+    report = figures["dev"]
+    first_stage = float(report["first_stage"])
+    alone = max(float(v) for v in report["ce"].values())
+    fused = float(figures["dev_best_fused"]["ndcg@10"])
+    return {
+        "first_stage": first_stage,
+        "best_alone": alone,
+        "best_fused": fused,
+        "passes": max(alone, fused) > first_stage,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -330,7 +356,11 @@ def main(argv: list[str] | None = None) -> None:
         dev_depth=args.dev_depth,
         seed=args.seed,
     )
-    published = train(args.dataset, args.out, hp, cache=args.cache, indexes=args.indexes)
+    try:
+        published = train(args.dataset, args.out, hp, cache=args.cache, indexes=args.indexes)
+    except GateRefused as refused:
+        logger.error("not published: %s", refused)
+        raise SystemExit(1) from None
     logger.info("published %s", published)
 
 
