@@ -8,6 +8,8 @@ with `--config`:
       dense: [127.0.0.1:7001, 127.0.0.1:7002]
       bm25: [127.0.0.1:7003]
     reranker: 127.0.0.1:7010      # optional
+    reranker_routes:              # optional: a model served by a reranker of its own
+      colbert-minilm: 127.0.0.1:7011
 
 Flags win over the file, which wins over `SEARCH_GATEWAY_*` environment variables and the defaults below.
 """
@@ -163,7 +165,7 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def _read_config(path: Path, fail: _Fail) -> tuple[dict[str, tuple[str, ...]], str | None]:
+def _read_config(path: Path, fail: _Fail) -> tuple[dict[str, tuple[str, ...]], str | None, dict[str, str]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -172,9 +174,12 @@ def _read_config(path: Path, fail: _Fail) -> tuple[dict[str, tuple[str, ...]], s
         fail(f"--config {path}: not valid YAML ({exc})")
     if not isinstance(data, dict):
         fail(f"--config {path}: expected a mapping with 'retrievers' (and optionally 'reranker')")
-    unknown = sorted(set(data) - {"retrievers", "reranker"})
+    unknown = sorted(set(data) - {"retrievers", "reranker", "reranker_routes"})
     if unknown:
-        fail(f"--config {path}: unknown field(s) {', '.join(unknown)}; allowed: retrievers, reranker")
+        fail(
+            f"--config {path}: unknown field(s) {', '.join(unknown)}; "
+            "allowed: retrievers, reranker, reranker_routes"
+        )
     groups: dict[str, tuple[str, ...]] = {}
     raw_groups = data.get("retrievers") or {}
     if not isinstance(raw_groups, dict):
@@ -188,7 +193,10 @@ def _read_config(path: Path, fail: _Fail) -> tuple[dict[str, tuple[str, ...]], s
     reranker = data.get("reranker")
     if reranker is not None and not isinstance(reranker, str):
         fail(f"--config {path}: 'reranker' must be a host:port string")
-    return groups, reranker
+    routes = data.get("reranker_routes") or {}
+    if not isinstance(routes, dict) or not all(isinstance(a, str) for a in routes.values()):
+        fail(f"--config {path}: 'reranker_routes' must map a reranker model name to a host:port string")
+    return groups, reranker, {str(model): address for model, address in routes.items()}
 
 
 class _Fail:
@@ -304,16 +312,19 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         fail(str(exc))
     groups: dict[str, tuple[str, ...]] = {}
     reranker: str | None = None
+    routes: dict[str, str] = {}
     if args.config is not None:
-        groups, reranker = _read_config(args.config, fail)
+        groups, reranker, routes = _read_config(args.config, fail)
     for group in GROUPS:
         flagged = _split(getattr(args, group))
         if flagged:
             groups[group] = flagged
     if args.reranker is not None:
         reranker = args.reranker
-    routes: dict[str, str] = {}
-    for route in args.reranker_route if args.reranker_route is not None else _split(env_routes):
+    flagged_routes = args.reranker_route if args.reranker_route is not None else _split(env_routes)
+    if flagged_routes:
+        routes = {}  # flags (or the environment) replace the file's routes
+    for route in flagged_routes:
         model, sep, address = route.partition("=")
         if not sep:
             fail(f"--reranker-route {route!r}: expected MODEL=HOST:PORT")

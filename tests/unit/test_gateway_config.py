@@ -63,6 +63,7 @@ def test_fusion_models_come_from_repeated_flags_or_the_environment() -> None:
         ([], "retrievers: {sparse: [a:1]}\n", "unknown retriever group 'sparse'"),
         ([], "retrievers: [a:1]\n", "'retrievers' must map a group"),
         ([], "retrievers: {dense: [a:1]}\nextra: 1\n", r"unknown field\(s\) extra"),
+        ([], "retrievers: {dense: [a:1]}\nreranker_routes: [a:1]\n", "'reranker_routes' must map"),
         ([], "retrievers: {dense: [a:1\n", "not valid YAML"),
     ],
 )
@@ -146,3 +147,11 @@ def test_reranker_routes_come_from_flags_or_the_environment() -> None:
     assert (flagged.reranker, dict(flagged.reranker_routes)) == ("r:1", {"colbert-minilm": "c:2"})
     from_env = parse_settings(["--dense", "a:1"], {"SEARCH_GATEWAY_RERANKER_ROUTES": "a=x:3, b=y:4"})
     assert dict(from_env.reranker_routes) == {"a": "x:3", "b": "y:4"}
+
+
+def test_reranker_routes_from_the_config_file_give_way_to_flags(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("retrievers: {dense: [a:1]}\nreranker_routes: {colbert-minilm: c:2}\n")
+    assert dict(parse_settings(["--config", str(config)], {}).reranker_routes) == {"colbert-minilm": "c:2"}
+    flagged = parse_settings(["--config", str(config), "--reranker-route", "other=d:3"], {})
+    assert dict(flagged.reranker_routes) == {"other": "d:3"}
