@@ -18,7 +18,7 @@ Runs in the training environment `.venv-colbert` (PyLate pins older sentence-tra
 than the services use; `scripts/setup.sh --training` makes it):
 
     .venv-colbert/bin/python -m training.late_interaction.train --dataset ../shared/data/scifact \\
-        --out var/models/colbert-candidates --base var/models/bi-encoder-dev/<version> --epochs 1
+        --out var/models/colbert-candidates --base var/models/bi-encoder-dev/<version> --epochs 2
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ EXPORT_TOLERANCE = 1e-4
 @dataclass(frozen=True, slots=True)
 class HyperParameters:
     base: str
-    epochs: int = 1
+    epochs: int = 2
     batch_size: int = 16
     negatives: int = 3
     pseudo_queries: int = 300
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="BEIR folder with qrels/train.tsv")
     parser.add_argument("--out", type=Path, required=True, help="the artifact goes to OUT/<version>")
     parser.add_argument("--base", type=Path, default=None, help="body (default: packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--negatives", type=int, default=3)
     parser.add_argument("--pseudo-queries", type=int, default=300, help="title pseudo-queries per epoch")
