@@ -50,7 +50,17 @@ from gateway.merge import Fusion, reciprocal_rank_fusion, rerank_order
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import FIRST_STAGES, GROUPS_OF, FirstStage, Variant
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
-from search_common.artifacts import atomic_directory, new_version, sha256_file, write_manifest
+from model_runtimes.late_interaction import KIND as LATE_INTERACTION
+from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
+from model_runtimes.token_store import TokenStores
+from search_common.artifacts import (
+    ArtifactError,
+    atomic_directory,
+    new_version,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 from search_common.documents import Candidate
 from search_common.logging_setup import configure_logging
 from training.common.metrics import ndcg_at_10, ranking_to_run
@@ -239,6 +249,16 @@ def publish(
     return target
 
 
+def _reranker(artifact: Path, token_store: Path | None) -> CrossEncoderRuntime | LateInteractionRuntime:
+    """The served reranker's own runtime: a cross-encoder, or ColBERT over its token store."""
+    if read_manifest(artifact).get("kind") == LATE_INTERACTION:
+        stores = TokenStores.load(token_store) if token_store is not None else None
+        return LateInteractionRuntime(LateInteractionModel.load(artifact), token_stores=stores)
+    if token_store is not None:
+        raise ArtifactError(f"{artifact}: --token-store goes with a late-interaction artifact")
+    return CrossEncoderRuntime.load(artifact)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.fusion.fit_learned",
@@ -246,7 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--dataset", type=Path, required=True, help="BEIR dataset with qrels/train.tsv")
-    parser.add_argument("--reranker-artifact", type=Path, required=True, help="cross-encoder artifact")
+    parser.add_argument(
+        "--reranker-artifact", type=Path, required=True, help="cross-encoder or late-interaction artifact"
+    )
+    parser.add_argument(
+        "--token-store", type=Path, default=None, help="a late-interaction artifact's token store"
+    )
     parser.add_argument("--encoder", type=Path, default=None, help="bi-encoder artifact (default: packaged)")
     parser.add_argument("--first-stage", choices=FIRST_STAGES, default="hybrid")
     parser.add_argument("--retrieval-depth", type=int, default=100, help="candidates per retriever group")
@@ -278,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     evidence = asyncio.run(
         gather_evidence(SearchPipeline(retrievers), args.first_stage, queries, args.retrieval_depth)
     )
-    reranker = CrossEncoderRuntime.load(args.reranker_artifact)
+    reranker = _reranker(args.reranker_artifact, args.token_store)
     max_depth = max(args.depths)
     for qid, seen in evidence.items():
         head = seen.first_stage[:max_depth]
