@@ -79,7 +79,7 @@ def _reranked_stack(
     stack: StackFactory,
     shards: dict[str, list[Retriever]],
     indexes: dict[str, Path],
-    reranker: str,
+    reranker: str | None,
     tmp: Path,
     *,
     variants: str = VARIANTS,
@@ -294,8 +294,8 @@ async def test_rerankers_are_routed_by_the_model_each_variant_names(
     cross_encoder: Path,
     tmp_path: Path,
 ) -> None:
-    """A cross-encoder and a ColBERT reranker behind one gateway: each variant reaches its own model, and a
-    variant whose model no route serves is left out (INVALID_ARGUMENT when asked for by name)."""
+    """A cross-encoder (the default reranker) and a ColBERT reranker (routed) behind one gateway: each
+    variant reaches its own model."""
     async with (
         reranker_server(cross_encoder) as (ce_address, _),
         reranker_server(late_interaction_artifact("v1"), backend="late-interaction") as (li_address, _),
@@ -335,7 +335,7 @@ async def test_with_routes_only_a_variant_of_an_unrouted_model_is_refused(
             stack,
             shards,
             indexes,
-            None,  # type: ignore[arg-type]  # no default reranker: only the routed model
+            None,  # no default reranker: only the routed model
             tmp_path,
             variants=ROUTED_VARIANTS,
             reranker_routes={"colbert-untrained": li_address},
