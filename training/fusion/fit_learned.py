@@ -303,7 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     evidence = asyncio.run(
         gather_evidence(SearchPipeline(retrievers), args.first_stage, queries, args.retrieval_depth)
     )
-    reranker = _reranker(args.reranker_artifact, args.token_store)
+    try:
+        reranker = _reranker(args.reranker_artifact, args.token_store)
+    except ArtifactError as exc:
+        print(f"fit_learned: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     max_depth = max(args.depths)
     for qid, seen in evidence.items():
         head = seen.first_stage[:max_depth]
