@@ -88,7 +88,8 @@ class RedisScoreCache:
             return False
         return True
 
-    def _failed(self, operation: str, exc: BaseException) -> None:
+    async def _failed(self, operation: str, exc: BaseException) -> None:
+        """Counts and (rate-limited) logs a failure, opens a bypass window, and drops idle connections."""
         self._errors += 1
         now = time.monotonic()
         self._skip_until = now + self._retry_after
@@ -100,6 +101,7 @@ class RedisScoreCache:
                 type(exc).__name__,
                 self._errors,
             )
+        await self._drop_idle_connections()
 
     async def _drop_idle_connections(self) -> None:
         """After a failure, closes the pooled connections no call is using.
@@ -117,8 +119,7 @@ class RedisScoreCache:
         try:
             return bool(await self._client.ping())
         except (RedisError, OSError) as exc:
-            self._failed("ping", exc)
-            await self._drop_idle_connections()
+            await self._failed("ping", exc)
             return False
 
     async def get_many(self, keys: Sequence[str]) -> list[float | None]:
@@ -129,8 +130,7 @@ class RedisScoreCache:
         try:
             raw = await self._client.mget(list(keys))
         except (RedisError, OSError, TimeoutError) as exc:
-            self._failed("MGET", exc)
-            await self._drop_idle_connections()
+            await self._failed("MGET", exc)
             return [None] * len(keys)
         return [decode_score(value if isinstance(value, bytes) else None) for value in raw]
 
@@ -143,8 +143,7 @@ class RedisScoreCache:
                     pipe.set(key, encode_score(value), ex=self._ttl)
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
-            self._failed("SET pipeline", exc)
-            await self._drop_idle_connections()
+            await self._failed("SET pipeline", exc)
 
     async def close(self) -> None:
         await self._client.aclose()
