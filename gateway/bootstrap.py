@@ -17,7 +17,7 @@ from gateway.clients import GrpcReranker, GrpcRetriever
 from gateway.config import Settings
 from gateway.learned_fusion import LearnedFusion, load_learned_fusion
 from gateway.pipeline import SearchPipeline
-from gateway.reranker_routing import RoutedReranker
+from gateway.reranker_routing import RoutedReranker, served_models
 from gateway.servicer import RequestLimits
 from gateway.variant_reload import LiveVariants
 from gateway.variants import VariantTable, load_variants
@@ -74,8 +74,9 @@ def bootstrap(
     groups = {g for g, shards in (retrievers or settings.retrievers).items() if shards}
     routed = reranker is None and bool(settings.reranker_routes)
     has_reranker = reranker is not None or settings.reranker is not None or routed
-    # With routes and no default reranker, only the routed models can be served.
-    reranker_models = set(settings.reranker_routes) if routed and settings.reranker is None else None
+    reranker_models = (
+        served_models(settings.reranker_routes, settings.reranker is not None) if routed else None
+    )
     fusion_models = load_fusion_models(settings.fusion_models)
     fitted_for = {name: model.fit for name, model in fusion_models.items()}
     variants = load_variants(settings.variants, settings.variant_bounds).restricted_to(

@@ -14,6 +14,12 @@ from search_common.errors import NotFound
 from search_common.ports import Reranker
 
 
+def served_models(routed: Collection[str], has_default: bool) -> frozenset[str] | None:
+    """The reranker model names a deployment serves: only the routed ones without a default reranker, any
+    (None) with one."""
+    return None if has_default else frozenset(routed)
+
+
 def model_name(model: str) -> str:
     """The name part of a variant's reranker model ("name" or "name@version")."""
     return model.partition("@")[0]
@@ -38,7 +44,7 @@ class RoutedReranker:
     @property
     def models(self) -> Collection[str] | None:
         """The model names served, or None when the default reranker takes any model."""
-        return None if self._default is not None else frozenset(self._routes)
+        return served_models(self._routes, self._default is not None)
 
     async def rerank(
         self,
