@@ -37,8 +37,6 @@ def _embedded_reranker(
         # Imported here: the gateway itself never depends on the reranker's inference stack.
         from reranker_service.bootstrap import build_local_reranker
 
-        if backend == "late-interaction" and artifact is None:
-            raise ValueError("--reranker late-interaction needs --reranker-artifact (a ColBERT artifact)")
         return build_local_reranker(
             artifact or DEFAULT_RERANKER_ARTIFACTS, cache="none", backend=backend, token_store=token_store
         )
