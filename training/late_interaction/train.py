@@ -44,7 +44,7 @@ from search_common.artifacts import atomic_directory, new_version, sha256_tree, 
 from search_common.documents import Document
 from search_common.logging_setup import configure_logging
 from training.common.seeding import seed_everything
-from training.common.splits import split_train_dev
+from training.common.splits import dev_queries, split_train_dev
 from training.cross_encoder.data import (
     Group,
     document_text,
@@ -89,10 +89,14 @@ class HyperParameters:
 
 
 def training_groups(
-    hp: HyperParameters, data: BeirDataset, *, cache: Path, indexes: Path
+    hp: HyperParameters,
+    data: BeirDataset,
+    documents: Mapping[str, Document],
+    *,
+    cache: Path,
+    indexes: Path,
 ) -> tuple[list[Group], list[str]]:
     """Every epoch's groups (fresh negatives and pseudo-queries each epoch), and the dev query ids."""
-    documents = {d.doc_id: d for d in data.corpus()}
     queries = {q.query_id: q.text for q in data.queries().values()}
     train_qrels = data.qrels("train")
     train_ids, dev_ids = split_train_dev(train_qrels, dev_fraction=hp.dev_fraction)
@@ -214,23 +218,21 @@ def dev_figures(
     encoder: LateInteractionEncoder,
     hp: HyperParameters,
     data: BeirDataset,
-    dev_ids: Sequence[str],
+    documents: Mapping[str, Document],
     *,
     cache: Path,
     indexes: Path,
 ) -> dict[str, Any]:
     """Re-ranking nDCG@10 on dev: first stage, late interaction alone at each depth, and RRF-fused."""
-    documents = {d.doc_id: d for d in data.corpus()}
-    queries = {q.query_id: q.text for q in data.queries().values()}
-    train_qrels = data.qrels("train")
+    queries, dev_qrels = dev_queries(data, dev_fraction=hp.dev_fraction)
     candidates = first_stage_candidates(
         data.corpus_path, labelled_queries(data.root), cache_dir=cache, index_root=indexes / data.root.name
     )
     scores = score_candidates_with(
-        late_interaction_scorer(encoder), dev_ids, queries, candidates, documents, depth=hp.dev_depth
+        late_interaction_scorer(encoder), sorted(queries), queries, candidates, documents, depth=hp.dev_depth
     )
     depths = sorted({d for d in (10, 20, 30, 50, 100, hp.dev_depth) if d <= hp.dev_depth})
-    report = rerank_report(scores, candidates, {q: train_qrels[q] for q in dev_ids}, documents, depths=depths)
+    report = rerank_report(scores, candidates, dev_qrels, documents, depths=depths)
     depth, weight, fused = report.best_fused()
     return {"dev": report.as_dict(), "dev_best_fused": {"depth": depth, "weight": weight, "ndcg@10": fused}}
 
@@ -239,7 +241,7 @@ def train(dataset: Path, out: Path, hp: HyperParameters, *, cache: Path, indexes
     """Runs the recipe; returns the published artifact's directory."""
     data = BeirDataset(dataset)
     documents = {d.doc_id: d for d in data.corpus()}
-    groups, dev_ids = training_groups(hp, data, cache=cache, indexes=indexes)
+    groups, dev_ids = training_groups(hp, data, documents, cache=cache, indexes=indexes)
     logger.info("%d training groups over %d epochs, %d dev queries", len(groups), hp.epochs, len(dev_ids))
     version = new_version()
     started = time.perf_counter()
@@ -255,7 +257,7 @@ def train(dataset: Path, out: Path, hp: HyperParameters, *, cache: Path, indexes
             raise RuntimeError(f"the serving runtime differs from PyLate by {error:.2e} > {EXPORT_TOLERANCE}")
         encoder = LateInteractionEncoder.load(staging)
         eval_started = time.perf_counter()
-        figures = dev_figures(encoder, hp, data, dev_ids, cache=cache, indexes=indexes)
+        figures = dev_figures(encoder, hp, data, documents, cache=cache, indexes=indexes)
         report = figures["dev"]
         logger.info(
             "dev nDCG@10: first stage %.4f; late interaction alone %s; best fused %s",
