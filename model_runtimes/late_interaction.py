@@ -279,7 +279,7 @@ class LateInteractionRuntime:
     """A served ColBERT model: encodes the query, reads documents' vectors from token stores, runs MaxSim.
 
     A document missing from the stores (a text the index never saw, or an edited one) is encoded here, at
-    the cost of a document forward pass; `store_misses` counts them. The same scoring interface as
+    the cost of a document forward pass; `on_lookups` hears how many. The same scoring interface as
     `CrossEncoderRuntime`, so the reranker's in-process scorer runs either.
 
     Args:
@@ -320,9 +320,6 @@ class LateInteractionRuntime:
         self._stores = token_stores
         self._on_lookups = on_lookups
         self._device = device
-        self._counts_lock = threading.Lock()
-        self.store_hits = 0
-        self.store_misses = 0
 
     @property
     def name(self) -> str:
@@ -363,9 +360,6 @@ class LateInteractionRuntime:
             self._stores.get(text) if self._stores is not None else None for text in texts
         ]
         missing = [i for i, found in enumerate(documents) if found is None]
-        with self._counts_lock:
-            self.store_hits += len(texts) - len(missing)
-            self.store_misses += len(missing)
         if self._on_lookups is not None:
             self._on_lookups(len(texts) - len(missing), len(missing))
         for start in range(0, len(missing), batch_size):
