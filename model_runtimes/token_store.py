@@ -155,6 +155,27 @@ class TokenStores:
             raise ArtifactError(f"{directory}: neither a token store nor an index with token-store shards")
         return cls([TokenStore(s, verify=verify) for s in shards])
 
+    @classmethod
+    def for_model(cls, path: Path, model: Mapping[str, str]) -> TokenStores:
+        """The stores at `path` (a version), or the newest version under a root encoded by `model`.
+
+        A root may hold the stores of several models (a retrained one is built beside the one it replaces);
+        a reranker loading a model takes the version that model encoded, never a newer one of another.
+
+        Raises:
+            ArtifactError: no version there was encoded by `model`.
+        """
+        if _is_version(path):
+            return cls.load(path)
+        versions = sorted((p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                          reverse=True) if path.is_dir() else []  # fmt: skip
+        for version in versions:
+            if not _is_version(version):
+                continue
+            if cls.load(version, verify=False).model == dict(model):
+                return cls.load(version)
+        raise ArtifactError(f"{path}: no token store encoded by {dict(model)}; build one with this model")
+
     def __len__(self) -> int:
         return sum(len(s) for s in self.stores)
 
@@ -164,3 +185,8 @@ class TokenStores:
             if found is not None:
                 return found
         return None
+
+
+def _is_version(directory: Path) -> bool:
+    """Whether `directory` is one store or one index version of shard stores (not a root of versions)."""
+    return (directory / "manifest.json").is_file() or any(directory.glob("shard-*/manifest.json"))

@@ -39,8 +39,14 @@ from corpora.stdlib import ensure_stdlib_corpus
 from corpora.user_documents import CorpusError, build_user_corpus
 from evaluation.offline_stack import ensure_index
 from operations.client_cli import format_response
+from operations.demo_colbert import LateInteractionTraining, ensure_token_store
 from operations.demo_config import DemoSettings, parse_demo_settings
-from operations.demo_reranker import BackgroundTraining, describe_gate, warn_if_refused
+from operations.demo_reranker import (
+    BackgroundTraining,
+    CrossEncoderTraining,
+    describe_gate,
+    warn_if_refused,
+)
 from operations.launch import LocalServiceError
 from operations.processes import ServiceStack, ServiceStartError, wait_for_serving
 from search_common.artifacts import read_manifest
@@ -82,20 +88,50 @@ def _query_encoder_dir() -> Path:
 
 
 def _models_root(settings: DemoSettings) -> Path:
+    if settings.late_interaction:
+        return settings.var_dir / "models" / "colbert-zero-label"
     return settings.var_dir / "models" / "cross-encoder-default"
+
+
+def _token_root(settings: DemoSettings, corpus: Path) -> Path:
+    """Where the corpus's token stores go, one version per ColBERT model."""
+    return settings.var_dir / "indexes" / corpus.parent.name / "late-interaction"
 
 
 def _ready_reranker_artifact(settings: DemoSettings, corpus: Path) -> Path | None:
     """The artifact to serve now: the one named, or the cached default model; None when one must train."""
     if settings.reranker_artifact is not None:
         warn_if_refused(settings.reranker_artifact)
+        if settings.late_interaction:
+            print("storing the documents' token vectors for the named ColBERT model (once per model)...")
+            ensure_token_store(corpus, _token_root(settings, corpus), settings.reranker_artifact)
         return settings.reranker_artifact
-    from training.cross_encoder.default_model.build import cached_default_model
+    if settings.late_interaction:
+        from training.late_interaction.zero_label import ZeroLabelRecipe, cached_model
 
-    cached = cached_default_model(corpus, _models_root(settings))
+        cached = cached_model(corpus, _models_root(settings), ZeroLabelRecipe())
+        if cached is None or not (_token_root(settings, corpus) / cached.name).is_dir():
+            return None  # the background work finds the cached model and stores its tokens
+    else:
+        from training.cross_encoder.default_model.build import cached_default_model
+
+        cached = cached_default_model(corpus, _models_root(settings))
     if cached is not None:
-        print(f"cross-encoder: {cached.name}, {describe_gate(read_manifest(cached))}")
+        print(f"reranker: {cached.name}, {describe_gate(read_manifest(cached))}")
     return cached
+
+
+def _background_training(settings: DemoSettings, corpus: Path, run_dir: Path) -> BackgroundTraining:
+    serving_root = run_dir / "reranker-models"
+    if settings.late_interaction:
+        return LateInteractionTraining(
+            corpus,
+            _models_root(settings),
+            serving_root,
+            token_root=_token_root(settings, corpus),
+            log_path=run_dir / "colbert-training.log",
+        )
+    return CrossEncoderTraining(corpus, _models_root(settings), serving_root)
 
 
 def _train_now(settings: DemoSettings, corpus: Path) -> Path:
@@ -125,14 +161,18 @@ def _start_reranker(
     artifact: Path | None,
     training: BackgroundTraining | None,
     resources: contextlib.ExitStack,
+    token_root: Path,
 ) -> str:
     # Imported here: only the triton and redis options need them.
     from operations.redis_server import RedisServer
     from operations.triton_repository import assemble_model_repository
     from operations.tritonserver import TritonServer
 
-    argv = [sys.executable, "-m", "reranker_service"]
-    argv += ["--backend", settings.reranker, "--cache", settings.cache]
+    argv = [sys.executable, "-m", "reranker_service", "--cache", settings.cache]
+    if settings.late_interaction:
+        argv += ["--backend", "late-interaction", "--token-store", str(token_root)]
+    else:
+        argv += ["--backend", settings.reranker]
     if settings.reranker == "triton":
         assert artifact is not None  # main trains first for Triton
         repository = assemble_model_repository(
@@ -256,14 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("training the default cross-encoder first (Triton serves only models that exist)...")
             artifact = _train_now(settings, corpus)
         elif artifact is None:
-            training = BackgroundTraining(corpus, _models_root(settings), run_dir / "reranker-models")
+            training = _background_training(settings, corpus, run_dir)
             training.start()
-            print("no cached cross-encoder: training one in the background; first-stage answers meanwhile")
+            print(f"no cached {training.what}: training one in the background; first-stage answers meanwhile")
     print(f"ready in {time.monotonic() - started:.1f}s; starting the stack:")
     try:
         with contextlib.ExitStack() as resources, ServiceStack(run_dir) as stack:
             reranker_address = (
-                _start_reranker(stack, settings, artifact, training, resources)
+                _start_reranker(stack, settings, artifact, training, resources, _token_root(settings, corpus))
                 if settings.reranker != "none"
                 else None
             )
@@ -283,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; stack stopped", file=sys.stderr)
         return 130
+    finally:
+        if training is not None:
+            training.close()
     print(f"logs: {run_dir}")
     return 0
 

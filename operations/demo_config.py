@@ -15,7 +15,8 @@ DEMO_QUERIES = (
     "format a date as ISO 8601",
 )
 # Reranking depth is what a CPU can afford per query at interactive latency; see gateway/variants.yaml.
-DEMO_RERANKED_VARIANT = "hybrid30+ce"
+DEMO_RERANKED_VARIANT = "hybrid30+colbert"
+CROSS_ENCODER_VARIANT = "hybrid30+ce"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,7 @@ class DemoSettings:
     queries: tuple[str, ...] = DEMO_QUERIES
     top_k: int = 5
     variant: str = DEMO_RERANKED_VARIANT
-    reranker: str = "auto"
+    reranker: str = "colbert"
     cache: str = "lru"
     reranker_artifact: Path | None = None
     dense_shards: int = 2
@@ -37,6 +38,17 @@ class DemoSettings:
     request_timeout_seconds: float = 10.0
     retriever_threads: int = 1
     log_level: str = "WARNING"
+
+    @property
+    def late_interaction(self) -> bool:
+        """Whether the second stage is ColBERT (else a cross-encoder, or none)."""
+        return self.reranker == "colbert"
+
+
+def _default_variant(reranker: str) -> str:
+    if reranker == "none":
+        return "hybrid"
+    return DEMO_RERANKED_VARIANT if reranker == "colbert" else CROSS_ENCODER_VARIANT
 
 
 def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
@@ -56,14 +68,18 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
     parser.add_argument("--query", action="append", default=None, help="query to run (repeatable)")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument(
-        "--variant", default=None, help=f"default: {DEMO_RERANKED_VARIANT}, or hybrid with --reranker none"
+        "--variant",
+        default=None,
+        help=f"default: {DEMO_RERANKED_VARIANT}; {CROSS_ENCODER_VARIANT} with a cross-encoder; hybrid with "
+        "--reranker none",
     )
     parser.add_argument(
         "--reranker",
-        default="auto",
-        choices=["none", "auto", "onnx", "torch", "triton"],
-        help="in process: onnx (ONNX Runtime), torch (bfloat16 torch program), auto (torch on CPUs with "
-        "AMX-BF16, else onnx; the default); triton: a local tritonserver; none: first stage only",
+        default="colbert",
+        choices=["colbert", "none", "auto", "onnx", "torch", "triton"],
+        help="colbert (the default): late interaction over token vectors stored at index time; a "
+        "cross-encoder in process: onnx (ONNX Runtime), torch (bfloat16 torch program), auto (torch on CPUs "
+        "with AMX-BF16, else onnx); triton: a cross-encoder on a local tritonserver; none: first stage only",
     )
     parser.add_argument(
         "--cache", default="lru", choices=["lru", "redis", "none"], help="the reranker's score cache"
@@ -72,7 +88,8 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
         "--reranker-artifact",
         type=Path,
         default=None,
-        help="cross-encoder artifact (default: trained on the stdlib corpus on first use, then cached)",
+        help="reranker artifact, ColBERT or cross-encoder as --reranker says (default: trained on the corpus "
+        "on first use, then cached)",
     )
     parser.add_argument("--dense-shards", type=int, default=2)
     parser.add_argument("--keep-running", action="store_true", help="keep the stack up until Ctrl-C")
@@ -103,7 +120,7 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
         corpus=args.corpus,
         queries=queries,
         top_k=args.top_k,
-        variant=args.variant or (DEMO_RERANKED_VARIANT if args.reranker != "none" else "hybrid"),
+        variant=args.variant or _default_variant(args.reranker),
         reranker=args.reranker,
         cache=args.cache,
         reranker_artifact=args.reranker_artifact,

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from reranker_service.server import STATUS_FILE
 from search_common.artifacts import read_manifest
@@ -63,54 +63,53 @@ def warn_if_refused(artifact: Path) -> None:
         )
 
 
+class ModelRefused(Exception):
+    """The trained model did not beat its first stage on held-out queries, so it is not served."""
+
+
 @dataclass
 class BackgroundTraining:
-    """Trains the default model for `corpus` on a thread and publishes it into `serving_root`."""
+    """Produces the demo's reranker model on a thread (`_produce`) and publishes it into `serving_root`."""
 
     corpus: Path
     models_root: Path
     serving_root: Path
-    budget: Budget = DEFAULT_BUDGET
-    recipe: Recipe = DEFAULT_RECIPE
-    # False only in tests of the mechanics, whose tiny models need not beat anything.
-    require_gain: bool = True
     started: float = field(default_factory=time.monotonic)
     artifact: Path | None = None
     error: str | None = None
     _done: threading.Event = field(default_factory=threading.Event)
     _last_print: float = 0.0
 
+    what: ClassVar[str] = "reranker"
+
     def start(self) -> None:
         self.serving_root.mkdir(parents=True, exist_ok=True)
-        self._status("training the default cross-encoder on this corpus: preparing pseudo-queries")
+        self._status(f"training the {self.what} on this corpus: preparing pseudo-queries")
         threading.Thread(target=self._run, name="default-model-training", daemon=True).start()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Whether training has ended (published, refused or failed) within `timeout`."""
         return self._done.wait(timeout)
 
-    def _run(self) -> None:
-        from training.cross_encoder.default_model.build import ensure_default_model
+    def close(self) -> None:
+        """Stops work still running when the demo exits (a thread of this process needs nothing)."""
 
+    def _produce(self) -> Path:
+        """Trains (or finds cached) and returns the published artifact; raises ModelRefused."""
+        raise NotImplementedError
+
+    def _run(self) -> None:
         try:
-            artifact = ensure_default_model(
-                self.corpus,
-                self.models_root,
-                budget=self.budget,
-                recipe=self.recipe,
-                require_gain=self.require_gain,
-                progress=False,
-                on_step=self._on_step,
-            )
-        except DefaultModelError as exc:
+            artifact = self._produce()
+        except ModelRefused as exc:
             self.error = f"refused by its publish gate: {exc}"
-            self._status(f"no reranker: the default cross-encoder was {self.error}")
-            print(f"\nWARNING: the default cross-encoder was {self.error}; answers stay first-stage")
+            self._status(f"no reranker: the {self.what} was {self.error}")
+            print(f"\nWARNING: the {self.what} was {self.error}; answers stay first-stage")
         except Exception as exc:  # a failed training must not take the first-stage stack down
-            logger.exception("default cross-encoder training failed")
+            logger.exception("%s training failed", self.what)
             self.error = f"training failed: {type(exc).__name__}: {exc}"
             self._status(f"no reranker: {self.error}")
-            print(f"\nWARNING: the default cross-encoder's {self.error}; answers stay first-stage")
+            print(f"\nWARNING: the {self.what}'s {self.error}; answers stay first-stage")
         else:
             self.artifact = artifact
             manifest = read_manifest(artifact)
@@ -124,8 +123,8 @@ class BackgroundTraining:
 
     def _on_step(self, done: int, total: int) -> None:
         elapsed = time.monotonic() - self.started
-        left = elapsed / done * (total - done)
-        line = f"training the default cross-encoder: step {done}/{total}, about {left / 60:.0f} min left"
+        left = elapsed / max(done, 1) * (total - done)
+        line = f"training the {self.what}: step {done}/{total}, about {left / 60:.0f} min left"
         self._status(line)
         if time.monotonic() - self._last_print >= PROGRESS_EVERY_SECONDS or done == total:
             self._last_print = time.monotonic()
@@ -135,3 +134,31 @@ class BackgroundTraining:
         scratch = self.serving_root / f".{STATUS_FILE}.tmp"
         scratch.write_text(text + "\n", encoding="utf-8")
         scratch.replace(self.serving_root / STATUS_FILE)
+
+
+@dataclass
+class CrossEncoderTraining(BackgroundTraining):
+    """The zero-label cross-encoder (`training.cross_encoder.default_model`), trained in this process."""
+
+    budget: Budget = DEFAULT_BUDGET
+    recipe: Recipe = DEFAULT_RECIPE
+    # False only in tests of the mechanics, whose tiny models need not beat anything.
+    require_gain: bool = True
+
+    what: ClassVar[str] = "default cross-encoder"
+
+    def _produce(self) -> Path:
+        from training.cross_encoder.default_model.build import ensure_default_model
+
+        try:
+            return ensure_default_model(
+                self.corpus,
+                self.models_root,
+                budget=self.budget,
+                recipe=self.recipe,
+                require_gain=self.require_gain,
+                progress=False,
+                on_step=self._on_step,
+            )
+        except DefaultModelError as exc:
+            raise ModelRefused(str(exc)) from exc

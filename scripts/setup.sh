@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
-# Sets up everything on a fresh Debian machine: system packages, the services' virtual environment (.venv)
-# and Triton's own (.venv-triton, as it would be its own container). Safe to run again: it only adds what
-# is missing. With --training it also makes .venv-colbert, the late-interaction training environment
-# (PyLate; see training/late_interaction/requirements.txt), which neither the services nor the tests need.
+# Sets up everything on a fresh Debian machine: system packages, the services' virtual environment (.venv),
+# Triton's own (.venv-triton, as it would be its own container) and the late-interaction training
+# environment (.venv-colbert: PyLate, which pins older sentence-transformers than the services; the demo
+# trains its ColBERT reranker there). Safe to run again: it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-training=0
-for arg in "$@"; do
-  case "$arg" in
-    --training) training=1 ;;
-    *) echo "usage: $0 [--training]" >&2; exit 2 ;;
-  esac
-done
+if [ "$#" -gt 0 ]; then
+  echo "usage: $0 (no arguments)" >&2
+  exit 2
+fi
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
@@ -79,16 +76,14 @@ with_progress "triton" .venv-triton/bin/python -m pip install "${pip_quiet[@]}" 
 # The model's python code imports search_common's runtime; nothing else of the project.
 .venv-triton/bin/python -m pip install "${pip_quiet[@]}" --no-deps -e .
 
-if [ "$training" -eq 1 ]; then
-  if [ ! -x .venv-colbert/bin/python ]; then
-    log "creating .venv-colbert (late-interaction training: PyLate)"
-    "$PYTHON" -m venv .venv-colbert
-  fi
-  log "installing the late-interaction training environment into .venv-colbert"
-  with_progress "colbert" .venv-colbert/bin/python -m pip install "${pip_quiet[@]}" \
-    -r training/late_interaction/requirements.txt
-  .venv-colbert/bin/python -m pip install "${pip_quiet[@]}" --no-deps pylate==1.6.0
-  .venv-colbert/bin/python -m pip install "${pip_quiet[@]}" --no-deps -e .
+if [ ! -x .venv-colbert/bin/python ]; then
+  log "creating .venv-colbert (late-interaction training: PyLate)"
+  "$PYTHON" -m venv .venv-colbert
 fi
+log "installing the late-interaction training environment into .venv-colbert"
+with_progress "colbert" .venv-colbert/bin/python -m pip install "${pip_quiet[@]}" \
+  -r training/late_interaction/requirements.txt
+.venv-colbert/bin/python -m pip install "${pip_quiet[@]}" --no-deps pylate==1.6.0
+.venv-colbert/bin/python -m pip install "${pip_quiet[@]}" --no-deps -e .
 
 log "setup complete"

@@ -192,8 +192,9 @@ def load_late_interaction(
     from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
     from model_runtimes.token_store import TokenStores
 
-    stores = TokenStores.load(resolve_artifact(token_store)) if token_store is not None else None
     model = LateInteractionModel.load(artifact, device=device)
+    # A root of store versions gives the one this model encoded (a hot-swapped model brings its own).
+    stores = TokenStores.for_model(token_store, model.identity) if token_store is not None else None
     runtime = LateInteractionRuntime(
         model, token_stores=stores, device=device, intra_op_threads=intra_op_threads, on_lookups=on_lookups
     )

@@ -90,6 +90,26 @@ def test_shard_stores_are_one_lookup_and_must_share_a_model(tmp_path: Path) -> N
         TokenStores.load(tmp_path / "nothing-here")
 
 
+def test_a_root_of_versions_gives_the_one_the_served_model_encoded(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    older, newer = MODEL, {**MODEL, "version": "v2"}
+    for version, model in (("v20260101T000000Z", older), ("v20260102T000000Z", newer)):
+        write_token_store(
+            tmp_path / "root" / version / "shard-0",
+            [version],
+            [_vectors(rng, 2)],
+            model=model,
+            document_length=8,
+        )
+    # The older model is served after a newer one's store was built: it gets its own, not the newest.
+    assert TokenStores.for_model(tmp_path / "root", older).get("v20260101T000000Z") is not None
+    assert TokenStores.for_model(tmp_path / "root", newer).get("v20260102T000000Z") is not None
+    version = tmp_path / "root" / "v20260102T000000Z"
+    assert TokenStores.for_model(version, newer).model == newer  # a version is taken as given
+    with pytest.raises(ArtifactError, match="no token store encoded by"):
+        TokenStores.for_model(tmp_path / "root", {**MODEL, "version": "v3"})
+
+
 def test_maxsim_sums_each_query_tokens_best_match() -> None:
     query = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     near = np.array([[0.9, 0.1], [0.2, 0.8], [0.0, 0.5]], dtype=np.float16)

@@ -15,7 +15,7 @@ After training it
    only when it beats the first stage on dev, alone or fused (else it is kept as `.rejected-<version>`).
 
 Runs in the training environment `.venv-colbert` (PyLate pins older sentence-transformers and transformers
-than the services use; `scripts/setup.sh --training` makes it):
+than the services use; `scripts/setup.sh` makes it):
 
     .venv-colbert/bin/python -m training.late_interaction.train --dataset ../shared/data/scifact \\
         --out var/models/colbert-candidates --base var/models/bi-encoder-dev/<version> --epochs 2
@@ -43,11 +43,9 @@ from model_runtimes.late_interaction import LateInteractionEncoder, maxsim
 from search_common.artifacts import atomic_directory, new_version, sha256_tree, write_manifest
 from search_common.documents import Document
 from search_common.logging_setup import configure_logging
-from training.common.seeding import seed_everything
 from training.common.splits import dev_queries, split_train_dev
 from training.cross_encoder.data import (
     Group,
-    document_text,
     groups_sha256,
     labelled_groups,
     pseudo_groups,
@@ -61,6 +59,7 @@ from training.cross_encoder.mine import (
     labelled_queries,
 )
 from training.cross_encoder.mine import pseudo_queries as all_pseudo_queries
+from training.late_interaction.fit import FitParameters, fit
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +85,13 @@ class HyperParameters:
     dev_depth: int = 50
     dev_fraction: float = 0.2
     seed: int = 13
+
+    def fit_parameters(self) -> FitParameters:
+        return FitParameters(
+            base=self.base, batch_size=self.batch_size, negatives=self.negatives, lr=self.lr,
+            warmup=self.warmup, dim=self.dim, query_length=self.query_length,
+            document_length=self.document_length, temperature=self.temperature, seed=self.seed,
+        )  # fmt: skip
 
 
 def training_groups(
@@ -127,58 +133,6 @@ def training_groups(
         rng.shuffle(epoch)
         groups += epoch
     return groups, dev_ids
-
-
-def _as_dataset(groups: Sequence[Group], documents: Mapping[str, Document], negatives: int) -> Any:
-    from datasets import Dataset
-
-    columns: dict[str, list[str]] = {"query": [], "positive": []}
-    for i in range(negatives):
-        columns[f"negative_{i}"] = []
-    for group in groups:
-        columns["query"].append(group.query)
-        columns["positive"].append(document_text(documents[group.positive], title_free=group.title_free))
-        for i, negative in enumerate(group.negatives):
-            columns[f"negative_{i}"].append(document_text(documents[negative], title_free=group.title_free))
-    return Dataset.from_dict(columns)
-
-
-def _fit(hp: HyperParameters, groups: Sequence[Group], documents: Mapping[str, Document], work: Path) -> Any:
-    """PyLate's contrastive training; returns the trained `pylate.models.ColBERT`."""
-    from pylate import losses, models, utils
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-
-    seed_everything(hp.seed)
-    model = models.ColBERT(
-        model_name_or_path=hp.base,
-        embedding_size=hp.dim,
-        query_length=hp.query_length,
-        document_length=hp.document_length,
-        device="cuda" if torch.cuda.is_available() else "cpu",
-    )
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(work),
-        num_train_epochs=1,  # the epochs are already unrolled in `groups`, each with fresh negatives
-        per_device_train_batch_size=hp.batch_size,
-        learning_rate=hp.lr,
-        warmup_ratio=hp.warmup,
-        seed=hp.seed,
-        data_seed=hp.seed,
-        bf16=torch.cuda.is_available(),
-        logging_steps=10,
-        save_strategy="no",
-        report_to="none",
-        dataloader_drop_last=False,
-    )
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=args,
-        train_dataset=_as_dataset(groups, documents, hp.negatives),
-        loss=losses.Contrastive(model=model, temperature=hp.temperature),
-        data_collator=utils.ColBERTCollator(model.tokenize),
-    )
-    trainer.train()
-    return model
 
 
 def check_runtime(model: Any, directory: Path, texts: Sequence[str]) -> float:
@@ -247,7 +201,7 @@ def train(dataset: Path, out: Path, hp: HyperParameters, *, cache: Path, indexes
     started = time.perf_counter()
     cpu_started = time.process_time()
     with atomic_directory(out / version) as staging:
-        model = _fit(hp, groups, documents, staging / ".trainer")
+        model = fit(hp.fit_parameters(), groups, documents, staging / ".trainer")
         train_minutes = (time.perf_counter() - started) / 60
         model.save(str(staging))
         shutil.rmtree(staging / ".trainer")  # the trainer's scratch, not part of the artifact

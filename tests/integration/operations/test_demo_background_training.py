@@ -10,7 +10,7 @@ import grpc
 import pytest
 from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
 
-from operations.demo_reranker import BackgroundTraining, describe_gate
+from operations.demo_reranker import CrossEncoderTraining, describe_gate
 from operations.processes import ServiceStack, wait_for_serving
 from search_common.artifacts import read_manifest
 from tests.tiny_stdlib import TINY_BUDGET, TINY_RECIPE, write_tiny_corpus
@@ -27,7 +27,7 @@ def tiny_corpus(tmp_path: Path) -> Path:
 def test_the_reranker_answers_while_its_model_trains_then_serves_it(
     tiny_corpus: Path, tmp_path: Path
 ) -> None:
-    training = BackgroundTraining(
+    training = CrossEncoderTraining(
         tiny_corpus,
         tmp_path / "models",
         tmp_path / "serving",

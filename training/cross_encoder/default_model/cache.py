@@ -8,7 +8,7 @@ import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,13 +42,19 @@ def base_model_sha256(base_path: Path | None = None) -> str:
 
 def cache_key(corpus_sha: str, budget: Budget, recipe: Recipe, base_sha: str) -> str:
     """The identity of a trained default model: same inputs, same key; any change, a new model."""
-    payload = {
-        "recipe_version": RECIPE_VERSION,
-        "corpus_sha256": corpus_sha,
-        "budget": asdict(budget),
-        "recipe": asdict(recipe),
-        "base_model_sha256": base_sha,
-    }
+    return digest_key(
+        {
+            "recipe_version": RECIPE_VERSION,
+            "corpus_sha256": corpus_sha,
+            "budget": asdict(budget),
+            "recipe": asdict(recipe),
+            "base_model_sha256": base_sha,
+        }
+    )
+
+
+def digest_key(payload: Mapping[str, object]) -> str:
+    """The checksum of everything that makes a trained model what it is (JSON, keys sorted)."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

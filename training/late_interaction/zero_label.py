@@ -1,0 +1,335 @@
+"""Zero-label ColBERT for a corpus without judgments: the default model's pseudo-queries, trained with PyLate.
+
+The queries, the masked corpus, the BM25 negatives and the held-out gate are the zero-label cross-encoder's
+(`training.cross_encoder.default_model`): each document's first sentence queries the document shown without
+it, a dotted id's words query its document shown without its title, and a seeded set of documents is held out
+(never trained on, never a negative) to measure BM25 alone against BM25 re-ranked by the trained model. Only
+the model differs: PyLate's ColBERT from the packaged all-MiniLM-L6-v2, contrastive over one positive, BM25
+hard negatives and the rest of the batch. It is published only when, re-ranking alone, it beats BM25 on the
+held-out queries; otherwise it is kept as `.rejected-<version>-<key>` and the command exits 1.
+
+Models are cached under `<out>/<version>-<key>/`, the key being the checksums of the corpus and the base model
+and the recipe: the same inputs return the cached model (or its refusal) at once, and a second process waits
+for the first one's training. The demo runs this in the background and serves the model once it is published.
+
+Runs in the training environment `.venv-colbert` (see `training/late_interaction/requirements.txt`):
+
+    .venv-colbert/bin/python -m training.late_interaction.zero_label --corpus var/corpus/stdlib \\
+        --out var/models/colbert-zero-label
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from model_runtimes.bi_encoder import default_model_dir
+from model_runtimes.late_interaction import LateInteractionEncoder, maxsim
+from search_common.artifacts import (
+    atomic_directory,
+    new_version,
+    read_manifest,
+    sha256_file,
+    sha256_tree,
+    write_manifest,
+)
+from search_common.logging_setup import configure_logging
+from training.cross_encoder.data import groups_sha256
+from training.cross_encoder.default_model.cache import base_model_sha256, digest_key, exclusive, find_cached
+from training.cross_encoder.default_model.gate import QueryScorer, evaluate_scorer
+from training.cross_encoder.default_model.mining import make_groups, rank_bm25
+from training.cross_encoder.default_model.pseudo_queries import prepare_queries
+from training.cross_encoder.default_model.recipe import Budget, Recipe, StepCallback, corpus_file
+from training.late_interaction.fit import FitParameters, fit
+from training.late_interaction.train import EXPORT_TOLERANCE, GateRefused, check_runtime
+
+logger = logging.getLogger(__name__)
+
+# The supervised recipe's name too: variants name the model family, and either recipe's model serves them.
+MODEL_NAME = "colbert-minilm"
+RECIPE_VERSION = 1
+# The command's exit status when the gate refuses the model (1 is any uncaught error, 2 a usage error).
+REFUSED_EXIT_CODE = 3
+DEFAULT_OUT_ROOT = Path("var/models/colbert-zero-label")
+
+
+@dataclass(frozen=True)
+class ZeroLabelRecipe:
+    """The bounded first-run work and the model's shape.
+
+    Args:
+        fit: the model and optimiser (`training.late_interaction.fit`).
+        max_groups: training groups (one pseudo-query, its positive, `fit.negatives` BM25 negatives).
+        held_out: documents whose first-sentence queries are held out for the gate.
+        eval_depth: BM25 candidates re-ranked per held-out query.
+    """
+
+    fit: FitParameters = field(default_factory=lambda: FitParameters(base=str(default_model_dir())))
+    max_groups: int = 1000
+    held_out: int = 300
+    eval_depth: int = 20
+    skip_top: int = 3
+    neg_depth: int = 30
+    name_share: float = 0.25
+
+    @classmethod
+    def from_json(cls, text: str) -> ZeroLabelRecipe:
+        """The recipe `json.dumps(asdict(recipe))` wrote (what the demo hands its child process)."""
+        fields = json.loads(text)
+        return cls(**{**fields, "fit": FitParameters(**fields["fit"])})
+
+    def budget(self) -> Budget:
+        return Budget(max_groups=self.max_groups, held_out=self.held_out, eval_depth=self.eval_depth)
+
+    def query_recipe(self) -> Recipe:
+        """The default model's query and negative choices, sized for ColBERT's query length."""
+        return Recipe(
+            negatives=self.fit.negatives, max_length=2 * self.fit.query_length, skip_top=self.skip_top,
+            neg_depth=self.neg_depth, name_share=self.name_share, seed=self.fit.seed,
+        )  # fmt: skip
+
+
+def query_scorer(encoder: LateInteractionEncoder) -> QueryScorer:
+    def score(query: str, texts: list[str]) -> npt.NDArray[np.float32]:
+        (vectors,) = encoder.encode_queries([query])
+        return maxsim(vectors, encoder.encode_documents(texts))
+
+    return score
+
+
+def recipe_key(corpus: Path, recipe: ZeroLabelRecipe) -> str:
+    """The identity of a trained model: same corpus, base model and recipe, same key."""
+    hyperparameters = asdict(recipe)
+    base = Path(hyperparameters["fit"].pop("base"))  # its checksum counts, not where it is installed
+    return digest_key(
+        {
+            "recipe": "colbert-zero-label",
+            "recipe_version": RECIPE_VERSION,
+            "corpus_sha256": sha256_file(corpus_file(corpus)),
+            "hyperparameters": hyperparameters,
+            "base_model_sha256": base_model_sha256(base),
+        }
+    )
+
+
+def cached_model(
+    corpus: Path, out_root: Path, recipe: ZeroLabelRecipe, *, require_gain: bool = True
+) -> Path | None:
+    """The published model for these inputs when one exists (and, with require_gain, beat BM25 on held-out
+    queries); never trains."""
+    if not corpus_file(corpus).is_file():
+        return None
+    cached = find_cached(out_root, recipe_key(corpus, recipe))
+    if cached is None or (require_gain and not read_manifest(cached)["eval"]["beats_first_stage"]):
+        return None
+    return cached
+
+
+def ensure_model(
+    corpus: Path,
+    out_root: Path,
+    recipe: ZeroLabelRecipe,
+    *,
+    require_gain: bool = True,
+    progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> Path:
+    """The published model for `corpus`, trained on first use. Without require_gain (tests of the
+    mechanics) a model that loses to BM25 is published too, its manifest saying so.
+
+    Raises:
+        GateRefused: this recipe's model did not beat BM25 on held-out pseudo-queries (now or before).
+        ValueError: the corpus has too few usable pseudo-queries.
+    """
+    key = recipe_key(corpus, recipe)
+    with exclusive(out_root / f".lock-{key[:12]}"):
+        cached = find_cached(out_root, key)
+        if cached is not None and (read_manifest(cached)["eval"]["beats_first_stage"] or not require_gain):
+            logger.info("zero-label ColBERT: cached %s", cached)
+            return cached
+        lost = [*sorted(out_root.glob(f".rejected-*-{key[:12]}")), *([cached] if cached else [])]
+        if require_gain and lost:
+            raise GateRefused(f"{lost[0]}: this recipe's model did not beat its first stage")
+        return train(
+            corpus, out_root, recipe, key=key, require_gain=require_gain, progress=progress, on_step=on_step
+        )
+
+
+def train(
+    corpus: Path,
+    out_root: Path,
+    recipe: ZeroLabelRecipe,
+    *,
+    key: str,
+    require_gain: bool = True,
+    progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> Path:
+    """Trains, checks and gates one model; returns the published artifact's directory."""
+    path = corpus_file(corpus)
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    pseudo, (train_queries, held, held_docs) = prepare_queries(path, recipe.budget(), recipe.query_recipe())
+    if not train_queries or not held:
+        raise ValueError(f"{path}: too few usable pseudo-queries to train and evaluate")
+    logger.info(
+        "%d documents, %d pseudo-queries: %d for training, %d held out",
+        len(pseudo.documents), len(pseudo.queries), len(train_queries), len(held),
+    )  # fmt: skip
+    name = f"{new_version()}-{key[:12]}"
+    with atomic_directory(out_root / name) as staging:
+        depth = max(recipe.neg_depth, recipe.eval_depth) + 10
+        ranked = rank_bm25(pseudo.documents, [*train_queries, *held], staging / ".mining", depth=depth,
+                           progress=progress)  # fmt: skip
+        groups = make_groups(train_queries, ranked, recipe=recipe.query_recipe(), exclude_docs=held_docs)
+        mined = time.perf_counter()
+        model = fit(recipe.fit, groups, pseudo.documents, staging / ".trainer", on_step=on_step)
+        trained = time.perf_counter()
+        model.save(str(staging))
+        for scratch in (".trainer", ".mining"):
+            shutil.rmtree(staging / scratch)
+        probe = [pseudo.documents[g.positive].model_text() for g in groups[:8]]
+        probe += [g.query for g in groups[:8]]
+        error = check_runtime(model, staging, probe)
+        if error > EXPORT_TOLERANCE:
+            raise RuntimeError(f"the serving runtime differs from PyLate by {error:.2e} > {EXPORT_TOLERANCE}")
+        evaluation = evaluate_scorer(
+            query_scorer(LateInteractionEncoder.load(staging)), held, ranked, pseudo.documents,
+            depth=recipe.eval_depth, progress=progress, backend="late-interaction (torch)",
+        )  # fmt: skip
+        evaluation["beats_first_stage"] = evaluation["reranked_ndcg@10"] > evaluation["first_stage_ndcg@10"]
+        write_manifest(
+            staging,
+            {
+                "name": MODEL_NAME,
+                "version": name,
+                "kind": "late-interaction",
+                "recipe": "zero-label",
+                "recipe_version": RECIPE_VERSION,
+                "cache_key": key,
+                "corpus": str(path),
+                "corpus_sha256": sha256_file(path),
+                "hyperparameters": asdict(recipe),
+                "query_length": recipe.fit.query_length,
+                "document_length": recipe.fit.document_length,
+                "training": {
+                    "source": "corpus pseudo-queries (first sentence / qualified name), BM25 negatives",
+                    "groups": len(groups),
+                    "sentence_groups": sum(1 for g in groups if not g.title_free),
+                    "name_groups": sum(1 for g in groups if g.title_free),
+                },
+                "training_data_sha256": groups_sha256(groups),
+                "runtime_max_abs_error": error,
+                "eval": evaluation,
+                "timings_seconds": {
+                    "mining": mined - started,
+                    "training": trained - mined,
+                    "evaluation": time.perf_counter() - trained,
+                    "total": time.perf_counter() - started,
+                },
+                "train_cpu_minutes": (time.process_time() - cpu_started) / 60,
+                "weights_sha256": sha256_tree(staging),
+            },
+        )
+    logger.info(
+        "held-out nDCG@10 (%d queries): BM25 %.4f, re-ranked %.4f",
+        evaluation["queries"], evaluation["first_stage_ndcg@10"], evaluation["reranked_ndcg@10"],
+    )  # fmt: skip
+    if require_gain and not evaluation["beats_first_stage"]:
+        kept = out_root / f".rejected-{name}"
+        (out_root / name).rename(kept)
+        raise GateRefused(f"{kept}: does not beat BM25 on held-out pseudo-queries: {_summary(evaluation)}")
+    return out_root / name
+
+
+def recipe_arguments(recipe: ZeroLabelRecipe, *, require_gain: bool = True) -> list[str]:
+    """The command-line flags that make `main` train exactly `recipe` (the demo's child process gets them)."""
+    return ["--recipe", json.dumps(asdict(recipe)), *([] if require_gain else ["--allow-no-gain"])]
+
+
+def _progress_writer(path: Path | None) -> StepCallback | None:
+    """Writes the training's step to `path` atomically (a waiting demo reads it), or None."""
+    if path is None:
+        return None
+    target = path
+
+    def write(done: int, total: int) -> None:
+        scratch = target.with_name(f".{target.name}.tmp")
+        scratch.write_text(f"step {done}/{total}\n", encoding="utf-8")
+        scratch.replace(target)
+
+    return write
+
+
+def _summary(evaluation: dict[str, Any]) -> str:
+    return f"{evaluation['reranked_ndcg@10']:.4f} <= {evaluation['first_stage_ndcg@10']:.4f}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--corpus", type=Path, required=True, help="corpus folder (corpus.jsonl) or file")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT_ROOT, help="models go to OUT/<version>-<key>")
+    parser.add_argument("--base", type=Path, default=None, help="body (default: packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--max-groups", type=int, default=ZeroLabelRecipe.max_groups)
+    parser.add_argument("--held-out", type=int, default=ZeroLabelRecipe.held_out)
+    parser.add_argument("--eval-depth", type=int, default=ZeroLabelRecipe.eval_depth)
+    parser.add_argument("--document-length", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--progress-file", type=Path, default=None, help="keep 'step DONE/TOTAL' of the training here"
+    )
+    parser.add_argument("--recipe", default=None, help="the whole recipe as JSON (overrides the flags above)")
+    parser.add_argument(
+        "--allow-no-gain", action="store_true", help="publish even when BM25 wins on held-out queries"
+    )
+    args = parser.parse_args(argv)
+    if not corpus_file(args.corpus).is_file():
+        parser.error(f"--corpus {args.corpus}: no corpus.jsonl there")
+    if args.base is not None and not (args.base / "config.json").is_file():
+        parser.error(f"--base {args.base}: not a model folder (no config.json)")
+    for name in ("max_groups", "held_out", "eval_depth", "document_length"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    configure_logging()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fit_parameters = FitParameters(
+        base=str(args.base or default_model_dir()), document_length=args.document_length, seed=args.seed
+    )
+    recipe = ZeroLabelRecipe(
+        fit=fit_parameters, max_groups=args.max_groups, held_out=args.held_out, eval_depth=args.eval_depth
+    )
+    try:
+        if args.recipe:
+            recipe = ZeroLabelRecipe.from_json(args.recipe)
+    except (ValueError, TypeError, KeyError) as exc:
+        parser.error(f"--recipe: not a zero-label recipe: {exc}")
+    try:
+        published = ensure_model(
+            args.corpus, args.out, recipe,
+            require_gain=not args.allow_no_gain, on_step=_progress_writer(args.progress_file),
+        )  # fmt: skip
+    except GateRefused as refused:
+        logger.error("not published: %s", refused)
+        raise SystemExit(REFUSED_EXIT_CODE) from None
+    except ValueError as exc:
+        parser.error(str(exc))
+    logger.info("published %s", published)
+
+
+if __name__ == "__main__":
+    main()
