@@ -104,8 +104,8 @@ def test_a_root_of_versions_gives_the_one_the_served_model_encoded(tmp_path: Pat
     # The older model is served after a newer one's store was built: it gets its own, not the newest.
     assert TokenStores.for_model(tmp_path / "root", older).get("v20260101T000000Z") is not None
     assert TokenStores.for_model(tmp_path / "root", newer).get("v20260102T000000Z") is not None
-    version = tmp_path / "root" / "v20260102T000000Z"
-    assert TokenStores.for_model(version, newer).model == newer  # a version is taken as given
+    one_version = tmp_path / "root" / "v20260102T000000Z"
+    assert TokenStores.for_model(one_version, newer).model == newer  # a version is taken as given
     with pytest.raises(ArtifactError, match="no token store encoded by"):
         TokenStores.for_model(tmp_path / "root", {**MODEL, "version": "v3"})
 
