@@ -32,7 +32,7 @@ PROMETHEUS_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometh
 # Prometheus `job` of every scraped pod, from this label under both scrape paths: the ServiceMonitor's
 # jobLabel (on the Services) and deploy/prometheus/prometheus.yml's relabelling (on the pods).
 JOB_LABEL = "app.kubernetes.io/name"
-JOBS = ("gateway", "retriever-dense", "retriever-bm25", "reranker", "triton")
+JOBS = ("gateway", "retriever-dense", "retriever-bm25", "reranker", "reranker-colbert", "triton")
 METRICS_PATH = "/metrics"
 
 # Port names on containers and Services (probes and the ServiceMonitor refer to them).
@@ -57,6 +57,12 @@ class ServiceContract:
     env: tuple[str, ...] = ()
     # Other variables on the container, each only there to be substituted into args as $(NAME).
     substitutions: tuple[str, ...] = ()
+    # The image it runs, when not its own (neural-search/<component>).
+    image: str = ""
+
+    @property
+    def image_name(self) -> str:
+        return self.image or self.component
 
 
 GATEWAY = ServiceContract(
@@ -87,6 +93,23 @@ RERANKER = ServiceContract(
     # The Redis password is read from the environment only (never a flag), from the redis-auth Secret.
     env=("SEARCH_RERANKER_REDIS_PASSWORD",),
 )
+# The ColBERT reranker: the same service with the late-interaction backend, its model and token store
+# copied from the data image ("<directory>/<version>" from the search-models and search-indexes ConfigMaps).
+LATE_INTERACTION_RERANKER = ServiceContract(
+    component="reranker-colbert",
+    command="search-reranker",
+    grpc_port=50053,
+    metrics_port=9102,
+    env_prefix="SEARCH_RERANKER_",
+    env=("SEARCH_RERANKER_REDIS_PASSWORD",),
+    substitutions=("MODEL_PATH", "TOKENS_PATH"),
+    image="reranker",
+)
+LATE_INTERACTION_MODEL = "colbert-minilm"  # the model name its variants give (gateway reranker_routes)
+LATE_INTERACTION_KEY = "colbert"  # its key in both the search-models and the search-indexes ConfigMaps
+MODEL_MOUNT = "/models"
+MODEL_DATA_ROOT = "/data/models"
+# The services with an image of their own (deploy/docker/<component>.Dockerfile).
 SERVICES = (GATEWAY, RETRIEVER, RERANKER)
 
 # Retriever shards: one Deployment and one headless Service per shard, named retriever-<group>-<shard>.

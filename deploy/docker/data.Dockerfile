@@ -4,6 +4,8 @@
 # Build from a staging folder laid out as the pods expect (deploy/k8s/README.md):
 #   stage/indexes/<index name>/<version>/shard-<i>/...      (search-build-index output)
 #   stage/models/cross-encoder/<version>/...                (training export output)
+#   stage/models/colbert/<version>/...                      (training.late_interaction output)
+#   stage/indexes/<index name>/colbert-<version>/...        (search-build-index --kind late-interaction)
 #   docker build -f deploy/docker/data.Dockerfile -t REGISTRY/neural-search/data:TAG stage
 FROM busybox:1.37.0
 COPY . /data/

@@ -393,9 +393,10 @@ def check_service_container(docs: list[Doc], deployment: Doc, contract: dc.Servi
     """Ports, probes, annotations and Service shared by every one of our gRPC services."""
     c = container(deployment, contract.component)
     where = f"{deployment['metadata']['name']}/{c['name']}"
-    assert image_name(c) in (IMAGE_PREFIX + contract.component, IMAGE_PREFIX + contract.component + "-gpu"), (
-        f"{where}: image {c['image']}"
-    )
+    assert image_name(c) in (
+        IMAGE_PREFIX + contract.image_name,
+        IMAGE_PREFIX + contract.image_name + "-gpu",
+    ), f"{where}: image {c['image']}"
     assert port(c, dc.GRPC_PORT_NAME) == contract.grpc_port
     assert port(c, dc.METRICS_PORT_NAME) == contract.metrics_port
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -459,6 +460,13 @@ def test_gateway(docs: list[Doc], tmp_path: Path) -> None:
         for shard, target in enumerate(targets):
             check_target(docs, target, dc.shard_name(group, shard), dc.RETRIEVER.grpc_port)
     check_target(docs, settings.reranker, dc.RERANKER.component, dc.RERANKER.grpc_port)
+    colbert = dc.LATE_INTERACTION_RERANKER
+    assert settings.reranker_routes == {
+        dc.LATE_INTERACTION_MODEL: dc.service_target(colbert.component, colbert.grpc_port)
+    }
+    check_target(
+        docs, settings.reranker_routes[dc.LATE_INTERACTION_MODEL], colbert.component, colbert.grpc_port
+    )
     # variants.yaml: valid, and every variant is servable by this deployment.
     variants = load_variants(settings.variants, settings.variant_bounds)
     servable = variants.restricted_to(tuple(settings.retrievers), has_reranker=True)
@@ -524,6 +532,38 @@ def test_reranker(docs: list[Doc]) -> None:
     assert settings.redis_url == f"redis://{dc.REDIS.component}.{fqdn}:{dc.REDIS.port}/0"
     assert settings.redis_password == f"secret:{dc.REDIS.secret}/{dc.REDIS.secret_key}"
     headless_service(docs, dc.RERANKER.component, dc.RERANKER.grpc_port)
+
+
+def test_late_interaction_reranker(docs: list[Doc]) -> None:
+    contract = dc.LATE_INTERACTION_RERANKER
+    deployment = named(docs, "Deployment", contract.component)
+    c = check_service_container(docs, deployment, contract)
+    env = env_values(docs, c)
+    args = substitute(c["args"], env)
+    check_env(c, contract, c["args"])
+    check_flags(args, lambda a: reranker_config.parse_settings(a, {}), contract.component)
+    settings = parse_or_fail(lambda: reranker_config.parse_settings(args, env), contract.component)
+    check_common_flags(settings, contract, contract.component)
+    for var in contract.env:
+        env_changes_settings(reranker_config.parse_settings, args, env, var)
+    assert settings.backend == "late-interaction" and settings.cache == "redis"
+    # --artifact-dir /models/<dir>/<version> and --token-store /indexes/<name>/<version>, each filled by an
+    # init step from the data image, each version named by a ConfigMap.
+    model = configmap_data(docs, dc.TRITON.artifact_configmap)[dc.LATE_INTERACTION_KEY]
+    tokens = configmap_data(docs, dc.INDEX_CONFIGMAP)[dc.LATE_INTERACTION_KEY]
+    assert settings.artifact_dir == Path(dc.MODEL_MOUNT) / model
+    assert settings.token_store == Path(dc.INDEX_MOUNT) / tokens
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    for step, var, data_root, path, volume in (
+        ("fetch-model", "MODEL_PATH", dc.MODEL_DATA_ROOT, model, dc.MODEL_MOUNT),
+        ("fetch-token-store", "TOKENS_PATH", dc.INDEX_DATA_ROOT, tokens, dc.INDEX_MOUNT),
+    ):
+        init = init_container(deployment, step)
+        assert image_name(init) == IMAGE_PREFIX + "data"
+        assert f"{data_root}/${{{var}}}" in " ".join(init["command"])
+        assert env_values(docs, init)[var] == path
+        assert volume in {m["mountPath"] for m in init["volumeMounts"]} and volume in mounts.values()
+    headless_service(docs, contract.component, contract.grpc_port)
 
 
 def test_triton(docs: list[Doc], overlay: str) -> None:
