@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
-from model_runtimes.stopping import ScoringStopped
+from model_runtimes.stored_vectors import StoredVectorRuntime
 from model_runtimes.token_store import TokenStores
 from search_common.artifacts import MANIFEST_NAME, ArtifactError, latest_version, read_manifest, sha256_tree
 
@@ -275,23 +275,17 @@ class LateInteractionModel:
         return {key: str(self.manifest[key]) for key in ("name", "version", "weights_sha256")}
 
 
-class LateInteractionRuntime:
-    """A served ColBERT model: encodes the query, reads documents' vectors from token stores, runs MaxSim.
-
-    A document missing from the stores (a text the index never saw, or an edited one) is encoded here, at
-    the cost of a document forward pass; `on_lookups` hears how many. The same scoring interface as
-    `CrossEncoderRuntime`, so the reranker's in-process scorer runs either.
+class LateInteractionRuntime(StoredVectorRuntime):
+    """A served ColBERT model: encodes the query, reads documents' token vectors from the token stores
+    (`model_runtimes.stored_vectors`), runs MaxSim. The same scoring interface as `CrossEncoderRuntime`, so
+    the reranker's in-process scorer runs either.
 
     Args:
-        model: the artifact (`training.late_interaction.train` publishes it), loaded on `device`.
-        token_stores: the documents' vectors from index time, or None to encode every document per request.
-        device: "cpu" or "cuda"/"cuda:N", where `model` was loaded.
-        intra_op_threads: torch threads (0 leaves torch's choice).
-        on_lookups: told (hits, misses) after each request's token-store lookups, e.g. to count them.
-
-    Raises:
-        ArtifactError: the token stores were encoded by another model or version.
+        model: the artifact (`training.late_interaction` publishes it), loaded on `device`.
+        token_stores, device, intra_op_threads, on_lookups: as `StoredVectorRuntime`'s.
     """
+
+    kind = KIND
 
     def __init__(
         self,
@@ -302,14 +296,10 @@ class LateInteractionRuntime:
         intra_op_threads: int = 0,
         on_lookups: Callable[[int, int], None] | None = None,
     ) -> None:
-        if token_stores is not None and token_stores.model != model.identity:
-            raise ArtifactError(
-                f"token store {token_stores.stores[0].directory} was encoded by {token_stores.model}, not by "
-                f"the served model {model.identity}: rebuild it with this model"
-            )
-        if intra_op_threads > 0:
-            torch.set_num_threads(intra_op_threads)
-        self._manifest = model.manifest
+        super().__init__(
+            model.manifest, model.identity, token_stores=token_stores, device=device,
+            intra_op_threads=intra_op_threads, on_lookups=on_lookups,
+        )  # fmt: skip
         self._encoder = model.encoder
         if device == "cpu":
             try:
@@ -317,59 +307,17 @@ class LateInteractionRuntime:
                 logger.info("late-interaction queries on ONNX Runtime, within %.1e of torch", difference)
             except ArtifactError as exc:
                 logger.warning("late-interaction queries stay on torch: %s", exc)
-        self._stores = token_stores
-        self._on_lookups = on_lookups
-        self._device = device
-
-    @property
-    def name(self) -> str:
-        return str(self._manifest["name"])
-
-    @property
-    def version(self) -> str:
-        return str(self._manifest["version"])
 
     @property
     def max_length(self) -> int:
-        """Document tokens per document, fixed when the token store was built."""
         return self._encoder.settings.document_length
 
-    @property
-    def engine_on_device(self) -> str:
-        kind = self._device.partition(":")[0]
-        return KIND if kind == "cpu" else f"{KIND}-{kind}"
+    def _encode_query(self, query: str) -> FloatMatrix:
+        vectors: FloatMatrix = self._encoder.encode_queries([query])[0]
+        return vectors
 
-    def score(
-        self,
-        query: str,
-        texts: Sequence[str],
-        max_length: int | None = None,
-        batch_size: int = BATCH_SIZE,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> FloatMatrix:
-        """MaxSim of each text against the query, float32, in input order.
+    def _encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]:
+        return self._encoder.encode_documents(texts)
 
-        `max_length` is accepted for the scoring interface and not used: a document's tokens were fixed
-        when it was encoded, and every document is scored on the same tokens whether stored or not.
-        """
-        stop = should_stop or (lambda: False)
-        if stop():
-            raise ScoringStopped("scoring skipped: the caller gave up before it started")
-        query_vectors = self._encoder.encode_queries([query])[0]
-        documents: list[npt.NDArray[np.floating] | None] = [
-            self._stores.get(text) if self._stores is not None else None for text in texts
-        ]
-        missing = [i for i, found in enumerate(documents) if found is None]
-        if self._on_lookups is not None:
-            self._on_lookups(len(texts) - len(missing), len(missing))
-        for start in range(0, len(missing), batch_size):
-            if stop():
-                raise ScoringStopped("scoring stopped between batches: the caller gave up")
-            chunk = missing[start : start + batch_size]
-            encoded = self._encoder.encode_documents([texts[i] for i in chunk])
-            for index, vectors in zip(chunk, encoded, strict=True):
-                documents[index] = vectors
-        return maxsim(query_vectors, [d for d in documents if d is not None])
-
-    def close(self) -> None:
-        """Nothing to release: the model and the memory-mapped stores go with the object."""
+    def _score(self, query: FloatMatrix, documents: Sequence[npt.NDArray[np.floating]]) -> FloatMatrix:
+        return maxsim(query, documents)
