@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reranker_service.config import STORED_VECTOR_BACKENDS
+
 
 @dataclass(frozen=True, slots=True)
 class EvalSettings:
@@ -47,7 +49,7 @@ def _add_offline_run_options(parser: argparse.ArgumentParser, reranker_choices: 
         "--token-store",
         type=Path,
         default=None,
-        help="late-interaction: documents' token vectors (search-build-index --kind late-interaction)",
+        help="late-interaction, poly-encoder: documents' vectors (search-build-index --kind of the reranker)",
     )
     parser.add_argument("--variants", type=Path, default=None, help="variants YAML (default: packaged)")
     parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
@@ -81,10 +83,10 @@ def _check_offline_run_options(parser: argparse.ArgumentParser, args: argparse.N
         parser.error(f"--max-queries must be positive, got {args.max_queries}")
     if args.encoder is not None and not (args.encoder / "manifest.json").is_file():
         parser.error(f"--encoder {args.encoder}: not a bi-encoder artifact (no manifest.json)")
-    if args.token_store is not None and args.reranker != "late-interaction":
-        parser.error("--token-store goes with --reranker late-interaction")
-    if args.reranker == "late-interaction" and args.reranker_artifact is None:
-        parser.error("--reranker late-interaction needs --reranker-artifact (a ColBERT artifact)")
+    if args.token_store is not None and args.reranker not in STORED_VECTOR_BACKENDS:
+        parser.error("--token-store goes with --reranker late-interaction or poly-encoder")
+    if args.reranker in STORED_VECTOR_BACKENDS and args.reranker_artifact is None:
+        parser.error(f"--reranker {args.reranker} needs --reranker-artifact (a {args.reranker} artifact)")
     for directory in args.fusion_model:
         if not (directory / "manifest.json").is_file():
             parser.error(f"--fusion-model {directory}: not a learned-fusion artifact (no manifest.json)")

@@ -274,6 +274,14 @@ class LateInteractionModel:
         """What a token store records of the model that encoded it, and must match at serving time."""
         return {key: str(self.manifest[key]) for key in ("name", "version", "weights_sha256")}
 
+    @property
+    def document_length(self) -> int:
+        return self.encoder.settings.document_length
+
+    def encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]:
+        """Each text's token vectors, as the token store holds them."""
+        return self.encoder.encode_documents(texts)
+
 
 class LateInteractionRuntime(StoredVectorRuntime):
     """A served ColBERT model: encodes the query, reads documents' token vectors from the token stores

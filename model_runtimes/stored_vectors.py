@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,18 @@ from search_common.artifacts import ArtifactError
 
 FloatMatrix = npt.NDArray[np.float32]
 BATCH_SIZE = 32
+
+
+class DocumentVectorModel(Protocol):
+    """What `search-build-index` needs of a model to write its token stores."""
+
+    @property
+    def identity(self) -> dict[str, str]: ...
+
+    @property
+    def document_length(self) -> int: ...
+
+    def encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]: ...
 
 
 class StoredVectorRuntime(ABC):

@@ -49,7 +49,7 @@ def ensure_token_store(corpus: Path, token_root: Path, artifact: Path) -> Path:
     from retriever_service.build_index import build_index
 
     model = LateInteractionModel.load(artifact)
-    return build_index(corpus, out, kind="late-interaction", late_interaction=model, overwrite=True)
+    return build_index(corpus, out, kind="late-interaction", vector_model=model, overwrite=True)
 
 
 @dataclass(kw_only=True)

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from reranker_service.config import BackendKind, Settings
+from reranker_service.config import STORED_VECTOR_BACKENDS, BackendKind, Settings
 from reranker_service.metrics import RerankerMetrics
 from reranker_service.ports import ScoreCache, Scorer
 from reranker_service.scoring import RequestLimits, RerankCore
@@ -34,10 +34,11 @@ def build_scorer(settings: Settings, metrics: RerankerMetrics | None = None) -> 
     from reranker_service.backends.embedded import EmbeddedScorer
 
     assert settings.artifact_dir is not None  # Settings checks it for the in-process backends
-    if settings.backend == "late-interaction":
-        from reranker_service.backends.embedded import load_late_interaction
+    if settings.backend in STORED_VECTOR_BACKENDS:
+        from reranker_service.backends.embedded import load_stored_vector_scorer
 
-        return load_late_interaction(
+        return load_stored_vector_scorer(
+            settings.backend,
             settings.artifact_dir,
             token_store=settings.token_store,
             device=settings.device,
@@ -111,7 +112,8 @@ def build_local_reranker(
     token_store: Path | None = None,
 ) -> Reranker:
     """The embedded reranker over `artifact_dir` (a version or a root) with an LRU cache; ONNX Runtime unless
-    `backend` names another in-process engine (late-interaction reads `token_store` when given)."""
+    `backend` names another in-process engine (late-interaction and poly-encoder read `token_store` when
+    given)."""
     return build_reranker(
         Settings(backend=backend, artifact_dir=artifact_dir, cache=cache, token_store=token_store)
     )

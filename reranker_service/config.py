@@ -29,9 +29,12 @@ ENV_PREFIX = "SEARCH_RERANKER_"
 
 # auto, onnx and torch score a cross-encoder in process (auto: torch where the CPU has AMX-BF16 and the
 # artifact holds a torch program, else onnx; see cross_encoder_runtime.choose_engine); triton calls a
-# tritonserver; late-interaction scores a ColBERT model in process over documents' stored token vectors.
-BackendKind = Literal["auto", "onnx", "torch", "triton", "late-interaction"]
-BACKENDS = ("auto", "onnx", "torch", "triton", "late-interaction")
+# tritonserver; late-interaction scores a ColBERT model in process over documents' stored token vectors, and
+# poly-encoder a poly-encoder over documents' stored vectors.
+BackendKind = Literal["auto", "onnx", "torch", "triton", "late-interaction", "poly-encoder"]
+BACKENDS = ("auto", "onnx", "torch", "triton", "late-interaction", "poly-encoder")
+# The backends that score over vectors stored at index time (`--token-store`).
+STORED_VECTOR_BACKENDS = ("late-interaction", "poly-encoder")
 CacheKind = Literal["lru", "redis", "none"]
 
 
@@ -42,8 +45,9 @@ class Settings:
     backend: BackendKind = "auto"
     # In process: an artifact version directory, or a root whose newest version is used.
     artifact_dir: Path | None = None
-    # late-interaction: the documents' token vectors from index time (a store, an index version whose
-    # shards hold one each, or a root whose newest version is used); None encodes documents per request.
+    # late-interaction, poly-encoder: the documents' vectors from index time (a store, an index version whose
+    # shards hold one each, or a root holding the version the model encoded); None encodes documents per
+    # request.
     token_store: Path | None = None
     # triton: gRPC address and model name; every call carries this timeout.
     triton_url: str = "127.0.0.1:8001"
@@ -98,8 +102,9 @@ class Settings:
             raise ValueError(f"cache must be lru, redis or none, got {self.cache!r}")
         if self.embedded and self.artifact_dir is None:
             raise ValueError(f"the {self.backend} backend needs --artifact-dir (a model artifact)")
-        if self.token_store is not None and self.backend != "late-interaction":
-            raise ValueError(f"--token-store is for the late-interaction backend, not {self.backend}")
+        if self.token_store is not None and self.backend not in STORED_VECTOR_BACKENDS:
+            stored = " and ".join(STORED_VECTOR_BACKENDS)
+            raise ValueError(f"--token-store is for the {stored} backends, not {self.backend}")
         for name in (
             "max_documents",
             "max_query_chars",
@@ -155,14 +160,15 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         default=_env(env, "BACKEND", "auto"),
         help="in process: onnx (ONNX Runtime), torch (the artifact's bfloat16 program), auto (torch on CPUs "
         "with AMX-BF16 when the artifact has the program, else onnx); triton (a tritonserver); or "
-        "late-interaction (a ColBERT artifact, in process, over --token-store)",
+        "late-interaction (a ColBERT artifact, in process, over --token-store); poly-encoder (a poly-encoder "
+        "artifact, in process, over --token-store)",
     )
     parser.add_argument("--artifact-dir", type=Path, default=_env(env, "ARTIFACT_DIR", "") or None)
     parser.add_argument(
         "--token-store",
         type=Path,
         default=_env(env, "TOKEN_STORE", "") or None,
-        help="late-interaction: documents' token vectors (search-build-index --kind late-interaction)",
+        help="late-interaction, poly-encoder: documents' vectors (search-build-index --kind of the backend)",
     )
     parser.add_argument("--triton-url", default=_env(env, "TRITON_URL", defaults.triton_url))
     parser.add_argument("--triton-model", default=_env(env, "TRITON_MODEL", defaults.triton_model))

@@ -1,14 +1,16 @@
 """`search-build-index`: a BEIR corpus.jsonl -> one index version directory (dense FAISS or BM25), N shards.
 
-With `--kind late-interaction` it writes, per shard, the token store the late-interaction reranker reads
-(`model_runtimes.token_store`): every document's ColBERT token vectors, encoded once here instead of at
-every request.
+With `--kind late-interaction` (or `poly-encoder`) it writes, per shard, the token store that reranker reads
+(`model_runtimes.token_store`): every document's ColBERT token vectors (or its one poly-encoder vector),
+encoded once here instead of at every request.
 
 Example:
     search-build-index --corpus ../shared/data/scifact/corpus.jsonl --out var/indexes/scifact-dense/v1 \\
         --kind dense --shards 2 --factory HNSW32,Flat --search-params efSearch=128
     search-build-index --corpus ../shared/data/scifact/corpus.jsonl --out var/indexes/scifact-colbert/v1 \\
         --kind late-interaction --encoder var/models/colbert
+    search-build-index --corpus ../shared/data/scifact/corpus.jsonl --out var/indexes/scifact-poly/v1 \\
+        --kind poly-encoder --encoder var/models/poly-encoder
 
 The whole version directory is written under a temporary name and renamed into place when complete (see
 `search_common.artifacts.atomic_directory`); the layout and shard assignment are described in `shards.py`.
@@ -28,9 +30,16 @@ import numpy as np
 
 from model_runtimes.bi_encoder import BiEncoder
 from model_runtimes.late_interaction import LateInteractionModel
+from model_runtimes.stored_vectors import DocumentVectorModel
 from model_runtimes.token_store import write_token_store
 from retriever_service.bm25 import BM25_DIR, build_bm25
-from retriever_service.config import INDEX_KINDS, BuildSettings, IndexKind, parse_build_settings
+from retriever_service.config import (
+    INDEX_KINDS,
+    STORED_VECTOR_KINDS,
+    BuildSettings,
+    IndexKind,
+    parse_build_settings,
+)
 from retriever_service.faiss_index import (
     INDEX_FILE,
     METRIC,
@@ -62,7 +71,7 @@ def build_index(
     name: str | None = None,
     batch_size: int = 64,
     encoder: BiEncoder | None = None,
-    late_interaction: LateInteractionModel | None = None,
+    vector_model: DocumentVectorModel | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Builds an index version directory at `out` and returns its path.
@@ -70,15 +79,15 @@ def build_index(
     Args:
         corpus: a BEIR corpus.jsonl, or the dataset folder holding it.
         out: the version directory to create (refused if it exists, unless overwrite).
-        kind: "dense" (FAISS over the bi-encoder), "bm25" (one shard only) or "late-interaction" (token
-            stores for the late-interaction reranker).
+        kind: "dense" (FAISS over the bi-encoder), "bm25" (one shard only), or "late-interaction" or
+            "poly-encoder" (token stores for that reranker).
         num_shards: shards to split the corpus into, FAISS's (nshards, shard_id) convention.
         factory: FAISS factory string (dense), e.g. "Flat", "IVF256,Flat", "HNSW32,Flat".
         search_params: FAISS ParameterSpace string applied at load, e.g. "nprobe=16".
         name: index name; defaults to the corpus folder's name.
         batch_size: documents per encoder batch.
         encoder: a loaded encoder to reuse; None loads the packaged all-MiniLM-L6-v2.
-        late_interaction: the ColBERT model ("late-interaction" only, required there).
+        vector_model: the reranker's model (the token-store kinds only, required there).
 
     Raises:
         DatasetError: the corpus is missing or malformed (names file and line).
@@ -87,8 +96,8 @@ def build_index(
     """
     if kind not in INDEX_KINDS:
         raise BuildError(f"kind must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
-    if kind == "late-interaction" and late_interaction is None:
-        raise BuildError("a late-interaction build needs the late-interaction model (--encoder)")
+    if kind in STORED_VECTOR_KINDS and vector_model is None:
+        raise BuildError(f"a {kind} build needs the {kind} model (--encoder)")
     if num_shards <= 0:
         raise BuildError(f"num_shards must be positive, got {num_shards}")
     if kind == "bm25" and num_shards != 1:
@@ -125,9 +134,9 @@ def build_index(
             extra: dict[str, Any] = _build_dense(
                 documents, scratch, common, factory, search_params, batch_size, encoder
             )
-        elif kind == "late-interaction":
-            assert late_interaction is not None
-            extra = _build_token_stores(documents, scratch, common, batch_size, late_interaction)
+        elif kind in STORED_VECTOR_KINDS:
+            assert vector_model is not None
+            extra = _build_token_stores(documents, scratch, common, batch_size, vector_model)
         else:
             extra = _build_bm25(documents, scratch, common)
         write_manifest(
@@ -218,7 +227,7 @@ def _build_token_stores(
     scratch: Path,
     common: dict[str, Any],
     batch_size: int,
-    model: LateInteractionModel,
+    model: DocumentVectorModel,
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -229,17 +238,28 @@ def _build_token_stores(
             texts = [d.model_text() for d in documents[start:end]]
             vectors = []
             for first in range(0, len(texts), batch_size):
-                vectors += model.encoder.encode_documents(texts[first : first + batch_size])
+                vectors += model.encode_documents(texts[first : first + batch_size])
                 progress.update(min(batch_size, len(texts) - first))
             write_token_store(
                 scratch / shard_dir_name(shard_id),
                 texts,
                 vectors,
                 model=identity,
-                document_length=model.encoder.settings.document_length,
+                document_length=model.document_length,
                 extra={**common, "shard_id": shard_id},
             )
-    return {"model": identity, "document_length": model.encoder.settings.document_length}
+    return {"model": identity, "document_length": model.document_length}
+
+
+def _load_vector_model(kind: IndexKind, artifact: Path | None) -> DocumentVectorModel | None:
+    """The reranker model a token-store kind is built with; None for the retriever kinds."""
+    if kind not in STORED_VECTOR_KINDS or artifact is None:
+        return None
+    if kind == "poly-encoder":
+        from model_runtimes.poly_encoder import PolyEncoderModel
+
+        return PolyEncoderModel.load(artifact)
+    return LateInteractionModel.load(artifact)
 
 
 def _write_shard_manifest(
@@ -276,11 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             if settings.kind == "dense"
             else None
         )
-        late_interaction = (
-            LateInteractionModel.load(settings.encoder)
-            if settings.kind == "late-interaction" and settings.encoder is not None
-            else None
-        )
+        vector_model = _load_vector_model(settings.kind, settings.encoder)
         out = build_index(
             settings.corpus,
             settings.out,
@@ -291,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             name=settings.name,
             batch_size=settings.batch_size,
             encoder=encoder,
-            late_interaction=late_interaction,
+            vector_model=vector_model,
             overwrite=settings.overwrite,
         )
     except (DatasetError, BuildError, ArtifactError) as exc:

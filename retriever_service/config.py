@@ -75,8 +75,10 @@ class Settings:
         return self.threads or available_cores()
 
 
-IndexKind = Literal["dense", "bm25", "late-interaction"]
-INDEX_KINDS = ("dense", "bm25", "late-interaction")
+IndexKind = Literal["dense", "bm25", "late-interaction", "poly-encoder"]
+INDEX_KINDS = ("dense", "bm25", "late-interaction", "poly-encoder")
+# Kinds that store documents' vectors for a reranker (token stores), built with that reranker's model.
+STORED_VECTOR_KINDS = ("late-interaction", "poly-encoder")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +204,8 @@ def parse_build_settings(argv: Sequence[str] | None = None) -> BuildSettings:
     """Parses `search-build-index` flags; argparse exits 2 with a message naming a bad flag."""
     parser = _ArgumentParser(
         prog="search-build-index",
-        description="Build a dense (FAISS) or BM25 index, or the reranker's late-interaction token stores.",
+        description="Build a dense (FAISS) or BM25 index, or a reranker's token stores (late-interaction, "
+        "poly-encoder).",
     )
     parser.add_argument("--corpus", type=Path, required=True, help="BEIR corpus.jsonl (or its folder)")
     parser.add_argument("--out", type=Path, required=True, help="index version directory to create")
@@ -219,8 +222,8 @@ def parse_build_settings(argv: Sequence[str] | None = None) -> BuildSettings:
         "--encoder",
         type=Path,
         default=None,
-        help="dense: bi-encoder directory (default: packaged); late-interaction: the ColBERT artifact "
-        "(a version, or a root whose newest version is used; required)",
+        help="dense: bi-encoder directory (default: packaged); late-interaction, poly-encoder: that "
+        "reranker's artifact (a version, or a root whose newest version is used; required)",
     )
     parser.add_argument("--max-length", type=int, default=256, help="document tokens for the encoder")
     parser.add_argument("--threads", type=int, default=0, help="torch/FAISS threads (0 = all cores)")
@@ -237,8 +240,8 @@ def parse_build_settings(argv: Sequence[str] | None = None) -> BuildSettings:
             parser.error(f"{flag} must be positive, got {value}")
     if args.threads < 0:
         parser.error(f"--threads must be >= 0, got {args.threads}")
-    if args.kind == "late-interaction" and args.encoder is None:
-        parser.error("--kind late-interaction needs --encoder, the late-interaction model artifact")
+    if args.kind in STORED_VECTOR_KINDS and args.encoder is None:
+        parser.error(f"--kind {args.kind} needs --encoder, the {args.kind} model artifact")
     return BuildSettings(
         corpus=args.corpus,
         out=args.out,

@@ -1,7 +1,7 @@
 """In-process scorer: the embedded default, and what the gateway's evaluation uses.
 
 One scoring runtime: a `CrossEncoderRuntime` on either engine (ONNX Runtime, or the artifact's bfloat16
-torch program), or a `LateInteractionRuntime` (ColBERT over documents' stored token vectors).
+torch program), or a `StoredVectorRuntime` (ColBERT or a poly-encoder over documents' stored vectors).
 Tokenisation and the forward passes block, so they run on a small dedicated thread pool; a bounded count of
 waiting requests (`AdmissionLimit`) turns overload into RESOURCE_EXHAUSTED instead of an ever-growing queue.
 """
@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,10 @@ from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 from model_runtimes.stopping import ScoringStopped
 from reranker_service.backends.admission import AdmissionLimit
 from search_common.artifacts import MANIFEST_NAME, latest_version
+
+if TYPE_CHECKING:
+    from model_runtimes.stored_vectors import StoredVectorRuntime
+    from model_runtimes.token_store import TokenStores
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +180,15 @@ class EmbeddedScorer:
         await asyncio.to_thread(self._runtime.close)
 
 
-def load_late_interaction(
+def _stores_for(token_store: Path | None, identity: dict[str, str]) -> TokenStores | None:
+    """A root of store versions gives the one this model encoded (a hot-swapped model brings its own)."""
+    from model_runtimes.token_store import TokenStores
+
+    return TokenStores.for_model(token_store, identity) if token_store is not None else None
+
+
+def load_stored_vector_scorer(
+    kind: str,
     artifact: Path,
     *,
     token_store: Path | None,
@@ -187,17 +199,23 @@ def load_late_interaction(
     max_pending: int = 64,
     on_lookups: Callable[[int, int], None] | None = None,
 ) -> EmbeddedScorer:
-    """The in-process scorer over a ColBERT artifact and, when given, the documents' stored token vectors;
-    `on_lookups(hits, misses)` hears each request's token-store lookups."""
-    from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
-    from model_runtimes.token_store import TokenStores
+    """The in-process scorer over a ColBERT (`kind` late-interaction) or poly-encoder artifact and, when
+    given, the documents' vectors stored at index time; `on_lookups(hits, misses)` hears each request's
+    token-store lookups."""
+    options: dict[str, Any] = dict(device=device, intra_op_threads=intra_op_threads, on_lookups=on_lookups)
+    runtime: StoredVectorRuntime
+    if kind == "poly-encoder":
+        from model_runtimes.poly_encoder import PolyEncoderModel, PolyEncoderRuntime
 
-    model = LateInteractionModel.load(artifact, device=device)
-    # A root of store versions gives the one this model encoded (a hot-swapped model brings its own).
-    stores = TokenStores.for_model(token_store, model.identity) if token_store is not None else None
-    runtime = LateInteractionRuntime(
-        model, token_stores=stores, device=device, intra_op_threads=intra_op_threads, on_lookups=on_lookups
-    )
+        poly = PolyEncoderModel.load(artifact, device=device)
+        stores = _stores_for(token_store, poly.identity)
+        runtime = PolyEncoderRuntime(poly, token_stores=stores, **options)
+    else:
+        from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
+
+        model = LateInteractionModel.load(artifact, device=device)
+        stores = _stores_for(token_store, model.identity)
+        runtime = LateInteractionRuntime(model, token_stores=stores, **options)
     if stores is not None:
-        logger.info("late interaction over %d stored documents from %s", len(stores), token_store)
+        logger.info("%s over %d stored documents from %s", kind, len(stores), token_store)
     return EmbeddedScorer(runtime, threads=threads, max_pending=max_pending, batch_size=batch_size)

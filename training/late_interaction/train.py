@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -95,7 +95,7 @@ class HyperParameters:
 
 
 def training_groups(
-    hp: HyperParameters,
+    hp: GroupRecipe,
     data: BeirDataset,
     documents: Mapping[str, Document],
     *,
@@ -168,9 +168,37 @@ def late_interaction_scorer(encoder: LateInteractionEncoder) -> PairScorer:
     return score
 
 
+class DevSplit(Protocol):
+    """What the dev figures need of a recipe."""
+
+    @property
+    def dev_fraction(self) -> float: ...
+    @property
+    def dev_depth(self) -> int: ...
+
+
+class GroupRecipe(Protocol):
+    """What `training_groups` needs of a recipe (the ColBERT and poly-encoder recipes share the data)."""
+
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def negatives(self) -> int: ...
+    @property
+    def pseudo_queries(self) -> int: ...
+    @property
+    def skip_top(self) -> int: ...
+    @property
+    def neg_depth(self) -> int: ...
+    @property
+    def dev_fraction(self) -> float: ...
+    @property
+    def seed(self) -> int: ...
+
+
 def dev_figures(
-    encoder: LateInteractionEncoder,
-    hp: HyperParameters,
+    scorer: PairScorer,
+    hp: DevSplit,
     data: BeirDataset,
     documents: Mapping[str, Document],
     *,
@@ -183,7 +211,7 @@ def dev_figures(
         data.corpus_path, labelled_queries(data.root), cache_dir=cache, index_root=indexes / data.root.name
     )
     scores = score_candidates_with(
-        late_interaction_scorer(encoder), sorted(queries), queries, candidates, documents, depth=hp.dev_depth
+        scorer, sorted(queries), queries, candidates, documents, depth=hp.dev_depth
     )
     depths = sorted({d for d in (10, 20, 30, 50, 100, hp.dev_depth) if d <= hp.dev_depth})
     report = rerank_report(scores, candidates, dev_qrels, documents, depths=depths)
@@ -211,7 +239,9 @@ def train(dataset: Path, out: Path, hp: HyperParameters, *, cache: Path, indexes
             raise RuntimeError(f"the serving runtime differs from PyLate by {error:.2e} > {EXPORT_TOLERANCE}")
         encoder = LateInteractionEncoder.load(staging)
         eval_started = time.perf_counter()
-        figures = dev_figures(encoder, hp, data, documents, cache=cache, indexes=indexes)
+        figures = dev_figures(
+            late_interaction_scorer(encoder), hp, data, documents, cache=cache, indexes=indexes
+        )
         report = figures["dev"]
         logger.info(
             "dev nDCG@10: first stage %.4f; late interaction alone %s; best fused %s",

@@ -1,0 +1,136 @@
+"""The poly-encoder reranker end to end: its math, the document vectors search-build-index stores, the
+runtime over them, and the reranker's gRPC server on loopback serving an untrained artifact."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
+
+from model_runtimes.poly_encoder import PolyEncoder, PolyEncoderModel, PolyEncoderRuntime
+from model_runtimes.token_store import TokenStores
+from reranker_service.bootstrap import build_core
+from reranker_service.config import Settings
+from reranker_service.server import build_server
+from retriever_service.build_index import main as build_main
+from search_common.artifacts import ArtifactError
+from search_common.documents import Document
+from tests.poly_encoder_support import poly_encoder_artifact
+
+TEXTS = [
+    ("d0", "Aspirin", "Aspirin reduces the risk of heart attack in adults with heart disease."),
+    ("d1", "", "Vitamin C deficiency causes scurvy; citrus fruit prevents it."),
+    ("d2", "Sleep", "Night shift work disturbs the circadian rhythm and melatonin levels."),
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in TEXTS))
+    return path
+
+
+@pytest.fixture(scope="module")
+def vector_index(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("indexes") / "poly" / "v1"
+    argv = ["--corpus", str(corpus), "--out", str(out), "--kind", "poly-encoder", "--shards", "2"]
+    assert build_main([*argv, "--encoder", str(poly_encoder_artifact("v1")), "--batch-size", "2"]) == 0
+    return out
+
+
+def _model_texts() -> list[str]:
+    return [Document(*row).model_text() for row in TEXTS]
+
+
+def test_one_code_scores_the_cosine_of_its_vector_and_more_codes_let_the_document_choose() -> None:
+    query = torch.nn.functional.normalize(torch.tensor([[[1.0, 0.0]]]), dim=-1)  # (1 query, 1 code, 2)
+    documents = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=-1)
+    np.testing.assert_allclose(PolyEncoder.scores(query, documents)[0], [1.0, 0.0, 2**-0.5], atol=1e-6)
+    two_codes = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]) * 10
+    # Each document attends to the code nearest it, so both axis-aligned documents score high.
+    scores = PolyEncoder.scores(two_codes, documents)[0]
+    assert scores[0] > 0.99 and scores[1] > 0.99
+
+
+def test_stored_vectors_score_as_encoding_at_request_time(vector_index: Path) -> None:
+    model = PolyEncoderModel.load(poly_encoder_artifact("v1"))
+    stores = TokenStores.load(vector_index)
+    assert len(stores) == len(TEXTS) and all(stores.get(t).shape == (1, 384) for t in _model_texts())  # type: ignore[union-attr]
+    lookups: list[tuple[int, int]] = []
+    stored = PolyEncoderRuntime(model, token_stores=stores, on_lookups=lambda h, m: lookups.append((h, m)))
+    texts = [*_model_texts(), "a text the index never saw"]
+    with_store = stored.score("does aspirin prevent heart attacks?", texts)
+    without = PolyEncoderRuntime(model).score("does aspirin prevent heart attacks?", texts)
+    np.testing.assert_allclose(with_store, without, atol=2e-3)  # float16 storage
+    assert lookups == [(len(TEXTS), 1)]
+    with pytest.raises(ArtifactError, match="rebuild it with this model"):
+        PolyEncoderRuntime(PolyEncoderModel.load(poly_encoder_artifact("v2")), token_stores=stores)
+
+
+def test_build_refuses_a_colbert_or_cross_encoder_folder(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--corpus", str(corpus), "--out", str(tmp_path / "out"), "--kind", "poly-encoder"]
+    with pytest.raises(SystemExit) as exited:
+        build_main(argv)
+    assert exited.value.code == 2 and "needs --encoder" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manifest.json").write_text(json.dumps({"name": "x", "version": "v1"}))
+    assert build_main([*argv, "--encoder", str(tmp_path / "other")]) == 2
+    assert "manifest lacks" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+async def poly_server(vector_index: Path) -> AsyncIterator[reranker_pb2_grpc.RerankerServiceStub]:
+    settings = Settings(
+        backend="poly-encoder",
+        artifact_dir=poly_encoder_artifact("v1"),
+        token_store=vector_index.parent,  # a root: the version this model encoded is found
+        cache="lru",
+        max_documents=8,
+        intra_op_threads=1,
+    )
+    core = build_core(settings)
+    built = build_server(settings)
+    await built.server.start()
+    await built.mark_ready(core)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{built.port}")
+    try:
+        yield reranker_pb2_grpc.RerankerServiceStub(channel)
+    finally:
+        await channel.close()
+        await built.server.stop(0)
+        await core.close()
+
+
+async def test_the_reranker_serves_the_poly_encoder_over_the_store(
+    poly_server: reranker_pb2_grpc.RerankerServiceStub,
+) -> None:
+    documents = [common_pb2.Document(doc_id=i, title=t, text=x) for i, t, x in TEXTS]
+    request = reranker_pb2.RerankRequest(
+        query="aspirin and heart attack", documents=documents, use_cache=True
+    )
+    first = await poly_server.Rerank(request, timeout=30)
+    second = await poly_server.Rerank(request, timeout=30)
+    assert (first.model.name, first.model.version) == ("poly-encoder-minilm", "v1")
+    assert second.cache_hits == len(TEXTS) and list(second.scores) == list(first.scores)
+    expected = PolyEncoderRuntime(PolyEncoderModel.load(poly_encoder_artifact("v1"))).score(
+        "aspirin and heart attack", _model_texts()
+    )
+    np.testing.assert_allclose(first.scores, expected, atol=2e-3)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await poly_server.Rerank(reranker_pb2.RerankRequest(query=" ", documents=documents), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_token_store_is_refused_for_a_cross_encoder_backend() -> None:
+    with pytest.raises(ValueError, match="late-interaction and poly-encoder backends"):
+        Settings(backend="onnx", artifact_dir=Path("x"), token_store=Path("y"))
