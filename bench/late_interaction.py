@@ -46,6 +46,7 @@ from model_runtimes.cross_encoder.manifest import choose_engine, read_cross_enco
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 from model_runtimes.hardware import cpu_flags, cpu_model
 from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
+from model_runtimes.poly_encoder import PolyEncoderModel, PolyEncoderRuntime
 from model_runtimes.token_store import TokenStores
 from search_common.logging_setup import configure_logging
 from training.common.metrics import ndcg_at_10, ranking_to_run
@@ -64,6 +65,10 @@ def main() -> None:
     parser.add_argument("--ce-artifact", type=Path, required=True, help="cross-encoder artifact version dir")
     parser.add_argument("--colbert-artifact", type=Path, required=True, help="late-interaction artifact")
     parser.add_argument("--token-store", type=Path, required=True, help="its token store (index version)")
+    parser.add_argument(
+        "--poly-artifact", type=Path, default=None, help="a poly-encoder artifact, also timed"
+    )
+    parser.add_argument("--poly-store", type=Path, default=None, help="its document vectors (index version)")
     parser.add_argument("--queries", type=int, default=60, help="first N test queries (sorted ids)")
     parser.add_argument("--depth", type=int, default=30, help="pairs per set")
     parser.add_argument("--warmup", type=int, default=3, help="sets not timed")
@@ -74,6 +79,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.queries <= args.warmup:
         parser.error("--queries must exceed --warmup")
+    if (args.poly_artifact is None) != (args.poly_store is None):
+        parser.error("--poly-artifact and --poly-store go together")
     configure_logging()
     torch.set_num_threads(args.threads)
 
@@ -95,6 +102,12 @@ def main() -> None:
         "late_interaction": lambda q, t: stored.score(q, t),
         "late_interaction_no_store": lambda q, t: unstored.score(q, t),
     }
+    poly: PolyEncoderRuntime | None = None
+    if args.poly_artifact is not None:
+        poly_model = PolyEncoderModel.load(args.poly_artifact)
+        poly_stores = TokenStores.for_model(args.poly_store, poly_model.identity)
+        poly = poly_runtime = PolyEncoderRuntime(poly_model, token_stores=poly_stores)
+        scorers["poly_encoder"] = lambda q, t: poly_runtime.score(q, t)
     names = list(scorers)
     seconds: dict[str, list[float]] = {n: [] for n in names}
     ranked: dict[str, dict[str, list[str]]] = {n: {} for n in names}
@@ -145,6 +158,15 @@ def main() -> None:
             "token_store": str(args.token_store),
             "stored_documents": len(stores),
         },
+        "poly_encoder": None
+        if poly is None
+        else {
+            "artifact": str(args.poly_artifact),
+            "token_store": str(args.poly_store),
+            "speedup_vs_ce": round(
+                rows["poly_encoder"]["pairs_per_s"] / rows["cross_encoder"]["pairs_per_s"], 2
+            ),
+        },
         # Sending the tokens with the candidates instead: float16 bytes per RerankRequest, median over sets.
         "tokens_in_request_bytes_p50": int(statistics.median(token_bytes)),
         "cpu": cpu_model(),
@@ -157,7 +179,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     lines = [
-        "# Late interaction against the cross-encoder",
+        "# Late interaction (and the poly-encoder) against the cross-encoder",
         "",
         f"`python bench/late_interaction.py` at {record['written']} (commit {record['git_sha'][:7]}); "
         f"{len(query_ids)} SciFact test queries, their hybrid top {args.depth}, "

@@ -305,8 +305,8 @@ class LateInteractionRuntime(StoredVectorRuntime):
         on_lookups: Callable[[int, int], None] | None = None,
     ) -> None:
         super().__init__(
-            model.manifest, model.identity, token_stores=token_stores, device=device,
-            intra_op_threads=intra_op_threads, on_lookups=on_lookups,
+            model, token_stores=token_stores, device=device, intra_op_threads=intra_op_threads,
+            on_lookups=on_lookups,
         )  # fmt: skip
         self._encoder = model.encoder
         if device == "cpu":

@@ -32,7 +32,6 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from model_runtimes.stored_vectors import BATCH_SIZE, FloatMatrix, StoredVectorRuntime
-from model_runtimes.token_store import TokenStores
 from search_common.artifacts import MANIFEST_NAME, ArtifactError, latest_version, read_manifest, sha256_tree
 
 logger = logging.getLogger(__name__)
@@ -167,23 +166,13 @@ class PolyEncoderModel:
 
 
 class PolyEncoderRuntime(StoredVectorRuntime):
-    """A served poly-encoder over documents' vectors from index time (`model_runtimes.stored_vectors`)."""
+    """A served poly-encoder over documents' vectors from index time (`model_runtimes.stored_vectors`);
+    `options` are `StoredVectorRuntime`'s (token_stores, device, intra_op_threads, on_lookups)."""
 
     kind = KIND
 
-    def __init__(
-        self,
-        model: PolyEncoderModel,
-        *,
-        token_stores: TokenStores | None = None,
-        device: str = "cpu",
-        intra_op_threads: int = 0,
-        on_lookups: Callable[[int, int], None] | None = None,
-    ) -> None:
-        super().__init__(
-            model.manifest, model.identity, token_stores=token_stores, device=device,
-            intra_op_threads=intra_op_threads, on_lookups=on_lookups,
-        )  # fmt: skip
+    def __init__(self, model: PolyEncoderModel, **options: Any) -> None:
+        super().__init__(model, **options)
         self._model = model
 
     @property

@@ -36,12 +36,21 @@ class DocumentVectorModel(Protocol):
     def encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]: ...
 
 
+class StoredVectorModel(Protocol):
+    """What the runtime needs of any loaded artifact."""
+
+    @property
+    def manifest(self) -> Mapping[str, Any]: ...
+
+    @property
+    def identity(self) -> dict[str, str]: ...
+
+
 class StoredVectorRuntime(ABC):
     """The scoring interface of the reranker's in-process scorer, over documents' stored vectors.
 
     Args:
-        manifest: the artifact's manifest (name, version).
-        identity: what a token store records of the model that encoded it; must match the stores'.
+        model: the loaded artifact; its identity must match the token stores'.
         token_stores: the documents' vectors from index time, or None to encode every document per request.
         device: "cpu" or "cuda"/"cuda:N", where the model was loaded.
         intra_op_threads: torch threads (0 leaves torch's choice).
@@ -55,22 +64,21 @@ class StoredVectorRuntime(ABC):
 
     def __init__(
         self,
-        manifest: Mapping[str, object],
-        identity: Mapping[str, str],
+        model: StoredVectorModel,
         *,
-        token_stores: TokenStores | None,
-        device: str,
-        intra_op_threads: int,
-        on_lookups: Callable[[int, int], None] | None,
+        token_stores: TokenStores | None = None,
+        device: str = "cpu",
+        intra_op_threads: int = 0,
+        on_lookups: Callable[[int, int], None] | None = None,
     ) -> None:
-        if token_stores is not None and token_stores.model != dict(identity):
+        if token_stores is not None and token_stores.model != model.identity:
             raise ArtifactError(
                 f"token store {token_stores.stores[0].directory} was encoded by {token_stores.model}, not by "
-                f"the served model {dict(identity)}: rebuild it with this model"
+                f"the served model {model.identity}: rebuild it with this model"
             )
         if intra_op_threads > 0:
             torch.set_num_threads(intra_op_threads)
-        self._manifest = manifest
+        self._manifest = model.manifest
         self._stores = token_stores
         self._on_lookups = on_lookups
         self._device = device

@@ -296,36 +296,50 @@ def dev_gate(figures: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_recipe_arguments(
+    parser: argparse.ArgumentParser, *, epochs: int, negatives: int, dev_depth: int
+) -> None:
+    """The flags the recipes over SciFact's train pairs share (this one and `training.poly_encoder.train`)."""
     parser.add_argument("--dataset", type=Path, required=True, help="BEIR folder with qrels/train.tsv")
     parser.add_argument("--out", type=Path, required=True, help="the artifact goes to OUT/<version>")
     parser.add_argument("--base", type=Path, default=None, help="body (default: packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--negatives", type=int, default=3)
+    parser.add_argument("--negatives", type=int, default=negatives)
     parser.add_argument("--pseudo-queries", type=int, default=300, help="title pseudo-queries per epoch")
-    parser.add_argument("--lr", type=float, default=3e-5)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--query-length", type=int, default=32)
     parser.add_argument("--document-length", type=int, default=256)
-    parser.add_argument("--dev-depth", type=int, default=50)
+    parser.add_argument("--dev-depth", type=int, default=dev_depth)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--indexes", type=Path, default=DEFAULT_INDEXES)
-    args = parser.parse_args(argv)
+
+
+def check_recipe_arguments(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *, also_positive: Sequence[str] = ()
+) -> None:
+    """Exits 2 naming the first bad flag of `add_recipe_arguments` (and of `also_positive`)."""
     if not (args.dataset / "qrels" / "train.tsv").is_file():
         parser.error(f"--dataset {args.dataset}: no qrels/train.tsv")
     if args.base is not None and not (args.base / "config.json").is_file():
         parser.error(f"--base {args.base}: not a model folder (no config.json)")
-    for name in ("epochs", "batch_size", "negatives", "dim", "query_length", "document_length", "dev_depth"):
+    for name in ("epochs", "batch_size", "negatives", "document_length", "dev_depth", *also_positive):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.pseudo_queries < 0:
         parser.error("--pseudo-queries must be at least 0")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_recipe_arguments(parser, epochs=2, negatives=3, dev_depth=50)
+    parser.add_argument("--lr", type=float, default=3e-5)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--query-length", type=int, default=32)
+    args = parser.parse_args(argv)
+    check_recipe_arguments(parser, args, also_positive=("dim", "query_length"))
     configure_logging()
     if args.threads:
         torch.set_num_threads(args.threads)

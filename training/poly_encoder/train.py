@@ -44,8 +44,14 @@ from search_common.logging_setup import configure_logging
 from training.common.seeding import seed_everything
 from training.cross_encoder.data import Group, document_text, groups_sha256
 from training.cross_encoder.evaluate import PairScorer
-from training.cross_encoder.mine import DEFAULT_CACHE, DEFAULT_INDEXES
-from training.late_interaction.train import GateRefused, dev_figures, dev_gate, training_groups
+from training.late_interaction.train import (
+    GateRefused,
+    add_recipe_arguments,
+    check_recipe_arguments,
+    dev_figures,
+    dev_gate,
+    training_groups,
+)
 from training.poly_encoder.artifact import save_artifact
 
 logger = logging.getLogger(__name__)
@@ -207,30 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", type=Path, required=True, help="BEIR folder with qrels/train.tsv")
-    parser.add_argument("--out", type=Path, required=True, help="the artifact goes to OUT/<version>")
-    parser.add_argument("--base", type=Path, default=None, help="body (default: packaged all-MiniLM-L6-v2)")
+    add_recipe_arguments(parser, epochs=1, negatives=1, dev_depth=30)
     parser.add_argument("--codes", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--negatives", type=int, default=1)
-    parser.add_argument("--pseudo-queries", type=int, default=300, help="title pseudo-queries per epoch")
-    parser.add_argument("--document-length", type=int, default=256)
-    parser.add_argument("--dev-depth", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--indexes", type=Path, default=DEFAULT_INDEXES)
     args = parser.parse_args(argv)
-    if not (args.dataset / "qrels" / "train.tsv").is_file():
-        parser.error(f"--dataset {args.dataset}: no qrels/train.tsv")
-    if args.base is not None and not (args.base / "config.json").is_file():
-        parser.error(f"--base {args.base}: not a model folder (no config.json)")
-    for name in ("codes", "epochs", "batch_size", "negatives", "document_length", "dev_depth"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
-    if args.pseudo_queries < 0:
-        parser.error("--pseudo-queries must be at least 0")
+    check_recipe_arguments(parser, args, also_positive=("codes",))
     configure_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
