@@ -34,12 +34,19 @@ def evaluate_artifact(
     progress: bool,
     first_stage: str = "bm25 (masked corpus)",
 ) -> dict[str, Any]:
-    """`evaluate_scorer` with the exported cross-encoder (int8 ONNX)."""
+    """`evaluate_scorer` with the exported cross-encoder (int8 ONNX), loaded only once the held-out queries
+    pass the leak check."""
     from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 
-    runtime = CrossEncoderRuntime.load(artifact)
+    loaded: list[CrossEncoderRuntime] = []
+
+    def score(query: str, texts: list[str]) -> npt.NDArray[np.float32]:
+        if not loaded:
+            loaded.append(CrossEncoderRuntime.load(artifact))
+        return loaded[0].score(query, texts)
+
     return evaluate_scorer(
-        runtime.score, held, ranked, documents,
+        score, held, ranked, documents,
         depth=depth, progress=progress, first_stage=first_stage, backend="onnx-int8",
     )  # fmt: skip
 
