@@ -33,6 +33,8 @@ class EvalSettings:
     # a fine-tuned bi-encoder for the dense group (None: the packaged one), and the name its rows carry
     encoder: Path | None = None
     encoder_label: str | None = None
+    # names rows of reranked pipelines for the reranker artifact (a zero-label model beside a trained one)
+    reranker_label: str | None = None
     # learned-fusion artifacts that variants with `fusion: learned` name
     fusion_models: tuple[Path, ...] = ()
 
@@ -113,16 +115,23 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
         default=None,
         help="names rows of dense and hybrid pipelines run with --encoder (dense -> dense-<label>)",
     )
+    parser.add_argument(
+        "--reranker-label",
+        default=None,
+        help="names rows of reranked pipelines for this reranker artifact (hybrid10+colbert -> "
+        "hybrid10+colbert-<label>), e.g. a zero-label model beside a trained one",
+    )
     args = parser.parse_args(argv)
     prebuilt = _check_offline_run_options(parser, args)
     if args.concurrency <= 0:
         parser.error(f"--concurrency must be positive, got {args.concurrency}")
     if (args.encoder is None) != (args.encoder_label is None):
         parser.error("--encoder and --encoder-label go together: another encoder's rows need a name")
-    if args.encoder_label is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", args.encoder_label):
-        parser.error(
-            f"--encoder-label {args.encoder_label!r}: use lower-case letters, digits, '-', '_' and '.'"
-        )
+    for flag, label in (("--encoder-label", args.encoder_label), ("--reranker-label", args.reranker_label)):
+        if label is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", label):
+            parser.error(f"{flag} {label!r}: use lower-case letters, digits, '-', '_' and '.'")
+    if args.reranker_label is not None and args.reranker == "none":
+        parser.error("--reranker-label names a reranker's rows; give --reranker too")
     return EvalSettings(
         dataset=args.dataset,
         split=args.split,
@@ -140,6 +149,7 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
         prebuilt=prebuilt,
         encoder=args.encoder,
         encoder_label=args.encoder_label,
+        reranker_label=args.reranker_label,
         fusion_models=tuple(dict.fromkeys(args.fusion_model)),
     )
 

@@ -73,6 +73,7 @@ def evaluate(
     prebuilt: Mapping[str, Path] | None = None,
     encoder_dir: Path | None = None,
     encoder_label: str | None = None,
+    reranker_label: str | None = None,
     fusion_models: Mapping[str, LearnedFusion] | None = None,
 ) -> list[QualityRow]:
     """Evaluates each named variant over a BEIR dataset split; one QualityRow per variant.
@@ -87,6 +88,7 @@ def evaluate(
             cache; it must have been built from this dataset's corpus (checked by checksum).
         encoder_dir: the bi-encoder of the dense group (None: the packaged one); its index is cached apart.
         encoder_label: rows of pipelines with a dense group are named for it (`labelled_pipeline`).
+        reranker_label: rows of reranked pipelines end in `-<label>`, their reranker `<model>-<label>`.
         fusion_models: learned-fusion models by name, for variants with `fusion: learned`.
 
     Raises:
@@ -114,6 +116,7 @@ def evaluate(
     query_encoder = encoder if any(v.uses_feedback for v in variants) else None
     pipeline = SearchPipeline(retrievers, reranker, query_encoder=query_encoder, fusion_models=fusion_models)
     rows: list[QualityRow] = []
+    reranked_suffix = f"-{reranker_label}" if reranker_label else ""
     for variant in variants:
         started = time.monotonic()
         run = asyncio.run(run_queries(pipeline, variant, queries, concurrency=concurrency))
@@ -122,9 +125,9 @@ def evaluate(
         row = QualityRow(
             dataset=beir.name,
             split=split,
-            pipeline=labelled_pipeline(variant.name, label),
+            pipeline=labelled_pipeline(variant.name, label) + (reranked_suffix if variant.reranks else ""),
             first_stage=labelled_pipeline(variant.first_stage, label),
-            reranker=variant.reranker_model if variant.reranks else None,
+            reranker=variant.reranker_model + reranked_suffix if variant.reranks else None,
             rerank_depth=variant.rerank_depth if variant.reranks else 0,
             fusion=variant.fusion if variant.reranks else "none",
             ndcg_at_10=round(scores["ndcg@10"], 4),
@@ -157,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prebuilt=settings.prebuilt,
             encoder_dir=settings.encoder,
             encoder_label=settings.encoder_label,
+            reranker_label=settings.reranker_label,
             fusion_models=load_fusion_models(settings.fusion_models),
         )
     except (DatasetError, ValueError, SearchError) as exc:

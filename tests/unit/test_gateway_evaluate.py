@@ -99,3 +99,17 @@ def test_encoder_flags_go_together_and_need_an_artifact(
     assert "--encoder-label" in capsys.readouterr().err
     settings = parse_eval_settings([*base, "--encoder", str(tmp_path), "--encoder-label", "mnrl"], ["none"])
     assert settings.encoder == tmp_path and settings.encoder_label == "mnrl"
+
+
+def test_a_reranker_label_needs_a_reranker_and_a_plain_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--dataset", str(_dataset(tmp_path)), "--pipeline", "hybrid10+colbert"]
+    with pytest.raises(SystemExit):
+        parse_eval_settings([*base, "--reranker-label", "zero-label"], ["none", "onnx"])
+    assert "give --reranker too" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_eval_settings([*base, "--reranker", "onnx", "--reranker-label", "Zero Label"], ["none", "onnx"])
+    assert "--reranker-label" in capsys.readouterr().err
+    settings = parse_eval_settings([*base, "--reranker", "onnx", "--reranker-label", "zl"], ["none", "onnx"])
+    assert settings.reranker_label == "zl"
