@@ -15,7 +15,7 @@ DEMO_QUERIES = (
     "format a date as ISO 8601",
 )
 # Reranking depth is what a CPU can afford per query at interactive latency; see gateway/variants.yaml.
-DEMO_RERANKED_VARIANT = "hybrid30+colbert"
+DEMO_RERANKED_VARIANT = "hybrid10+colbert"
 CROSS_ENCODER_VARIANT = "hybrid30+ce"
 
 

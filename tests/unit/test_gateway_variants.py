@@ -24,10 +24,20 @@ def _v(name: str, weight: float = 1.0, **fields: Any) -> dict[str, Any]:
     return {"name": name, "weight": weight, "first_stage": "dense", "retrieval_depth": 100, **fields}
 
 
-def test_packaged_default_file_loads_with_hybrid_default() -> None:
+def test_packaged_default_reranks_with_colbert_and_falls_back_to_hybrid_without_a_reranker() -> None:
     table = load_variants(None, BOUNDS)
-    assert {"dense", "bm25", "hybrid", "hybrid100+ce"} <= set(table.names)
-    assert table.default.name == "hybrid"
+    assert {"dense", "bm25", "hybrid", "hybrid100+ce", "hybrid10+colbert"} <= set(table.names)
+    default = table.default
+    assert (default.name, default.reranker, default.rerank_depth) == (
+        "hybrid10+colbert",
+        "colbert-minilm",
+        10,
+    )
+    assert table.restricted_to({"dense", "bm25"}, has_reranker=False).default.name == "hybrid"
+    routed = table.restricted_to(
+        {"dense", "bm25"}, has_reranker=True, reranker_models={"cross-encoder-minilm"}
+    )
+    assert routed.default.name == "hybrid"
     ce = table.variants["hybrid100+ce"]
     assert ce.reranks and ce.rerank_depth == 100 and ce.first_stage == "hybrid"
 

@@ -3,10 +3,11 @@
 The queries, the masked corpus, the BM25 negatives and the held-out gate are the zero-label cross-encoder's
 (`training.cross_encoder.default_model`): each document's first sentence queries the document shown without
 it, a dotted id's words query its document shown without its title, and a seeded set of documents is held out
-(never trained on, never a negative) to measure BM25 alone against BM25 re-ranked by the trained model. Only
-the model differs: PyLate's ColBERT from the packaged all-MiniLM-L6-v2, contrastive over one positive, BM25
-hard negatives and the rest of the batch. It is published only when, re-ranking alone, it beats BM25 on the
-held-out queries; otherwise it is kept as `.rejected-<version>-<key>` and the command exits 1.
+(never trained on, never a negative). The model is PyLate's ColBERT from the packaged all-MiniLM-L6-v2,
+contrastive over one positive, BM25 hard negatives and the rest of the batch. Its gate is the first stage
+the stack serves (the packaged bi-encoder's and BM25's hybrid over the masked corpus) alone against its top
+20 re-ranked by the model alone, on the held-out queries: it is published only when it wins there; otherwise
+it is kept as `.rejected-<version>-<key>` and the command exits 3.
 
 Models are cached under `<out>/<version>-<key>/`, the key being the checksums of the corpus and the base model
 and the recipe: the same inputs return the cached model (or its refusal) at once, and a second process waits
@@ -25,7 +26,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,14 @@ from search_common.artifacts import (
     sha256_tree,
     write_manifest,
 )
+from search_common.documents import Document
 from search_common.logging_setup import configure_logging
 from training.cross_encoder.data import groups_sha256
 from training.cross_encoder.default_model.cache import base_model_sha256, digest_key, exclusive, find_cached
 from training.cross_encoder.default_model.gate import QueryScorer, evaluate_scorer
 from training.cross_encoder.default_model.mining import make_groups, rank_bm25
-from training.cross_encoder.default_model.pseudo_queries import prepare_queries
-from training.cross_encoder.default_model.recipe import Budget, Recipe, StepCallback, corpus_file
+from training.cross_encoder.default_model.pseudo_queries import PseudoQuery, prepare_queries
+from training.cross_encoder.default_model.recipe import CORPUS_FILE, Budget, Recipe, StepCallback, corpus_file
 from training.late_interaction.fit import FitParameters, fit
 from training.late_interaction.train import EXPORT_TOLERANCE, GateRefused, check_runtime
 
@@ -58,7 +60,8 @@ logger = logging.getLogger(__name__)
 
 # The supervised recipe's name too: variants name the model family, and either recipe's model serves them.
 MODEL_NAME = "colbert-minilm"
-RECIPE_VERSION = 1
+# 2: the gate's first stage is the hybrid the stack serves, not BM25 alone.
+RECIPE_VERSION = 2
 # The command's exit status when the gate refuses the model (1 is any uncaught error, 2 a usage error).
 REFUSED_EXIT_CODE = 3
 DEFAULT_OUT_ROOT = Path("var/models/colbert-zero-label")
@@ -108,6 +111,49 @@ def query_scorer(encoder: LateInteractionEncoder) -> QueryScorer:
     return score
 
 
+def gate(
+    artifact: Path,
+    held: Sequence[PseudoQuery],
+    documents: Mapping[str, Document],
+    work: Path,
+    recipe: ZeroLabelRecipe,
+    *,
+    progress: bool,
+) -> dict[str, Any]:
+    """Held-out figures against the first stage the stack serves: the hybrid of the packaged bi-encoder and
+    BM25 over the masked corpus (`rank_bm25` wrote it under `work`), its top `eval_depth` re-ranked by the
+    model alone. `beats_first_stage` is the publish rule.
+
+    Against BM25 alone the gate passed models that lost on real queries (DL19: hybrid 0.791 -> 0.770
+    re-ranking the top 10); the dense half of the hybrid already answers most first-sentence queries, so the
+    model must add to that, as it must when served.
+    """
+    from training.cross_encoder.mine import first_stage_candidates
+
+    hybrid = first_stage_candidates(
+        work / "masked" / CORPUS_FILE, {q.query_id: q.text for q in held},
+        cache_dir=work / "cache", index_root=work / "indexes", depth=recipe.eval_depth + 10,
+    )  # fmt: skip
+    evaluation = evaluate_scorer(
+        query_scorer(LateInteractionEncoder.load(artifact)), held, hybrid, documents,
+        depth=recipe.eval_depth, progress=progress, backend="late-interaction (torch)",
+        first_stage="hybrid: packaged bi-encoder + BM25, RRF (masked corpus)",
+    )  # fmt: skip
+    evaluation["beats_first_stage"] = evaluation["reranked_ndcg@10"] > evaluation["first_stage_ndcg@10"]
+    return evaluation
+
+
+def regate(corpus: Path, artifact: Path, recipe: ZeroLabelRecipe, *, progress: bool = True) -> dict[str, Any]:
+    """`gate` for an artifact already trained on `corpus` with `recipe` (the held-out queries are rebuilt from
+    the seed): how a model published under an older gate fares under this one. Changes nothing on disk."""
+    import tempfile
+
+    pseudo, (_, held, _) = prepare_queries(corpus_file(corpus), recipe.budget(), recipe.query_recipe())
+    with tempfile.TemporaryDirectory() as scratch:
+        rank_bm25(pseudo.documents, held, Path(scratch), depth=recipe.eval_depth, progress=progress)
+        return gate(artifact, held, pseudo.documents, Path(scratch), recipe, progress=progress)
+
+
 def recipe_key(corpus: Path, recipe: ZeroLabelRecipe) -> str:
     """The identity of a trained model: same corpus, base model and recipe, same key."""
     hyperparameters = asdict(recipe)
@@ -126,8 +172,8 @@ def recipe_key(corpus: Path, recipe: ZeroLabelRecipe) -> str:
 def cached_model(
     corpus: Path, out_root: Path, recipe: ZeroLabelRecipe, *, require_gain: bool = True
 ) -> Path | None:
-    """The published model for these inputs when one exists (and, with require_gain, beat BM25 on held-out
-    queries); never trains."""
+    """The published model for these inputs when one exists (and, with require_gain, beat its first stage on
+    held-out queries); never trains."""
     if not corpus_file(corpus).is_file():
         return None
     cached = find_cached(out_root, recipe_key(corpus, recipe))
@@ -149,7 +195,8 @@ def ensure_model(
     mechanics) a model that loses to BM25 is published too, its manifest saying so.
 
     Raises:
-        GateRefused: this recipe's model did not beat BM25 on held-out pseudo-queries (now or before).
+        GateRefused: this recipe's model did not beat its first stage on held-out pseudo-queries (now or
+            before).
         ValueError: the corpus has too few usable pseudo-queries.
     """
     key = recipe_key(corpus, recipe)
@@ -197,18 +244,14 @@ def train(
         model = fit(recipe.fit, groups, pseudo.documents, staging / ".trainer", on_step=on_step)
         trained = time.perf_counter()
         model.save(str(staging))
-        for scratch in (".trainer", ".mining"):
-            shutil.rmtree(staging / scratch)
+        shutil.rmtree(staging / ".trainer")
         probe = [pseudo.documents[g.positive].model_text() for g in groups[:8]]
         probe += [g.query for g in groups[:8]]
         error = check_runtime(model, staging, probe)
         if error > EXPORT_TOLERANCE:
             raise RuntimeError(f"the serving runtime differs from PyLate by {error:.2e} > {EXPORT_TOLERANCE}")
-        evaluation = evaluate_scorer(
-            query_scorer(LateInteractionEncoder.load(staging)), held, ranked, pseudo.documents,
-            depth=recipe.eval_depth, progress=progress, backend="late-interaction (torch)",
-        )  # fmt: skip
-        evaluation["beats_first_stage"] = evaluation["reranked_ndcg@10"] > evaluation["first_stage_ndcg@10"]
+        evaluation = gate(staging, held, pseudo.documents, staging / ".mining", recipe, progress=progress)
+        shutil.rmtree(staging / ".mining")
         write_manifest(
             staging,
             {
@@ -249,7 +292,9 @@ def train(
     if require_gain and not evaluation["beats_first_stage"]:
         kept = out_root / f".rejected-{name}"
         (out_root / name).rename(kept)
-        raise GateRefused(f"{kept}: does not beat BM25 on held-out pseudo-queries: {_summary(evaluation)}")
+        raise GateRefused(
+            f"{kept}: does not beat its first stage on held-out pseudo-queries: {_summary(evaluation)}"
+        )
     return out_root / name
 
 
@@ -294,8 +339,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--recipe", default=None, help="the whole recipe as JSON (overrides the flags above)")
     parser.add_argument(
-        "--allow-no-gain", action="store_true", help="publish even when BM25 wins on held-out queries"
+        "--allow-no-gain",
+        action="store_true",
+        help="publish even when the first stage wins on held-out queries",
     )
+    parser.add_argument(
+        "--regate", type=Path, default=None, metavar="ARTIFACT",
+        help="only measure ARTIFACT (trained on --corpus with these flags) under this gate; print JSON",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not corpus_file(args.corpus).is_file():
         parser.error(f"--corpus {args.corpus}: no corpus.jsonl there")
@@ -318,6 +369,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             recipe = ZeroLabelRecipe.from_json(args.recipe)
     except (ValueError, TypeError, KeyError) as exc:
         parser.error(f"--recipe: not a zero-label recipe: {exc}")
+    if args.regate is not None:
+        print(json.dumps(regate(args.corpus, args.regate, recipe), indent=2))
+        return
     try:
         published = ensure_model(
             args.corpus, args.out, recipe,
