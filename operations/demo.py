@@ -7,12 +7,15 @@ results with per-stage timings; then stops every process (SIGTERM, then SIGKILL 
 on Ctrl-C or failure. The gateway's default variant is the one the demo shows, so `search-client` without
 `--variant` ranks as the demo does.
 
-The cross-encoder is trained on the corpus's own pseudo-queries on first use, then cached. While it trains
-(in the background: `operations.demo_reranker`), the stack already answers on the first stage, flagged
+The reranker's model is trained on the corpus's own pseudo-queries on first use, then cached: by default a
+zero-label ColBERT model (`operations.demo_colbert`, trained in the PyLate environment, its token store built
+before it is served), or with `--reranker auto|onnx|torch|triton` the zero-label cross-encoder. While it
+trains (in the background: `operations.demo_reranker`), the stack already answers on the first stage, flagged
 degraded with the reason and the training's progress; once it passes its publish gate it is swapped in and
 its held-out figures printed. Without --keep-running the demo then shows the same queries re-ranked.
 
-    search-demo                                  # in-process ONNX scorer and LRU cache in the reranker
+    search-demo                                  # zero-label ColBERT in the reranker, LRU score cache
+    search-demo --reranker auto                  # the zero-label cross-encoder in process instead
     search-demo --reranker triton --cache redis  # a real tritonserver and redis-server on loopback
     search-demo --reranker none                  # first stage only
     search-demo --keep-running                   # leave the stack up for `search-client --target ...`

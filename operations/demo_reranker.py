@@ -1,5 +1,7 @@
-"""The demo's cross-encoder: named, cached, or trained in the background while the stack already answers.
+"""The demo's reranker model: named, cached, or trained in the background while the stack already answers.
 
+`BackgroundTraining` is the mechanism; `CrossEncoderTraining` trains the zero-label cross-encoder in this
+process, `operations.demo_colbert.LateInteractionTraining` the zero-label ColBERT in its own environment.
 On a first run nothing is cached, and training the default model on two cores takes many minutes. Rather
 than answer nothing until then, the demo starts the reranker with `--wait-for-model` on a serving root of
 its own, trains in a background thread, and writes the progress to that root's STATUS file, which the
