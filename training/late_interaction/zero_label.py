@@ -75,7 +75,7 @@ class ZeroLabelRecipe:
         fit: the model and optimiser (`training.late_interaction.fit`).
         max_groups: training groups (one pseudo-query, its positive, `fit.negatives` BM25 negatives).
         held_out: documents whose first-sentence queries are held out for the gate.
-        eval_depth: BM25 candidates re-ranked per held-out query.
+        eval_depth: first-stage (hybrid) candidates re-ranked per held-out query.
     """
 
     fit: FitParameters = field(default_factory=lambda: FitParameters(base=str(default_model_dir())))
