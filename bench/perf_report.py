@@ -6,8 +6,9 @@ interleaved): rerank.json (bench/rerank.py), serving.json (bench/serving.py), ca
 (bench/late_interaction.py) and ab_scifact.json (`search-ab`).
 A missing record leaves its keys null and is named in `missing`. Plots: FAISS recall@100 against QPS per
 index type at each size (faiss_recall_qps.png) and the A/B variants' nDCG@10 against p50 latency
-(ab_frontier.png), with the late-interaction variants of ab_scifact_colbert.json (`search-ab --reranker
-late-interaction`, a run of its own) beside them when it exists.
+(ab_frontier.png), with the ColBERT variants of ab_scifact_colbert.json (`search-ab --reranker
+late-interaction`) and the poly-encoder's of ab_scifact_poly.json (`search-ab --reranker poly-encoder`),
+each a run of its own, beside them when they exist.
 
 Example:
     python bench/perf_report.py --results bench/results
@@ -20,6 +21,7 @@ import json
 import logging
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,17 +118,16 @@ def plot_faiss(record: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
-def plot_ab(record: dict[str, Any], out: Path, other: dict[str, Any] | None = None) -> None:
-    """The variants' nDCG@10 against p50 latency with the frontier; `other` is a second search-ab run (the
-    late-interaction reranker's variants, which need their own reranker), drawn in its own colour."""
+def plot_ab(record: dict[str, Any], out: Path, others: Sequence[dict[str, Any]] = ()) -> None:
+    """The variants' nDCG@10 against p50 latency with the frontier; `others` are search-ab runs of their own
+    (the ColBERT and poly-encoder variants, which need their own reranker), each drawn in its own colour."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     runs = [(record, f"reranker {record.get('reranker_adapter', '')}")]
-    if other is not None:
-        runs.append((other, f"reranker {other.get('reranker_adapter', '')} (its own run)"))
+    runs += [(other, f"reranker {other.get('reranker_adapter', '')} (its own run)") for other in others]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     points = sorted((r["latency_p50_ms"], r["ndcg@10"], r["variant"]) for run, _ in runs for r in run["rows"])
     frontier: list[tuple[float, float]] = []
@@ -183,7 +184,8 @@ def main() -> None:
     # GPU figures exist only where a run had a GPU (bench/faiss_scaling.py --device gpu); not a goal key.
     faiss_gpu = read(res / "faiss_scaling_gpu.json")
     ab = read(res / "ab_scifact.json")
-    ab_late_interaction = read(res / "ab_scifact_colbert.json")
+    # The stored-vector rerankers' variants, each measured by a search-ab run of its own.
+    ab_others = [run for name in ("colbert", "poly") if (run := read(res / f"ab_scifact_{name}.json"))]
     late_interaction = read(res / "late_interaction.json")
     missing = [
         name
@@ -359,7 +361,7 @@ def main() -> None:
         if faiss_rec:
             plot_faiss(faiss_rec, res / "faiss_recall_qps.png")
         if ab:
-            plot_ab(ab, res / "ab_frontier.png", ab_late_interaction)
+            plot_ab(ab, res / "ab_frontier.png", ab_others)
     print(json.dumps(keys, indent=1))
 
 
