@@ -35,9 +35,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
-from model_runtimes.stored_vectors import StoredVectorRuntime
+from model_runtimes.stored_vectors import StoredVectorRuntime, read_model_manifest
 from model_runtimes.token_store import TokenStores
-from search_common.artifacts import MANIFEST_NAME, ArtifactError, latest_version, read_manifest, sha256_tree
+from search_common.artifacts import MANIFEST_NAME, ArtifactError, latest_version
 
 logger = logging.getLogger(__name__)
 
@@ -241,17 +241,8 @@ MANIFEST_REQUIRED = ("name", "version", "kind", "weights_sha256", "document_leng
 
 
 def read_late_interaction_manifest(directory: Path, *, verify: bool = True) -> dict[str, object]:
-    """A late-interaction artifact's manifest, checked (and its files' checksum, with verify).
-
-    Raises:
-        ArtifactError: the directory is not a complete late-interaction artifact, or its files changed.
-    """
-    manifest = read_manifest(directory, MANIFEST_REQUIRED)
-    if manifest["kind"] != KIND:
-        raise ArtifactError(f"{directory}: a {manifest['kind']!r} artifact, not a {KIND!r} one")
-    if verify and sha256_tree(directory) != manifest["weights_sha256"]:
-        raise ArtifactError(f"{directory}: files do not match the manifest's weights_sha256")
-    return manifest
+    """A late-interaction artifact's manifest, checked (and its files' checksum, with verify)."""
+    return read_model_manifest(directory, KIND, MANIFEST_REQUIRED, verify=verify)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from model_runtimes.stored_vectors import BATCH_SIZE, FloatMatrix, StoredVectorRuntime
-from search_common.artifacts import MANIFEST_NAME, ArtifactError, latest_version, read_manifest, sha256_tree
+from model_runtimes.stored_vectors import BATCH_SIZE, FloatMatrix, StoredVectorRuntime, read_model_manifest
+from search_common.artifacts import MANIFEST_NAME, ArtifactError, latest_version
 
 logger = logging.getLogger(__name__)
 
@@ -86,17 +86,8 @@ class PolyEncoder(torch.nn.Module):
 
 
 def read_poly_encoder_manifest(directory: Path, *, verify: bool = True) -> dict[str, Any]:
-    """A poly-encoder artifact's manifest, checked (and its files' checksum, with verify).
-
-    Raises:
-        ArtifactError: the directory is not a complete poly-encoder artifact, or its files changed.
-    """
-    manifest = read_manifest(directory, MANIFEST_REQUIRED)
-    if manifest["kind"] != KIND:
-        raise ArtifactError(f"{directory}: a {manifest['kind']!r} artifact, not a {KIND!r} one")
-    if verify and sha256_tree(directory) != manifest["weights_sha256"]:
-        raise ArtifactError(f"{directory}: files do not match the manifest's weights_sha256")
-    return manifest
+    """A poly-encoder artifact's manifest, checked (and its files' checksum, with verify)."""
+    return read_model_manifest(directory, KIND, MANIFEST_REQUIRED, verify=verify)
 
 
 def tokenize(

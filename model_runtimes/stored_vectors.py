@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -18,10 +19,27 @@ import torch
 
 from model_runtimes.stopping import ScoringStopped
 from model_runtimes.token_store import TokenStores
-from search_common.artifacts import ArtifactError
+from search_common.artifacts import ArtifactError, read_manifest, sha256_tree
 
 FloatMatrix = npt.NDArray[np.float32]
 BATCH_SIZE = 32
+
+
+def read_model_manifest(
+    directory: Path, kind: str, required: Sequence[str], *, verify: bool = True
+) -> dict[str, Any]:
+    """An artifact's manifest, checked to be of `kind` with `required` keys (and, with verify, that its files
+    still match `weights_sha256`).
+
+    Raises:
+        ArtifactError: the directory is not a complete artifact of that kind, or its files changed.
+    """
+    manifest = read_manifest(directory, tuple(required))
+    if manifest["kind"] != kind:
+        raise ArtifactError(f"{directory}: a {manifest['kind']!r} artifact, not a {kind!r} one")
+    if verify and sha256_tree(directory) != manifest["weights_sha256"]:
+        raise ArtifactError(f"{directory}: files do not match the manifest's weights_sha256")
+    return manifest
 
 
 class DocumentVectorModel(Protocol):
