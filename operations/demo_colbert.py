@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 TRAINING_PYTHON_ENV = "SEARCH_TRAINING_PYTHON"
 POLL_SECONDS = 2.0
 _STEP = re.compile(r"step (\d+)/(\d+)")
+PHASE_PREFIX = "phase: "
 
 
 def training_python() -> Path:
@@ -68,6 +69,7 @@ class LateInteractionTraining(BackgroundTraining):
     recipe: ZeroLabelRecipe | None = None
     require_gain: bool = True
     _process: subprocess.Popen[bytes] | None = None
+    _last_report: str = ""
 
     what: ClassVar[str] = "default ColBERT reranker"
 
@@ -122,12 +124,20 @@ class LateInteractionTraining(BackgroundTraining):
             raise RuntimeError(f"the recipe exited {code} (log {self.log_path}): {_last_line(self.log_path)}")
 
     def _report(self, progress: Path) -> None:
+        """Passes on what the child last wrote, once: a step, or the phase after the steps (the gate)."""
         try:
-            match = _STEP.search(progress.read_text(encoding="utf-8"))
+            text = progress.read_text(encoding="utf-8").strip()
         except OSError:
             return
-        if match is not None:
+        if text == self._last_report:
+            return
+        self._last_report = text
+        if (match := _STEP.search(text)) is not None:
             self._on_step(int(match[1]), int(match[2]))
+        elif text.startswith(PHASE_PREFIX):
+            line = f"training the {self.what}: {text.removeprefix(PHASE_PREFIX)}"
+            self._status(line)
+            print(f"  [{line}]", flush=True)
 
 
 def _last_line(path: Path) -> str:

@@ -26,7 +26,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,7 @@ def ensure_model(
     require_gain: bool = True,
     progress: bool = True,
     on_step: StepCallback | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> Path:
     """The published model for `corpus`, trained on first use. Without require_gain (tests of the
     mechanics) a model that loses to BM25 is published too, its manifest saying so.
@@ -209,8 +210,9 @@ def ensure_model(
         if require_gain and lost:
             raise GateRefused(f"{lost[0]}: this recipe's model did not beat its first stage")
         return train(
-            corpus, out_root, recipe, key=key, require_gain=require_gain, progress=progress, on_step=on_step
-        )
+            corpus, out_root, recipe, key=key, require_gain=require_gain, progress=progress,
+            on_step=on_step, on_phase=on_phase,
+        )  # fmt: skip
 
 
 def train(
@@ -222,8 +224,10 @@ def train(
     require_gain: bool = True,
     progress: bool = True,
     on_step: StepCallback | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> Path:
-    """Trains, checks and gates one model; returns the published artifact's directory."""
+    """Trains, checks and gates one model; returns the published artifact's directory. `on_phase` hears what
+    it does once the training steps are done (the gate takes minutes)."""
     path = corpus_file(corpus)
     started = time.perf_counter()
     cpu_started = time.process_time()
@@ -250,6 +254,8 @@ def train(
         error = check_runtime(model, staging, probe)
         if error > EXPORT_TOLERANCE:
             raise RuntimeError(f"the serving runtime differs from PyLate by {error:.2e} > {EXPORT_TOLERANCE}")
+        if on_phase is not None:
+            on_phase(f"checking the model on {len(held)} held-out queries against the first stage")
         evaluation = gate(staging, held, pseudo.documents, staging / ".mining", recipe, progress=progress)
         shutil.rmtree(staging / ".mining")
         write_manifest(
@@ -303,18 +309,19 @@ def recipe_arguments(recipe: ZeroLabelRecipe, *, require_gain: bool = True) -> l
     return ["--recipe", json.dumps(asdict(recipe)), *([] if require_gain else ["--allow-no-gain"])]
 
 
-def _progress_writer(path: Path | None) -> StepCallback | None:
-    """Writes the training's step to `path` atomically (a waiting demo reads it), or None."""
+def _progress_writers(path: Path | None) -> tuple[StepCallback | None, Callable[[str], None] | None]:
+    """Callbacks that write the training's step ("step 3/63") and later phase ("phase: ...") to `path`,
+    atomically, for a waiting demo to read; (None, None) without a path."""
     if path is None:
-        return None
+        return None, None
     target = path
 
-    def write(done: int, total: int) -> None:
+    def write(text: str) -> None:
         scratch = target.with_name(f".{target.name}.tmp")
-        scratch.write_text(f"step {done}/{total}\n", encoding="utf-8")
+        scratch.write_text(text + "\n", encoding="utf-8")
         scratch.replace(target)
 
-    return write
+    return (lambda done, total: write(f"step {done}/{total}")), (lambda phase: write(f"phase: {phase}"))
 
 
 def _summary(evaluation: dict[str, Any]) -> str:
@@ -372,10 +379,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.regate is not None:
         print(json.dumps(regate(args.corpus, args.regate, recipe), indent=2))
         return
+    on_step, on_phase = _progress_writers(args.progress_file)
     try:
         published = ensure_model(
             args.corpus, args.out, recipe,
-            require_gain=not args.allow_no_gain, on_step=_progress_writer(args.progress_file),
+            require_gain=not args.allow_no_gain, on_step=on_step, on_phase=on_phase,
         )  # fmt: skip
     except GateRefused as refused:
         logger.error("not published: %s", refused)

@@ -15,6 +15,7 @@ from model_runtimes.bi_encoder import default_model_dir
 from operations.demo_colbert import LateInteractionTraining, training_python
 from operations.demo_reranker import describe_gate
 from operations.processes import ServiceStack, wait_for_serving
+from reranker_service.server import STATUS_FILE
 from search_common.artifacts import read_manifest
 from tests.tiny_stdlib import write_tiny_corpus
 from training.late_interaction.fit import FitParameters
@@ -87,3 +88,18 @@ def test_the_reranker_waits_for_colbert_then_serves_it_over_its_token_store(tmp_
     again.start()
     assert again.wait(120) and again.artifact == training.artifact
     assert not again.log_path.exists(), "a cached model must not start the training process"
+
+
+def test_the_childs_steps_then_its_gate_phase_reach_the_status_once_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    training = _training(tmp_path / "corpus", tmp_path)
+    training.serving_root.mkdir(parents=True)
+    progress = tmp_path / "progress"
+    for text in ("step 3/63", "step 3/63", "phase: checking the model on 300 held-out queries"):
+        progress.write_text(text + "\n")
+        training._report(progress)
+    status = (training.serving_root / STATUS_FILE).read_text()
+    assert status.strip() == f"training the {training.what}: checking the model on 300 held-out queries"
+    printed = capsys.readouterr().out
+    assert printed.count("step 3/63") == 1 and printed.count("held-out queries") == 1
