@@ -35,9 +35,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
-from model_runtimes.stored_vectors import StoredVectorRuntime, read_model_manifest
+from model_runtimes.stored_vectors import StoredVectorRuntime, model_identity, read_model_manifest
 from model_runtimes.token_store import TokenStores
-from search_common.artifacts import MANIFEST_NAME, ArtifactError, latest_version
+from search_common.artifacts import ArtifactError, resolve_version
 
 logger = logging.getLogger(__name__)
 
@@ -256,14 +256,13 @@ class LateInteractionModel:
     @classmethod
     def load(cls, path: Path, *, device: str = "cpu") -> LateInteractionModel:
         """An artifact version directory, or the newest complete version under a root."""
-        directory = path if (path / MANIFEST_NAME).is_file() else latest_version(path)
+        directory = resolve_version(path)
         manifest = read_late_interaction_manifest(directory)
         return cls(directory, manifest, LateInteractionEncoder.load(directory, device=device))
 
     @property
     def identity(self) -> dict[str, str]:
-        """What a token store records of the model that encoded it, and must match at serving time."""
-        return {key: str(self.manifest[key]) for key in ("name", "version", "weights_sha256")}
+        return model_identity(self.manifest)
 
     @property
     def document_length(self) -> int:

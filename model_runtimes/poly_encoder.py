@@ -31,8 +31,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from model_runtimes.stored_vectors import BATCH_SIZE, FloatMatrix, StoredVectorRuntime, read_model_manifest
-from search_common.artifacts import MANIFEST_NAME, ArtifactError, latest_version
+from model_runtimes.stored_vectors import (
+    BATCH_SIZE,
+    FloatMatrix,
+    StoredVectorRuntime,
+    model_identity,
+    read_model_manifest,
+)
+from search_common.artifacts import ArtifactError, resolve_version
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +118,7 @@ class PolyEncoderModel:
     @classmethod
     def load(cls, path: Path, *, device: str = "cpu") -> PolyEncoderModel:
         """An artifact version directory, or the newest complete version under a root."""
-        directory = path if (path / MANIFEST_NAME).is_file() else latest_version(path)
+        directory = resolve_version(path)
         manifest = read_poly_encoder_manifest(directory)
         codes = load_file(str(directory / CODES_FILE))["codes"]
         if codes.shape[0] != int(manifest["codes"]):
@@ -123,8 +129,7 @@ class PolyEncoderModel:
 
     @property
     def identity(self) -> dict[str, str]:
-        """What a token store records of the model that encoded it, and must match at serving time."""
-        return {key: str(self.manifest[key]) for key in ("name", "version", "weights_sha256")}
+        return model_identity(self.manifest)
 
     @property
     def document_length(self) -> int:

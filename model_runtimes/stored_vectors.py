@@ -42,6 +42,11 @@ def read_model_manifest(
     return manifest
 
 
+def model_identity(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """What a token store records of the model that encoded it, and must match at serving time."""
+    return {key: str(manifest[key]) for key in ("name", "version", "weights_sha256")}
+
+
 class DocumentVectorModel(Protocol):
     """What `search-build-index` needs of a model to write its token stores."""
 

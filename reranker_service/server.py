@@ -19,7 +19,7 @@ from reranker_service.config import Settings
 from reranker_service.metrics import RerankerMetrics
 from reranker_service.scoring import RerankCore
 from reranker_service.servicer import RerankerServicer
-from search_common.artifacts import MANIFEST_NAME, ArtifactError, latest_version
+from search_common.artifacts import ArtifactError, resolve_version
 from search_common.errors import Unavailable
 from search_common.grpc_server import (
     add_standard_services,
@@ -139,10 +139,8 @@ def _has_model(settings: Settings) -> bool:
 
 def _newest_model(root: Path) -> Path | None:
     """The version a load under `root` would pick now (the root itself when it is a version), or None."""
-    if (root / MANIFEST_NAME).is_file():
-        return root
     try:
-        return latest_version(root)
+        return resolve_version(root)
     except ArtifactError:
         return None
 

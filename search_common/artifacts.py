@@ -172,3 +172,8 @@ def latest_version(parent: Path) -> Path:
     if not versions:
         raise ArtifactError(f"{parent}: no complete artifact version found")
     return versions[-1]
+
+
+def resolve_version(path: Path) -> Path:
+    """An artifact version directory itself, or the newest complete version below a root."""
+    return path if (path / MANIFEST_NAME).is_file() else latest_version(path)

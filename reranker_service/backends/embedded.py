@@ -22,7 +22,7 @@ import numpy.typing as npt
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 from model_runtimes.stopping import ScoringStopped
 from reranker_service.backends.admission import AdmissionLimit
-from search_common.artifacts import MANIFEST_NAME, latest_version
+from search_common.artifacts import resolve_version
 
 if TYPE_CHECKING:
     from model_runtimes.stored_vectors import StoredVectorRuntime
@@ -31,11 +31,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 WARMUP_QUERY = "warm up the reranker"
-
-
-def resolve_artifact(path: Path) -> Path:
-    """An artifact version directory itself, or the newest version below a root."""
-    return path if (path / MANIFEST_NAME).is_file() else latest_version(path)
 
 
 class ScoringRuntime(Protocol):
@@ -110,7 +105,7 @@ class EmbeddedScorer:
         max_pending: int = 64,
     ) -> EmbeddedScorer:
         runtime = CrossEncoderRuntime.load(
-            resolve_artifact(artifact),
+            resolve_version(artifact),
             engine=engine,
             device=device,
             intra_op_threads=intra_op_threads,
