@@ -46,7 +46,7 @@ from model_runtimes.cross_encoder.manifest import choose_engine, read_cross_enco
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 from model_runtimes.hardware import cpu_flags, cpu_model
 from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
-from model_runtimes.poly_encoder import PolyEncoderModel, PolyEncoderRuntime
+from model_runtimes.stored_vectors import load_stored_vector_runtime
 from model_runtimes.token_store import TokenStores
 from search_common.logging_setup import configure_logging
 from training.common.metrics import ndcg_at_10, ranking_to_run
@@ -102,12 +102,9 @@ def main() -> None:
         "late_interaction": lambda q, t: stored.score(q, t),
         "late_interaction_no_store": lambda q, t: unstored.score(q, t),
     }
-    poly: PolyEncoderRuntime | None = None
     if args.poly_artifact is not None:
-        poly_model = PolyEncoderModel.load(args.poly_artifact)
-        poly_stores = TokenStores.for_model(args.poly_store, poly_model.identity)
-        poly = poly_runtime = PolyEncoderRuntime(poly_model, token_stores=poly_stores)
-        scorers["poly_encoder"] = lambda q, t: poly_runtime.score(q, t)
+        poly = load_stored_vector_runtime("poly-encoder", args.poly_artifact, token_store=args.poly_store)
+        scorers["poly_encoder"] = lambda q, t: poly.score(q, t)
     names = list(scorers)
     seconds: dict[str, list[float]] = {n: [] for n in names}
     ranked: dict[str, dict[str, list[str]]] = {n: {} for n in names}
@@ -159,7 +156,7 @@ def main() -> None:
             "stored_documents": len(stores),
         },
         "poly_encoder": None
-        if poly is None
+        if args.poly_artifact is None
         else {
             "artifact": str(args.poly_artifact),
             "token_store": str(args.poly_store),

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -23,10 +23,6 @@ from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 from model_runtimes.stopping import ScoringStopped
 from reranker_service.backends.admission import AdmissionLimit
 from search_common.artifacts import resolve_version
-
-if TYPE_CHECKING:
-    from model_runtimes.stored_vectors import StoredVectorRuntime
-    from model_runtimes.token_store import TokenStores
 
 logger = logging.getLogger(__name__)
 
@@ -175,13 +171,6 @@ class EmbeddedScorer:
         await asyncio.to_thread(self._runtime.close)
 
 
-def _stores_for(token_store: Path | None, identity: dict[str, str]) -> TokenStores | None:
-    """A root of store versions gives the one this model encoded (a hot-swapped model brings its own)."""
-    from model_runtimes.token_store import TokenStores
-
-    return TokenStores.for_model(token_store, identity) if token_store is not None else None
-
-
 def load_stored_vector_scorer(
     kind: str,
     artifact: Path,
@@ -197,20 +186,10 @@ def load_stored_vector_scorer(
     """The in-process scorer over a ColBERT (`kind` late-interaction) or poly-encoder artifact and, when
     given, the documents' vectors stored at index time; `on_lookups(hits, misses)` hears each request's
     token-store lookups."""
-    options: dict[str, Any] = dict(device=device, intra_op_threads=intra_op_threads, on_lookups=on_lookups)
-    runtime: StoredVectorRuntime
-    if kind == "poly-encoder":
-        from model_runtimes.poly_encoder import PolyEncoderModel, PolyEncoderRuntime
+    from model_runtimes.stored_vectors import load_stored_vector_runtime
 
-        poly = PolyEncoderModel.load(artifact, device=device)
-        stores = _stores_for(token_store, poly.identity)
-        runtime = PolyEncoderRuntime(poly, token_stores=stores, **options)
-    else:
-        from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
-
-        model = LateInteractionModel.load(artifact, device=device)
-        stores = _stores_for(token_store, model.identity)
-        runtime = LateInteractionRuntime(model, token_stores=stores, **options)
-    if stores is not None:
-        logger.info("%s over %d stored documents from %s", kind, len(stores), token_store)
+    runtime = load_stored_vector_runtime(
+        kind, artifact, token_store=token_store, device=device, intra_op_threads=intra_op_threads,
+        on_lookups=on_lookups,
+    )  # fmt: skip
     return EmbeddedScorer(runtime, threads=threads, max_pending=max_pending, batch_size=batch_size)

@@ -50,9 +50,8 @@ from gateway.merge import Fusion, reciprocal_rank_fusion, rerank_order
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import FIRST_STAGES, GROUPS_OF, FirstStage, Variant
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
-from model_runtimes.late_interaction import KIND as LATE_INTERACTION
-from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
-from model_runtimes.token_store import TokenStores
+from model_runtimes.stored_vectors import StoredVectorRuntime, load_stored_vector_runtime
+from reranker_service.config import STORED_VECTOR_BACKENDS
 from search_common.artifacts import (
     ArtifactError,
     atomic_directory,
@@ -249,13 +248,15 @@ def publish(
     return target
 
 
-def _reranker(artifact: Path, token_store: Path | None) -> CrossEncoderRuntime | LateInteractionRuntime:
-    """The served reranker's own runtime: a cross-encoder, or ColBERT over its token store."""
-    if read_manifest(artifact).get("kind") == LATE_INTERACTION:
-        stores = TokenStores.load(token_store) if token_store is not None else None
-        return LateInteractionRuntime(LateInteractionModel.load(artifact), token_stores=stores)
+def _reranker(artifact: Path, token_store: Path | None) -> CrossEncoderRuntime | StoredVectorRuntime:
+    """The served reranker's own runtime: a cross-encoder, or ColBERT or a poly-encoder over its token
+    store."""
+    kind = read_manifest(artifact).get("kind")
+    if kind in STORED_VECTOR_BACKENDS:
+        return load_stored_vector_runtime(kind, artifact, token_store=token_store)
     if token_store is not None:
-        raise ArtifactError(f"{artifact}: --token-store goes with a late-interaction artifact")
+        kinds = " or ".join(STORED_VECTOR_BACKENDS)
+        raise ArtifactError(f"{artifact}: --token-store goes with a {kinds} artifact")
     return CrossEncoderRuntime.load(artifact)
 
 
@@ -267,10 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--dataset", type=Path, required=True, help="BEIR dataset with qrels/train.tsv")
     parser.add_argument(
-        "--reranker-artifact", type=Path, required=True, help="cross-encoder or late-interaction artifact"
+        "--reranker-artifact",
+        type=Path,
+        required=True,
+        help="cross-encoder, late-interaction or poly-encoder artifact",
     )
     parser.add_argument(
-        "--token-store", type=Path, default=None, help="a late-interaction artifact's token store"
+        "--token-store", type=Path, default=None, help="a late-interaction or poly-encoder artifact's store"
     )
     parser.add_argument("--encoder", type=Path, default=None, help="bi-encoder artifact (default: packaged)")
     parser.add_argument("--first-stage", choices=FIRST_STAGES, default="hybrid")
