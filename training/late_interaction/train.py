@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -270,15 +270,20 @@ def train(dataset: Path, out: Path, hp: HyperParameters, *, cache: Path, indexes
             },
         )
     if not gate["passes"]:
-        # Kept for inspection under a name no loader picks (latest_version skips dot names).
-        kept = out / f".rejected-{version}"
-        (out / version).rename(kept)
-        raise GateRefused(f"{kept}: beats its first stage on dev neither alone nor fused: {gate}")
+        refuse(out / version, f"beats its first stage on dev neither alone nor fused: {gate}")
     return out / version
 
 
 class GateRefused(RuntimeError):
-    """The trained model did not beat its first stage on the dev queries, so it was not published."""
+    """The trained model did not beat its first stage on held-out queries, so it was not published."""
+
+
+def refuse(artifact: Path, why: str) -> NoReturn:
+    """Keeps a refused model for inspection as `.rejected-<name>` beside where it would have been published
+    (a name no loader picks: latest_version skips dot names), and raises GateRefused saying why."""
+    kept = artifact.with_name(f".rejected-{artifact.name}")
+    artifact.rename(kept)
+    raise GateRefused(f"{kept}: {why}")
 
 
 def dev_gate(figures: Mapping[str, Any]) -> dict[str, Any]:

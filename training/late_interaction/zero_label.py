@@ -36,7 +36,7 @@ import numpy.typing as npt
 import torch
 
 from model_runtimes.bi_encoder import default_model_dir
-from model_runtimes.late_interaction import LateInteractionEncoder, maxsim
+from model_runtimes.late_interaction import KIND, LateInteractionEncoder, maxsim
 from search_common.artifacts import (
     atomic_directory,
     new_version,
@@ -54,7 +54,7 @@ from training.cross_encoder.default_model.mining import make_groups, rank_bm25
 from training.cross_encoder.default_model.pseudo_queries import PseudoQuery, prepare_queries
 from training.cross_encoder.default_model.recipe import CORPUS_FILE, Budget, Recipe, StepCallback, corpus_file
 from training.late_interaction.fit import FitParameters, fit
-from training.late_interaction.train import EXPORT_TOLERANCE, GateRefused, check_runtime
+from training.late_interaction.train import EXPORT_TOLERANCE, GateRefused, check_runtime, refuse
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def ensure_model(
     on_phase: Callable[[str], None] | None = None,
 ) -> Path:
     """The published model for `corpus`, trained on first use. Without require_gain (tests of the
-    mechanics) a model that loses to BM25 is published too, its manifest saying so.
+    mechanics) a model that loses to its first stage is published too, its manifest saying so.
 
     Raises:
         GateRefused: this recipe's model did not beat its first stage on held-out pseudo-queries (now or
@@ -263,7 +263,7 @@ def train(
             {
                 "name": MODEL_NAME,
                 "version": name,
-                "kind": "late-interaction",
+                "kind": KIND,
                 "recipe": "zero-label",
                 "recipe_version": RECIPE_VERSION,
                 "cache_key": key,
@@ -292,14 +292,13 @@ def train(
             },
         )
     logger.info(
-        "held-out nDCG@10 (%d queries): BM25 %.4f, re-ranked %.4f",
+        "held-out nDCG@10 (%d queries): first stage %.4f, re-ranked %.4f",
         evaluation["queries"], evaluation["first_stage_ndcg@10"], evaluation["reranked_ndcg@10"],
     )  # fmt: skip
     if require_gain and not evaluation["beats_first_stage"]:
-        kept = out_root / f".rejected-{name}"
-        (out_root / name).rename(kept)
-        raise GateRefused(
-            f"{kept}: does not beat its first stage on held-out pseudo-queries: {_summary(evaluation)}"
+        refuse(
+            out_root / name,
+            f"does not beat its first stage on held-out pseudo-queries: {_summary(evaluation)}",
         )
     return out_root / name
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -50,6 +49,7 @@ from training.late_interaction.train import (
     check_recipe_arguments,
     dev_figures,
     dev_gate,
+    refuse,
     training_groups,
 )
 from training.poly_encoder.artifact import save_artifact
@@ -90,10 +90,11 @@ def _loss(network: PolyEncoder, tokenizer: Any, batch: Sequence[Group], document
     return torch.nn.functional.cross_entropy(logits, torch.arange(len(batch)))
 
 
-def fit(hp: HyperParameters, groups: Sequence[Group], documents: Mapping[str, Document]) -> PolyEncoder:
+def fit(
+    hp: HyperParameters, groups: Sequence[Group], documents: Mapping[str, Document], tokenizer: Any
+) -> PolyEncoder:
     seed_everything(hp.seed)
     network = PolyEncoder.from_base(Path(hp.base), hp.codes, seed=hp.seed)
-    tokenizer = AutoTokenizer.from_pretrained(hp.base)
     network.train()
     optimizer = torch.optim.AdamW(
         [
@@ -143,17 +144,16 @@ def train(dataset: Path, out: Path, hp: HyperParameters, *, cache: Path, indexes
     data = BeirDataset(dataset)
     documents = {d.doc_id: d for d in data.corpus()}
     groups, dev_ids = training_groups(hp, data, documents, cache=cache, indexes=indexes)
-    rng = random.Random(hp.seed)
     # Whole batches of distinct positives: a document twice in a batch would be its own in-batch negative.
-    groups = _distinct_batches(groups, hp.batch_size, rng)
+    groups = _distinct_batches(groups, hp.batch_size)
     logger.info("%d training groups over %d epochs, %d dev queries", len(groups), hp.epochs, len(dev_ids))
     version = new_version()
     started = time.perf_counter()
     cpu_started = time.process_time()
+    tokenizer = AutoTokenizer.from_pretrained(hp.base)
     with atomic_directory(out / version) as staging:
-        network = fit(hp, groups, documents)
+        network = fit(hp, groups, documents, tokenizer)
         train_minutes = (time.perf_counter() - started) / 60
-        tokenizer = AutoTokenizer.from_pretrained(hp.base)
         manifest = save_artifact(
             staging, network, tokenizer,
             version=version, query_length=hp.query_length, document_length=hp.document_length,
@@ -183,13 +183,11 @@ def train(dataset: Path, out: Path, hp: HyperParameters, *, cache: Path, indexes
             },
         )
     if not gate["passes"]:
-        kept = out / f".rejected-{version}"
-        (out / version).rename(kept)
-        raise GateRefused(f"{kept}: beats its first stage on dev neither alone nor fused: {gate}")
+        refuse(out / version, f"beats its first stage on dev neither alone nor fused: {gate}")
     return out / version
 
 
-def _distinct_batches(groups: Sequence[Group], batch_size: int, rng: random.Random) -> list[Group]:
+def _distinct_batches(groups: Sequence[Group], batch_size: int) -> list[Group]:
     """The groups reordered so that no batch holds one positive twice (a group that cannot be placed goes
     to the end, where it still trains)."""
     pending = list(groups)
