@@ -46,7 +46,7 @@ from model_runtimes.cross_encoder.manifest import choose_engine, read_cross_enco
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 from model_runtimes.hardware import cpu_flags, cpu_model
 from model_runtimes.late_interaction import LateInteractionModel, LateInteractionRuntime
-from model_runtimes.stored_vectors import load_stored_vector_runtime
+from model_runtimes.stored_vector_loading import load_stored_vector_runtime
 from model_runtimes.token_store import TokenStores
 from search_common.logging_setup import configure_logging
 from training.common.metrics import ndcg_at_10, ranking_to_run

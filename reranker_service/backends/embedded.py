@@ -186,7 +186,7 @@ def load_stored_vector_scorer(
     """The in-process scorer over a ColBERT (`kind` late-interaction) or poly-encoder artifact and, when
     given, the documents' vectors stored at index time; `on_lookups(hits, misses)` hears each request's
     token-store lookups."""
-    from model_runtimes.stored_vectors import load_stored_vector_runtime
+    from model_runtimes.stored_vector_loading import load_stored_vector_runtime
 
     runtime = load_stored_vector_runtime(
         kind, artifact, token_store=token_store, device=device, intra_op_threads=intra_op_threads,

@@ -50,7 +50,8 @@ from gateway.merge import Fusion, reciprocal_rank_fusion, rerank_order
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import FIRST_STAGES, GROUPS_OF, FirstStage, Variant
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
-from model_runtimes.stored_vectors import StoredVectorRuntime, load_stored_vector_runtime
+from model_runtimes.stored_vector_loading import load_stored_vector_runtime
+from model_runtimes.stored_vectors import StoredVectorRuntime
 from reranker_service.config import STORED_VECTOR_BACKENDS
 from search_common.artifacts import (
     ArtifactError,
