@@ -51,7 +51,8 @@ def _add_offline_run_options(parser: argparse.ArgumentParser, reranker_choices: 
         "--token-store",
         type=Path,
         default=None,
-        help="late-interaction, poly-encoder: documents' vectors (search-build-index --kind of the reranker)",
+        help=f"{', '.join(STORED_VECTOR_BACKENDS)}: documents' vectors (search-build-index --kind of the "
+        "reranker)",
     )
     parser.add_argument("--variants", type=Path, default=None, help="variants YAML (default: packaged)")
     parser.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
@@ -86,7 +87,7 @@ def _check_offline_run_options(parser: argparse.ArgumentParser, args: argparse.N
     if args.encoder is not None and not (args.encoder / "manifest.json").is_file():
         parser.error(f"--encoder {args.encoder}: not a bi-encoder artifact (no manifest.json)")
     if args.token_store is not None and args.reranker not in STORED_VECTOR_BACKENDS:
-        parser.error("--token-store goes with --reranker late-interaction or poly-encoder")
+        parser.error(f"--token-store goes with --reranker {' or '.join(STORED_VECTOR_BACKENDS)}")
     if args.reranker in STORED_VECTOR_BACKENDS and args.reranker_artifact is None:
         parser.error(f"--reranker {args.reranker} needs --reranker-artifact (a {args.reranker} artifact)")
     for directory in args.fusion_model:

@@ -30,7 +30,7 @@ DEFAULT_RERANKER_ARTIFACTS = Path("var/models/cross-encoder")
 
 
 def _embedded_reranker(
-    backend: Literal["onnx", "torch", "late-interaction", "poly-encoder"],
+    backend: Literal["onnx", "torch", "late-interaction", "poly-encoder", "bi-encoder"],
 ) -> Callable[[Path | None, Path | None], Reranker]:
     def build(artifact: Path | None, token_store: Path | None) -> Reranker:
         """The embedded second stage on one engine, without a cache (every query is scored once)."""
@@ -47,13 +47,14 @@ def _embedded_reranker(
 # Named in-process rerankers for --reranker: name -> factory(artifact dir from --reranker-artifact, or None
 # for the factory's default: the newest artifact under DEFAULT_RERANKER_ARTIFACTS; token store from
 # --token-store). onnx is the int8 graph the quality rows were measured with; torch the artifact's bfloat16
-# program; late-interaction a ColBERT artifact and poly-encoder a poly-encoder artifact, each over its token
-# store.
+# program; late-interaction a ColBERT artifact, poly-encoder a poly-encoder artifact and bi-encoder a
+# re-scoring bi-encoder artifact, each over its token store.
 RERANKER_FACTORIES: dict[str, Callable[[Path | None, Path | None], Reranker]] = {
     "onnx": _embedded_reranker("onnx"),
     "torch": _embedded_reranker("torch"),
     "late-interaction": _embedded_reranker("late-interaction"),
     "poly-encoder": _embedded_reranker("poly-encoder"),
+    "bi-encoder": _embedded_reranker("bi-encoder"),
 }
 
 

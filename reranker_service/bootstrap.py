@@ -112,7 +112,7 @@ def build_local_reranker(
     token_store: Path | None = None,
 ) -> Reranker:
     """The embedded reranker over `artifact_dir` (a version or a root) with an LRU cache; ONNX Runtime unless
-    `backend` names another in-process engine (late-interaction and poly-encoder read `token_store` when
+    `backend` names another in-process engine (the stored-vector backends read `token_store` when
     given)."""
     return build_reranker(
         Settings(backend=backend, artifact_dir=artifact_dir, cache=cache, token_store=token_store)

@@ -16,6 +16,7 @@ from typing import Literal
 from model_runtimes.cross_encoder.onnx_engine import onnx_providers
 from model_runtimes.cross_encoder.passes import PASS_SHAPE_CHOICES
 from search_common import triton_contract
+from search_common.model_kinds import STORED_VECTOR_KINDS
 from search_common.tls import (
     ClientTls,
     ServerTls,
@@ -29,12 +30,12 @@ ENV_PREFIX = "SEARCH_RERANKER_"
 
 # auto, onnx and torch score a cross-encoder in process (auto: torch where the CPU has AMX-BF16 and the
 # artifact holds a torch program, else onnx; see cross_encoder_runtime.choose_engine); triton calls a
-# tritonserver; late-interaction scores a ColBERT model in process over documents' stored token vectors, and
-# poly-encoder a poly-encoder over documents' stored vectors.
-BackendKind = Literal["auto", "onnx", "torch", "triton", "late-interaction", "poly-encoder"]
-BACKENDS = ("auto", "onnx", "torch", "triton", "late-interaction", "poly-encoder")
+# tritonserver; late-interaction scores a ColBERT model in process over documents' stored token vectors,
+# poly-encoder a poly-encoder and bi-encoder a larger bi-encoder over documents' stored vectors.
+BackendKind = Literal["auto", "onnx", "torch", "triton", "late-interaction", "poly-encoder", "bi-encoder"]
 # The backends that score over vectors stored at index time (`--token-store`).
-STORED_VECTOR_BACKENDS = ("late-interaction", "poly-encoder")
+STORED_VECTOR_BACKENDS = STORED_VECTOR_KINDS
+BACKENDS = ("auto", "onnx", "torch", "triton", *STORED_VECTOR_BACKENDS)
 CacheKind = Literal["lru", "redis", "none"]
 
 
@@ -45,7 +46,7 @@ class Settings:
     backend: BackendKind = "auto"
     # In process: an artifact version directory, or a root whose newest version is used.
     artifact_dir: Path | None = None
-    # late-interaction, poly-encoder: the documents' vectors from index time (a store, an index version whose
+    # The stored-vector backends: the documents' vectors from index time (a store, an index version whose
     # shards hold one each, or a root holding the version the model encoded); None encodes documents per
     # request.
     token_store: Path | None = None
@@ -103,8 +104,10 @@ class Settings:
         if self.embedded and self.artifact_dir is None:
             raise ValueError(f"the {self.backend} backend needs --artifact-dir (a model artifact)")
         if self.token_store is not None and self.backend not in STORED_VECTOR_BACKENDS:
-            stored = " and ".join(STORED_VECTOR_BACKENDS)
-            raise ValueError(f"--token-store is for the {stored} backends, not {self.backend}")
+            stored = ", ".join(STORED_VECTOR_BACKENDS)
+            raise ValueError(
+                f"--token-store goes with a stored-vector backend ({stored}), not {self.backend}"
+            )
         for name in (
             "max_documents",
             "max_query_chars",
@@ -161,14 +164,16 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         help="in process: onnx (ONNX Runtime), torch (the artifact's bfloat16 program), auto (torch on CPUs "
         "with AMX-BF16 when the artifact has the program, else onnx); triton (a tritonserver); or "
         "late-interaction (a ColBERT artifact, in process, over --token-store); poly-encoder (a poly-encoder "
-        "artifact, in process, over --token-store)",
+        "artifact, likewise); bi-encoder (a larger bi-encoder re-scoring, likewise: `search-packaged-model "
+        "all-mpnet-base-v2` prints the packaged one's artifact)",
     )
     parser.add_argument("--artifact-dir", type=Path, default=_env(env, "ARTIFACT_DIR", "") or None)
     parser.add_argument(
         "--token-store",
         type=Path,
         default=_env(env, "TOKEN_STORE", "") or None,
-        help="late-interaction, poly-encoder: documents' vectors (search-build-index --kind of the backend)",
+        help="late-interaction, poly-encoder, bi-encoder: documents' vectors (search-build-index --kind of "
+        "the backend)",
     )
     parser.add_argument("--triton-url", default=_env(env, "TRITON_URL", defaults.triton_url))
     parser.add_argument("--triton-model", default=_env(env, "TRITON_MODEL", defaults.triton_model))

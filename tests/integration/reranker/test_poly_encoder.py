@@ -132,5 +132,5 @@ async def test_the_reranker_serves_the_poly_encoder_over_the_store(
 
 
 def test_a_token_store_is_refused_for_a_cross_encoder_backend() -> None:
-    with pytest.raises(ValueError, match="late-interaction and poly-encoder backends"):
+    with pytest.raises(ValueError, match="goes with a stored-vector backend"):
         Settings(backend="onnx", artifact_dir=Path("x"), token_store=Path("y"))

