@@ -36,6 +36,11 @@ KIND = "bi-encoder"
 MANIFEST_REQUIRED = ("name", "version", "kind", "weights_sha256", "document_length")
 
 
+def read_rescorer_manifest(directory: Path, *, verify: bool = True) -> dict[str, Any]:
+    """A re-scoring bi-encoder artifact's manifest, checked (and its files' checksum, with verify)."""
+    return read_model_manifest(directory, KIND, MANIFEST_REQUIRED, verify=verify)
+
+
 @dataclass(frozen=True)
 class BiEncoderRescoringModel:
     """A bi-encoder artifact to re-score with: its checked manifest and the loaded encoder."""
@@ -48,7 +53,7 @@ class BiEncoderRescoringModel:
     def load(cls, path: Path, *, device: str = "cpu") -> BiEncoderRescoringModel:
         """An artifact version directory, or the newest complete version under a root."""
         directory = resolve_version(path)
-        manifest = read_model_manifest(directory, KIND, MANIFEST_REQUIRED)
+        manifest = read_rescorer_manifest(directory)
         encoder = BiEncoder.load(directory, max_length=int(manifest["document_length"]), device=device)
         return cls(directory, manifest, encoder)
 

@@ -7,14 +7,17 @@ results with per-stage timings; then stops every process (SIGTERM, then SIGKILL 
 on Ctrl-C or failure. The gateway's default variant is the one the demo shows, so `search-client` without
 `--variant` ranks as the demo does.
 
-The reranker's model is trained on the corpus's own pseudo-queries on first use, then cached: by default a
-zero-label ColBERT model (`operations.demo_colbert`, trained in the PyLate environment, its token store built
-before it is served), or with `--reranker auto|onnx|torch|triton` the zero-label cross-encoder. While it
-trains (in the background: `operations.demo_reranker`), the stack already answers on the first stage, flagged
-degraded with the reason and the training's progress; once it passes its publish gate it is swapped in and
-its held-out figures printed. Without --keep-running the demo then shows the same queries re-ranked.
+The default second stage is the packaged all-mpnet-base-v2 re-scoring the first stage's top 30, fused with
+it (`operations.demo_rescorer`): nothing is trained, but each document's vector is stored once per corpus.
+With `--reranker colbert` a zero-label ColBERT model (`operations.demo_colbert`, trained in the PyLate
+environment on the corpus's own pseudo-queries) and with `--reranker auto|onnx|torch|triton` the zero-label
+cross-encoder are trained on first use, then cached. While the vectors are stored or the model trains (in the
+background: `operations.demo_reranker`), the stack already answers on the first stage, flagged degraded with
+the reason and the progress; once the model is ready (a trained one only if it passes its publish gate) it is
+swapped in and its figures printed. Without --keep-running the demo then shows the same queries re-ranked.
 
-    search-demo                                  # zero-label ColBERT in the reranker, LRU score cache
+    search-demo                                  # all-mpnet-base-v2 re-scoring, LRU score cache
+    search-demo --reranker colbert               # a zero-label ColBERT trained on the corpus instead
     search-demo --reranker auto                  # the zero-label cross-encoder in process instead
     search-demo --reranker triton --cache redis  # a real tritonserver and redis-server on loopback
     search-demo --reranker none                  # first stage only
@@ -50,13 +53,17 @@ from operations.demo_reranker import (
     describe_gate,
     warn_if_refused,
 )
+from operations.demo_rescorer import RescorerPreparation, describe_rescorer
 from operations.launch import LocalServiceError
 from operations.processes import ServiceStack, ServiceStartError, wait_for_serving
-from search_common.artifacts import read_manifest
+from retriever_service.build_index import BuildError
+from search_common.artifacts import ArtifactError, read_manifest, resolve_version
 from search_common.grpc_server import message_size_options
 from search_common.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
+
+RERANKER_SERVICE = "search.v1.RerankerService"
 
 
 def _corpus(settings: DemoSettings) -> Path:
@@ -97,12 +104,24 @@ def _models_root(settings: DemoSettings) -> Path:
 
 
 def _token_root(settings: DemoSettings, corpus: Path) -> Path:
-    """Where the corpus's token stores go, one version per ColBERT model."""
-    return settings.var_dir / "indexes" / corpus.parent.name / "late-interaction"
+    """Where the corpus's token stores go, one version per stored-vector model."""
+    kind = "bi-encoder" if settings.rescoring else "late-interaction"
+    return settings.var_dir / "indexes" / corpus.parent.name / kind
 
 
 def _ready_reranker_artifact(settings: DemoSettings, corpus: Path) -> Path | None:
     """The artifact to serve now: the one named, or the cached default model; None when one must train."""
+    if settings.rescoring:
+        from model_runtimes.bi_encoder_rescorer import read_rescorer_manifest
+        from model_runtimes.packaged_models import packaged_mpnet
+
+        named = settings.reranker_artifact
+        artifact = resolve_version(named) if named is not None else packaged_mpnet()
+        manifest = read_rescorer_manifest(artifact, verify=False)  # the reranker verifies when it loads
+        if not (_token_root(settings, corpus) / manifest["version"]).is_dir():
+            return None  # the background work stores the documents' vectors
+        print(f"reranker: {describe_rescorer(manifest)}")
+        return artifact
     if settings.reranker_artifact is not None:
         warn_if_refused(settings.reranker_artifact)
         if settings.late_interaction:
@@ -126,6 +145,14 @@ def _ready_reranker_artifact(settings: DemoSettings, corpus: Path) -> Path | Non
 
 def _background_training(settings: DemoSettings, corpus: Path, run_dir: Path) -> BackgroundTraining:
     serving_root = run_dir / "reranker-models"
+    if settings.rescoring:
+        return RescorerPreparation(
+            corpus,
+            settings.var_dir / "models",
+            serving_root,
+            store_root=_token_root(settings, corpus),
+            artifact_dir=settings.reranker_artifact,
+        )
     if settings.late_interaction:
         return LateInteractionTraining(
             corpus,
@@ -172,8 +199,9 @@ def _start_reranker(
     from operations.tritonserver import TritonServer
 
     argv = [sys.executable, "-m", "reranker_service", "--cache", settings.cache]
-    if settings.late_interaction:
-        argv += ["--backend", "late-interaction", "--token-store", str(token_root)]
+    if settings.late_interaction or settings.rescoring:
+        backend = "late-interaction" if settings.late_interaction else "bi-encoder"
+        argv += ["--backend", backend, "--token-store", str(token_root)]
     else:
         argv += ["--backend", settings.reranker]
     if settings.reranker == "triton":
@@ -195,7 +223,7 @@ def _start_reranker(
         argv += ["--redis-url", redis.url]
     reranker = stack.spawn("reranker", argv)
     reranker.wait_ready(settings.startup_timeout_seconds, serving=artifact is not None)
-    state = "serving" if artifact is not None else "waiting for its model (training, below)"
+    state = "serving" if artifact is not None else "waiting for its model (being prepared, below)"
     print(f"  reranker {state} on {reranker.address} ({settings.reranker}, cache {settings.cache})")
     return reranker.address
 
@@ -267,13 +295,13 @@ def _show_reranked_when_trained(
     training: BackgroundTraining, reranker_address: str, gateway_address: str, settings: DemoSettings
 ) -> None:
     print(
-        "\nthe reranker is still training; the answers above are first-stage. Waiting to show them "
-        "re-ranked (Ctrl-C stops)..."
+        f"\nthe {training.what} is still being prepared; the answers above are first-stage. Waiting to show "
+        "them re-ranked (Ctrl-C stops)..."
     )
     training.wait()
     if training.artifact is None:
         return
-    wait_for_serving(reranker_address, settings.startup_timeout_seconds, "search.v1.RerankerService")
+    wait_for_serving(reranker_address, settings.startup_timeout_seconds, RERANKER_SERVICE)
     print("\nthe same queries, re-ranked:")
     _run_queries(gateway_address, settings)
 
@@ -287,21 +315,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         corpus = _corpus(settings)
         dense, bm25 = _build_artifacts(settings, corpus)
-    except CorpusError as exc:
+    except (CorpusError, BuildError) as exc:
         print(f"search-demo: {exc}", file=sys.stderr)
         return 2
     run_dir = settings.var_dir / "run" / f"demo-{int(time.time())}"
     artifact: Path | None = None
     training: BackgroundTraining | None = None
     if settings.reranker != "none":
-        artifact = _ready_reranker_artifact(settings, corpus)
+        try:
+            artifact = _ready_reranker_artifact(settings, corpus)
+        except ArtifactError as exc:
+            print(f"search-demo: {exc}", file=sys.stderr)
+            return 2
         if artifact is None and settings.reranker == "triton":
             print("training the default cross-encoder first (Triton serves only models that exist)...")
             artifact = _train_now(settings, corpus)
         elif artifact is None:
             training = _background_training(settings, corpus, run_dir)
             training.start()
-            print(f"no cached {training.what}: training one in the background; first-stage answers meanwhile")
+            doing = "storing its document vectors" if settings.rescoring else "training one"
+            print(f"no cached {training.what}: {doing} in the background; first-stage answers meanwhile")
     print(f"ready in {time.monotonic() - started:.1f}s; starting the stack:")
     try:
         with contextlib.ExitStack() as resources, ServiceStack(run_dir) as stack:
@@ -311,13 +344,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else None
             )
             address = _start_stack(stack, settings, dense, bm25, reranker_address)
+            # Work that ended while the stack started (a small corpus) leaves nothing to show twice.
+            pending = training is not None and not training.wait(0)
+            if training is not None and not pending and training.artifact is not None:
+                assert reranker_address is not None
+                wait_for_serving(reranker_address, settings.startup_timeout_seconds, RERANKER_SERVICE)
             print(f"first answers {time.monotonic() - started:.1f}s after start")
             _run_queries(address, settings)
             if settings.keep_running:
                 hint = f'{_client_command()} --target {address} "your query"'
                 print(f"\nstack is up; try: {hint}   (Ctrl-C stops it)")
                 _wait_for_interrupt()
-            elif training is not None and reranker_address is not None:
+            elif pending and training is not None and reranker_address is not None:
                 _show_reranked_when_trained(training, reranker_address, address, settings)
             print("\nstopping the stack...")
     except (ServiceStartError, LocalServiceError) as exc:

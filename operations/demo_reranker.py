@@ -83,10 +83,12 @@ class BackgroundTraining:
     _last_print: float = 0.0
 
     what: ClassVar[str] = "reranker"
+    first_status: ClassVar[str] = "training the {what} on this corpus: preparing pseudo-queries"
+    done_verb: ClassVar[str] = "trained"
 
     def start(self) -> None:
         self.serving_root.mkdir(parents=True, exist_ok=True)
-        self._status(f"training the {self.what} on this corpus: preparing pseudo-queries")
+        self._status(self.first_status.format(what=self.what))
         threading.Thread(target=self._run, name="default-model-training", daemon=True).start()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -99,6 +101,10 @@ class BackgroundTraining:
     def _produce(self) -> Path:
         """Trains (or finds cached) and returns the published artifact; raises ModelRefused."""
         raise NotImplementedError
+
+    def describe(self, manifest: dict[str, Any]) -> str:
+        """One line on the model swapped in: its held-out figures."""
+        return describe_gate(manifest)
 
     def _run(self) -> None:
         try:
@@ -118,15 +124,19 @@ class BackgroundTraining:
             (self.serving_root / artifact.name).symlink_to(artifact.resolve(), target_is_directory=True)
             self._status("loading the trained model")
             minutes = (time.monotonic() - self.started) / 60
-            print(f"\nreranker trained in {minutes:.1f} min and swapped in: {artifact.name}")
-            print(f"  {describe_gate(manifest)}")
+            print(f"\nreranker {self.done_verb} in {minutes:.1f} min and swapped in: {artifact.name}")
+            print(f"  {self.describe(manifest)}")
         finally:
             self._done.set()
 
     def _on_step(self, done: int, total: int) -> None:
+        self._on_progress(f"training the {self.what}: step {done}/{total}", done, total)
+
+    def _on_progress(self, what_is_done: str, done: int, total: int) -> None:
+        """Status (and, every PROGRESS_EVERY_SECONDS, a printed line) with the time left at this pace."""
         elapsed = time.monotonic() - self.started
         left = elapsed / max(done, 1) * (total - done)
-        line = f"training the {self.what}: step {done}/{total}, about {left / 60:.0f} min left"
+        line = f"{what_is_done}, about {left / 60:.0f} min left"
         self._status(line)
         if time.monotonic() - self._last_print >= PROGRESS_EVERY_SECONDS or done == total:
             self._last_print = time.monotonic()

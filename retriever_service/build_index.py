@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +69,15 @@ def build_index(
     encoder: BiEncoder | None = None,
     vector_model: DocumentVectorModel | None = None,
     overwrite: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Builds an index version directory at `out` and returns its path.
 
     Args:
         corpus: a BEIR corpus.jsonl, or the dataset folder holding it.
         out: the version directory to create (refused if it exists, unless overwrite).
-        kind: "dense" (FAISS over the bi-encoder), "bm25" (one shard only), or "late-interaction" or
-            "poly-encoder" (token stores for that reranker).
+        kind: "dense" (FAISS over the bi-encoder), "bm25" (one shard only), or a stored-vector kind
+            ("late-interaction", "poly-encoder", "bi-encoder": token stores for that reranker).
         num_shards: shards to split the corpus into, FAISS's (nshards, shard_id) convention.
         factory: FAISS factory string (dense), e.g. "Flat", "IVF256,Flat", "HNSW32,Flat".
         search_params: FAISS ParameterSpace string applied at load, e.g. "nprobe=16".
@@ -84,6 +85,8 @@ def build_index(
         batch_size: documents per encoder batch.
         encoder: a loaded encoder to reuse; None loads the packaged all-MiniLM-L6-v2.
         vector_model: the reranker's model (the token-store kinds only, required there).
+        on_progress: told (documents encoded, total) after each batch of a token-store build, instead of
+            a progress bar on stderr (a caller that reports progress its own way).
 
     Raises:
         DatasetError: the corpus is missing or malformed (names file and line).
@@ -132,7 +135,7 @@ def build_index(
             )
         elif kind in STORED_VECTOR_KINDS:
             assert vector_model is not None
-            extra = _build_token_stores(documents, scratch, common, batch_size, vector_model)
+            extra = _build_token_stores(documents, scratch, common, batch_size, vector_model, on_progress)
         else:
             extra = _build_bm25(documents, scratch, common)
         write_manifest(
@@ -224,11 +227,14 @@ def _build_token_stores(
     common: dict[str, Any],
     batch_size: int,
     model: DocumentVectorModel,
+    on_progress: Callable[[int, int], None] | None,
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
     identity = model.identity
-    with tqdm(total=len(documents), desc="token vectors", unit="doc") as progress:
+    done = 0
+    bar = tqdm(total=len(documents), desc="token vectors", unit="doc", disable=on_progress is not None)
+    with bar as progress:
         for shard_id in range(common["num_shards"]):
             start, end = shard_bounds(len(documents), common["num_shards"], shard_id)
             texts = [d.model_text() for d in documents[start:end]]
@@ -236,6 +242,9 @@ def _build_token_stores(
             for first in range(0, len(texts), batch_size):
                 vectors += model.encode_documents(texts[first : first + batch_size])
                 progress.update(min(batch_size, len(texts) - first))
+                done += min(batch_size, len(texts) - first)
+                if on_progress is not None:
+                    on_progress(done, len(documents))
             write_token_store(
                 scratch / shard_dir_name(shard_id),
                 texts,

@@ -7,12 +7,15 @@ project's own output:
   skipped (`pooler.dense.bias | UNEXPECTED`), which is expected for a sentence-transformers body;
 - exporting a model to ONNX warns about tracing (TracerWarning) and about opset 17's advanced indexing;
 - onnxruntime's quantizer advises pre-processing ("Please consider to run pre-processing before
-  quantization") on every export.
+  quantization") on every export;
+- transformers draws a "Loading weights" progress bar for every model it loads (off through huggingface_hub's
+  switch, which transformers reads when it is imported, and which child processes inherit).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 # Library loggers and the level below which they are silenced (unless DEBUG).
@@ -50,3 +53,4 @@ def configure_logging(level: str = "INFO") -> None:
             handler.addFilter(_DropKnownNoise())
     for message in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
