@@ -187,6 +187,12 @@ class BiEncoder:
         return self._model
 
     @property
+    def pad_token_id(self) -> int:
+        """The tokenizer's padding id (0 for BERT's [PAD], 1 for MPNet's <pad>)."""
+        pad = getattr(self._tokenizer, "pad_token_id", None)
+        return int(pad) if isinstance(pad, int) else 0
+
+    @property
     def tokenizer_json(self) -> str:
         """The fast tokenizer's definition (tokenizer.json), for a `tokenizers.Tokenizer` of one's own."""
         return str(self._tokenizer.backend_tokenizer.to_str())  # type: ignore[attr-defined]

@@ -4,8 +4,8 @@ The first stage retrieves with a small bi-encoder (all-MiniLM-L6-v2, 6 layers) a
 their candidates with a stronger one (all-mpnet-base-v2, 12 layers, `model_runtimes.packaged_models`). It
 needs no training and no labels, so it works on any corpus as it comes: the second stage a zero-label
 collection can rely on. Each document's vector is computed at index time (`search-build-index --kind
-bi-encoder`, a one-row token store per document); a request costs one query forward pass and a dot
-product per candidate.
+bi-encoder`, a one-row token store per document); a request costs one query forward pass (ONNX Runtime on a
+CPU) and a dot product per candidate.
 
 Example:
     model = BiEncoderRescoringModel.load(packaged_mpnet())
@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model_runtimes.bi_encoder import BiEncoder
+from model_runtimes.query_encoder_onnx import query_encoder
 from model_runtimes.stored_vectors import (
     FloatMatrix,
     StoredVectorRuntime,
@@ -80,13 +81,16 @@ class BiEncoderRescorer(StoredVectorRuntime):
     def __init__(self, model: BiEncoderRescoringModel, **options: Any) -> None:
         super().__init__(model, **options)
         self._model = model
+        # On a CPU the query runs on ONNX Runtime (exported at load, checked against torch): one query on
+        # torch's eager kernels costs several times as much (model_runtimes.query_encoder_onnx).
+        self._queries = query_encoder(model.encoder, "auto")
 
     @property
     def max_length(self) -> int:
         return self._model.document_length
 
     def _encode_query(self, query: str) -> FloatMatrix:
-        vector: FloatMatrix = self._model.encoder.encode_queries([query])[0]
+        vector: FloatMatrix = self._queries.encode_queries([query])[0]
         return vector
 
     def _encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]:

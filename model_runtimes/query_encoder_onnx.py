@@ -13,6 +13,7 @@ same), refuses to start unless it reproduces the torch vectors on probe queries,
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import logging
 import warnings
@@ -36,42 +37,47 @@ PROBE_QUERIES = ("scurvy", "does vitamin d supplementation reduce the risk of fr
 PARITY_TOLERANCE = 1e-4
 
 
-class _LastHiddenState(torch.nn.Module):
-    """Positional inputs in, the last hidden state out: the graph ONNX export traces."""
+def input_names(model: torch.nn.Module) -> tuple[str, ...]:
+    """The inputs the transformer takes: BERT-like bodies take token types, MPNet's does not."""
+    accepted = inspect.signature(model.forward).parameters
+    return tuple(name for name in INPUT_NAMES if name in accepted)
 
-    def __init__(self, model: torch.nn.Module) -> None:
+
+class _LastHiddenState(torch.nn.Module):
+    """Positional inputs in (`names`), the last hidden state out: the graph ONNX export traces."""
+
+    def __init__(self, model: torch.nn.Module, names: Sequence[str]) -> None:
         super().__init__()
         self.model = model
+        self.names = tuple(names)
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
-    ) -> torch.Tensor:
-        hidden: torch.Tensor = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        hidden: torch.Tensor = self.model(**dict(zip(self.names, inputs, strict=True))).last_hidden_state
         return hidden
 
 
 def export_onnx(model: torch.nn.Module) -> bytes:
-    """The transformer as an ONNX graph with dynamic batch and sequence axes.
+    """The transformer as an ONNX graph with dynamic batch and sequence axes, over `input_names(model)`.
 
     Exports a copy with eager attention: the SDPA path traces into a graph whose vectors are off by ~0.05.
     """
+    names = input_names(model)
     model = copy.deepcopy(model)
     model.set_attn_implementation("eager")  # type: ignore[operator]
     # Two rows, one padded: with an all-ones mask the tracer would record attention without masking.
     dummy = torch.ones((2, 8), dtype=torch.long)
     mask = dummy.clone()
     mask[1, 5:] = 0
+    examples = {"input_ids": dummy, "attention_mask": mask, "token_type_ids": torch.zeros_like(dummy)}
     buffer = io.BytesIO()
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes it fixes; the parity check decides
         torch.onnx.export(
-            _LastHiddenState(model),
-            (dummy, mask, torch.zeros_like(dummy)),
+            _LastHiddenState(model, names),
+            tuple(examples[name] for name in names),
             buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to any binary file object
-            input_names=list(INPUT_NAMES),
+            input_names=list(names),
             output_names=["last_hidden_state"],
             dynamic_axes=axes,
             opset_version=17,
@@ -87,9 +93,17 @@ class OnnxQueryEncoder:
     """
 
     def __init__(
-        self, session: object, tokenizer: object, *, identity: str, pad_id: int, query_memo_size: int = 64
+        self,
+        session: object,
+        tokenizer: object,
+        *,
+        identity: str,
+        pad_id: int,
+        inputs: Sequence[str] = INPUT_NAMES,
+        query_memo_size: int = 64,
     ) -> None:
         self._session = session
+        self._inputs = tuple(inputs)
         # Repeated single queries (popular ones) skip the model, as with the torch BiEncoder.
         self._query_memo = QueryMemo(query_memo_size)
         self._tokenizer = tokenizer
@@ -115,8 +129,8 @@ class OnnxQueryEncoder:
         tokenizer = Tokenizer.from_str(encoder.tokenizer_json)
         tokenizer.no_padding()
         tokenizer.enable_truncation(encoder.max_length)
-        pad_id = tokenizer.token_to_id("[PAD]") or 0
-        onnx = cls(session, tokenizer, identity=encoder.identity, pad_id=pad_id)
+        names = input_names(encoder.model)
+        onnx = cls(session, tokenizer, identity=encoder.identity, pad_id=encoder.pad_token_id, inputs=names)
         reference = encoder.encode_queries(list(PROBE_QUERIES))
         difference = float(np.abs(onnx.encode_queries(PROBE_QUERIES) - reference).max())
         if difference > PARITY_TOLERANCE:
@@ -146,8 +160,8 @@ class OnnxQueryEncoder:
         ids, mask, types = pad_batch(
             [e.ids for e in encodings], [e.type_ids for e in encodings], self._pad_id
         )
-        feeds = dict(zip(INPUT_NAMES, (ids, mask, types), strict=True))
-        (hidden,) = self._session.run(None, feeds)  # type: ignore[attr-defined]
+        padded = dict(zip(INPUT_NAMES, (ids, mask, types), strict=True))
+        (hidden,) = self._session.run(None, {name: padded[name] for name in self._inputs})  # type: ignore[attr-defined]
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
