@@ -11,6 +11,8 @@ runtime the reranker's in-process backend serves:
   late-interaction`: one query encoding and MaxSim over the stored document tokens;
 - `late_interaction_no_store`: the same model encoding every document at request time (what serving costs
   when the tokens are neither stored nor sent).
+- with `--stored-vector KIND ARTIFACT STORE`: a poly-encoder (`poly_encoder`) or the re-scoring bi-encoder
+  (`bi_encoder`, e.g. the packaged all-mpnet-base-v2) over the document vectors stored for it.
 
 The other way to get the tokens to the reranker, sending them with the candidates, is sized rather than
 timed: the record gives the bytes a set's tokens would add to each RerankRequest.
@@ -21,7 +23,8 @@ cross-encoder's, goal >= 10) and `late_interaction.md` under bench/results.
 Example:
     python bench/late_interaction.py --dataset ../shared/data/scifact \\
         --ce-artifact var/models/cross-encoder-candidates/ce-lw-mean-pq300-len256-e1/<version> \\
-        --colbert-artifact var/models/colbert/<version> --token-store var/indexes/scifact-colbert/<version>
+        --colbert-artifact var/models/colbert/<version> --token-store var/indexes/scifact-colbert/<version> \\
+        --stored-vector bi-encoder "$(search-packaged-model all-mpnet-base-v2)" var/indexes/scifact-mpnet/v1
 """
 
 from __future__ import annotations
@@ -66,9 +69,14 @@ def main() -> None:
     parser.add_argument("--colbert-artifact", type=Path, required=True, help="late-interaction artifact")
     parser.add_argument("--token-store", type=Path, required=True, help="its token store (index version)")
     parser.add_argument(
-        "--poly-artifact", type=Path, default=None, help="a poly-encoder artifact, also timed"
+        "--stored-vector",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("KIND", "ARTIFACT", "STORE"),
+        help="another stored-vector model also timed (poly-encoder or bi-encoder), with its document "
+        "vectors (an index version); repeatable",
     )
-    parser.add_argument("--poly-store", type=Path, default=None, help="its document vectors (index version)")
     parser.add_argument("--queries", type=int, default=60, help="first N test queries (sorted ids)")
     parser.add_argument("--depth", type=int, default=30, help="pairs per set")
     parser.add_argument("--warmup", type=int, default=3, help="sets not timed")
@@ -79,8 +87,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.queries <= args.warmup:
         parser.error("--queries must exceed --warmup")
-    if (args.poly_artifact is None) != (args.poly_store is None):
-        parser.error("--poly-artifact and --poly-store go together")
+    for kind, _, _ in args.stored_vector:
+        if kind not in ("poly-encoder", "bi-encoder"):
+            parser.error(f"--stored-vector {kind}: expected poly-encoder or bi-encoder")
     configure_logging()
     torch.set_num_threads(args.threads)
 
@@ -102,9 +111,11 @@ def main() -> None:
         "late_interaction": lambda q, t: stored.score(q, t),
         "late_interaction_no_store": lambda q, t: unstored.score(q, t),
     }
-    if args.poly_artifact is not None:
-        poly = load_stored_vector_runtime("poly-encoder", args.poly_artifact, token_store=args.poly_store)
-        scorers["poly_encoder"] = lambda q, t: poly.score(q, t)
+    others = {
+        kind.replace("-", "_"): (Path(artifact), Path(store)) for kind, artifact, store in args.stored_vector
+    }
+    for name, (artifact, store) in others.items():
+        scorers[name] = load_stored_vector_runtime(name.replace("_", "-"), artifact, token_store=store).score
     names = list(scorers)
     seconds: dict[str, list[float]] = {n: [] for n in names}
     ranked: dict[str, dict[str, list[str]]] = {n: {} for n in names}
@@ -155,14 +166,13 @@ def main() -> None:
             "token_store": str(args.token_store),
             "stored_documents": len(stores),
         },
-        "poly_encoder": None
-        if args.poly_artifact is None
-        else {
-            "artifact": str(args.poly_artifact),
-            "token_store": str(args.poly_store),
-            "speedup_vs_ce": round(
-                rows["poly_encoder"]["pairs_per_s"] / rows["cross_encoder"]["pairs_per_s"], 2
-            ),
+        "stored_vector_models": {
+            name: {
+                "artifact": str(artifact),
+                "token_store": str(store),
+                "speedup_vs_ce": round(rows[name]["pairs_per_s"] / rows["cross_encoder"]["pairs_per_s"], 2),
+            }
+            for name, (artifact, store) in others.items()
         },
         # Sending the tokens with the candidates instead: float16 bytes per RerankRequest, median over sets.
         "tokens_in_request_bytes_p50": int(statistics.median(token_bytes)),
@@ -176,7 +186,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     lines = [
-        "# Late interaction (and the poly-encoder) against the cross-encoder",
+        "# Late interaction (and the other stored-vector models) against the cross-encoder",
         "",
         f"`python bench/late_interaction.py` at {record['written']} (commit {record['git_sha'][:7]}); "
         f"{len(query_ids)} SciFact test queries, their hybrid top {args.depth}, "
