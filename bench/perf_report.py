@@ -7,8 +7,9 @@ interleaved): rerank.json (bench/rerank.py), serving.json (bench/serving.py), ca
 A missing record leaves its keys null and is named in `missing`. Plots: FAISS recall@100 against QPS per
 index type at each size (faiss_recall_qps.png) and the A/B variants' nDCG@10 against p50 latency
 (ab_frontier.png), with the ColBERT variants of ab_scifact_colbert.json (`search-ab --reranker
-late-interaction`) and the poly-encoder's of ab_scifact_poly.json (`search-ab --reranker poly-encoder`),
-each a run of its own, beside them when they exist.
+late-interaction`), the poly-encoder's of ab_scifact_poly.json (`search-ab --reranker poly-encoder`) and the
+re-scoring bi-encoder's of ab_scifact_mpnet.json (`search-ab --reranker bi-encoder`), each a run of its own,
+beside them when they exist.
 
 Example:
     python bench/perf_report.py --results bench/results
@@ -185,7 +186,8 @@ def main() -> None:
     faiss_gpu = read(res / "faiss_scaling_gpu.json")
     ab = read(res / "ab_scifact.json")
     # The stored-vector rerankers' variants, each measured by a search-ab run of its own.
-    ab_others = [run for name in ("colbert", "poly") if (run := read(res / f"ab_scifact_{name}.json"))]
+    stored = ("colbert", "poly", "mpnet")
+    ab_others = [run for name in stored if (run := read(res / f"ab_scifact_{name}.json"))]
     late_interaction = read(res / "late_interaction.json")
     missing = [
         name

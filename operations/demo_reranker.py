@@ -122,7 +122,7 @@ class BackgroundTraining:
             self.artifact = artifact
             manifest = read_manifest(artifact)
             (self.serving_root / artifact.name).symlink_to(artifact.resolve(), target_is_directory=True)
-            self._status("loading the trained model")
+            self._status(f"loading the {self.what}")
             minutes = (time.monotonic() - self.started) / 60
             print(f"\nreranker {self.done_verb} in {minutes:.1f} min and swapped in: {artifact.name}")
             print(f"  {self.describe(manifest)}")

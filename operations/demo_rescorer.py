@@ -10,16 +10,13 @@ once its store exists.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from operations.demo_reranker import BackgroundTraining
-from search_common.artifacts import MANIFEST_NAME
-
-logger = logging.getLogger(__name__)
+from search_common.artifacts import MANIFEST_NAME, resolve_version
 
 STORE_BATCH = 32
 # What the default variant's fusion was chosen on (nDCG@10; bench/results/late_interaction_training.md).
@@ -71,7 +68,7 @@ class RescorerPreparation(BackgroundTraining):
     def _produce(self) -> Path:
         from model_runtimes.packaged_models import packaged_mpnet
 
-        artifact = self.artifact_dir or packaged_mpnet()
+        artifact = resolve_version(self.artifact_dir) if self.artifact_dir else packaged_mpnet()
         ensure_vector_store(self.corpus, self.store_root, artifact, on_progress=self._on_stored)
         return artifact
 
