@@ -123,6 +123,8 @@ class OnnxQueryEncoder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if threads > 1:  # idle workers sleep instead of spinning on cores the rest of the process needs
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(
             export_onnx(encoder.model), options, providers=["CPUExecutionProvider"]
         )

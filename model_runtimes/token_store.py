@@ -128,7 +128,8 @@ class TokenStore:
         """The stored vectors of this exact text, or None when the store does not hold it."""
         key = text_key(text)
         row = int(np.searchsorted(self._keys, key))
-        if row >= len(self._keys) or self._keys[row] != key:
+        # numpy's fixed-width bytes drop trailing NULs when an element is read (one key in 256 ends in one).
+        if row >= len(self._keys) or bytes(self._keys[row]).ljust(KEY_BYTES, b"\0") != key:
             return None
         return np.asarray(self._tokens[self._offsets[row] : self._offsets[row + 1]])
 
