@@ -8,14 +8,16 @@ project's own output:
 - exporting a model to ONNX warns about tracing (TracerWarning) and about opset 17's advanced indexing;
 - onnxruntime's quantizer advises pre-processing ("Please consider to run pre-processing before
   quantization") on every export;
-- transformers draws a "Loading weights" progress bar for every model it loads (off through huggingface_hub's
-  switch, which transformers reads when it is imported, and which child processes inherit).
+- transformers draws a "Loading weights" progress bar for every model it loads (off through its own switch
+  when it is already imported, else through huggingface_hub's, which it reads at import and which child
+  processes inherit).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 # Library loggers and the level below which they are silenced (unless DEBUG).
@@ -54,3 +56,5 @@ def configure_logging(level: str = "INFO") -> None:
     for message in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
