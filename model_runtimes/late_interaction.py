@@ -306,16 +306,9 @@ class LateInteractionRuntime(StoredVectorRuntime):
             except ArtifactError as exc:
                 logger.warning("late-interaction queries stay on torch: %s", exc)
 
-    @property
-    def max_length(self) -> int:
-        return self._encoder.settings.document_length
-
     def _encode_query(self, query: str) -> FloatMatrix:
         vectors: FloatMatrix = self._encoder.encode_queries([query])[0]
         return vectors
-
-    def _encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]:
-        return self._encoder.encode_documents(texts)
 
     def _score(self, query: FloatMatrix, documents: Sequence[npt.NDArray[np.floating]]) -> FloatMatrix:
         return maxsim(query, documents)

@@ -37,6 +37,7 @@ from model_runtimes.stored_vectors import (
     StoredVectorRuntime,
     model_identity,
     read_model_manifest,
+    stacked,
 )
 from search_common.artifacts import ArtifactError, resolve_version
 
@@ -171,20 +172,13 @@ class PolyEncoderRuntime(StoredVectorRuntime):
         super().__init__(model, **options)
         self._model = model
 
-    @property
-    def max_length(self) -> int:
-        return self._model.document_length
-
     def _encode_query(self, query: str) -> FloatMatrix:
         vectors: FloatMatrix = self._model.encode_queries([query])[0]
         return vectors
 
-    def _encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]:
-        return self._model.encode_documents(texts)
-
     def _score(self, query: FloatMatrix, documents: Sequence[npt.NDArray[np.floating]]) -> FloatMatrix:
         if not documents:
             return np.zeros(0, dtype=np.float32)
-        stacked = torch.from_numpy(np.concatenate([np.asarray(d, dtype=np.float32) for d in documents]))
-        scores: FloatMatrix = PolyEncoder.scores(torch.from_numpy(query)[None], stacked)[0].numpy()
+        matrix = torch.from_numpy(stacked(documents))
+        scores: FloatMatrix = PolyEncoder.scores(torch.from_numpy(query)[None], matrix)[0].numpy()
         return scores

@@ -59,14 +59,16 @@ class DocumentVectorModel(Protocol):
     def encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]: ...
 
 
-class StoredVectorModel(Protocol):
-    """What the runtime needs of any loaded artifact."""
+class StoredVectorModel(DocumentVectorModel, Protocol):
+    """What the runtime needs of any loaded artifact: what the index builder needs, and its manifest."""
 
     @property
     def manifest(self) -> Mapping[str, Any]: ...
 
-    @property
-    def identity(self) -> dict[str, str]: ...
+
+def stacked(documents: Sequence[npt.NDArray[np.floating]]) -> FloatMatrix:
+    """One-row document matrices (the poly-encoder's, a re-scoring bi-encoder's) as one float32 matrix."""
+    return np.concatenate([np.asarray(d, dtype=np.float32) for d in documents])
 
 
 class StoredVectorRuntime(ABC):
@@ -102,6 +104,7 @@ class StoredVectorRuntime(ABC):
         if intra_op_threads > 0:
             torch.set_num_threads(intra_op_threads)
         self._manifest = model.manifest
+        self._documents = model
         self._stores = token_stores
         self._on_lookups = on_lookups
         self._device = device
@@ -115,9 +118,9 @@ class StoredVectorRuntime(ABC):
         return str(self._manifest["version"])
 
     @property
-    @abstractmethod
     def max_length(self) -> int:
         """Document tokens per document, fixed when the token store was built."""
+        return self._documents.document_length
 
     @property
     def engine_on_device(self) -> str:
@@ -128,9 +131,9 @@ class StoredVectorRuntime(ABC):
     def _encode_query(self, query: str) -> Any:
         """What `_score` compares documents with."""
 
-    @abstractmethod
     def _encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]:
-        """One matrix per text, as the token store holds it."""
+        """One matrix per text, as the token store holds it (what the stores miss, at request time)."""
+        return self._documents.encode_documents(texts)
 
     @abstractmethod
     def _score(self, query: Any, documents: Sequence[npt.NDArray[np.floating]]) -> FloatMatrix:
