@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from gateway.config import parse_settings
-from operations.demo_config import CROSS_ENCODER_VARIANT, DEMO_RERANKED_VARIANT, parse_demo_settings
+from operations.demo_config import (
+    COLBERT_VARIANT,
+    CROSS_ENCODER_VARIANT,
+    DEMO_RERANKED_VARIANT,
+    parse_demo_settings,
+)
 
 
 def test_flags_give_groups_and_reranker() -> None:
@@ -93,8 +98,10 @@ def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_demo_reranks_by_default_and_picks_a_matching_variant() -> None:
     default = parse_demo_settings([])
     assert default.queries[0] == "how do I parse command line arguments"
-    assert (default.reranker, default.cache, default.variant) == ("colbert", "lru", DEMO_RERANKED_VARIANT)
-    assert default.late_interaction
+    assert (default.reranker, default.cache, default.variant) == ("mpnet", "lru", DEMO_RERANKED_VARIANT)
+    assert default.rescoring and not default.late_interaction
+    colbert = parse_demo_settings(["--reranker", "colbert"])
+    assert (colbert.variant, colbert.late_interaction, colbert.rescoring) == (COLBERT_VARIANT, True, False)
     torch = parse_demo_settings(["--reranker", "torch"])
     assert (torch.reranker, torch.variant, torch.late_interaction) == ("torch", CROSS_ENCODER_VARIANT, False)
     assert parse_demo_settings(["--reranker", "none"]).variant == "hybrid"

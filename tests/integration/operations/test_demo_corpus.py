@@ -3,18 +3,13 @@ that no model trains), and its bad inputs refused with a message and nothing bui
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.demo_support import run_demo
+
 PARAGRAPH = "Sockets carry bytes between processes; a server listens, a client connects and sends data. "
-
-
-def _demo(*argv: str | Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "operations.demo", *map(str, argv)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
 
 
 @pytest.mark.slow
@@ -30,7 +25,7 @@ def test_search_demo_searches_a_folder_of_your_files(tmp_path: Path) -> None:
     )
     var = tmp_path / "var"
     queries = ("--query", "parse json from a string", "--query", "how does a client connect to a server")
-    done = _demo("--var", var, "--corpus", docs, "--reranker", "none", "--dense-shards", "1", *queries)
+    done = run_demo("--var", var, "--corpus", docs, "--reranker", "none", "--dense-shards", "1", *queries)
     assert done.returncode == 0, done.stderr
     answers = done.stdout.split("=== ")
     json_answer = next(a for a in answers if a.startswith("parse json"))
@@ -45,11 +40,11 @@ def test_bad_folders_are_refused_with_a_message_and_nothing_is_built(tmp_path: P
     empty = tmp_path / "empty"
     empty.mkdir()
     var = tmp_path / "var"
-    done = _demo("--var", var, "--corpus", empty, "--reranker", "none")
+    done = run_demo("--var", var, "--corpus", empty, "--reranker", "none")
     assert done.returncode == 2 and "no documents with text" in done.stderr
     (empty / "notes.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
-    done = _demo("--var", var, "--corpus", empty, "--reranker", "none")
+    done = run_demo("--var", var, "--corpus", empty, "--reranker", "none")
     assert done.returncode == 2 and "not UTF-8 text (notes.txt)" in done.stderr
     assert not list(var.glob("corpus/user-*")) and not (var / "indexes").exists()
-    missing = _demo("--var", var, "--corpus", tmp_path / "nowhere")
+    missing = run_demo("--var", var, "--corpus", tmp_path / "nowhere")
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr

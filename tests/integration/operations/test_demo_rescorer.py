@@ -5,19 +5,13 @@ same queries re-scored; a second run finds the store and serves it at once."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from model_runtimes.packaged_models import packaged_mpnet
 from search_common.artifacts import read_manifest
-
-
-def _demo(*argv: str | Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "operations.demo", *map(str, argv)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+from tests.demo_support import run_demo
 
 
 @pytest.mark.slow
@@ -34,7 +28,7 @@ def test_search_demo_rescores_with_mpnet_once_its_vectors_are_stored(tmp_path: P
     var = tmp_path / "var"
     argv = ("--var", var, "--corpus", docs, "--dense-shards", "1", "--query", "parse json from a string")
 
-    first = _demo(*argv)
+    first = run_demo(*argv)
     assert first.returncode == 0, first.stderr
     assert "storing its document vectors in the background" in first.stdout
     assert "reranker ready in" in first.stdout and "all-mpnet-base-v2 as packaged, untrained" in first.stdout
@@ -47,7 +41,7 @@ def test_search_demo_rescores_with_mpnet_once_its_vectors_are_stored(tmp_path: P
     stores = list((var / "indexes").glob(f"user-*/bi-encoder/{version}/manifest.json"))
     assert len(stores) == 1 and read_manifest(stores[0].parent)["num_shards"] == 1
 
-    second = _demo(*argv)
+    second = run_demo(*argv)
     assert second.returncode == 0, second.stderr
     assert "reranker: all-mpnet-base-v2 as packaged" in second.stdout
     assert "in the background" not in second.stdout and "DEGRADED" not in second.stdout
@@ -62,7 +56,7 @@ def test_a_named_artifact_of_another_kind_is_refused_before_anything_starts(tmp_
     wrong.mkdir()
     manifest = {"name": "x", "version": "v1", "kind": "late-interaction", "weights_sha256": "0"}
     (wrong / "manifest.json").write_text(json.dumps({**manifest, "document_length": 8}))
-    done = _demo("--var", tmp_path / "var", "--corpus", docs, "--reranker-artifact", wrong)
+    done = run_demo("--var", tmp_path / "var", "--corpus", docs, "--reranker-artifact", wrong)
     assert done.returncode == 2
     assert "a 'late-interaction' artifact, not a 'bi-encoder' one" in done.stderr
     assert not (tmp_path / "var" / "run").exists()

@@ -17,13 +17,11 @@ from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
 from model_runtimes.bi_encoder_rescorer import BiEncoderRescorer, BiEncoderRescoringModel
 from model_runtimes.packaged_models import MPNET_NAME, assemble, main, packaged_mpnet
 from model_runtimes.token_store import TokenStores
-from reranker_service.bootstrap import build_core
 from reranker_service.config import Settings
-from reranker_service.server import build_server
-from retriever_service.build_index import main as build_main
 from search_common.artifacts import ArtifactError, read_manifest
 from search_common.documents import Document
 from tests.bi_encoder_rescorer_support import NAME, rescorer_artifact
+from tests.stored_vector_support import build_store, serving, write_corpus
 
 TEXTS = [
     ("d0", "Aspirin", "Aspirin reduces the risk of heart attack in adults with heart disease."),
@@ -34,18 +32,10 @@ QUERY = "which vitamin prevents scurvy?"
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in TEXTS))
-    return path
-
-
-@pytest.fixture(scope="module")
-def vector_index(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def vector_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    corpus = write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", TEXTS)
     out = tmp_path_factory.mktemp("indexes") / "rescorer" / "v1"
-    argv = ["--corpus", str(corpus), "--out", str(out), "--kind", "bi-encoder", "--shards", "2"]
-    assert build_main([*argv, "--encoder", str(rescorer_artifact("v1")), "--batch-size", "2"]) == 0
-    return out
+    return build_store(corpus, out, "bi-encoder", rescorer_artifact("v1"))
 
 
 def _model_texts() -> list[str]:
@@ -134,17 +124,8 @@ async def rescorer_server(vector_index: Path) -> AsyncIterator[reranker_pb2_grpc
         max_documents=8,
         intra_op_threads=1,
     )
-    core = build_core(settings)
-    built = build_server(settings)
-    await built.server.start()
-    await built.mark_ready(core)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{built.port}")
-    try:
+    async with serving(settings) as channel:
         yield reranker_pb2_grpc.RerankerServiceStub(channel)
-    finally:
-        await channel.close()
-        await built.server.stop(0)
-        await core.close()
 
 
 async def test_the_reranker_serves_the_rescorer_over_the_store(

@@ -27,6 +27,7 @@ from retriever_service.build_index import main as build_main
 from search_common.artifacts import ArtifactError
 from search_common.documents import Document
 from tests.late_interaction_support import late_interaction_artifact
+from tests.stored_vector_support import build_store, serving, write_corpus
 
 TEXTS = [
     ("d0", "Aspirin", "Aspirin reduces the risk of heart attack in adults with heart disease."),
@@ -38,18 +39,14 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in TEXTS))
-    return path
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", TEXTS)
 
 
 @pytest.fixture(scope="module")
 def token_index(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two shards of token vectors from the v1 model, built by the CLI."""
     out = tmp_path_factory.mktemp("indexes") / "colbert" / "v1"
-    argv = ["--corpus", str(corpus), "--out", str(out), "--kind", "late-interaction", "--shards", "2"]
-    assert build_main([*argv, "--encoder", str(late_interaction_artifact("v1")), "--batch-size", "2"]) == 0
-    return out
+    return build_store(corpus, out, "late-interaction", late_interaction_artifact("v1"))
 
 
 def _model_texts() -> list[str]:
@@ -114,19 +111,10 @@ async def late_interaction_server(token_index: Path) -> AsyncIterator[reranker_p
         max_documents=8,
         intra_op_threads=1,
     )
-    core = build_core(settings)
-    built = build_server(settings)
-    await built.server.start()
-    await built.mark_ready(core)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{built.port}")
-    health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-    assert health.status == health_pb2.HealthCheckResponse.SERVING
-    try:
+    async with serving(settings) as channel:
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
         yield reranker_pb2_grpc.RerankerServiceStub(channel)
-    finally:
-        await channel.close()
-        await built.server.stop(0)
-        await core.close()
 
 
 async def test_the_reranker_serves_late_interaction_over_the_store(

@@ -15,13 +15,12 @@ from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
 
 from model_runtimes.poly_encoder import PolyEncoder, PolyEncoderModel, PolyEncoderRuntime
 from model_runtimes.token_store import TokenStores
-from reranker_service.bootstrap import build_core
 from reranker_service.config import Settings
-from reranker_service.server import build_server
 from retriever_service.build_index import main as build_main
 from search_common.artifacts import ArtifactError
 from search_common.documents import Document
 from tests.poly_encoder_support import poly_encoder_artifact
+from tests.stored_vector_support import build_store, serving, write_corpus
 
 TEXTS = [
     ("d0", "Aspirin", "Aspirin reduces the risk of heart attack in adults with heart disease."),
@@ -32,17 +31,13 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in TEXTS))
-    return path
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", TEXTS)
 
 
 @pytest.fixture(scope="module")
 def vector_index(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("indexes") / "poly" / "v1"
-    argv = ["--corpus", str(corpus), "--out", str(out), "--kind", "poly-encoder", "--shards", "2"]
-    assert build_main([*argv, "--encoder", str(poly_encoder_artifact("v1")), "--batch-size", "2"]) == 0
-    return out
+    return build_store(corpus, out, "poly-encoder", poly_encoder_artifact("v1"))
 
 
 def _model_texts() -> list[str]:
@@ -98,17 +93,8 @@ async def poly_server(vector_index: Path) -> AsyncIterator[reranker_pb2_grpc.Rer
         max_documents=8,
         intra_op_threads=1,
     )
-    core = build_core(settings)
-    built = build_server(settings)
-    await built.server.start()
-    await built.mark_ready(core)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{built.port}")
-    try:
+    async with serving(settings) as channel:
         yield reranker_pb2_grpc.RerankerServiceStub(channel)
-    finally:
-        await channel.close()
-        await built.server.stop(0)
-        await core.close()
 
 
 async def test_the_reranker_serves_the_poly_encoder_over_the_store(
