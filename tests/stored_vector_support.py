@@ -9,9 +9,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
+import numpy as np
+import numpy.typing as npt
+import pytest
+from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
 
 from reranker_service.bootstrap import build_core
-from reranker_service.config import Settings
+from reranker_service.config import BackendKind, Settings
 from reranker_service.server import build_server
 from retriever_service.build_index import main as build_main
 
@@ -27,6 +31,42 @@ def build_store(corpus: Path, out: Path, kind: str, artifact: Path) -> Path:
     argv = ["--corpus", str(corpus), "--out", str(out), "--kind", kind, "--shards", "2"]
     assert build_main([*argv, "--encoder", str(artifact), "--batch-size", "2"]) == 0
     return out
+
+
+def served_settings(backend: BackendKind, artifact: Path, token_store: Path) -> Settings:
+    """A small in-process reranker of a stored-vector `backend` over `token_store`, with an LRU cache."""
+    return Settings(
+        backend=backend,
+        artifact_dir=artifact,
+        token_store=token_store,
+        cache="lru",
+        max_documents=8,
+        intra_op_threads=1,
+    )
+
+
+async def assert_reranks_over_store(
+    stub: reranker_pb2_grpc.RerankerServiceStub,
+    query: str,
+    rows: Sequence[tuple[str, str, str]],
+    *,
+    model: tuple[str, str],
+    expected: npt.NDArray[np.floating],
+    atol: float,
+) -> None:
+    """Served as the runtime scores in process (within `atol`), by `model` (name, version), cached on the
+    second call; a blank query is INVALID_ARGUMENT."""
+    documents = [common_pb2.Document(doc_id=i, title=t, text=x) for i, t, x in rows]
+    request = reranker_pb2.RerankRequest(query=query, documents=documents, use_cache=True)
+    first = await stub.Rerank(request, timeout=30)
+    second = await stub.Rerank(request, timeout=30)
+    assert (first.model.name, first.model.version) == model
+    assert len(first.scores) == len(rows) and first.cache_hits == 0
+    assert second.cache_hits == len(rows) and list(second.scores) == list(first.scores)
+    np.testing.assert_allclose(first.scores, expected, atol=atol)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Rerank(reranker_pb2.RerankRequest(query=" ", documents=documents), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 @asynccontextmanager

@@ -9,19 +9,23 @@ import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
-from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
+from search.v1 import reranker_pb2_grpc
 
 from model_runtimes.bi_encoder_rescorer import BiEncoderRescorer, BiEncoderRescoringModel
 from model_runtimes.packaged_models import MPNET_NAME, assemble, main, packaged_mpnet
 from model_runtimes.token_store import TokenStores
-from reranker_service.config import Settings
 from search_common.artifacts import ArtifactError, read_manifest
 from search_common.documents import Document
 from tests.bi_encoder_rescorer_support import NAME, rescorer_artifact
-from tests.stored_vector_support import build_store, serving, write_corpus
+from tests.stored_vector_support import (
+    assert_reranks_over_store,
+    build_store,
+    served_settings,
+    serving,
+    write_corpus,
+)
 
 TEXTS = [
     ("d0", "Aspirin", "Aspirin reduces the risk of heart attack in adults with heart disease."),
@@ -116,14 +120,8 @@ def test_the_packaged_mpnet_assembles_loads_and_ranks(capsys: pytest.CaptureFixt
 
 @pytest.fixture
 async def rescorer_server(vector_index: Path) -> AsyncIterator[reranker_pb2_grpc.RerankerServiceStub]:
-    settings = Settings(
-        backend="bi-encoder",
-        artifact_dir=rescorer_artifact("v1"),
-        token_store=vector_index.parent,  # a root: the version this model encoded is found
-        cache="lru",
-        max_documents=8,
-        intra_op_threads=1,
-    )
+    # A root of store versions: the one this model encoded is found.
+    settings = served_settings("bi-encoder", rescorer_artifact("v1"), vector_index.parent)
     async with serving(settings) as channel:
         yield reranker_pb2_grpc.RerankerServiceStub(channel)
 
@@ -131,15 +129,9 @@ async def rescorer_server(vector_index: Path) -> AsyncIterator[reranker_pb2_grpc
 async def test_the_reranker_serves_the_rescorer_over_the_store(
     rescorer_server: reranker_pb2_grpc.RerankerServiceStub,
 ) -> None:
-    documents = [common_pb2.Document(doc_id=i, title=t, text=x) for i, t, x in TEXTS]
-    request = reranker_pb2.RerankRequest(query=QUERY, documents=documents, use_cache=True)
-    first = await rescorer_server.Rerank(request, timeout=30)
-    second = await rescorer_server.Rerank(request, timeout=30)
-    assert (first.model.name, first.model.version) == (NAME, "v1")
-    assert second.cache_hits == len(TEXTS) and list(second.scores) == list(first.scores)
-    model = BiEncoderRescoringModel.load(rescorer_artifact("v1"))
-    expected = BiEncoderRescorer(model).score(QUERY, _model_texts())
-    np.testing.assert_allclose(first.scores, expected, atol=2e-3)
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await rescorer_server.Rerank(reranker_pb2.RerankRequest(query=" ", documents=documents), timeout=10)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    expected = BiEncoderRescorer(BiEncoderRescoringModel.load(rescorer_artifact("v1"))).score(
+        QUERY, _model_texts()
+    )
+    await assert_reranks_over_store(
+        rescorer_server, QUERY, TEXTS, model=(NAME, "v1"), expected=expected, atol=2e-3
+    )

@@ -27,7 +27,13 @@ from retriever_service.build_index import main as build_main
 from search_common.artifacts import ArtifactError
 from search_common.documents import Document
 from tests.late_interaction_support import late_interaction_artifact
-from tests.stored_vector_support import build_store, serving, write_corpus
+from tests.stored_vector_support import (
+    assert_reranks_over_store,
+    build_store,
+    served_settings,
+    serving,
+    write_corpus,
+)
 
 TEXTS = [
     ("d0", "Aspirin", "Aspirin reduces the risk of heart attack in adults with heart disease."),
@@ -103,14 +109,7 @@ def test_build_needs_the_model_and_refuses_a_cross_encoder_folder(
 
 @pytest.fixture
 async def late_interaction_server(token_index: Path) -> AsyncIterator[reranker_pb2_grpc.RerankerServiceStub]:
-    settings = Settings(
-        backend="late-interaction",
-        artifact_dir=late_interaction_artifact("v1"),
-        token_store=token_index,
-        cache="lru",
-        max_documents=8,
-        intra_op_threads=1,
-    )
+    settings = served_settings("late-interaction", late_interaction_artifact("v1"), token_index)
     async with serving(settings) as channel:
         health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
@@ -120,18 +119,16 @@ async def late_interaction_server(token_index: Path) -> AsyncIterator[reranker_p
 async def test_the_reranker_serves_late_interaction_over_the_store(
     late_interaction_server: reranker_pb2_grpc.RerankerServiceStub,
 ) -> None:
-    documents = [common_pb2.Document(doc_id=i, title=t, text=x) for i, t, x in TEXTS]
-    request = reranker_pb2.RerankRequest(
-        query="aspirin and heart attack", documents=documents, use_cache=True
-    )
-    first = await late_interaction_server.Rerank(request, timeout=30)
-    second = await late_interaction_server.Rerank(request, timeout=30)
-    assert (first.model.name, first.model.version) == ("colbert-untrained", "v1")
-    assert len(first.scores) == len(TEXTS) and first.cache_hits == 0
-    assert second.cache_hits == len(TEXTS) and list(second.scores) == list(first.scores)
     runtime = LateInteractionRuntime(LateInteractionModel.load(late_interaction_artifact("v1")))
     expected = runtime.score("aspirin and heart attack", _model_texts())
-    np.testing.assert_allclose(first.scores, expected, atol=0.05)
+    await assert_reranks_over_store(
+        late_interaction_server,
+        "aspirin and heart attack",
+        TEXTS,
+        model=("colbert-untrained", "v1"),
+        expected=expected,
+        atol=0.05,
+    )
 
 
 async def test_bad_requests_get_invalid_argument(

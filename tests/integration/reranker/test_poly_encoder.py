@@ -7,11 +7,10 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 import torch
-from search.v1 import common_pb2, reranker_pb2, reranker_pb2_grpc
+from search.v1 import reranker_pb2_grpc
 
 from model_runtimes.poly_encoder import PolyEncoder, PolyEncoderModel, PolyEncoderRuntime
 from model_runtimes.token_store import TokenStores
@@ -20,7 +19,13 @@ from retriever_service.build_index import main as build_main
 from search_common.artifacts import ArtifactError
 from search_common.documents import Document
 from tests.poly_encoder_support import poly_encoder_artifact
-from tests.stored_vector_support import build_store, serving, write_corpus
+from tests.stored_vector_support import (
+    assert_reranks_over_store,
+    build_store,
+    served_settings,
+    serving,
+    write_corpus,
+)
 
 TEXTS = [
     ("d0", "Aspirin", "Aspirin reduces the risk of heart attack in adults with heart disease."),
@@ -85,14 +90,8 @@ def test_build_refuses_a_colbert_or_cross_encoder_folder(
 
 @pytest.fixture
 async def poly_server(vector_index: Path) -> AsyncIterator[reranker_pb2_grpc.RerankerServiceStub]:
-    settings = Settings(
-        backend="poly-encoder",
-        artifact_dir=poly_encoder_artifact("v1"),
-        token_store=vector_index.parent,  # a root: the version this model encoded is found
-        cache="lru",
-        max_documents=8,
-        intra_op_threads=1,
-    )
+    # A root of store versions: the one this model encoded is found.
+    settings = served_settings("poly-encoder", poly_encoder_artifact("v1"), vector_index.parent)
     async with serving(settings) as channel:
         yield reranker_pb2_grpc.RerankerServiceStub(channel)
 
@@ -100,21 +99,13 @@ async def poly_server(vector_index: Path) -> AsyncIterator[reranker_pb2_grpc.Rer
 async def test_the_reranker_serves_the_poly_encoder_over_the_store(
     poly_server: reranker_pb2_grpc.RerankerServiceStub,
 ) -> None:
-    documents = [common_pb2.Document(doc_id=i, title=t, text=x) for i, t, x in TEXTS]
-    request = reranker_pb2.RerankRequest(
-        query="aspirin and heart attack", documents=documents, use_cache=True
-    )
-    first = await poly_server.Rerank(request, timeout=30)
-    second = await poly_server.Rerank(request, timeout=30)
-    assert (first.model.name, first.model.version) == ("poly-encoder-minilm", "v1")
-    assert second.cache_hits == len(TEXTS) and list(second.scores) == list(first.scores)
+    query = "aspirin and heart attack"
     expected = PolyEncoderRuntime(PolyEncoderModel.load(poly_encoder_artifact("v1"))).score(
-        "aspirin and heart attack", _model_texts()
+        query, _model_texts()
     )
-    np.testing.assert_allclose(first.scores, expected, atol=2e-3)
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await poly_server.Rerank(reranker_pb2.RerankRequest(query=" ", documents=documents), timeout=10)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await assert_reranks_over_store(
+        poly_server, query, TEXTS, model=("poly-encoder-minilm", "v1"), expected=expected, atol=2e-3
+    )
 
 
 def test_a_token_store_is_refused_for_a_cross_encoder_backend() -> None:
