@@ -85,6 +85,7 @@ def rerank_order(
     fusion: Fusion = "none",
     fusion_weight: float = 1.0,
     learned_scores: Sequence[float] | None = None,
+    more_rerankers: Sequence[tuple[Sequence[float], float]] = (),
     k: int = RRF_K,
 ) -> list[RankedCandidate]:
     """Orders candidates after the reranker scored the first `len(rerank_scores)` of them.
@@ -95,18 +96,29 @@ def rerank_order(
     `gateway.learned_fusion`). Ties keep first-stage order. The rest follow in first-stage order with their
     first-stage score, so the list is never shorter than the input and no score threshold ever drops a
     candidate.
+
+    `more_rerankers` holds further rerankers' (scores of the same head, RRF weight), for `fusion="rrf"`
+    only: each adds `w_i / (k + its rank)`, and the first stage keeps what the weights leave,
+    `1 - w - sum(w_i)`, which must not be negative.
     """
     depth = len(rerank_scores)
     if depth > len(candidates):
         raise ValueError(f"{depth} rerank scores for {len(candidates)} candidates")
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
-    if not 0.0 <= fusion_weight <= 1.0:
-        raise ValueError(f"fusion weight must be within [0, 1], got {fusion_weight}")
+    weights = [fusion_weight, *(weight for _, weight in more_rerankers)]
+    if any(not 0.0 <= w <= 1.0 for w in weights):
+        raise ValueError(f"fusion weights must be within [0, 1], got {weights}")
+    first_stage_weight = 1.0 - sum(weights)
+    if first_stage_weight < -1e-9:
+        raise ValueError(f"fusion weights must sum to at most 1, got {weights}")
     if (fusion == "learned") != (learned_scores is not None):
         raise ValueError("learned_scores go with fusion='learned', and only with it")
+    if more_rerankers and fusion != "rrf":
+        raise ValueError("more than one reranker's scores are fused by fusion='rrf' only")
+    if any(len(scores) != depth for scores, _ in more_rerankers):
+        raise ValueError(f"every reranker must score the same head of {depth}")
     head = list(range(depth))
-    by_rerank = sorted(head, key=lambda i: (-rerank_scores[i], i))
     if fusion == "none":
         final = {i: float(rerank_scores[i]) for i in head}
     elif learned_scores is not None:
@@ -114,8 +126,11 @@ def rerank_order(
             raise ValueError(f"{len(learned_scores)} learned scores for a head of {depth}")
         final = {i: float(learned_scores[i]) for i in head}
     else:
-        rerank_rank = {i: rank for rank, i in enumerate(by_rerank, start=1)}
-        final = {i: fusion_weight / (k + rerank_rank[i]) + (1.0 - fusion_weight) / (k + i + 1) for i in head}
+        final = {i: max(first_stage_weight, 0.0) / (k + i + 1) for i in head}
+        for scores, weight in [(rerank_scores, fusion_weight), *more_rerankers]:
+            by_score = sorted(head, key=lambda i: (-scores[i], i))  # ties keep first-stage order
+            for rank, i in enumerate(by_score, start=1):
+                final[i] += weight / (k + rank)
     ordered = sorted(head, key=lambda i: (-final[i], i))
     result = [
         RankedCandidate(candidates[i].document, final[i], candidates[i].score, float(rerank_scores[i]))

@@ -6,8 +6,8 @@ sets: `variant` from the variants file (plus "unresolved" for requests rejected 
 `stage` embed|feedback|fanout|merge|rerank|fuse|end_to_end (embed: the gateway's own query embedding, with
 --query-encoder; fuse: a learned-fusion model ordering the re-ranked head), `status`
 ok|degraded|error|deadline, `code` a gRPC status name, `reason` deadline_exceeded|unavailable|error|
-cache_bypassed, `component` a configured shard ("dense/shard-1") or "reranker", `slo` met|missed. Series for
-every known variant exist at zero up front.
+cache_bypassed, `component` a configured shard ("dense/shard-1") or "reranker" ("reranker/<model>" for each of
+a variant's several rerankers), `slo` met|missed. Series for every known variant exist at zero up front.
 
 Stage status: fanout is degraded when some shard failed; rerank is error or deadline when the reranker
 failed (the response then keeps the first-stage order); end_to_end is ok or degraded for answered requests
@@ -192,16 +192,18 @@ class GatewayMetrics:
                 self.stage_duration.labels(stage=timing.stage, variant=variant, status=status).observe(
                     timing.seconds
                 )
-            elif timing.stage == "rerank" and timing.component:
-                status = "ok"
-                if rerank_failure is not None:
-                    status = "deadline" if rerank_failure == "deadline_exceeded" else "error"
-                self.stage_duration.labels(stage="rerank", variant=variant, status=status).observe(
-                    timing.seconds
-                )
             if timing.component and timing.stage in DEGRADED_STAGES:
                 result = failed.get((timing.stage, timing.component), "ok")
                 self.downstream_requests.labels(component=timing.component, result=result).inc()
+        # Several rerankers are asked at once: the stage took as long as the slowest.
+        rerank_seconds = [t.seconds for t in outcome.timings if t.stage == "rerank" and t.component]
+        if rerank_seconds:
+            status = "ok"
+            if rerank_failure is not None:
+                status = "deadline" if rerank_failure == "deadline_exceeded" else "error"
+            self.stage_duration.labels(stage="rerank", variant=variant, status=status).observe(
+                max(rerank_seconds)
+            )
         status = "degraded" if degradations else "ok"
         self.stage_duration.labels(stage="end_to_end", variant=variant, status=status).observe(seconds)
         for degradation in degradations:

@@ -36,6 +36,7 @@ from gateway.merge import (
     snippet,
 )
 from gateway.prf import rocchio
+from gateway.reranker_routing import model_name
 from gateway.variants import Variant
 from search_common.documents import Candidate, Document, QueryEmbedding, RerankResult, RetrievalResult
 from search_common.errors import (
@@ -474,60 +475,81 @@ class SearchPipeline:
         deadline: float | None,
         trace: _Trace,
     ) -> list[RankedCandidate]:
+        """Sends the head to the variant's reranker (or to each of its rerankers at once) and orders it.
+
+        With several rerankers each is its own component (`reranker/<model>`): one that fails or runs late
+        is left out of the fusion and recorded, the others still order the head.
+        """
         assert self._reranker is not None and query.variant.reranker is not None
+        variant = query.variant
         head = first_stage[: query.rerank_depth]
         timeout = None if deadline is None else deadline - time.monotonic() - self._margin
         if self._rerank_cap is not None:
             timeout = self._rerank_cap if timeout is None else min(timeout, self._rerank_cap)
-        started = time.monotonic()
-        failure: BaseException | None = None
-        result: RerankResult | None = None
-        if timeout is not None and timeout <= 0:
-            failure = DeadlineExceeded("no time left for reranking")
-        else:
-            try:
-                call = self._reranker.rerank(
-                    query.text,
-                    [c.document for c in head],
-                    model=query.variant.reranker_model,
-                    max_sequence_length=query.variant.max_sequence_length,
-                    use_cache=query.variant.cache,
-                    timeout=timeout,
-                )
-                result = await (call if timeout is None else asyncio.wait_for(call, timeout + self._margin))
-                if len(result.scores) != len(head):
-                    raise Unavailable(
-                        f"reranker returned {len(result.scores)} scores for {len(head)} documents"
-                    )
-            except Exception as exc:  # a failed rerank degrades to the first-stage order
-                if not isinstance(exc, SearchError | TimeoutError):
-                    logger.exception("reranker failed unexpectedly")
-                failure = exc
-        trace.timings.append(StageTime("rerank", time.monotonic() - started, RERANKER_COMPONENT))
-        if failure is not None or result is None:
-            error = failure or Unavailable("reranker returned nothing")
-            trace.degradations.append(
-                Degradation("rerank", _reason(error), RERANKER_COMPONENT, _detail(error))
+        models = variant.reranker_models
+        answers = await asyncio.gather(*(self._ask_reranker(query, model, head, timeout) for model in models))
+        answered: list[tuple[Sequence[float], float]] = []
+        for model, weight, (result, failure, seconds) in zip(
+            models, variant.fusion_weights, answers, strict=True
+        ):
+            component = (
+                RERANKER_COMPONENT if len(models) == 1 else f"{RERANKER_COMPONENT}/{model_name(model)}"
             )
+            trace.timings.append(StageTime("rerank", seconds, component))
+            if result is None:
+                error = failure or Unavailable("reranker returned nothing")
+                trace.degradations.append(Degradation("rerank", _reason(error), component, _detail(error)))
+                continue
+            trace.versions.append(Version(component, result.model_name, result.model_version))
+            if result.cache_bypassed:  # complete, but every score was computed: visible, not silent
+                detail = "score cache unavailable: every candidate was scored"
+                trace.degradations.append(
+                    Degradation("rerank", "cache_bypassed", SCORE_CACHE_COMPONENT, detail)
+                )
+            for stage, stage_seconds in result.timings.items():
+                trace.timings.append(StageTime(stage, stage_seconds, component))
+            answered.append((result.scores, weight))
+        if not answered:
             return first_stage_order(first_stage)
-        trace.versions.append(Version(RERANKER_COMPONENT, result.model_name, result.model_version))
         trace.reranked = len(head)
-        if result.cache_bypassed:  # complete, but every score was computed: visible, not silent
-            detail = "score cache unavailable: every candidate was scored"
-            trace.degradations.append(Degradation("rerank", "cache_bypassed", SCORE_CACHE_COMPONENT, detail))
-        for stage, stage_seconds in result.timings.items():
-            trace.timings.append(StageTime(stage, stage_seconds, RERANKER_COMPONENT))
-        model = query.variant.fusion_model
+        (scores, weight), more = answered[0], answered[1:]
         learned = None
-        if model is not None:
-            learned = self._learned_scores(model, head, group_lists, result.scores, trace)
+        if variant.fusion_model is not None:
+            learned = self._learned_scores(variant.fusion_model, head, group_lists, scores, trace)
         return rerank_order(
             first_stage,
-            result.scores,
-            fusion=query.variant.fusion,
-            fusion_weight=query.variant.fusion_weight,
+            scores,
+            fusion=variant.fusion,
+            fusion_weight=weight,
             learned_scores=learned,
+            more_rerankers=more,
         )
+
+    async def _ask_reranker(
+        self, query: SearchQuery, model: str, head: Sequence[Candidate], timeout: float | None
+    ) -> tuple[RerankResult | None, BaseException | None, float]:
+        """One reranker's scores of the head, or why there are none, and the seconds it took."""
+        assert self._reranker is not None
+        started = time.monotonic()
+        if timeout is not None and timeout <= 0:
+            return None, DeadlineExceeded("no time left for reranking"), 0.0
+        try:
+            call = self._reranker.rerank(
+                query.text,
+                [c.document for c in head],
+                model=model,
+                max_sequence_length=query.variant.max_sequence_length,
+                use_cache=query.variant.cache,
+                timeout=timeout,
+            )
+            result = await (call if timeout is None else asyncio.wait_for(call, timeout + self._margin))
+            if len(result.scores) != len(head):
+                raise Unavailable(f"reranker returned {len(result.scores)} scores for {len(head)} documents")
+        except Exception as exc:  # a failed rerank degrades to the first-stage order
+            if not isinstance(exc, SearchError | TimeoutError):
+                logger.exception("reranker failed unexpectedly")
+            return None, exc, time.monotonic() - started
+        return result, None, time.monotonic() - started
 
     def _learned_scores(
         self,

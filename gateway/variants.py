@@ -8,7 +8,8 @@ A variants file is YAML:
         weight: 1.0            # share of callers assigned by caller_key; 0 = only on explicit request
         first_stage: hybrid    # dense | bm25 | hybrid (dense and BM25 fused by RRF, k=60)
         retrieval_depth: 100   # candidates fetched per retriever group
-        reranker: null         # model name served by the reranker, or null for none
+        reranker: null         # model name served by the reranker, or null for none; a list of names asks
+                               # each of them to score the same head at once, fused by rrf (see below)
         reranker_version: null # pin a model version: the reranker refuses (NOT_FOUND) when it serves
                                # another, and the answer degrades to first-stage order; null = whatever
                                # version is deployed (the response metadata records which one answered)
@@ -17,7 +18,9 @@ A variants file is YAML:
         cache: true            # whether the reranker's score cache may be used
         fusion: none           # none = rerank score only; rrf = RRF of reranked and first-stage order;
                                # learned = a learned ranker over every stage's ranks and scores
-        fusion_weight: 1.0     # weight of the reranked order under rrf, within [0, 1]
+        fusion_weight: 1.0     # weight of the reranked order under rrf, within [0, 1]; with a list of
+                               # rerankers, a list of weights (one each, summing to at most 1): the first
+                               # stage's order keeps 1 minus their sum
         fusion_model: null     # under learned: the name of a model loaded with the gateway's
                                # --fusion-model (gateway/learned_fusion.py), fitted for this first stage
         prf_docs: 0            # dense pseudo-relevance feedback: search again with the query vector moved
@@ -52,6 +55,7 @@ from typing import Any, Literal, cast
 import yaml
 
 from gateway.merge import FUSIONS, Fusion
+from gateway.reranker_routing import model_name
 from search_common.errors import InvalidArgument
 from search_common.variant_label import NO_VARIANT, OTHER_VARIANT, VARIANT_NAME_PATTERN
 
@@ -125,6 +129,8 @@ class Variant:
     fusion_model: str | None = None
     prf_docs: int = 0
     prf_weight: float = 0.0
+    # Further rerankers asked to score the same head at once, each with its RRF weight (fusion: rrf).
+    more_rerankers: tuple[tuple[str, float], ...] = ()
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -146,6 +152,23 @@ class Variant:
         if self.reranker is None:
             return ""
         return f"{self.reranker}@{self.reranker_version}" if self.reranker_version else self.reranker
+
+    @property
+    def reranker_models(self) -> tuple[str, ...]:
+        """Every model the head is sent to, the first (`reranker_model`) first; empty without a reranker."""
+        if self.reranker is None:
+            return ()
+        return (self.reranker_model, *(name for name, _ in self.more_rerankers))
+
+    @property
+    def fusion_weights(self) -> tuple[float, ...]:
+        """The RRF weight of each of `reranker_models`, in the same order."""
+        return (self.fusion_weight, *(weight for _, weight in self.more_rerankers))
+
+    @property
+    def reranker_label(self) -> str | None:
+        """The rerankers' names joined by "+" (for quality rows and reports), or None."""
+        return "+".join(self.reranker_models) if self.reranker is not None else None
 
 
 def _bucket(caller_key: str) -> float:
@@ -221,8 +244,12 @@ class VariantTable:
                 unservable[variant.name] = "uses pseudo-relevance feedback, which needs --query-encoder"
             elif variant.reranks and not has_reranker:
                 unservable[variant.name] = "needs a reranker, none configured"
-            elif variant.reranks and reranker_models is not None and variant.reranker not in reranker_models:
-                unservable[variant.name] = f"needs reranker model {variant.reranker}, no route serves it"
+            elif (
+                variant.reranks
+                and reranker_models is not None
+                and (unrouted := [m for m in variant.reranker_models if model_name(m) not in reranker_models])
+            ):
+                unservable[variant.name] = f"needs reranker model {unrouted[0]}, no route serves it"
             elif fusion_problem is not None:
                 unservable[variant.name] = fusion_problem
         servable = [v for v in self.variants.values() if v.name not in unservable]
@@ -281,6 +308,42 @@ def _check_number(value: object, what: str) -> float:
     return float(value)
 
 
+def _model_names(value: object, at: str) -> list[str] | None:
+    """A variant's `reranker`: None, one model name, or a list of distinct names."""
+    if value is None:
+        return None
+    names = value if isinstance(value, list) else [value]
+    if not names:
+        raise VariantError(f"{at}: reranker must be a model name, a list of them, or null, got []")
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise VariantError(f"{at}: reranker must be a model name, a list of them, or null, got {value!r}")
+        if "@" in name:
+            raise VariantError(f"{at}: reranker {name!r}: put the version in reranker_version")
+    if len(set(names)) != len(names):
+        raise VariantError(f"{at}: reranker lists a model twice: {value!r}")
+    return [str(name) for name in names]
+
+
+def _fusion_weights(value: object, rerankers: int, at: str) -> list[float]:
+    """One RRF weight per reranker, each within [0, 1] and together at most 1."""
+    if rerankers <= 1:
+        weights = [_check_number(value, f"{at}: fusion_weight")]
+    elif not isinstance(value, list) or len(value) != rerankers:
+        raise VariantError(
+            f"{at}: fusion_weight must list one weight per reranker ({rerankers}), got {value!r}"
+        )
+    else:
+        weights = [_check_number(w, f"{at}: fusion_weight") for w in value]
+    if any(not 0.0 <= w <= 1.0 for w in weights):
+        raise VariantError(f"{at}: fusion_weight must be within [0, 1], got {value}")
+    if sum(weights) > 1.0 + 1e-9:
+        raise VariantError(
+            f"{at}: fusion_weight must sum to at most 1 (the first stage keeps the rest), got {value}"
+        )
+    return weights
+
+
 def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -> Variant:
     if not isinstance(raw, dict):
         raise VariantError(f"{where}: variants[{index}] must be a mapping, got {type(raw).__name__}")
@@ -312,9 +375,8 @@ def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -
     retrieval_depth = _check_int(
         raw["retrieval_depth"], f"{at}: retrieval_depth", 1, bounds.max_retrieval_depth
     )
-    reranker = raw.get("reranker")
-    if reranker is not None and (not isinstance(reranker, str) or not reranker.strip()):
-        raise VariantError(f"{at}: reranker must be a model name or null, got {reranker!r}")
+    rerankers = _model_names(raw.get("reranker"), at)
+    reranker = rerankers[0] if rerankers else None
     reranker_version = raw.get("reranker_version")
     if reranker_version is not None:
         if not isinstance(reranker_version, str) or not reranker_version.strip() or "@" in reranker_version:
@@ -323,8 +385,8 @@ def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -
             )
         if reranker is None:
             raise VariantError(f"{at}: reranker_version {reranker_version!r} needs a reranker")
-    if isinstance(reranker, str) and "@" in reranker:
-        raise VariantError(f"{at}: reranker {reranker!r}: put the version in reranker_version")
+        if rerankers is not None and len(rerankers) > 1:
+            raise VariantError(f"{at}: reranker_version pins one reranker; this variant lists several")
     rerank_depth = _check_int(raw.get("rerank_depth", 0), f"{at}: rerank_depth", 0, bounds.max_rerank_depth)
     if reranker is None and rerank_depth > 0:
         raise VariantError(f"{at}: rerank_depth {rerank_depth} needs a reranker; set 'reranker' or depth 0")
@@ -339,9 +401,10 @@ def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -
     fusion = raw.get("fusion", "none")
     if fusion not in FUSIONS:
         raise VariantError(f"{at}: unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
-    fusion_weight = _check_number(raw.get("fusion_weight", 1.0), f"{at}: fusion_weight")
-    if not 0.0 <= fusion_weight <= 1.0:
-        raise VariantError(f"{at}: fusion_weight must be within [0, 1], got {fusion_weight}")
+    several = rerankers is not None and len(rerankers) > 1
+    if several and fusion != "rrf":
+        raise VariantError(f"{at}: several rerankers are fused by 'fusion: rrf', not {fusion!r}")
+    weights = _fusion_weights(raw.get("fusion_weight", 1.0), len(rerankers or ()), at)
     fusion_model = raw.get("fusion_model")
     if fusion_model is not None and (not isinstance(fusion_model, str) or not fusion_model.strip()):
         raise VariantError(f"{at}: fusion_model must be a model name or null, got {fusion_model!r}")
@@ -366,10 +429,11 @@ def _parse_variant(raw: object, where: str, index: int, bounds: VariantBounds) -
         max_sequence_length=max_len,
         cache=cache,
         fusion=cast(Fusion, fusion),
-        fusion_weight=fusion_weight,
+        fusion_weight=weights[0],
         fusion_model=fusion_model,
         prf_docs=prf_docs,
         prf_weight=prf_weight if prf_docs > 0 else 0.0,
+        more_rerankers=tuple(zip((rerankers or [])[1:], weights[1:], strict=True)),
     )
 
 

@@ -249,7 +249,7 @@ def publish(
     return target
 
 
-def _reranker(artifact: Path, token_store: Path | None) -> CrossEncoderRuntime | StoredVectorRuntime:
+def load_scorer(artifact: Path, token_store: Path | None) -> CrossEncoderRuntime | StoredVectorRuntime:
     """The served reranker's own runtime: a cross-encoder, or a stored-vector model (ColBERT, a
     poly-encoder, a re-scoring bi-encoder) over its token store."""
     kind = read_manifest(artifact).get("kind")
@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gather_evidence(SearchPipeline(retrievers), args.first_stage, queries, args.retrieval_depth)
     )
     try:
-        reranker = _reranker(args.reranker_artifact, args.token_store)
+        reranker = load_scorer(args.reranker_artifact, args.token_store)
     except ArtifactError as exc:
         print(f"fit_learned: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
