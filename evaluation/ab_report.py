@@ -31,12 +31,18 @@ import numpy as np
 
 from corpora.beir import BeirDataset, Query
 from evaluation.config import AbSettings, parse_ab_settings
-from evaluation.offline_stack import RERANKER_FACTORIES, load_offline_retrievers, require_servable
+from evaluation.offline_stack import (
+    RERANKER_FACTORIES,
+    load_offline_retrievers,
+    offline_reranker,
+    require_servable,
+)
 from evaluation.provenance import git_sha
 from evaluation.results import EVAL_TOP_K, score_run
 from gateway.bootstrap import load_fusion_models
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import Variant, VariantBounds, load_variants
+from search_common.artifacts import ArtifactError
 from search_common.corpus_file import DatasetError
 from search_common.errors import SearchError
 from search_common.logging_setup import configure_logging
@@ -136,7 +142,7 @@ def run_ab(settings: AbSettings, reranker: Reranker | None) -> tuple[list[AbRow]
             variant=variant.name,
             first_stage=variant.first_stage,
             retrieval_depth=variant.retrieval_depth,
-            reranker=variant.reranker or "none",
+            reranker=variant.reranker_label or "none",
             rerank_depth=variant.rerank_depth if variant.reranks else 0,
             ndcg_at_10=round(scores["ndcg@10"], 4),
             mrr_at_10=round(scores["mrr@10"], 4),
@@ -201,11 +207,13 @@ def write_report(
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_ab_settings(argv, ["none", *sorted(RERANKER_FACTORIES)])
     configure_logging(settings.log_level)
-    reranker = (
-        None
-        if settings.reranker == "none"
-        else RERANKER_FACTORIES[settings.reranker](settings.reranker_artifact, settings.token_store)
-    )
+    try:
+        reranker = offline_reranker(
+            settings.reranker, settings.reranker_artifact, settings.token_store, settings.extra_rerankers
+        )
+    except ArtifactError as exc:
+        print(f"search-ab: error: {exc}", file=sys.stderr)
+        return 2
     try:
         rows, context = run_ab(settings, reranker)
     except (DatasetError, ValueError, SearchError) as exc:

@@ -10,6 +10,16 @@ from pathlib import Path
 
 from reranker_service.config import STORED_VECTOR_BACKENDS
 
+# An --extra-reranker: a reranker artifact and, for a stored-vector kind, its token store.
+ExtraReranker = tuple[Path, Path | None]
+
+
+def parse_extra_reranker(value: str) -> ExtraReranker:
+    artifact, _, store = value.partition(",")
+    if not artifact:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected ARTIFACT[,TOKEN_STORE]")
+    return Path(artifact), Path(store) if store else None
+
 
 @dataclass(frozen=True, slots=True)
 class EvalSettings:
@@ -37,6 +47,8 @@ class EvalSettings:
     reranker_label: str | None = None
     # learned-fusion artifacts that variants with `fusion: learned` name
     fusion_models: tuple[Path, ...] = ()
+    # further in-process rerankers (artifact, token store), for variants that list several
+    extra_rerankers: tuple[ExtraReranker, ...] = ()
 
 
 def _add_offline_run_options(parser: argparse.ArgumentParser, reranker_choices: Sequence[str]) -> None:
@@ -70,6 +82,15 @@ def _add_offline_run_options(parser: argparse.ArgumentParser, reranker_choices: 
         help="learned-fusion artifact for variants with 'fusion: learned' (repeatable)",
     )
     parser.add_argument(
+        "--extra-reranker",
+        action="append",
+        type=parse_extra_reranker,
+        default=[],
+        metavar="ARTIFACT[,TOKEN_STORE]",
+        help="another in-process reranker, serving the model its artifact names, for variants that list "
+        "several rerankers; its engine follows the artifact's kind (repeatable)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
 
@@ -93,6 +114,11 @@ def _check_offline_run_options(parser: argparse.ArgumentParser, args: argparse.N
     for directory in args.fusion_model:
         if not (directory / "manifest.json").is_file():
             parser.error(f"--fusion-model {directory}: not a learned-fusion artifact (no manifest.json)")
+    for artifact, store in args.extra_reranker:
+        if not artifact.is_dir():
+            parser.error(f"--extra-reranker {artifact}: no such artifact directory")
+        if store is not None and not store.is_dir():
+            parser.error(f"--extra-reranker {artifact},{store}: no token store there")
     return {
         kind: path
         for kind, path in (("dense", args.dense_index), ("bm25", args.bm25_index))
@@ -152,6 +178,7 @@ def parse_eval_settings(argv: Sequence[str] | None, reranker_choices: Sequence[s
         encoder_label=args.encoder_label,
         reranker_label=args.reranker_label,
         fusion_models=tuple(dict.fromkeys(args.fusion_model)),
+        extra_rerankers=tuple(dict.fromkeys(args.extra_reranker)),
     )
 
 
@@ -176,6 +203,7 @@ class AbSettings:
     prebuilt: Mapping[str, Path] = field(default_factory=dict)
     encoder: Path | None = None
     fusion_models: tuple[Path, ...] = ()
+    extra_rerankers: tuple[ExtraReranker, ...] = ()
 
 
 def parse_ab_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str]) -> AbSettings:
@@ -211,4 +239,5 @@ def parse_ab_settings(argv: Sequence[str] | None, reranker_choices: Sequence[str
         prebuilt=prebuilt,
         encoder=args.encoder,
         fusion_models=tuple(dict.fromkeys(args.fusion_model)),
+        extra_rerankers=tuple(dict.fromkeys(args.extra_reranker)),
     )

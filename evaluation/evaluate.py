@@ -30,6 +30,7 @@ from evaluation.config import parse_eval_settings
 from evaluation.offline_stack import (
     RERANKER_FACTORIES,
     load_offline_retrievers,
+    offline_reranker,
     require_servable,
     run_queries,
 )
@@ -127,7 +128,7 @@ def evaluate(
             split=split,
             pipeline=labelled_pipeline(variant.name, label) + (reranked_suffix if variant.reranks else ""),
             first_stage=labelled_pipeline(variant.first_stage, label),
-            reranker=variant.reranker_model + reranked_suffix if variant.reranks else None,
+            reranker=f"{variant.reranker_label}{reranked_suffix}" if variant.reranks else None,
             rerank_depth=variant.rerank_depth if variant.reranks else 0,
             fusion=variant.fusion if variant.reranks else "none",
             ndcg_at_10=round(scores["ndcg@10"], 4),
@@ -145,8 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     reranker: Reranker | None = None
     try:
-        if settings.reranker != "none":
-            reranker = RERANKER_FACTORIES[settings.reranker](settings.reranker_artifact, settings.token_store)
+        reranker = offline_reranker(
+            settings.reranker, settings.reranker_artifact, settings.token_store, settings.extra_rerankers
+        )
         rows = evaluate(
             settings.dataset,
             settings.split,

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from corpora.beir import BeirDataset, Query
 from evaluation.results import EVAL_TOP_K
 from gateway.learned_fusion import LearnedFusion
-from gateway.pipeline import SearchPipeline, SearchQuery
+from gateway.pipeline import Degradation, SearchPipeline, SearchQuery
 from gateway.variants import Variant, fusion_model_problem
-from search_common.artifacts import ArtifactError, read_manifest, sha256_file
+from search_common.artifacts import ArtifactError, read_manifest, resolve_version, sha256_file
 from search_common.ports import Reranker, Retriever
 
 if TYPE_CHECKING:
@@ -56,6 +56,30 @@ RERANKER_FACTORIES: dict[str, Callable[[Path | None, Path | None], Reranker]] = 
     "poly-encoder": _embedded_reranker("poly-encoder"),
     "bi-encoder": _embedded_reranker("bi-encoder"),
 }
+
+
+def offline_reranker(
+    backend: str,
+    artifact: Path | None,
+    token_store: Path | None,
+    extras: Sequence[tuple[Path, Path | None]] = (),
+) -> Reranker | None:
+    """The in-process second stage: `backend`'s reranker ("none": no default), plus one per extra artifact,
+    routed by the model name its manifest gives (`gateway.reranker_routing`), on the engine its kind names
+    (a stored-vector kind, else the cross-encoder's int8 ONNX graph)."""
+    default = None if backend == "none" else RERANKER_FACTORIES[backend](artifact, token_store)
+    if not extras:
+        return default
+    from gateway.reranker_routing import RoutedReranker  # the gateway's own router, in process
+
+    routes: dict[str, Reranker] = {}
+    for extra, store in extras:
+        manifest = read_manifest(resolve_version(extra), required=("name",))
+        kind = manifest.get("kind")
+        routes[str(manifest["name"])] = RERANKER_FACTORIES[kind if kind in RERANKER_FACTORIES else "onnx"](
+            extra, store
+        )
+    return RoutedReranker(routes, default)
 
 
 def _safe(label: str) -> str:
@@ -159,19 +183,32 @@ async def run_queries(
     top_k: int = EVAL_TOP_K,
     concurrency: int = 8,
 ) -> dict[str, list[str]]:
-    """Each query's ranked doc ids, several queries in flight; the pipeline is the gateway's own."""
+    """Each query's ranked doc ids, several queries in flight; the pipeline is the gateway's own.
+
+    Raises:
+        ValueError: a query's answer degraded (a reranker or shard failed it): the figures would be another
+            pipeline's, so none are given.
+    """
     gate = asyncio.Semaphore(concurrency)
     depth = max(variant.retrieval_depth, top_k)
     rerank_depth = variant.rerank_depth if variant.reranks else 0
+    degraded: list[tuple[str, Degradation]] = []
 
     async def one(query: Query) -> tuple[str, list[str]]:
         async with gate:
             outcome = await pipeline.search(SearchQuery(query.text, top_k, variant, depth, rerank_depth))
-        if outcome.coverage.degraded:
-            logger.warning("query %s degraded: %s", query.query_id, outcome.coverage.degradations)
+        degraded.extend((query.query_id, d) for d in outcome.coverage.degradations)
         return query.query_id, [hit.document.doc_id for hit in outcome.hits]
 
-    return dict(await asyncio.gather(*(one(q) for q in queries)))
+    run = dict(await asyncio.gather(*(one(q) for q in queries)))
+    if degraded:
+        query_id, first = degraded[0]
+        raise ValueError(
+            f"variant {variant.name!r}: {len({q for q, _ in degraded})} of {len(queries)} queries degraded, "
+            f"so the figures would not be this variant's; query {query_id}: {first.component} "
+            f"{first.reason} ({first.detail})"
+        )
+    return run
 
 
 def load_offline_retrievers(

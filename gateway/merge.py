@@ -106,6 +106,8 @@ def rerank_order(
         raise ValueError(f"{depth} rerank scores for {len(candidates)} candidates")
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSIONS)}")
+    if more_rerankers and fusion != "rrf":
+        raise ValueError("more than one reranker's scores are fused by fusion='rrf' only")
     weights = [fusion_weight, *(weight for _, weight in more_rerankers)]
     if any(not 0.0 <= w <= 1.0 for w in weights):
         raise ValueError(f"fusion weights must be within [0, 1], got {weights}")
@@ -114,8 +116,6 @@ def rerank_order(
         raise ValueError(f"fusion weights must sum to at most 1, got {weights}")
     if (fusion == "learned") != (learned_scores is not None):
         raise ValueError("learned_scores go with fusion='learned', and only with it")
-    if more_rerankers and fusion != "rrf":
-        raise ValueError("more than one reranker's scores are fused by fusion='rrf' only")
     if any(len(scores) != depth for scores, _ in more_rerankers):
         raise ValueError(f"every reranker must score the same head of {depth}")
     head = list(range(depth))

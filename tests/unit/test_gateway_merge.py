@@ -123,3 +123,32 @@ def test_snippet_cuts_at_word_boundary() -> None:
     assert snippet("abcdefghijkl", 5) == "abcde…"
     with pytest.raises(ValueError):
         snippet("x", 0)
+
+
+def test_rerank_order_fuses_several_rerankers_by_weighted_rrf() -> None:
+    first = [_cand(i, float(10 - i)) for i in range(4)]  # first stage: d000, d001, d002, d003
+    a = [0.0, 0.0, 1.0, 2.0]  # ranks d003, d002, d000, d001
+    b = [0.0, 3.0, 2.0, 1.0]  # ranks d001, d002, d003, d000
+    ranked = rerank_order(first, a, fusion="rrf", fusion_weight=0.3, more_rerankers=[(b, 0.5)])
+
+    def expected(i: int, rank_a: int, rank_b: int) -> float:
+        return 0.2 / (60 + i + 1) + 0.3 / (60 + rank_a) + 0.5 / (60 + rank_b)
+
+    want = {"d000": expected(0, 3, 4), "d001": expected(1, 4, 1), "d002": expected(2, 2, 2),
+            "d003": expected(3, 1, 3)}  # fmt: skip
+    assert _ids_r(ranked) == sorted(want, key=lambda d: -want[d])
+    assert [c.score for c in ranked] == pytest.approx(sorted(want.values(), reverse=True))
+    assert {c.document.doc_id: c.rerank_score for c in ranked} == {
+        "d000": 0.0, "d001": 0.0, "d002": 1.0, "d003": 2.0
+    }  # fmt: skip  # the first reranker's score
+    # One reranker at the same weight orders exactly as before the second was possible.
+    alone = rerank_order(first, a, fusion="rrf", fusion_weight=0.3)
+    assert [c.score for c in alone] == [
+        c.score for c in rerank_order(first, a, fusion="rrf", fusion_weight=0.3, more_rerankers=[])
+    ]
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        rerank_order(first, a, fusion="rrf", fusion_weight=0.6, more_rerankers=[(b, 0.5)])
+    with pytest.raises(ValueError, match="fused by fusion='rrf' only"):
+        rerank_order(first, a, fusion="none", more_rerankers=[(b, 0.5)])
+    with pytest.raises(ValueError, match="same head"):
+        rerank_order(first, a, fusion="rrf", fusion_weight=0.3, more_rerankers=[(b[:3], 0.5)])

@@ -10,6 +10,7 @@ import pytest
 
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.prf import rocchio
+from gateway.reranker_routing import RoutedReranker
 from gateway.variants import Variant
 from search_common.documents import Document
 from search_common.errors import DeadlineExceeded, InvalidArgument, Unavailable
@@ -334,3 +335,48 @@ async def test_a_shard_failing_feedback_is_left_out_and_warned_about_once(
     np.testing.assert_allclose(dense[0].embeddings[-1].values, expected, rtol=1e-6)  # type: ignore[union-attr]
     assert outcome.coverage.degraded and outcome.coverage.shards_answered == 2
     assert len([r for r in caplog.records if "feedback search failed" in r.getMessage()]) == 1
+
+
+BOTH = Variant(
+    "both",
+    0.0,
+    "dense",
+    retrieval_depth=20,
+    reranker="up",
+    rerank_depth=5,
+    fusion="rrf",
+    fusion_weight=0.5,
+    more_rerankers=(("down", 0.5),),
+)
+
+
+async def test_several_rerankers_score_the_same_head_and_are_fused() -> None:
+    up = FakeReranker(_by_doc_number)  # reverses the head
+    down = FakeReranker(lambda _q, d: -_by_doc_number(_q, d))  # keeps it
+    pipeline = SearchPipeline({"dense": _shards("dense", 2)}, RoutedReranker({"up": up, "down": down}))
+    outcome = await pipeline.search(_query(BOTH, top_k=7))
+    assert up.calls[0][1] == down.calls[0][1] == ["d00", "d01", "d02", "d03", "d04"]
+    # Equal weights on opposite orders: the head's ends tie (first-stage order breaks it) above its middle.
+    assert [h.document.doc_id for h in outcome.hits] == ["d00", "d04", "d01", "d03", "d02", "d05", "d06"]
+    assert {v.component: v.name for v in outcome.versions if v.component.startswith("reranker")} == {
+        "reranker/up": "up",
+        "reranker/down": "down",
+    }
+    assert {t.component for t in outcome.timings if t.stage == "rerank"} == {"reranker/up", "reranker/down"}
+    assert outcome.reranked == 5 and not outcome.coverage.degraded
+
+
+async def test_a_failed_reranker_of_several_is_left_out_and_recorded() -> None:
+    up = FakeReranker(_by_doc_number)
+    down = FakeReranker(_by_doc_number, error=Unavailable("down: unavailable"))
+    pipeline = SearchPipeline({"dense": _shards("dense", 2)}, RoutedReranker({"up": up, "down": down}))
+    outcome = await pipeline.search(_query(BOTH, top_k=7))
+    # "up" alone at its weight 0.5; the first stage's order takes the failed one's share (0.5).
+    assert [h.document.doc_id for h in outcome.hits][:5] == ["d00", "d04", "d01", "d03", "d02"]
+    assert outcome.hits[0].rerank_score == 0.0  # scored by "up", the one that answered
+    (deg,) = outcome.coverage.degradations
+    assert (deg.stage, deg.reason, deg.component) == ("rerank", "unavailable", "reranker/down")
+    up.error = Unavailable("up: unavailable")
+    both_down = await pipeline.search(_query(BOTH, top_k=7))
+    assert all(h.rerank_score is None for h in both_down.hits) and both_down.reranked == 0
+    assert {d.component for d in both_down.coverage.degradations} == {"reranker/up", "reranker/down"}

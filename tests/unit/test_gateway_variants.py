@@ -235,3 +235,45 @@ def test_learned_fusion_variants_need_their_model_loaded_and_fitted_for_their_fi
     deeper = table.restricted_to({"dense", "bm25"}, True, fusion_models={"lf": FusionFit("dense", 20)})
     with pytest.raises(InvalidArgument, match="fitted at rerank depth 20, not 5"):
         deeper.get("dense-lf")
+
+
+def _both(**fields: Any) -> dict[str, Any]:
+    return _v("both", reranker=["colbert", "mpnet"], rerank_depth=30, fusion="rrf", **fields)
+
+
+def test_a_variant_may_list_several_rerankers_with_a_weight_each() -> None:
+    table = parse_variants(_doc(_v("dense"), _both(fusion_weight=[0.1, 0.3])), "f", BOUNDS)
+    both = table.variants["both"]
+    assert both.reranker_models == ("colbert", "mpnet")
+    assert both.fusion_weights == (0.1, 0.3)
+    assert both.reranker_label == "colbert+mpnet"
+    one = parse_variants(_doc(_v("one", reranker="ce", rerank_depth=5, fusion_weight=0.4)), "f", BOUNDS)
+    assert one.variants["one"].reranker_models == ("ce",) and one.variants["one"].fusion_weights == (0.4,)
+    # Every model listed must be served: a route for one of them only leaves the variant out.
+    routed = table.restricted_to({"dense"}, has_reranker=True, reranker_models={"colbert"})
+    with pytest.raises(InvalidArgument, match="needs reranker model mpnet, no route serves it"):
+        routed.get("both")
+    assert table.restricted_to({"dense"}, has_reranker=True, reranker_models={"colbert", "mpnet"}).get("both")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"fusion_weight": 0.3}, r"one weight per reranker \(2\)"),
+        ({"fusion_weight": [0.3]}, r"one weight per reranker \(2\)"),
+        ({"fusion_weight": [0.7, 0.6]}, r"sum to at most 1"),
+        ({"fusion_weight": [0.5, -0.1]}, r"within \[0, 1\]"),
+        ({"fusion_weight": [0.5, "x"]}, r"must be a number"),
+        ({"fusion": "none"}, r"several rerankers are fused by 'fusion: rrf', not 'none'"),
+        ({"fusion": "learned", "fusion_model": "m"}, r"several rerankers are fused by 'fusion: rrf'"),
+        ({"reranker_version": "v1"}, r"pins one reranker; this variant lists several"),
+        ({"reranker": ["a", "a"]}, r"lists a model twice"),
+        ({"reranker": ["a", ""]}, r"reranker must be a model name, a list of them, or null"),
+        ({"reranker": []}, r"reranker must be a model name, a list of them, or null, got \[\]"),
+        ({"reranker": ["a", "b@v1"]}, r"put the version in reranker_version"),
+    ],
+)
+def test_several_rerankers_are_checked(fields: dict[str, Any], message: str) -> None:
+    variant = {**_both(fusion_weight=[0.3, 0.3]), **fields}
+    with pytest.raises(VariantError, match=message):
+        parse_variants(_doc(variant), "conf/variants.yaml", BOUNDS)

@@ -40,6 +40,7 @@ from typing import Any
 import ir_measures
 
 from corpora.beir import BeirDataset
+from evaluation.config import parse_extra_reranker
 from evaluation.offline_stack import load_offline_retrievers
 from gateway.merge import first_stage_order, rerank_order
 from gateway.pipeline import SearchPipeline
@@ -135,11 +136,6 @@ def choose(
     }
 
 
-def _reranker_argument(value: str) -> tuple[Path, Path | None]:
-    artifact, _, store = value.partition(",")
-    return Path(artifact), Path(store) if store else None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.fusion.fit_rrf",
@@ -151,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--reranker",
         action="append",
         required=True,
-        type=_reranker_argument,
+        type=parse_extra_reranker,
         metavar="ARTIFACT[,TOKEN_STORE]",
         help="a reranker artifact, with its token store for a stored-vector kind (repeatable, in the "
         "order the variant will list them)",
