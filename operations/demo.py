@@ -15,6 +15,8 @@ cross-encoder are trained on first use, then cached. While the vectors are store
 background: `operations.demo_reranker`), the stack already answers on the first stage, flagged degraded with
 the reason and the progress; once the model is ready (a trained one only if it passes its publish gate) it is
 swapped in and its figures printed. Without --keep-running the demo then shows the same queries re-ranked.
+Once up, the stack is supervised (`ServiceStack.supervise`): a shard, the reranker or the gateway that dies is
+restarted on its own port with backoff, logged, and counted (`--metrics-port` serves the counts).
 
     search-demo                                  # all-mpnet-base-v2 re-scoring, LRU score cache
     search-demo --reranker colbert               # a zero-label ColBERT trained on the corpus instead
@@ -39,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
+from prometheus_client import start_http_server
 from search.v1 import search_service_pb2, search_service_pb2_grpc
 
 from corpora.stdlib import ensure_stdlib_corpus
@@ -259,6 +262,13 @@ def _start_stack(
     return gateway.address
 
 
+def _serve_stack_metrics(stack: ServiceStack, port: int, resources: contextlib.ExitStack) -> None:
+    """The supervisor's restart counts over HTTP for Prometheus, until the stack stops."""
+    server, _ = start_http_server(port, addr="127.0.0.1", registry=stack.registry)
+    resources.callback(server.shutdown)
+    print(f"  metrics  http://127.0.0.1:{server.server_port}/metrics (search_stack_restarts_total)")
+
+
 def _run_queries(address: str, settings: DemoSettings) -> None:
     with grpc.insecure_channel(address, options=message_size_options()) as channel:
         stub = search_service_pb2_grpc.SearchServiceStub(channel)
@@ -344,6 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else None
             )
             address = _start_stack(stack, settings, dense, bm25, reranker_address)
+            # From here on a service that dies comes back on its own port (Triton and Redis are not
+            # supervised: the reranker degrades without them).
+            stack.supervise()
+            if settings.metrics_port is not None:
+                _serve_stack_metrics(stack, settings.metrics_port, resources)
             # Work that ended while the stack started (a small corpus) leaves nothing to show twice.
             pending = training is not None and not training.wait(0)
             if training is not None and not pending and training.artifact is not None:

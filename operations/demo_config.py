@@ -41,6 +41,8 @@ class DemoSettings:
     request_timeout_seconds: float = 10.0
     retriever_threads: int = 1
     log_level: str = "WARNING"
+    # Serve the supervisor's restart counts (search_stack_restarts_total) on this port; None: not served.
+    metrics_port: int | None = None
 
     @property
     def late_interaction(self) -> bool:
@@ -106,9 +108,17 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
     parser.add_argument("--timeout", type=float, default=10.0, help="per-query deadline in seconds")
     parser.add_argument("--retriever-threads", type=int, default=1, help="torch/FAISS threads per shard")
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve the stack supervisor's restart counts for Prometheus on this port (0: a free one)",
+    )
+    parser.add_argument(
         "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
     args = parser.parse_args(argv)
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        parser.error(f"--metrics-port must be within 0..65535, got {args.metrics_port}")
     for flag, value in (
         ("--top-k", args.top_k),
         ("--dense-shards", args.dense_shards),
@@ -139,4 +149,5 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
         request_timeout_seconds=args.timeout,
         retriever_threads=args.retriever_threads,
         log_level=args.log_level,
+        metrics_port=args.metrics_port,
     )

@@ -9,6 +9,12 @@ demo, the integration and fault tests and the benchmarks all start stacks throug
 
 Leaving the `with` block (normally, on an exception or on Ctrl-C) stops every process in reverse start
 order: SIGTERM, a grace period, then SIGKILL.
+
+`stack.supervise()` restarts a service that dies on its own (a crash, the OOM killer, kill -9) with the
+same command on its old port, so its clients' channels reconnect and the gateway recovers without being
+told. Restarts back off (1 s, doubling to 30 s, back to 1 s once a service has stayed up for a minute), are
+logged, and are counted in `search_stack_restarts_total{component}` (`stack.registry`). Processes the stack
+stops itself are never restarted, and stopping the stack stops the restarted ones too.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +32,7 @@ from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry, Counter
 
 from search_common.port_file import read_port_file
 
@@ -67,6 +75,9 @@ class ServiceProcess:
     log_path: Path
     host: str = "127.0.0.1"
     port: int = 0
+    # What started it, so a supervisor can start it again.
+    argv: Sequence[str] = ()
+    env: Mapping[str, str] | None = None
 
     @property
     def address(self) -> str:
@@ -152,7 +163,40 @@ def spawn_service(
             stdin=subprocess.DEVNULL,
             env=None if env is None else {**os.environ, **env},
         )
-    return ServiceProcess(name, process, port_file, log_path, host)
+    return ServiceProcess(name, process, port_file, log_path, host, argv=tuple(argv), env=env)
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """How a supervised service is restarted: exponential backoff, reset once it has stayed up."""
+
+    first_delay: float = 1.0
+    max_delay: float = 30.0
+    stable_seconds: float = 60.0  # up this long since its last restart: the next crash starts over at 1 s
+
+
+@dataclass(slots=True)
+class RestartBackoff:
+    """One supervised service's restart schedule under a policy (times are `time.monotonic()` seconds)."""
+
+    policy: RestartPolicy
+    restarts: int = 0
+    due: float | None = None  # when the pending restart may run; None while the service is up
+    _delay: float = 0.0
+    _restarted_at: float | None = None
+
+    def died(self, now: float) -> float:
+        """Schedules the restart of a service seen dead at `now`; returns the delay before it."""
+        stable = self._restarted_at is not None and now - self._restarted_at >= self.policy.stable_seconds
+        if self._restarted_at is None or stable:
+            self._delay = self.policy.first_delay
+        self.due = now + self._delay
+        return self._delay
+
+    def restarted(self, now: float) -> None:
+        self.restarts += 1
+        self._restarted_at, self.due = now, None
+        self._delay = min(self._delay * 2, self.policy.max_delay)
 
 
 class ServiceStack:
@@ -162,12 +206,73 @@ class ServiceStack:
         self.run_dir = run_dir
         self.stop_timeout = stop_timeout
         self.services: list[ServiceProcess] = []
+        self.registry = CollectorRegistry()
+        self.restarts = Counter(
+            "search_stack_restarts",
+            "Services of the local stack restarted by its supervisor after they died, by component.",
+            ["component"],
+            registry=self.registry,
+        )
+        self._lock = threading.RLock()  # guards `services` against the supervisor thread
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> ServiceProcess:
         """Starts a service without waiting for it (start several, then `wait_ready` each)."""
         service = spawn_service(name, argv, self.run_dir, env=env)
-        self.services.append(service)
+        with self._lock:
+            self.services.append(service)
         return service
+
+    def service(self, name: str) -> ServiceProcess:
+        """The current process of a service (a restart replaces it)."""
+        with self._lock:
+            for service in self.services:
+                if service.name == name:
+                    return service
+        raise KeyError(name)
+
+    def supervise(self, policy: RestartPolicy | None = None, *, poll_seconds: float = 0.2) -> None:
+        """Restarts, from now on, every service of this stack that exits without being stopped."""
+        if self._supervisor is not None:
+            return
+        policy = policy or RestartPolicy()
+        self._supervisor = threading.Thread(
+            target=self._supervise, args=(policy, poll_seconds), name="stack-supervisor", daemon=True
+        )
+        self._supervisor.start()
+
+    def _supervise(self, policy: RestartPolicy, poll_seconds: float) -> None:
+        schedules: dict[str, RestartBackoff] = {}
+        while not self._stopping.wait(poll_seconds):
+            with self._lock:
+                dead = [s for s in self.services if not s.running and s.port]
+            for service in dead:
+                schedule = schedules.setdefault(service.name, RestartBackoff(policy))
+                now = time.monotonic()
+                if schedule.due is None:
+                    delay = schedule.died(now)
+                    logger.warning(
+                        "%s exited with code %s; restarting it on port %d in %.1fs",
+                        service.name, service.process.returncode, service.port, delay,
+                    )  # fmt: skip
+                if schedule.due is not None and now >= schedule.due:
+                    self._restart_supervised(service, schedule)
+
+    def _restart_supervised(self, service: ServiceProcess, schedule: RestartBackoff) -> None:
+        with self._lock:
+            if self._stopping.is_set() or service not in self.services:
+                return
+            fresh = spawn_service(
+                service.name, service.argv, self.run_dir, env=service.env, port=service.port
+            )
+            # Its old port. The supervisor does not wait for it: one that dies again is seen at the next
+            # poll, and its clients find it serving through their own reconnects.
+            fresh.port = service.port
+            self.services[self.services.index(service)] = fresh
+        schedule.restarted(time.monotonic())
+        self.restarts.labels(component=service.name).inc()
+        logger.warning("%s restarted on %s (restart %d)", service.name, fresh.address, schedule.restarts)
 
     def start(
         self,
@@ -193,18 +298,23 @@ class ServiceStack:
         if service.running:
             raise RuntimeError(f"{service.name} is still running (pid {service.process.pid})")
         fresh = spawn_service(service.name, argv, self.run_dir, env=env, port=service.port)
-        self.services[self.services.index(service)] = fresh
+        with self._lock:
+            self.services[self.services.index(service)] = fresh
         fresh.wait_ready(timeout)
         return fresh
 
     def stop_all(self) -> None:
-        for service in reversed(self.services):
+        self._stopping.set()  # no restart from here on, so nothing outlives the stack
+        if self._supervisor is not None:
+            self._supervisor.join()
+        with self._lock:
+            services, self.services = list(self.services), []
+        for service in reversed(services):
             try:
                 code = service.stop(self.stop_timeout)
                 logger.info("%s stopped (exit code %s)", service.name, code)
             except Exception:
                 logger.exception("could not stop %s (pid %d)", service.name, service.process.pid)
-        self.services.clear()
 
     def __enter__(self) -> ServiceStack:
         return self

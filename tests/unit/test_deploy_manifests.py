@@ -403,6 +403,8 @@ def check_service_container(docs: list[Doc], deployment: Doc, contract: dc.Servi
         assert c[probe]["grpc"]["port"] == contract.grpc_port, f"{where}: {probe} is not gRPC health"
         # No service name: the overall ("") status, which every service sets with its own.
         assert c[probe]["grpc"].get("service", "") == "", f"{where}: {probe} names a service"
+    # A crashed container is restarted in place by the kubelet (deploy/k8s/README.md, "recovery").
+    assert deployment["spec"]["template"]["spec"].get("restartPolicy", "Always") == "Always", where
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(contract.metrics_port)

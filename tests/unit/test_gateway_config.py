@@ -164,3 +164,11 @@ def test_reranker_routes_from_the_config_file_give_way_to_flags(tmp_path: Path) 
     assert dict(parse_settings(["--config", str(config)], {}).reranker_routes) == {"colbert-minilm": "c:2"}
     flagged = parse_settings(["--config", str(config), "--reranker-route", "other=d:3"], {})
     assert dict(flagged.reranker_routes) == {"other": "d:3"}
+
+
+def test_demo_metrics_port_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_demo_settings(["--metrics-port", "0"]).metrics_port == 0
+    assert parse_demo_settings([]).metrics_port is None
+    with pytest.raises(SystemExit):
+        parse_demo_settings(["--metrics-port", "70000"])
+    assert "--metrics-port must be within 0..65535" in capsys.readouterr().err

@@ -5,6 +5,7 @@ loopback serving it."""
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -100,7 +101,21 @@ def test_assemble_joins_the_pieces_once_and_refuses_what_is_not_a_model(tmp_path
     no_model = _split_zip(tmp_path / "other", {"m/readme.txt": b"x"}, 2)
     with pytest.raises(ArtifactError, match=r"no config\.json"):
         assemble(no_model, tmp_path / "cache", name="n", extra={})
-    assert not any((tmp_path / "cache" / "n").iterdir())  # nothing half-built
+    # Nothing half-built: only the record of the pieces' digest.
+    assert [p.name for p in (tmp_path / "cache" / "n").iterdir()] == ["pieces.json"]
+
+
+def test_the_pieces_are_hashed_again_only_when_they_change(tmp_path: Path) -> None:
+    pieces = _split_zip(tmp_path, {"m/config.json": b"{}", "m/model.safetensors": b"w"}, 2)
+    folder = assemble(pieces, tmp_path / "cache", name="m", extra={})
+    record = json.loads((tmp_path / "cache" / "m" / "pieces.json").read_text())
+    assert record["sha256"].startswith(folder.name)
+    # A recorded digest is trusted while the pieces' paths, sizes and mtimes are unchanged...
+    (tmp_path / "cache" / "m" / "pieces.json").write_text(json.dumps({**record, "sha256": "0" * 64}))
+    assert assemble(pieces, tmp_path / "cache", name="m", extra={}).name == "0" * 12
+    # ...and a piece rewritten since is hashed again, giving its true version.
+    os.utime(pieces[0], ns=(0, pieces[0].stat().st_mtime_ns + 10**9))
+    assert assemble(pieces, tmp_path / "cache", name="m", extra={}) == folder
 
 
 def test_a_missing_piece_names_the_package_and_the_setup(tmp_path: Path) -> None:
