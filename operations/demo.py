@@ -15,8 +15,9 @@ cross-encoder are trained on first use, then cached. While the vectors are store
 background: `operations.demo_reranker`), the stack already answers on the first stage, flagged degraded with
 the reason and the progress; once the model is ready (a trained one only if it passes its publish gate) it is
 swapped in and its figures printed. Without --keep-running the demo then shows the same queries re-ranked.
-Once up, the stack is supervised (`ServiceStack.supervise`): a shard, the reranker or the gateway that dies is
-restarted on its own port with backoff, logged, and counted (`--metrics-port` serves the counts).
+Once up, the stack is supervised (`ServiceStack.supervise`): a shard, the reranker, the gateway, tritonserver
+or redis-server that dies is restarted on its own port with backoff, logged, and counted (`--metrics-port`
+serves the counts).
 
     search-demo                                  # all-mpnet-base-v2 re-scoring, LRU score cache
     search-demo --reranker colbert               # a zero-label ColBERT trained on the corpus instead
@@ -213,6 +214,7 @@ def _start_reranker(
             stack.run_dir / "triton-models", artifact_root=artifact.parent, artifact_version=artifact.name
         )
         triton = resources.enter_context(TritonServer(repository, work_dir=stack.run_dir / "triton"))
+        stack.supervise_external("triton", lambda: triton.crashed, triton.start)  # same ports on restart
         print(f"  triton   serving on {triton.grpc_url} (started in {triton.startup_seconds:.1f}s)")
         argv += ["--triton-url", triton.grpc_url]
     elif artifact is not None:
@@ -222,6 +224,7 @@ def _start_reranker(
         argv += ["--artifact-dir", str(training.serving_root), "--wait-for-model"]
     if settings.cache == "redis":
         redis = resources.enter_context(RedisServer())
+        stack.supervise_external("redis", lambda: redis.crashed, redis.start)
         print(f"  redis    serving on {redis.url}")
         argv += ["--redis-url", redis.url]
     reranker = stack.spawn("reranker", argv)
@@ -354,8 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else None
             )
             address = _start_stack(stack, settings, dense, bm25, reranker_address)
-            # From here on a service that dies comes back on its own port (Triton and Redis are not
-            # supervised: the reranker degrades without them).
+            # From here on a service that dies comes back on its own port, Triton and Redis included.
             stack.supervise()
             if settings.metrics_port is not None:
                 _serve_stack_metrics(stack, settings.metrics_port, resources)

@@ -7,6 +7,10 @@ seconds and started again on the same port; the gateway is never restarted. Each
 requests sent, those that failed (any status but OK; the goal is none), the answers flagged degraded, and
 the seconds from the restart until answers stopped being degraded.
 
+With `supervised=True` the drill never restarts anything: the stack's own supervisor
+(`ServiceStack.supervise`, Triton and Redis included) sees the crash and brings the component back, and the
+report gives the seconds from the kill until answers stopped being degraded (`time_to_recovery_s`).
+
 Used by `bench/faults.py` (full size, writes bench/results/faults.json) and by the slow fault test.
 """
 
@@ -15,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -25,7 +31,7 @@ from types import TracebackType
 from typing import Literal
 
 from operations.loadgen import RequestRecord, recovery_seconds, run_load
-from operations.processes import ServiceProcess, ServiceStack
+from operations.processes import RestartPolicy, ServiceProcess, ServiceStack
 from operations.redis_server import RedisServer
 from operations.triton_repository import assemble_model_repository
 from operations.tritonserver import TritonServer
@@ -82,6 +88,9 @@ class FaultReport:
     restart_s: float = 0.0
     # Degraded answers by the component they named (a Redis outage names only the score cache).
     degraded_by: dict[str, int] = field(default_factory=dict)
+    # Supervised drills: from the kill until answers stopped being degraded, the supervisor's restart
+    # included (None when the drill restarted the component itself).
+    time_to_recovery_s: float | None = None
 
     def row(self) -> dict[str, object]:
         """The faults.json row: fault, requests, failed, degraded, recovery_s (plus detail fields)."""
@@ -96,6 +105,7 @@ class DrillStack:
         dense_index: a 2-shard dense index version directory.
         bm25_index: a 1-shard BM25 index version directory.
         artifact: the cross-encoder artifact version directory Triton serves.
+        supervised: the stack's supervisor restarts what dies (`restart` then only waits for it).
     """
 
     def __init__(
@@ -106,8 +116,12 @@ class DrillStack:
         artifact: Path,
         *,
         startup_timeout: float = 180.0,
+        supervised: bool = False,
+        restart_policy: RestartPolicy | None = None,
     ) -> None:
         self.run_dir = run_dir
+        self.supervised = supervised
+        self._policy = restart_policy
         self._dense = dense_index
         self._bm25 = bm25_index
         self._artifact = artifact
@@ -177,10 +191,27 @@ class DrillStack:
         self.processes["gateway"] = self.services.start(
             "gateway", self.argv["gateway"], timeout=self._timeout
         )
+        if self.supervised:
+            redis, triton = self.redis, self.triton
+            assert redis is not None and triton is not None
+            self.services.supervise_external("redis", lambda: redis.crashed, redis.start)
+            self.services.supervise_external("triton", lambda: triton.crashed, triton.start)
+            self.services.supervise(self._policy)
+
+    def restarts(self, fault: Fault) -> float:
+        """How often the supervisor has restarted the component."""
+        name = self._process_name(fault)
+        value = self.services.registry.get_sample_value("search_stack_restarts_total", {"component": name})
+        return value or 0.0
 
     def kill(self, fault: Fault) -> None:
-        """SIGKILL the component, as a crash would."""
-        if fault == "redis":
+        """SIGKILL the component, as a crash would (supervised: behind its owner's back, like one)."""
+        if self.supervised and fault in ("redis", "triton"):
+            server = self.redis if fault == "redis" else self.triton
+            assert server is not None and server.pid is not None
+            kill = os.killpg if fault == "triton" else os.kill  # tritonserver leads its stubs' group
+            kill(server.pid, signal.SIGKILL)
+        elif fault == "redis":
             assert self.redis is not None
             self.redis.kill()
         elif fault == "triton":
@@ -190,9 +221,16 @@ class DrillStack:
             self.processes[self._process_name(fault)].kill()
         logger.info("killed %s", fault)
 
-    def restart(self, fault: Fault) -> None:
-        """Starts the component again on its old port and waits until it is ready."""
-        if fault == "redis":
+    def restart(self, fault: Fault, *, restarts_before: float = 0.0, timeout: float = 120.0) -> None:
+        """Starts the component again on its old port and waits until it is ready; supervised, only waits
+        until the supervisor has restarted it (more than `restarts_before` restarts)."""
+        if self.supervised:
+            deadline = time.monotonic() + timeout
+            while self.restarts(fault) <= restarts_before:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the supervisor did not restart {fault} within {timeout:.0f}s")
+                time.sleep(0.05)
+        elif fault == "redis":
             assert self.redis is not None
             self.redis.start()
         elif fault == "triton":
@@ -245,14 +283,18 @@ async def run_fault(
             return True
         return time.monotonic() - max(restarted_at, last_bad) < settle_seconds
 
+    killed_at = 0.0
+
     async def inject() -> tuple[float, float]:
-        nonlocal restarted_at
+        nonlocal restarted_at, killed_at
         await kill_point.wait()
+        restarts_before = stack.restarts(fault) if stack.supervised else 0.0
         killed_at = time.monotonic()
         await asyncio.to_thread(stack.kill, fault)
-        await asyncio.sleep(down_seconds)
+        if not stack.supervised:  # supervised, the supervisor decides when
+            await asyncio.sleep(down_seconds)
         restart_began = time.monotonic()
-        await asyncio.to_thread(stack.restart, fault)
+        await asyncio.to_thread(stack.restart, fault, restarts_before=restarts_before)
         restarted_at = time.monotonic()
         return restart_began - killed_at, restarted_at - restart_began
 
@@ -271,16 +313,18 @@ async def run_fault(
         await injector
     down_s, restart_s = injector.result()
     assert restarted_at is not None
+    recovery = recovery_seconds(result.records, restarted_at)
     report = FaultReport(
         fault=fault,
         requests=result.requests,
         failed=result.failed,
         degraded=result.degraded,
-        recovery_s=round(recovery_seconds(result.records, restarted_at), 2),
+        recovery_s=round(recovery, 2),
         codes=result.codes(),
         down_s=round(down_s, 2),
         restart_s=round(restart_s, 2),
         degraded_by=dict(Counter(c for r in result.records if r.ok for c in r.degraded_components)),
+        time_to_recovery_s=round(restarted_at + recovery - killed_at, 2) if stack.supervised else None,
     )
     logger.info("fault drill %s: %s", fault, report)
     return report

@@ -25,7 +25,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -214,6 +214,8 @@ class ServiceStack:
             registry=self.registry,
         )
         self._lock = threading.RLock()  # guards `services` against the supervisor thread
+        # Components started elsewhere (tritonserver, redis-server): name -> (crashed?, restart in place).
+        self._external: dict[str, tuple[Callable[[], bool], Callable[[], object]]] = {}
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 
@@ -242,9 +244,37 @@ class ServiceStack:
         )
         self._supervisor.start()
 
+    def supervise_external(
+        self, name: str, crashed: Callable[[], bool], restart: Callable[[], object]
+    ) -> None:
+        """Supervises a component this stack did not spawn (tritonserver, redis-server) like its own:
+        `crashed()` says it exited without being stopped, `restart()` starts it again in place (its ports
+        kept) and raises if it cannot, to be tried again after the next backoff."""
+        with self._lock:
+            self._external[name] = (crashed, restart)
+
     def _supervise(self, policy: RestartPolicy, poll_seconds: float) -> None:
         schedules: dict[str, RestartBackoff] = {}
+        failing: set[str] = set()  # externals whose restart raised: retried whatever crashed() says
         while not self._stopping.wait(poll_seconds):
+            with self._lock:
+                external = dict(self._external)
+            for name, (crashed, restart) in external.items():
+                schedule = schedules.setdefault(name, RestartBackoff(policy))
+                now = time.monotonic()
+                if schedule.due is None and (name in failing or crashed()):
+                    logger.warning("%s exited; restarting it in %.1fs", name, schedule.died(now))
+                if schedule.due is not None and now >= schedule.due and not self._stopping.is_set():
+                    schedule.restarted(now)
+                    self.restarts.labels(component=name).inc()
+                    try:
+                        restart()
+                    except Exception as exc:
+                        failing.add(name)
+                        logger.error("%s did not come back (restart %d): %s", name, schedule.restarts, exc)
+                        continue
+                    failing.discard(name)
+                    logger.warning("%s restarted (restart %d)", name, schedule.restarts)
             with self._lock:
                 dead = [s for s in self.services if not s.running and s.port]
             for service in dead:

@@ -157,6 +157,15 @@ class RedisServer:
         finally:
             client.close()
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def crashed(self) -> bool:
+        """Started, then exited without `stop()` or `kill()`: what a supervisor restarts."""
+        return self._process is not None and self._process.poll() is not None
+
     def kill(self) -> None:
         """SIGKILL, as a crash would: no shutdown handshake with clients."""
         if self._process is not None and self._process.poll() is None:

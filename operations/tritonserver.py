@@ -311,6 +311,15 @@ class TritonServer:
     def log_tail(self) -> str:
         return log_tail(self.log_path)
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def crashed(self) -> bool:
+        """Started, then exited without `stop()` or `kill()`: what a supervisor restarts."""
+        return self._process is not None and self._process.poll() is not None
+
     def kill(self) -> None:
         """SIGKILL to tritonserver and its backend stubs, as a crash would; `start()` brings it back."""
         if self._process is not None and self._process.poll() is None:

@@ -2,7 +2,8 @@
 
 The stack is operations.fault_drill's (two dense shards, one BM25 shard, the reranker on a real tritonserver
 with a real redis-server cache, the gateway), all separate processes; the gateway is never restarted.
-A reduced run (300 requests per fault from 16 concurrent clients); bench/faults.py runs the full size.
+A reduced run (300 requests per fault from 16 concurrent clients); bench/loadgen.py runs the full size.
+The supervised drills restart nothing themselves: the stack's supervisor brings each component back.
 """
 
 from __future__ import annotations
@@ -14,21 +15,39 @@ import pytest
 
 from model_runtimes.bi_encoder import BiEncoder
 from operations.fault_drill import FAULTS, DrillStack, Fault, run_fault
+from operations.processes import RestartPolicy
 from retriever_service.build_index import build_index
 from tests.cross_encoder_support import cross_encoder_artifact, triton_installation_or_skip
 
 pytestmark = pytest.mark.slow
 
 
+def _drill_stack(indexes: dict[str, Path], encoder: BiEncoder, root: Path, *, supervised: bool) -> DrillStack:
+    triton_installation_or_skip()  # the drill starts its own tritonserver
+    corpus = indexes["bm25-1"] / "shard-0" / "docs.jsonl"
+    dense = build_index(corpus, root / "dense-2", kind="dense", num_shards=2, encoder=encoder)
+    policy = RestartPolicy(first_delay=0.5, max_delay=2.0)
+    return DrillStack(
+        root / "run", dense, indexes["bm25-1"], cross_encoder_artifact(), supervised=supervised,
+        restart_policy=policy,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def drill_stack(
     indexes: dict[str, Path], encoder: BiEncoder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DrillStack]:
-    triton_installation_or_skip()  # the drill starts its own tritonserver
     root = tmp_path_factory.mktemp("fault-drills")
-    corpus = indexes["bm25-1"] / "shard-0" / "docs.jsonl"
-    dense = build_index(corpus, root / "dense-2", kind="dense", num_shards=2, encoder=encoder)
-    with DrillStack(root / "run", dense, indexes["bm25-1"], cross_encoder_artifact()) as stack:
+    with _drill_stack(indexes, encoder, root, supervised=False) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def supervised_stack(
+    indexes: dict[str, Path], encoder: BiEncoder, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DrillStack]:
+    root = tmp_path_factory.mktemp("supervised-drills")
+    with _drill_stack(indexes, encoder, root, supervised=True) as stack:
         yield stack
 
 
@@ -44,3 +63,15 @@ async def test_no_request_fails_while_a_component_dies_and_comes_back(
     if fault == "redis":  # bypassed, complete answers that say so: the score cache, never the reranker
         assert set(report.degraded_by) == {"score-cache"}, report
     assert report.recovery_s is not None
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+async def test_the_supervisor_brings_each_component_back_without_the_drill(
+    supervised_stack: DrillStack, fault: Fault
+) -> None:
+    before = supervised_stack.restarts(fault)
+    report = await run_fault(supervised_stack, fault, requests=150, settle_seconds=2.0)
+    assert report.failed == 0, report
+    assert report.degraded > 0, "the outage was not seen: the fault did not land mid-run"
+    assert supervised_stack.restarts(fault) == before + 1
+    assert report.time_to_recovery_s is not None and report.time_to_recovery_s > 0
