@@ -90,8 +90,8 @@ def _markdown(rows: list[FaultReport], args: argparse.Namespace, sha: str) -> st
     lines += [
         "",
         "recovery_s: seconds from the restart until the last failed or degraded answer; 0 when none came "
-        "after the restart. down_s: from the kill to the restart (supervised: the supervisor's backoff and "
-        "poll); restart_s: the restart itself until ready (supervised: until the supervisor had started it). "
+        "after the restart. down_s: from the kill to the restart; restart_s: the restart itself until ready "
+        "(supervised: down_s is nil and restart_s runs from the kill until the supervisor had started it). "
         "time_to_recovery_s (supervised): from the kill until the last failed or degraded answer. During a "
         "Redis outage the reranker skips the cache and the answers stay complete, flagged degraded by the "
         "score cache (DEGRADATION_REASON_CACHE_BYPASSED).",
