@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway.clients import GrpcReranker, GrpcRetriever
 from gateway.config import Settings
 from gateway.learned_fusion import LearnedFusion, load_learned_fusion
+from gateway.overload import AnswerMargin, RerankAdmission
 from gateway.pipeline import SearchPipeline
 from gateway.reranker_routing import RoutedReranker, served_models
 from gateway.servicer import RequestLimits
@@ -106,6 +107,8 @@ def bootstrap(
         retrievers,
         reranker,
         deadline_margin=settings.deadline_margin_seconds,
+        answer_margin=AnswerMargin(settings.deadline_margin_seconds, settings.deadline_margin_cap_seconds),
+        rerank_admission=RerankAdmission(settings.max_reranks_in_flight),
         rerank_share=settings.rerank_share,
         snippet_chars=settings.snippet_chars,
         retrieve_timeout=settings.retrieve_timeout_seconds,

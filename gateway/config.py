@@ -62,8 +62,12 @@ class Settings:
     max_sequence_length: int = 512
     # Budget for a request whose client set no deadline.
     default_deadline_seconds: float = 2.0
-    # Seconds kept back from each downstream timeout for the gateway's own work.
+    # Seconds kept back from each downstream timeout for the gateway's own work: the floor of a margin
+    # learned from the gateway's observed answering cost (gateway.overload), which may grow to the cap.
     deadline_margin_seconds: float = 0.02
+    deadline_margin_cap_seconds: float = 1.0
+    # Reranks in flight at most; more are shed at once, answered from the first stage (0: no bound).
+    max_reranks_in_flight: int = 32
     # Share of the remaining budget kept for the reranker when a request is reranked.
     rerank_share: float = 0.5
     # Optional caps, in seconds, on each stage's share of the budget (None: the share alone decides).
@@ -126,6 +130,13 @@ class Settings:
             raise ValueError(f"--default-deadline must be positive, got {self.default_deadline_seconds}")
         if self.deadline_margin_seconds < 0:
             raise ValueError(f"--deadline-margin must be >= 0, got {self.deadline_margin_seconds}")
+        if self.deadline_margin_cap_seconds < self.deadline_margin_seconds:
+            raise ValueError(
+                f"--deadline-margin-cap ({self.deadline_margin_cap_seconds}) must be >= --deadline-margin "
+                f"({self.deadline_margin_seconds})"
+            )
+        if self.max_reranks_in_flight < 0:
+            raise ValueError(f"--max-reranks-in-flight must be >= 0, got {self.max_reranks_in_flight}")
         if not 0 <= self.rerank_share < 1:
             raise ValueError(f"--rerank-share must be within [0, 1), got {self.rerank_share}")
         for flag, cap in (
@@ -281,7 +292,19 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     lim.add_argument("--max-rerank-depth", type=int, default=200)
     lim.add_argument("--default-deadline", type=float, default=2.0, help="seconds, when the client sets none")
     lim.add_argument(
-        "--deadline-margin", type=float, default=0.02, help="seconds kept back per downstream call"
+        "--deadline-margin",
+        type=float,
+        default=0.02,
+        help="least seconds kept back from each deadline to answer with what the gateway has; the margin "
+        "grows with the observed cost of answering (event-loop lag) up to --deadline-margin-cap",
+    )
+    lim.add_argument("--deadline-margin-cap", type=float, default=1.0, help="most seconds kept back")
+    lim.add_argument(
+        "--max-reranks-in-flight",
+        type=int,
+        default=32,
+        help="reranks sent and not yet answered, at most; more are shed at once with a first-stage answer "
+        "(0: no bound; a rerank is also shed when recent ones took longer than the time left)",
     )
     lim.add_argument("--rerank-share", type=float, default=0.5, help="budget share kept for reranking")
     lim.add_argument("--retrieve-timeout", type=float, default=None, help="cap on the retrieval stage, s")
@@ -345,6 +368,8 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             max_rerank_depth=args.max_rerank_depth,
             default_deadline_seconds=args.default_deadline,
             deadline_margin_seconds=args.deadline_margin,
+            deadline_margin_cap_seconds=args.deadline_margin_cap,
+            max_reranks_in_flight=args.max_reranks_in_flight,
             rerank_share=args.rerank_share,
             retrieve_timeout_seconds=args.retrieve_timeout,
             rerank_timeout_seconds=args.rerank_timeout,

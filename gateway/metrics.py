@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from gateway.overload import AnswerMargin, RerankAdmission
 from gateway.pipeline import SearchOutcome
 from gateway.variants import Variant
 
@@ -40,7 +41,7 @@ STAGE_STATUSES = {
 RESULTS = ("ok", "deadline_exceeded", "unavailable", "error")
 CODES = ("OK", "INVALID_ARGUMENT", "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL")
 DEGRADED_STAGES = ("retrieve", "rerank")
-REASONS = ("deadline_exceeded", "unavailable", "error", "cache_bypassed")
+REASONS = ("deadline_exceeded", "unavailable", "error", "cache_bypassed", "overloaded")
 RELOAD_RESULTS = ("ok", "error")
 # Latency SLOs per request, end to end at the gateway: a first-stage-only variant answers within 500 ms,
 # a reranked one (a CPU cross-encoder over up to 100 pairs) within 2.5 s. Both are bucket boundaries.
@@ -131,6 +132,18 @@ class GatewayMetrics:
             "search_gateway_query_embedding_fallbacks",
             "Dense shard calls resent by text because the shard refused the gateway's query embedding "
             "(built with another encoder than --query-encoder).",
+            registry=registry,
+        )
+        # Read when scraped (`watch_overload`): the learned answering margin and the reranks in flight.
+        self.answer_margin = Gauge(
+            "search_gateway_answer_margin_seconds",
+            "Seconds each request keeps back from its deadline to answer with what it has (learned from the "
+            "gateway's event-loop lag, between --deadline-margin and --deadline-margin-cap).",
+            registry=registry,
+        )
+        self.reranks_in_flight = Gauge(
+            "search_gateway_reranks_in_flight",
+            "Reranks sent and not yet answered; past --max-reranks-in-flight more are shed (overloaded).",
             registry=registry,
         )
         self._slo: dict[str, float] = {}
@@ -225,6 +238,12 @@ class GatewayMetrics:
         status = _CODE_STATUS.get(code, "error")
         self.stage_duration.labels(stage="end_to_end", variant=name, status=status).observe(seconds)
         self.slo_requests.labels(variant=name, slo="missed").inc()
+
+    def watch_overload(self, margin: AnswerMargin, admission: RerankAdmission | None) -> None:
+        """Publishes the pipeline's learned margin and its reranks in flight, read at each scrape."""
+        self.answer_margin.set_function(lambda: margin.seconds)
+        if admission is not None:
+            self.reranks_in_flight.set_function(lambda: admission.in_flight)
 
     def record_reload(self, ok: bool) -> None:
         self.variant_reloads.labels(result="ok" if ok else "error").inc()

@@ -20,6 +20,7 @@ first stage found (up to top_k), and no score threshold ever drops a hit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,7 @@ from gateway.merge import (
     rerank_order,
     snippet,
 )
+from gateway.overload import AnswerMargin, RerankAdmission
 from gateway.prf import rocchio
 from gateway.reranker_routing import model_name
 from gateway.variants import Variant
@@ -43,6 +45,7 @@ from search_common.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
+    ResourceExhausted,
     SearchError,
     Unavailable,
 )
@@ -52,7 +55,7 @@ from search_common.variant_label import serving_variant
 logger = logging.getLogger(__name__)
 
 StageName = Literal["retrieve", "rerank"]
-Reason = Literal["deadline_exceeded", "unavailable", "error", "cache_bypassed"]
+Reason = Literal["deadline_exceeded", "unavailable", "error", "cache_bypassed", "overloaded"]
 # The reranker's score cache, named in a cache_bypassed degradation (the reranker itself answered).
 SCORE_CACHE_COMPONENT = "score-cache"
 RERANKER_COMPONENT = "reranker"
@@ -149,6 +152,8 @@ class _ShardAnswer:
 def _reason(exc: BaseException) -> Reason:
     if isinstance(exc, DeadlineExceeded | TimeoutError):
         return "deadline_exceeded"
+    if isinstance(exc, ResourceExhausted):
+        return "overloaded"
     if isinstance(exc, Unavailable):
         return "unavailable"
     return "error"
@@ -168,7 +173,8 @@ class SearchPipeline:
     Args:
         retrievers: group name ("dense", "bm25") → that group's shards.
         reranker: the second stage, or None when this deployment has none.
-        deadline_margin: seconds kept back from each downstream timeout for the gateway's own work.
+        deadline_margin: seconds kept back from each downstream timeout for the gateway's own work; with
+            `answer_margin`, its floor.
         rerank_share: fraction of the remaining budget given to retrieval is `1 - rerank_share` when the
             request will be reranked; the reranker gets whatever is left after retrieval.
         snippet_chars: length bound of each hit's snippet.
@@ -177,6 +183,9 @@ class SearchPipeline:
             degrades the answer early and leaves the rest of the request's budget unused.
         query_encoder: embeds each query once for all dense shards; None lets every dense shard embed it.
         fusion_models: learned-fusion models by name, for variants with `fusion: learned`.
+        answer_margin: the margin learned from the gateway's own answering cost (`gateway.overload`);
+            None keeps `deadline_margin` fixed.
+        rerank_admission: sheds reranks the reranker would not answer in time (`gateway.overload`).
     """
 
     def __init__(
@@ -191,6 +200,8 @@ class SearchPipeline:
         rerank_timeout: float | None = None,
         query_encoder: QueryEncoder | None = None,
         fusion_models: Mapping[str, LearnedFusion] | None = None,
+        answer_margin: AnswerMargin | None = None,
+        rerank_admission: RerankAdmission | None = None,
     ) -> None:
         if not any(retrievers.values()):
             raise ValueError("a search pipeline needs at least one retriever")
@@ -198,7 +209,8 @@ class SearchPipeline:
             raise ValueError(f"rerank_share must be within [0, 1), got {rerank_share}")
         self._retrievers = {group: list(shards) for group, shards in retrievers.items() if shards}
         self._reranker = reranker
-        self._margin = deadline_margin
+        self._answer_margin = answer_margin or AnswerMargin(deadline_margin, deadline_margin)
+        self._admission = rerank_admission
         self._rerank_share = rerank_share
         self._snippet_chars = snippet_chars
         for name, cap in (("retrieve_timeout", retrieve_timeout), ("rerank_timeout", rerank_timeout)):
@@ -222,6 +234,14 @@ class SearchPipeline:
     @property
     def query_encoder(self) -> QueryEncoder | None:
         return self._query_encoder
+
+    @property
+    def answer_margin(self) -> AnswerMargin:
+        return self._answer_margin
+
+    @property
+    def rerank_admission(self) -> RerankAdmission | None:
+        return self._admission
 
     async def search(self, query: SearchQuery, deadline: float | None = None) -> SearchOutcome:
         """Runs one query.
@@ -397,7 +417,7 @@ class SearchPipeline:
     def _retrieve_budget(self, deadline: float | None, will_rerank: bool) -> float | None:
         if deadline is None:
             return self._retrieve_cap
-        remaining = deadline - time.monotonic() - self._margin
+        remaining = self._left_before(deadline)
         if remaining <= 0:
             raise DeadlineExceeded("the request deadline was spent before retrieval started")
         budget = remaining * (1.0 - self._rerank_share) if will_rerank else remaining
@@ -457,6 +477,15 @@ class SearchPipeline:
         # The port promises to honour `timeout`; the outer bound guards adapters that do not.
         return await (call if timeout is None else asyncio.wait_for(call, timeout + self._margin))
 
+    @property
+    def _margin(self) -> float:
+        return self._answer_margin.seconds
+
+    def _left_before(self, deadline: float) -> float:
+        """Seconds until the deadline, less the margin this request keeps to answer with what it has."""
+        budget = deadline - time.monotonic()
+        return budget - self._answer_margin.for_budget(budget)
+
     def _warn_fallback(self, component: str, refused: FailedPrecondition) -> None:
         if component not in self._warned_fallback:
             self._warned_fallback.add(component)
@@ -483,11 +512,22 @@ class SearchPipeline:
         assert self._reranker is not None and query.variant.reranker is not None
         variant = query.variant
         head = first_stage[: query.rerank_depth]
-        timeout = None if deadline is None else deadline - time.monotonic() - self._margin
+        timeout = None if deadline is None else self._left_before(deadline)
         if self._rerank_cap is not None:
             timeout = self._rerank_cap if timeout is None else min(timeout, self._rerank_cap)
         models = variant.reranker_models
-        answers = await asyncio.gather(*(self._ask_reranker(query, model, head, timeout) for model in models))
+        refusal = None
+        if self._admission is not None and timeout is not None:
+            refusal = self._admission.refusal(timeout)
+        if refusal is not None:  # shed at once: a fast first-stage answer, not a late one
+            answers: Sequence[tuple[RerankResult | None, BaseException | None, float]] = [
+                (None, ResourceExhausted(refusal), 0.0) for _ in models
+            ]
+        else:
+            with self._admission.admitted() if self._admission is not None else contextlib.nullcontext():
+                answers = await asyncio.gather(
+                    *(self._ask_reranker(query, model, head, timeout) for model in models)
+                )
         answered: list[tuple[Sequence[float], float]] = []
         for model, weight, (result, failure, seconds) in zip(
             models, variant.fusion_weights, answers, strict=True
@@ -542,7 +582,8 @@ class SearchPipeline:
                 use_cache=query.variant.cache,
                 timeout=timeout,
             )
-            result = await (call if timeout is None else asyncio.wait_for(call, timeout + self._margin))
+            # The outer bound fires at the rerank's own deadline: the margin after it is for answering.
+            result = await (call if timeout is None else asyncio.wait_for(call, timeout))
             if len(result.scores) != len(head):
                 raise Unavailable(f"reranker returned {len(result.scores)} scores for {len(head)} documents")
         except Exception as exc:  # a failed rerank degrades to the first-stage order

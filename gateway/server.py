@@ -18,6 +18,7 @@ from search.v1 import search_service_pb2, search_service_pb2_grpc
 from gateway.bootstrap import Gateway, bootstrap, load_query_encoder, wait_until_ready
 from gateway.config import Settings
 from gateway.metrics import GatewayMetrics
+from gateway.overload import watch_event_loop_lag
 from gateway.pipeline import SearchPipeline
 from gateway.servicer import RequestLimits, SearchServicer
 from gateway.variant_reload import LiveVariants
@@ -144,6 +145,7 @@ async def serve(settings: Settings) -> None:
         gateway.variants.variants.values(), [*components, "reranker"] if gateway.reranker else components
     )
     watch_variants(gateway.live_variants, metrics)
+    metrics.watch_overload(gateway.pipeline.answer_margin, gateway.pipeline.rerank_admission)
     try:
         bound = await start_gateway(settings, gateway, metrics)
     except BaseException:
@@ -161,6 +163,15 @@ async def serve(settings: Settings) -> None:
             await watcher
 
     cleanups.insert(0, stop_watching)
+    # The event loop's lag is the gateway's own cost of answering: the margin every deadline keeps.
+    lag_watcher = asyncio.create_task(watch_event_loop_lag(gateway.pipeline.answer_margin))
+
+    async def stop_lag_watcher() -> None:
+        lag_watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lag_watcher
+
+    cleanups.insert(0, stop_lag_watcher)
     if settings.metrics_port is not None:
         metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
         logger.info("metrics on http://%s:%d/metrics", settings.host, metrics_server.server_port)

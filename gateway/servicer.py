@@ -29,6 +29,7 @@ _REASONS = {
     "unavailable": search_service_pb2.DEGRADATION_REASON_UNAVAILABLE,
     "error": search_service_pb2.DEGRADATION_REASON_ERROR,
     "cache_bypassed": search_service_pb2.DEGRADATION_REASON_CACHE_BYPASSED,
+    "overloaded": search_service_pb2.DEGRADATION_REASON_OVERLOADED,
 }
 
 

@@ -21,6 +21,7 @@ class DegradationReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEGRADATION_REASON_UNAVAILABLE: _ClassVar[DegradationReason]
     DEGRADATION_REASON_ERROR: _ClassVar[DegradationReason]
     DEGRADATION_REASON_CACHE_BYPASSED: _ClassVar[DegradationReason]
+    DEGRADATION_REASON_OVERLOADED: _ClassVar[DegradationReason]
 STAGE_UNSPECIFIED: Stage
 STAGE_RETRIEVE: Stage
 STAGE_RERANK: Stage
@@ -29,6 +30,7 @@ DEGRADATION_REASON_DEADLINE_EXCEEDED: DegradationReason
 DEGRADATION_REASON_UNAVAILABLE: DegradationReason
 DEGRADATION_REASON_ERROR: DegradationReason
 DEGRADATION_REASON_CACHE_BYPASSED: DegradationReason
+DEGRADATION_REASON_OVERLOADED: DegradationReason
 
 class SearchRequest(_message.Message):
     __slots__ = ("query", "top_k", "variant", "caller_key", "overrides")
