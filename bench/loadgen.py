@@ -26,40 +26,14 @@ import json
 import logging
 import platform
 import time
-from itertools import islice
 from pathlib import Path
 
-from corpora.stdlib import ensure_stdlib_corpus
 from evaluation.provenance import git_sha
-from model_runtimes.bi_encoder import BiEncoder
-from operations.fault_drill import FAULTS, DrillStack, FaultReport, run_fault
-from retriever_service.build_index import build_index
-from search_common.artifacts import ArtifactError, read_manifest
+from operations.fault_drill import FAULTS, DrillStack, FaultReport, drill_indexes, run_fault
 from search_common.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _index(corpus: Path, out: Path, kind: str, shards: int, encoder: BiEncoder | None) -> Path:
-    try:
-        read_manifest(out / "shard-0")
-        return out
-    except ArtifactError:
-        pass
-    return build_index(corpus, out, kind=kind, num_shards=shards, encoder=encoder, overwrite=True)  # type: ignore[arg-type]
-
-
-def _prepare(work: Path, docs: int) -> tuple[Path, Path]:
-    full = ensure_stdlib_corpus(REPO / "var" / "corpus" / "stdlib")
-    corpus = work / f"corpus-{docs}.jsonl"
-    if not corpus.is_file():
-        work.mkdir(parents=True, exist_ok=True)
-        with full.open(encoding="utf-8") as src:
-            corpus.write_text("".join(islice(src, docs)), encoding="utf-8")
-    dense = _index(corpus, work / f"dense-2-{docs}", "dense", 2, BiEncoder.load())
-    bm25 = _index(corpus, work / f"bm25-1-{docs}", "bm25", 1, None)
-    return dense, bm25
 
 
 def _markdown(rows: list[FaultReport], args: argparse.Namespace, sha: str) -> str:
@@ -144,7 +118,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     configure_logging(args.log_level)
-    dense, bm25 = _prepare(args.work, args.docs)
+    dense, bm25 = drill_indexes(args.work, args.docs)
     sha = git_sha(cwd=REPO)
     rows = asyncio.run(_drills(args, dense, bm25))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -108,7 +108,7 @@ def bootstrap(
         reranker,
         deadline_margin=settings.deadline_margin_seconds,
         answer_margin=AnswerMargin(settings.deadline_margin_seconds, settings.deadline_margin_cap_seconds),
-        rerank_admission=RerankAdmission(settings.max_reranks_in_flight),
+        rerank_admission=RerankAdmission(settings.max_reranks_in_flight) if settings.shed_reranks else None,
         rerank_share=settings.rerank_share,
         snippet_chars=settings.snippet_chars,
         retrieve_timeout=settings.retrieve_timeout_seconds,

@@ -68,6 +68,8 @@ class Settings:
     deadline_margin_cap_seconds: float = 1.0
     # Reranks in flight at most; more are shed at once, answered from the first stage (0: no bound).
     max_reranks_in_flight: int = 32
+    # Shed reranks that would not answer in time (False: send every one, as before; for comparisons).
+    shed_reranks: bool = True
     # Share of the remaining budget kept for the reranker when a request is reranked.
     rerank_share: float = 0.5
     # Optional caps, in seconds, on each stage's share of the budget (None: the share alone decides).
@@ -306,6 +308,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="reranks sent and not yet answered, at most; more are shed at once with a first-stage answer "
         "(0: no bound; a rerank is also shed when recent ones took longer than the time left)",
     )
+    lim.add_argument(
+        "--shed-reranks",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="shed reranks that would not answer in time (--no-shed-reranks sends every one)",
+    )
     lim.add_argument("--rerank-share", type=float, default=0.5, help="budget share kept for reranking")
     lim.add_argument("--retrieve-timeout", type=float, default=None, help="cap on the retrieval stage, s")
     lim.add_argument("--rerank-timeout", type=float, default=None, help="cap on the rerank stage, s")
@@ -370,6 +378,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             deadline_margin_seconds=args.deadline_margin,
             deadline_margin_cap_seconds=args.deadline_margin_cap,
             max_reranks_in_flight=args.max_reranks_in_flight,
+            shed_reranks=args.shed_reranks,
             rerank_share=args.rerank_share,
             retrieve_timeout_seconds=args.retrieve_timeout,
             rerank_timeout_seconds=args.rerank_timeout,

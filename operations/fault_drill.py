@@ -26,15 +26,18 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from operations.launch import REPO_ROOT
 from operations.loadgen import RequestRecord, recovery_seconds, run_load
 from operations.processes import RestartPolicy, ServiceProcess, ServiceStack
 from operations.redis_server import RedisServer
 from operations.triton_repository import assemble_model_repository
 from operations.tritonserver import TritonServer
+from search_common.artifacts import ArtifactError, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,31 @@ def drill_queries(count: int, tag: str) -> list[str]:
     return [f"{DRILL_QUERIES[i % n]} {tag}{i // n}" for i in range(count)]
 
 
+def drill_indexes(work: Path, docs: int) -> tuple[Path, Path]:
+    """The drill stack's 2-shard dense and 1-shard BM25 indexes over the first `docs` stdlib documents,
+    built once under `work` and reused."""
+    from corpora.stdlib import ensure_stdlib_corpus
+    from model_runtimes.bi_encoder import BiEncoder
+    from retriever_service.build_index import build_index
+
+    def index(corpus: Path, out: Path, kind: Literal["dense", "bm25"], shards: int) -> Path:
+        with contextlib.suppress(ArtifactError):
+            read_manifest(out / "shard-0")
+            return out
+        encoder = BiEncoder.load() if kind == "dense" else None
+        return build_index(corpus, out, kind=kind, num_shards=shards, encoder=encoder, overwrite=True)
+
+    full = ensure_stdlib_corpus(REPO_ROOT / "var" / "corpus" / "stdlib")
+    corpus = work / f"corpus-{docs}.jsonl"
+    if not corpus.is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        with full.open(encoding="utf-8") as src:
+            corpus.write_text("".join(islice(src, docs)), encoding="utf-8")
+    return index(corpus, work / f"dense-2-{docs}", "dense", 2), index(
+        corpus, work / f"bm25-1-{docs}", "bm25", 1
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class FaultReport:
     fault: Fault
@@ -106,6 +134,7 @@ class DrillStack:
         bm25_index: a 1-shard BM25 index version directory.
         artifact: the cross-encoder artifact version directory Triton serves.
         supervised: the stack's supervisor restarts what dies (`restart` then only waits for it).
+        gateway_args: further gateway flags (budgets, shedding) for drills that compare settings.
     """
 
     def __init__(
@@ -118,10 +147,12 @@ class DrillStack:
         startup_timeout: float = 180.0,
         supervised: bool = False,
         restart_policy: RestartPolicy | None = None,
+        gateway_args: Sequence[str] = (),
     ) -> None:
         self.run_dir = run_dir
         self.supervised = supervised
         self._policy = restart_policy
+        self._gateway_args = list(gateway_args)
         self._dense = dense_index
         self._bm25 = bm25_index
         self._artifact = artifact
@@ -187,6 +218,7 @@ class DrillStack:
         self.argv["gateway"] = [
             python, "-m", "gateway", "--dense", dense, "--bm25", self.processes["bm25-0"].address,
             "--reranker", self.processes["reranker"].address, "--variants", str(variants),
+            *self._gateway_args,
         ]  # fmt: skip
         self.processes["gateway"] = self.services.start(
             "gateway", self.argv["gateway"], timeout=self._timeout
