@@ -8,8 +8,8 @@ Two parts, both fed by what the gateway observes rather than fixed numbers:
   arrive after the deadline. The margin is the recent 99th percentile of that cost, doubled, within a floor
   and a cap. `watch_event_loop_lag` samples the lag in the background.
 - `RerankAdmission`: sheds a rerank at once, flagged degraded as `overloaded`, when the reranker would not
-  answer within what is left of the request's budget: more reranks in flight than allowed, or less time left
-  than recent reranks took, scaled by how many are queued. A saturated reranker then costs a fast degraded
+  answer within what is left of the request's budget: more reranks in flight than allowed, or, while others
+  are in flight, less time left than recent reranks took. A saturated reranker then costs a fast degraded
   answer rather than a slow one, and the requests it does take finish.
 """
 
@@ -90,8 +90,10 @@ class RerankAdmission:
         """Why a rerank with `remaining` seconds should not be sent (a detail for the answer), or None."""
         if self.max_in_flight and self.in_flight >= self.max_in_flight:
             return f"reranker saturated: {self.in_flight} reranks in flight (limit {self.max_in_flight})"
-        # Recent reranks ran under the present load, queueing included: this one should take as long.
-        if self.latency is not None and self.latency > remaining:
+        # Recent reranks ran under the present load, queueing included: this one should take as long. With
+        # none in flight the reranker is idle and that estimate stale: this rerank goes and renews it (else
+        # one slow spell would shed every rerank after it, and nothing would ever measure the recovery).
+        if self.in_flight and self.latency is not None and self.latency > remaining:
             return (
                 f"reranker would not answer in time: recent reranks took {self.latency * 1000:.0f} ms, "
                 f"{max(0.0, remaining) * 1000:.0f} ms left"
