@@ -29,17 +29,16 @@ import platform
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
-from search.v1 import search_service_pb2, search_service_pb2_grpc
+from search.v1 import search_service_pb2_grpc
 
 from evaluation.provenance import git_sha
 from operations.fault_drill import DRILL_VARIANT, DrillStack, drill_indexes, drill_queries
-from operations.loadgen import run_load
+from operations.loadgen import Answer, ask, run_load, run_open_loop
 from search_common.grpc_server import message_size_options
 from search_common.logging_setup import configure_logging
 
@@ -50,53 +49,17 @@ DEADLINE_SECONDS = 5.0
 BASELINE_ARGS = ("--deadline-margin", "0.02", "--deadline-margin-cap", "0.02", "--no-shed-reranks")
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    code: str
-    seconds: float
-    reasons: tuple[str, ...] = ()
-    first_stage_seconds: float | None = None
-
-
-async def _one(stub: search_service_pb2_grpc.SearchServiceStub, query: str) -> Outcome:
-    request = search_service_pb2.SearchRequest(query=query, top_k=10, variant=DRILL_VARIANT)
-    started = time.monotonic()
-    try:
-        response = await stub.Search(request, timeout=DEADLINE_SECONDS)
-    except grpc.aio.AioRpcError as exc:
-        return Outcome(exc.code().name, time.monotonic() - started)
-    seconds = time.monotonic() - started
-    reasons = tuple(
-        search_service_pb2.DegradationReason.Name(d.reason) for d in response.metadata.coverage.degradations
-    )
-    fanout = [
-        t.duration.ToTimedelta().total_seconds() for t in response.metadata.timings if t.stage == "fanout"
-    ]
-    return Outcome("OK", seconds, reasons, fanout[0] if fanout else None)
-
-
-async def burst(target: str, queries: Sequence[str]) -> list[Outcome]:
+async def burst(target: str, queries: Sequence[str]) -> list[Answer]:
     """Every query at once, each from its own channel."""
     channels = [grpc.aio.insecure_channel(target, options=message_size_options()) for _ in queries]
     try:
         await asyncio.gather(*(channel.channel_ready() for channel in channels))
         stubs = [search_service_pb2_grpc.SearchServiceStub(channel) for channel in channels]
-        return list(await asyncio.gather(*(_one(stub, q) for stub, q in zip(stubs, queries, strict=True))))
-    finally:
-        await asyncio.gather(*(channel.close() for channel in channels))
-
-
-async def open_loop(target: str, queries: Sequence[str], rate: float, seconds: float) -> list[Outcome]:
-    """Arrivals at `rate` per second for `seconds`, whether or not earlier ones were answered."""
-    channels = [grpc.aio.insecure_channel(target, options=message_size_options()) for _ in range(32)]
-    stubs = [search_service_pb2_grpc.SearchServiceStub(channel) for channel in channels]
-    tasks: list[asyncio.Task[Outcome]] = []
-    started = time.monotonic()
-    try:
-        for i in range(int(rate * seconds)):
-            await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
-            tasks.append(asyncio.create_task(_one(stubs[i % len(stubs)], queries[i % len(queries)])))
-        return list(await asyncio.gather(*tasks))
+        asked = (
+            ask(stub, q, timeout=DEADLINE_SECONDS, variant=DRILL_VARIANT)
+            for stub, q in zip(stubs, queries, strict=True)
+        )
+        return list(await asyncio.gather(*asked))
     finally:
         await asyncio.gather(*(channel.close() for channel in channels))
 
@@ -111,7 +74,7 @@ async def sustainable_rate(target: str, queries: Sequence[str], requests: int = 
     return complete / (time.monotonic() - started)
 
 
-def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+def summary(outcomes: Sequence[Answer]) -> dict[str, Any]:
     answered = [o for o in outcomes if o.code == "OK"]
     latencies = np.asarray([o.seconds for o in outcomes]) * 1000
     first = np.asarray([o.first_stage_seconds for o in answered if o.first_stage_seconds is not None]) * 1000
@@ -142,7 +105,10 @@ async def _phases(
     logger.info("%s burst: %s", tag, bursted)
     overload_rate = args.factor * rate
     queries = drill_queries(int(overload_rate * args.seconds) + 1, f"load-{tag}")
-    loaded = summary(await open_loop(target, queries, overload_rate, args.seconds))
+    arrivals = run_open_loop(
+        target, queries, overload_rate, args.seconds, timeout=DEADLINE_SECONDS, variant=DRILL_VARIANT
+    )
+    loaded = summary(await arrivals)
     logger.info("%s overload: %s", tag, loaded)
     return {"burst": bursted, "overload": {"rate_per_s": round(overload_rate, 2), **loaded}}, rate
 

@@ -59,6 +59,65 @@ class LoadResult:
         return dict(Counter(r.code for r in self.records))
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One open-loop request: status code, seconds to its answer, degradation reasons (enum names), and the
+    gateway's own first-stage time (its `fanout` stage) when it answered."""
+
+    code: str
+    seconds: float
+    reasons: tuple[str, ...] = ()
+    first_stage_seconds: float | None = None
+
+
+async def ask(
+    stub: search_service_pb2_grpc.SearchServiceStub, query: str, *, timeout: float, variant: str = ""
+) -> Answer:
+    """One Search request, its outcome kept whatever the status."""
+    request = search_service_pb2.SearchRequest(query=query, top_k=10, variant=variant)
+    started = time.monotonic()
+    try:
+        response = await stub.Search(request, timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        return Answer(exc.code().name, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    reasons = tuple(
+        search_service_pb2.DegradationReason.Name(d.reason) for d in response.metadata.coverage.degradations
+    )
+    fanout = [
+        t.duration.ToTimedelta().total_seconds() for t in response.metadata.timings if t.stage == "fanout"
+    ]
+    return Answer("OK", seconds, reasons, fanout[0] if fanout else None)
+
+
+async def run_open_loop(
+    target: str,
+    queries: Sequence[str],
+    rate: float,
+    seconds: float,
+    *,
+    timeout: float = 5.0,
+    variant: str = "",
+    channels: int = 32,
+) -> list[Answer]:
+    """Arrivals at `rate` per second for `seconds`, sent whether or not earlier ones were answered (callers
+    that do not wait for each other, unlike `run_load`'s), spread over `channels` channels."""
+    opened = [grpc.aio.insecure_channel(target, options=message_size_options()) for _ in range(channels)]
+    stubs = [search_service_pb2_grpc.SearchServiceStub(channel) for channel in opened]
+    tasks: list[asyncio.Task[Answer]] = []
+    started = time.monotonic()
+    try:
+        for i in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+            query = queries[i % len(queries)]
+            tasks.append(
+                asyncio.create_task(ask(stubs[i % channels], query, timeout=timeout, variant=variant))
+            )
+        return list(await asyncio.gather(*tasks))
+    finally:
+        await asyncio.gather(*(channel.close() for channel in opened))
+
+
 def recovery_seconds(records: Sequence[RequestRecord], since: float) -> float:
     """Seconds from `since` until answers stopped being degraded or failing for good.
 
