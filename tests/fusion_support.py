@@ -14,7 +14,8 @@ from typing import Literal, cast
 
 from gateway.variants import FirstStage
 from search_common.documents import Candidate, Document
-from training.fusion.fit_learned import QueryEvidence, publish, train_ranker
+from training.fusion.evidence import QueryEvidence
+from training.fusion.fit_learned import publish, train_ranker
 
 HEAD = 5
 Rule = Literal["best_bm25", "best_reranked"]

@@ -39,3 +39,10 @@ def dev_queries(
     _, dev_ids = split_train_dev(train_qrels, dev_fraction=dev_fraction)
     texts = {q.query_id: q.text for q in beir.queries().values()}
     return {q: texts[q] for q in dev_ids}, {q: dict(train_qrels[q]) for q in dev_ids}
+
+
+def seeded_folds(query_ids: Iterable[str], seed: int, folds: int = 5) -> list[list[str]]:
+    """The query ids dealt into `folds` folds after a seeded shuffle, for cross-validation within dev."""
+    shuffled = sorted(set(query_ids))
+    random.Random(seed).shuffle(shuffled)
+    return [shuffled[i::folds] for i in range(folds)]

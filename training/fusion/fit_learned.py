@@ -22,102 +22,41 @@ Example:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
-import random
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import lightgbm
 import numpy as np
 
-from corpora.beir import BeirDataset
-from evaluation.offline_stack import load_offline_retrievers
 from gateway.learned_fusion import (
     ARTIFACT_KIND,
     FEATURE_SET,
     FEATURES,
     MODEL_FILE,
     MONOTONE,
-    FloatMatrix,
-    fusion_features,
 )
-from gateway.merge import Fusion, reciprocal_rank_fusion, rerank_order
-from gateway.pipeline import SearchPipeline, SearchQuery
-from gateway.variants import FIRST_STAGES, GROUPS_OF, FirstStage, Variant
-from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
-from model_runtimes.stored_vector_loading import load_stored_vector_runtime
-from model_runtimes.stored_vectors import StoredVectorRuntime
-from reranker_service.config import STORED_VECTOR_BACKENDS
+from gateway.variants import FIRST_STAGES, FirstStage
 from search_common.artifacts import (
     ArtifactError,
     atomic_directory,
     new_version,
-    read_manifest,
     sha256_file,
     write_manifest,
 )
-from search_common.documents import Candidate
 from search_common.logging_setup import configure_logging
 from training.common.metrics import ndcg_at_10, ranking_to_run
-from training.common.splits import dev_queries
+from training.common.splits import seeded_folds
+from training.fusion.evidence import QueryEvidence, dev_evidence, load_scorer
 
 logger = logging.getLogger(__name__)
 
 ROUNDS = (25, 50, 100, 200, 400)
 FOLDS = 5
 RRF_WEIGHTS = tuple(w / 10 for w in range(11))
-
-
-@dataclass(frozen=True, slots=True)
-class QueryEvidence:
-    """What the gateway sees for one query: each group's merged list, the first stage, the head's scores."""
-
-    group_lists: Mapping[str, list[Candidate]]
-    first_stage: list[Candidate]
-    rerank_scores: list[float]  # the first len(rerank_scores) of first_stage, scored by the reranker
-
-    def head_ids(self, depth: int) -> list[str]:
-        return [c.document.doc_id for c in self.first_stage[:depth]]
-
-    def features(self, depth: int) -> FloatMatrix:
-        lists = {g: [(c.document.doc_id, c.score) for c in ranked] for g, ranked in self.group_lists.items()}
-        return fusion_features(self.head_ids(depth), lists, self.rerank_scores[:depth])
-
-    def ranking(
-        self, depth: int, *, fusion: Fusion, weight: float = 1.0, learned: Sequence[float] = ()
-    ) -> list[str]:
-        """The final doc-id order the gateway would return with this fusion at this depth."""
-        ordered = rerank_order(
-            self.first_stage,
-            self.rerank_scores[:depth],
-            fusion=fusion,
-            fusion_weight=weight,
-            learned_scores=list(learned) if fusion == "learned" else None,
-        )
-        return [c.document.doc_id for c in ordered]
-
-
-async def gather_evidence(
-    pipeline: SearchPipeline, first_stage: FirstStage, queries: Mapping[str, str], retrieval_depth: int
-) -> dict[str, QueryEvidence]:
-    """Each query's per-group lists (through the gateway's pipeline) and the first stage fused from them."""
-    evidence: dict[str, QueryEvidence] = {}
-    groups = GROUPS_OF[first_stage]
-    for qid, text in queries.items():
-        lists: dict[str, list[Candidate]] = {}
-        for group in groups:
-            variant = Variant(group, 1.0, cast(FirstStage, group), retrieval_depth)
-            outcome = await pipeline.search(SearchQuery(text, retrieval_depth, variant, retrieval_depth, 0))
-            lists[group] = [Candidate(hit.document, hit.retrieval_score) for hit in outcome.hits]
-        # The pipeline's own first stage: one group's list, or RRF (k=60) across groups.
-        fused = reciprocal_rank_fusion(lists) if len(groups) > 1 else lists[groups[0]]
-        evidence[qid] = QueryEvidence(lists, fused, [])
-    return evidence
 
 
 def _labels(qrels: Mapping[str, int], doc_ids: Sequence[str]) -> list[int]:
@@ -160,12 +99,6 @@ def train_ranker(
     return lightgbm.train(params, data, num_boost_round=rounds)
 
 
-def _folds(query_ids: Sequence[str], seed: int) -> list[list[str]]:
-    shuffled = sorted(query_ids)
-    random.Random(seed).shuffle(shuffled)
-    return [shuffled[i::FOLDS] for i in range(FOLDS)]
-
-
 def cross_validate(
     evidence: Mapping[str, QueryEvidence],
     qrels: Mapping[str, Mapping[str, int]],
@@ -174,7 +107,7 @@ def cross_validate(
 ) -> dict[str, Any]:
     """nDCG@10 on held-out folds for every (depth, rounds), beside the first stage, CE alone and best RRF."""
     query_ids = sorted(evidence)
-    folds = _folds(query_ids, seed)
+    folds = seeded_folds(query_ids, seed, FOLDS)
     first = ndcg_at_10(qrels, ranking_to_run({q: evidence[q].ranking(0, fusion="none") for q in query_ids}))
     grid: list[dict[str, Any]] = []
     for depth in depths:
@@ -249,18 +182,6 @@ def publish(
     return target
 
 
-def load_scorer(artifact: Path, token_store: Path | None) -> CrossEncoderRuntime | StoredVectorRuntime:
-    """The served reranker's own runtime: a cross-encoder, or a stored-vector model (ColBERT, a
-    poly-encoder, a re-scoring bi-encoder) over its token store."""
-    kind = read_manifest(artifact).get("kind")
-    if kind in STORED_VECTOR_BACKENDS:
-        return load_stored_vector_runtime(kind, artifact, token_store=token_store)
-    if token_store is not None:
-        kinds = " or ".join(STORED_VECTOR_BACKENDS)
-        raise ArtifactError(f"{artifact}: --token-store goes with a {kinds} artifact")
-    return CrossEncoderRuntime.load(artifact)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.fusion.fit_learned",
@@ -293,18 +214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--reranker-artifact {args.reranker_artifact}: not an artifact (no manifest.json)")
     configure_logging()
 
-    beir = BeirDataset(args.dataset)
-    queries, dev_qrels = dev_queries(beir, dev_fraction=args.dev_fraction)
-    retrievers = load_offline_retrievers(
-        beir,
-        set(GROUPS_OF[args.first_stage]),
+    beir, queries, dev_qrels, evidence = dev_evidence(
+        args.dataset,
+        args.first_stage,
+        encoder=args.encoder,
         index_root=args.index_root,
-        num_shards=1,
-        prebuilt=None,
-        encoder_dir=args.encoder,
-    )
-    evidence = asyncio.run(
-        gather_evidence(SearchPipeline(retrievers), args.first_stage, queries, args.retrieval_depth)
+        retrieval_depth=args.retrieval_depth,
+        dev_fraction=args.dev_fraction,
     )
     try:
         reranker = load_scorer(args.reranker_artifact, args.token_store)

@@ -26,11 +26,9 @@ Example:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import json
 import logging
-import random
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,18 +37,15 @@ from typing import Any
 
 import ir_measures
 
-from corpora.beir import BeirDataset
 from evaluation.config import parse_extra_reranker
-from evaluation.offline_stack import load_offline_retrievers
 from gateway.merge import first_stage_order, rerank_order
-from gateway.pipeline import SearchPipeline
-from gateway.variants import FIRST_STAGES, GROUPS_OF
+from gateway.variants import FIRST_STAGES
 from search_common.artifacts import ArtifactError
 from search_common.documents import Candidate
 from search_common.logging_setup import configure_logging
 from training.common.metrics import NDCG_AT_10, ranking_to_run
-from training.common.splits import dev_queries
-from training.fusion.fit_learned import gather_evidence, load_scorer
+from training.common.splits import seeded_folds
+from training.fusion.evidence import dev_evidence, load_scorer
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +99,6 @@ def _mean(values: Mapping[str, float], queries: Sequence[str]) -> float:
     return sum(values[q] for q in queries) / len(queries)
 
 
-def _folds(query_ids: Sequence[str], seed: int) -> list[list[str]]:
-    shuffled = sorted(query_ids)
-    random.Random(seed).shuffle(shuffled)
-    return [shuffled[i::FOLDS] for i in range(FOLDS)]
-
-
 def choose(
     first_stage: Mapping[str, float], grid: Mapping[Setting, Mapping[str, float]], seed: int
 ) -> dict[str, Any]:
@@ -123,7 +112,7 @@ def choose(
     queries = sorted(first_stage)
     held_out: dict[str, float] = {}
     chosen_per_fold = []
-    for fold in _folds(queries, seed):
+    for fold in seeded_folds(queries, seed, FOLDS):
         fold_set = set(fold)
         picked = best_on([q for q in queries if q not in fold_set])
         chosen_per_fold.append(picked.to_json())
@@ -182,18 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArtifactError as exc:
         print(f"fit_rrf: error: {exc}", file=sys.stderr)
         return 2
-    beir = BeirDataset(args.dataset)
-    queries, qrels = dev_queries(beir, dev_fraction=args.dev_fraction)
-    retrievers = load_offline_retrievers(
-        beir,
-        set(GROUPS_OF[args.first_stage]),
+    beir, queries, qrels, evidence = dev_evidence(
+        args.dataset,
+        args.first_stage,
+        encoder=args.encoder,
         index_root=args.index_root,
-        num_shards=1,
-        prebuilt=None,
-        encoder_dir=args.encoder,
-    )
-    evidence = asyncio.run(
-        gather_evidence(SearchPipeline(retrievers), args.first_stage, queries, args.retrieval_depth)
+        retrieval_depth=args.retrieval_depth,
+        dev_fraction=args.dev_fraction,
     )
     max_depth = max(args.depths)
     scores: dict[str, list[list[float]]] = {}
