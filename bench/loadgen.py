@@ -29,7 +29,14 @@ import time
 from pathlib import Path
 
 from evaluation.provenance import git_sha
-from operations.fault_drill import FAULTS, DrillStack, FaultReport, drill_indexes, run_fault
+from operations.fault_drill import (
+    FAULTS,
+    DrillStack,
+    FaultReport,
+    add_drill_arguments,
+    drill_indexes,
+    run_fault,
+)
 from search_common.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -96,15 +103,7 @@ def main() -> None:
     general = parser.add_argument_group("general")
     general.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faults")
     general.add_argument("--log-level", default="WARNING")
-    data = parser.add_argument_group("dataset and artifacts")
-    data.add_argument("--docs", type=int, default=500, help="first N documents of the stdlib corpus")
-    data.add_argument("--work", type=Path, default=REPO / "var" / "bench" / "faults")
-    data.add_argument(
-        "--artifact",
-        type=Path,
-        default=REPO / "var" / "test-artifacts" / "reranker-cross-encoder" / "v1",
-        help="cross-encoder artifact version directory for Triton",
-    )
+    add_drill_arguments(parser)
     load = parser.add_argument_group("load and faults")
     load.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS))
     load.add_argument("--requests", type=int, default=2000)

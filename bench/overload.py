@@ -37,7 +37,13 @@ import numpy as np
 from search.v1 import search_service_pb2_grpc
 
 from evaluation.provenance import git_sha
-from operations.fault_drill import DRILL_VARIANT, DrillStack, drill_indexes, drill_queries
+from operations.fault_drill import (
+    DRILL_VARIANT,
+    DrillStack,
+    add_drill_arguments,
+    drill_indexes,
+    drill_queries,
+)
 from operations.loadgen import Answer, ask, run_load, run_open_loop
 from search_common.grpc_server import message_size_options
 from search_common.logging_setup import configure_logging
@@ -159,14 +165,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=200, help="simultaneous requests")
     parser.add_argument("--factor", type=float, default=4.0, help="x the sustainable rate")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the overload")
-    parser.add_argument("--docs", type=int, default=500, help="first N documents of the stdlib corpus")
-    parser.add_argument("--work", type=Path, default=REPO / "var" / "bench" / "faults")
-    parser.add_argument(
-        "--artifact",
-        type=Path,
-        default=REPO / "var" / "test-artifacts" / "reranker-cross-encoder" / "v1",
-        help="cross-encoder artifact version directory for Triton",
-    )
+    add_drill_arguments(parser)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
     configure_logging(args.log_level)

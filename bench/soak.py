@@ -34,7 +34,14 @@ from typing import Any
 import numpy as np
 
 from evaluation.provenance import git_sha
-from operations.fault_drill import DRILL_VARIANT, FAULTS, DrillStack, drill_indexes, drill_queries
+from operations.fault_drill import (
+    DRILL_VARIANT,
+    FAULTS,
+    DrillStack,
+    add_drill_arguments,
+    drill_indexes,
+    drill_queries,
+)
 from operations.loadgen import run_load, run_open_loop
 from operations.processes import RestartPolicy
 from search_common.logging_setup import configure_logging
@@ -168,14 +175,7 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=0.5, help="x the sustainable rate")
     parser.add_argument("--kill-every", type=float, default=120.0, help="seconds between kills")
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--docs", type=int, default=500, help="first N documents of the stdlib corpus")
-    parser.add_argument("--work", type=Path, default=REPO / "var" / "bench" / "faults")
-    parser.add_argument(
-        "--artifact",
-        type=Path,
-        default=REPO / "var" / "test-artifacts" / "reranker-cross-encoder" / "v1",
-        help="cross-encoder artifact version directory for Triton",
-    )
+    add_drill_arguments(parser)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
     configure_logging(args.log_level)

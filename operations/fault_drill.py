@@ -16,6 +16,7 @@ Used by `bench/faults.py` (full size, writes bench/results/faults.json) and by t
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -77,6 +78,18 @@ def drill_queries(count: int, tag: str) -> list[str]:
     the score cache never answers in Triton's place: every request is scored."""
     n = len(DRILL_QUERIES)
     return [f"{DRILL_QUERIES[i % n]} {tag}{i // n}" for i in range(count)]
+
+
+def add_drill_arguments(parser: argparse.ArgumentParser) -> None:
+    """The drill stack's data flags, shared by the fault, overload and soak benches."""
+    parser.add_argument("--docs", type=int, default=500, help="first N documents of the stdlib corpus")
+    parser.add_argument("--work", type=Path, default=REPO_ROOT / "var" / "bench" / "faults")
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        default=REPO_ROOT / "var" / "test-artifacts" / "reranker-cross-encoder" / "v1",
+        help="cross-encoder artifact version directory for Triton",
+    )
 
 
 def drill_indexes(work: Path, docs: int) -> tuple[Path, Path]:

@@ -26,6 +26,22 @@ class LocalServiceError(RuntimeError):
     """A local tritonserver or redis-server could not be started or is not usable here."""
 
 
+class OwnedProcess:
+    """A local server started by a class of ours (tritonserver, redis-server) around its process."""
+
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def crashed(self) -> bool:
+        """Started, then exited without `stop()` or `kill()` (which forget the process): what a supervisor
+        restarts."""
+        return self._process is not None and self._process.poll() is not None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the OS considers free right now (another process may still take it before we bind)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -19,6 +19,7 @@ from types import TracebackType
 
 from operations.launch import (
     LocalServiceError,
+    OwnedProcess,
     free_port,
     log_tail,
     stop_process,
@@ -41,7 +42,7 @@ class RedisTls:
     ca: Path
 
 
-class RedisServer:
+class RedisServer(OwnedProcess):
     """A redis-server on a free loopback port, without persistence.
 
     `kill()` and `start()` again (same port) let tests take Redis away mid-test and bring it back.
@@ -156,15 +157,6 @@ class RedisServer:
                 time.sleep(0.1)
         finally:
             client.close()
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    @property
-    def crashed(self) -> bool:
-        """Started, then exited without `stop()` or `kill()`: what a supervisor restarts."""
-        return self._process is not None and self._process.poll() is not None
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no shutdown handshake with clients."""

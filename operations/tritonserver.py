@@ -31,6 +31,7 @@ from types import TracebackType
 from operations.launch import (
     REPO_ROOT,
     LocalServiceError,
+    OwnedProcess,
     free_port,
     log_tail,
     stop_process,
@@ -191,7 +192,7 @@ class TritonTls:
         return [*args, "--grpc-use-ssl-mutual=true"] if self.mutual else args
 
 
-class TritonServer:
+class TritonServer(OwnedProcess):
     """A tritonserver serving a model repository on free loopback ports.
 
     `extra_args` go to tritonserver as they are, for example
@@ -310,15 +311,6 @@ class TritonServer:
 
     def log_tail(self) -> str:
         return log_tail(self.log_path)
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    @property
-    def crashed(self) -> bool:
-        """Started, then exited without `stop()` or `kill()`: what a supervisor restarts."""
-        return self._process is not None and self._process.poll() is not None
 
     def kill(self) -> None:
         """SIGKILL to tritonserver and its backend stubs, as a crash would; `start()` brings it back."""
