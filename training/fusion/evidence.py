@@ -4,6 +4,7 @@ rerankers' own runtimes to score the head with."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from evaluation.offline_stack import load_offline_retrievers
 from gateway.learned_fusion import FloatMatrix, fusion_features
 from gateway.merge import Fusion, reciprocal_rank_fusion, rerank_order
 from gateway.pipeline import SearchPipeline, SearchQuery
-from gateway.variants import GROUPS_OF, FirstStage, Variant
+from gateway.variants import FIRST_STAGES, GROUPS_OF, FirstStage, Variant
 from model_runtimes.cross_encoder.runtime import CrossEncoderRuntime
 from model_runtimes.stored_vector_loading import load_stored_vector_runtime
 from model_runtimes.stored_vectors import StoredVectorRuntime
@@ -70,6 +71,26 @@ async def gather_evidence(
         fused = reciprocal_rank_fusion(lists) if len(groups) > 1 else lists[groups[0]]
         evidence[qid] = QueryEvidence(lists, fused, [])
     return evidence
+
+
+def add_dev_arguments(parser: argparse.ArgumentParser, seed_help: str) -> None:
+    """The flags every dev-side fit shares: the dataset and split, the first stage, the depths."""
+    parser.add_argument("--dataset", type=Path, required=True, help="BEIR dataset with qrels/train.tsv")
+    parser.add_argument("--encoder", type=Path, default=None, help="bi-encoder artifact (default: packaged)")
+    parser.add_argument("--first-stage", choices=FIRST_STAGES, default="hybrid")
+    parser.add_argument("--retrieval-depth", type=int, default=100, help="candidates per retriever group")
+    parser.add_argument("--depths", type=int, nargs="+", default=[10, 20, 30, 50], help="re-rank depths")
+    parser.add_argument("--dev-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=13, help=seed_help)
+    parser.add_argument("--index-root", type=Path, default=Path("var/indexes"))
+
+
+def check_dev_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exits 2 naming a bad shared flag."""
+    if any(d <= 0 for d in args.depths) or max(args.depths) > args.retrieval_depth:
+        parser.error(f"--depths must be within 1..--retrieval-depth ({args.retrieval_depth})")
+    if not (args.dataset / "qrels" / "train.tsv").is_file():
+        parser.error(f"--dataset {args.dataset}: no qrels/train.tsv (fitting uses the dev side of train)")
 
 
 def dev_evidence(

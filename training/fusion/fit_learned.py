@@ -39,7 +39,7 @@ from gateway.learned_fusion import (
     MODEL_FILE,
     MONOTONE,
 )
-from gateway.variants import FIRST_STAGES, FirstStage
+from gateway.variants import FirstStage
 from search_common.artifacts import (
     ArtifactError,
     atomic_directory,
@@ -50,7 +50,13 @@ from search_common.artifacts import (
 from search_common.logging_setup import configure_logging
 from training.common.metrics import ndcg_at_10, ranking_to_run
 from training.common.splits import seeded_folds
-from training.fusion.evidence import QueryEvidence, dev_evidence, load_scorer
+from training.fusion.evidence import (
+    QueryEvidence,
+    add_dev_arguments,
+    check_dev_arguments,
+    dev_evidence,
+    load_scorer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--dataset", type=Path, required=True, help="BEIR dataset with qrels/train.tsv")
+    add_dev_arguments(parser, seed_help="folds and LightGBM (the dev split is fixed)")
     parser.add_argument(
         "--reranker-artifact",
         type=Path,
@@ -196,20 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="cross-encoder, late-interaction, poly-encoder or bi-encoder artifact",
     )
     parser.add_argument("--token-store", type=Path, default=None, help="a stored-vector artifact's store")
-    parser.add_argument("--encoder", type=Path, default=None, help="bi-encoder artifact (default: packaged)")
-    parser.add_argument("--first-stage", choices=FIRST_STAGES, default="hybrid")
-    parser.add_argument("--retrieval-depth", type=int, default=100, help="candidates per retriever group")
-    parser.add_argument("--depths", type=int, nargs="+", default=[10, 20, 30, 50], help="re-rank depths")
-    parser.add_argument("--dev-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=13, help="folds and LightGBM (the dev split is fixed)")
     parser.add_argument("--name", default=None, help="name variants use (default: learned-<first>)")
-    parser.add_argument("--index-root", type=Path, default=Path("var/indexes"))
     parser.add_argument("--out", type=Path, required=True, help="artifact parent folder (versions below it)")
     args = parser.parse_args(argv)
-    if any(d <= 0 for d in args.depths) or max(args.depths) > args.retrieval_depth:
-        parser.error(f"--depths must be within 1..--retrieval-depth ({args.retrieval_depth})")
-    if not (args.dataset / "qrels" / "train.tsv").is_file():
-        parser.error(f"--dataset {args.dataset}: no qrels/train.tsv (fitting uses the dev side of train)")
+    check_dev_arguments(parser, args)
     if not (args.reranker_artifact / "manifest.json").is_file():
         parser.error(f"--reranker-artifact {args.reranker_artifact}: not an artifact (no manifest.json)")
     configure_logging()

@@ -39,13 +39,12 @@ import ir_measures
 
 from evaluation.config import parse_extra_reranker
 from gateway.merge import first_stage_order, rerank_order
-from gateway.variants import FIRST_STAGES
 from search_common.artifacts import ArtifactError
 from search_common.documents import Candidate
 from search_common.logging_setup import configure_logging
 from training.common.metrics import NDCG_AT_10, ranking_to_run
 from training.common.splits import seeded_folds
-from training.fusion.evidence import dev_evidence, load_scorer
+from training.fusion.evidence import add_dev_arguments, check_dev_arguments, dev_evidence, load_scorer
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--dataset", type=Path, required=True, help="BEIR dataset with qrels/train.tsv")
+    add_dev_arguments(parser, seed_help="folds of the estimate (the dev split is fixed)")
     parser.add_argument(
         "--reranker",
         action="append",
@@ -141,20 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a reranker artifact, with its token store for a stored-vector kind (repeatable, in the "
         "order the variant will list them)",
     )
-    parser.add_argument("--encoder", type=Path, default=None, help="bi-encoder artifact (default: packaged)")
-    parser.add_argument("--first-stage", choices=FIRST_STAGES, default="hybrid")
-    parser.add_argument("--retrieval-depth", type=int, default=100, help="candidates per retriever group")
-    parser.add_argument("--depths", type=int, nargs="+", default=[10, 20, 30, 50], help="re-rank depths")
     parser.add_argument("--step", type=float, default=0.1, help="weight grid step (it must divide 1)")
-    parser.add_argument("--dev-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=13, help="folds of the estimate (the dev split is fixed)")
-    parser.add_argument("--index-root", type=Path, default=Path("var/indexes"))
     parser.add_argument("--out", type=Path, default=None, help="write the report here as JSON")
     args = parser.parse_args(argv)
-    if any(d <= 0 for d in args.depths) or max(args.depths) > args.retrieval_depth:
-        parser.error(f"--depths must be within 1..--retrieval-depth ({args.retrieval_depth})")
-    if not (args.dataset / "qrels" / "train.tsv").is_file():
-        parser.error(f"--dataset {args.dataset}: no qrels/train.tsv (fitting uses the dev side of train)")
+    check_dev_arguments(parser, args)
     for artifact, store in args.reranker:
         if not (artifact / "manifest.json").is_file():
             parser.error(f"--reranker {artifact}: not an artifact (no manifest.json)")
