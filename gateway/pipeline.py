@@ -13,8 +13,10 @@ time, never hits.
 
 Failure policy: a shard that fails or misses its deadline is left out and recorded as a degradation; only
 when every shard fails does the search fail (Unavailable). A reranker that fails or misses its share of the
-deadline leaves the first-stage order in place, flagged degraded. A response never has fewer hits than the
-first stage found (up to top_k), and no score threshold ever drops a hit.
+deadline leaves the first-stage order in place, flagged degraded; one the reranker would not answer in time is
+not sent at all (shed, flagged `overloaded`: `gateway.overload`). Each deadline keeps a margin, learned from
+the gateway's own answering cost, to answer with what it has. A response never has fewer hits than the first
+stage found (up to top_k), and no score threshold ever drops a hit.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ With `supervised=True` the drill never restarts anything: the stack's own superv
 (`ServiceStack.supervise`, Triton and Redis included) sees the crash and brings the component back, and the
 report gives the seconds from the kill until answers stopped being degraded (`time_to_recovery_s`).
 
-Used by `bench/faults.py` (full size, writes bench/results/faults.json) and by the slow fault test.
+Used by `bench/loadgen.py` (full size, writes bench/results/faults.json), `bench/overload.py`, `bench/soak.py`
+and the slow fault tests.
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def drill_indexes(work: Path, docs: int) -> tuple[Path, Path]:
         work.mkdir(parents=True, exist_ok=True)
         with full.open(encoding="utf-8") as src:
             corpus.write_text("".join(islice(src, docs)), encoding="utf-8")
-    return index(corpus, work / f"dense-2-{docs}", "dense", 2), index(
-        corpus, work / f"bm25-1-{docs}", "bm25", 1
-    )
+    dense = index(corpus, work / f"dense-2-{docs}", "dense", 2)
+    bm25 = index(corpus, work / f"bm25-1-{docs}", "bm25", 1)
+    return dense, bm25
 
 
 @dataclass(frozen=True, slots=True)
