@@ -257,37 +257,49 @@ class ServiceStack:
         schedules: dict[str, RestartBackoff] = {}
         failing: set[str] = set()  # externals whose restart raised: retried whatever crashed() says
         while not self._stopping.wait(poll_seconds):
-            with self._lock:
-                external = dict(self._external)
-            for name, (crashed, restart) in external.items():
-                schedule = schedules.setdefault(name, RestartBackoff(policy))
-                now = time.monotonic()
-                if schedule.due is None and (name in failing or crashed()):
-                    logger.warning("%s exited; restarting it in %.1fs", name, schedule.died(now))
-                if schedule.due is not None and now >= schedule.due and not self._stopping.is_set():
-                    schedule.restarted(now)
-                    self.restarts.labels(component=name).inc()
-                    try:
-                        restart()
-                    except Exception as exc:
-                        failing.add(name)
-                        logger.error("%s did not come back (restart %d): %s", name, schedule.restarts, exc)
-                        continue
-                    failing.discard(name)
-                    logger.warning("%s restarted (restart %d)", name, schedule.restarts)
-            with self._lock:
-                dead = [s for s in self.services if not s.running and s.port]
-            for service in dead:
-                schedule = schedules.setdefault(service.name, RestartBackoff(policy))
-                now = time.monotonic()
-                if schedule.due is None:
-                    delay = schedule.died(now)
-                    logger.warning(
-                        "%s exited with code %s; restarting it on port %d in %.1fs",
-                        service.name, service.process.returncode, service.port, delay,
-                    )  # fmt: skip
-                if schedule.due is not None and now >= schedule.due:
-                    self._restart_supervised(service, schedule)
+            self._watch_external(policy, schedules, failing)
+            self._watch_services(policy, schedules)
+
+    def _watch_external(
+        self, policy: RestartPolicy, schedules: dict[str, RestartBackoff], failing: set[str]
+    ) -> None:
+        """Restarts, when due, each external component that crashed or whose last restart failed. A restart
+        runs here, so it holds up the others' (tritonserver takes seconds): restarts are rare."""
+        with self._lock:
+            external = dict(self._external)
+        for name, (crashed, restart) in external.items():
+            schedule = schedules.setdefault(name, RestartBackoff(policy))
+            now = time.monotonic()
+            if schedule.due is None and (name in failing or crashed()):
+                logger.warning("%s exited; restarting it in %.1fs", name, schedule.died(now))
+            if schedule.due is None or now < schedule.due or self._stopping.is_set():
+                continue
+            schedule.restarted(now)
+            self.restarts.labels(component=name).inc()
+            try:
+                restart()
+            except Exception as exc:
+                failing.add(name)
+                logger.error("%s did not come back (restart %d): %s", name, schedule.restarts, exc)
+                continue
+            failing.discard(name)
+            logger.warning("%s restarted (restart %d)", name, schedule.restarts)
+
+    def _watch_services(self, policy: RestartPolicy, schedules: dict[str, RestartBackoff]) -> None:
+        """Restarts, when due, each of the stack's own services that exited."""
+        with self._lock:
+            dead = [s for s in self.services if not s.running and s.port]
+        for service in dead:
+            schedule = schedules.setdefault(service.name, RestartBackoff(policy))
+            now = time.monotonic()
+            if schedule.due is None:
+                delay = schedule.died(now)
+                logger.warning(
+                    "%s exited with code %s; restarting it on port %d in %.1fs",
+                    service.name, service.process.returncode, service.port, delay,
+                )  # fmt: skip
+            if schedule.due is not None and now >= schedule.due:
+                self._restart_supervised(service, schedule)
 
     def _restart_supervised(self, service: ServiceProcess, schedule: RestartBackoff) -> None:
         with self._lock:
