@@ -75,6 +75,20 @@ def resident_mib(pid: int | None) -> float | None:
     return round(sum(_rss_kib(member) for member in members) / 1024, 1)
 
 
+def redis_content(stack: DrillStack) -> dict[str, int]:
+    """Redis's keys and the bytes its data takes: a score cache grows with what it holds (up to its
+    maxmemory), which its resident memory alone cannot tell from a leak."""
+    import redis
+
+    assert stack.redis is not None
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        info = client.info("memory")
+        return {"keys": int(client.dbsize()), "dataset_bytes": int(info["used_memory_dataset"])}
+    finally:
+        client.close()
+
+
 def memory(stack: DrillStack) -> dict[str, float | None]:
     pids: dict[str, int | None] = {s.name: s.process.pid for s in stack.services.services}
     pids["triton"] = stack.triton.pid if stack.triton else None
@@ -92,7 +106,7 @@ async def soak(stack: DrillStack, args: argparse.Namespace) -> dict[str, Any]:
     sustainable = sum(r.ok and not r.degraded for r in warm.records) / elapsed
     rate = args.load * sustainable
     logger.info("sustainable %.1f/s; soaking at %.1f/s for %.0f min", sustainable, rate, args.minutes)
-    memory_start = memory(stack)
+    memory_start, redis_start = memory(stack), redis_content(stack)
     rng = random.Random(args.seed)
     kills: list[dict[str, Any]] = []
     seconds = args.minutes * 60
@@ -116,7 +130,7 @@ async def soak(stack: DrillStack, args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(5)  # let the last restart settle before the memory reading
     for kill in kills:
         kill["restarted"] = stack.restarts(kill["component"]) > kill.pop("restarts_before")
-    memory_end = memory(stack)
+    memory_end, redis_end = memory(stack), redis_content(stack)
     latencies = np.asarray([o.seconds for o in outcomes]) * 1000
     answered = [o for o in outcomes if o.code == "OK"]
     growth = {}
@@ -139,6 +153,8 @@ async def soak(stack: DrillStack, args: argparse.Namespace) -> dict[str, Any]:
         "memory_mib_start": memory_start,
         "memory_mib_end": memory_end,
         "memory_growth_percent": growth,
+        "redis_start": redis_start,
+        "redis_end": redis_end,
     }
 
 
@@ -165,6 +181,15 @@ def _markdown(report: dict[str, Any]) -> str:
     for name, start in report["memory_mib_start"].items():
         end = report["memory_mib_end"].get(name)
         lines.append(f"| {name} | {start} | {end} | {report['memory_growth_percent'].get(name, '-')} |")
+    start, end = report["redis_start"], report["redis_end"]
+    lines += [
+        "",
+        f"Redis is the score cache, bounded at maxmemory with LRU eviction: it held {start['keys']} keys "
+        f"({start['dataset_bytes'] / 2**20:.1f} MiB of data) at the start and {end['keys']} "
+        f"({end['dataset_bytes'] / 2**20:.1f} MiB) at the end (a restart empties it). Every soak "
+        "query is new, so its growth is content. A process killed during the soak is a young one at the end; "
+        "the gateway is never killed.",
+    ]
     return "\n".join(lines) + "\n"
 
 

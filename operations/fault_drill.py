@@ -35,7 +35,7 @@ from typing import Literal
 
 from operations.launch import REPO_ROOT
 from operations.loadgen import RequestRecord, recovery_seconds, run_load
-from operations.processes import RestartPolicy, ServiceProcess, ServiceStack
+from operations.processes import RestartPolicy, ServiceStack
 from operations.redis_server import RedisServer
 from operations.triton_repository import assemble_model_repository
 from operations.tritonserver import TritonServer
@@ -176,11 +176,10 @@ class DrillStack:
         self.redis: RedisServer | None = None
         self.triton: TritonServer | None = None
         self.argv: dict[str, list[str]] = {}
-        self.processes: dict[str, ServiceProcess] = {}
 
     @property
     def gateway_address(self) -> str:
-        return self.processes["gateway"].address
+        return self.services.service("gateway").address
 
     def __enter__(self) -> DrillStack:
         try:
@@ -225,18 +224,16 @@ class DrillStack:
         spawned = [self.services.spawn(name, self.argv[name]) for name in ("reranker", *shards)]
         for service in spawned:
             service.wait_ready(self._timeout)
-            self.processes[service.name] = service
-        dense = ",".join(self.processes[n].address for n in ("dense-0", "dense-1"))
+        address = {service.name: service.address for service in spawned}
+        dense = ",".join(address[n] for n in ("dense-0", "dense-1"))
         variants = self.run_dir / "variants.yaml"
         variants.write_text(DRILL_VARIANTS_YAML)
         self.argv["gateway"] = [
-            python, "-m", "gateway", "--dense", dense, "--bm25", self.processes["bm25-0"].address,
-            "--reranker", self.processes["reranker"].address, "--variants", str(variants),
+            python, "-m", "gateway", "--dense", dense, "--bm25", address["bm25-0"],
+            "--reranker", address["reranker"], "--variants", str(variants),
             *self._gateway_args,
         ]  # fmt: skip
-        self.processes["gateway"] = self.services.start(
-            "gateway", self.argv["gateway"], timeout=self._timeout
-        )
+        self.services.start("gateway", self.argv["gateway"], timeout=self._timeout)
         if self.supervised:
             redis, triton = self.redis, self.triton
             assert redis is not None and triton is not None
@@ -263,8 +260,8 @@ class DrillStack:
         elif fault == "triton":
             assert self.triton is not None
             self.triton.kill()
-        else:
-            self.processes[self._process_name(fault)].kill()
+        else:  # the current process: after a supervised restart, not the one first started
+            self.services.service(self._process_name(fault)).kill()
         logger.info("killed %s", fault)
 
     def restart(self, fault: Fault, *, restarts_before: float = 0.0, timeout: float = 120.0) -> None:
@@ -284,9 +281,7 @@ class DrillStack:
             self.triton.start()
         else:
             name = self._process_name(fault)
-            self.processes[name] = self.services.restart(
-                self.processes[name], self.argv[name], timeout=self._timeout
-            )
+            self.services.restart(self.services.service(name), self.argv[name], timeout=self._timeout)
         logger.info("restarted %s", fault)
 
     @staticmethod

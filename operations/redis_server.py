@@ -43,7 +43,8 @@ class RedisTls:
 
 
 class RedisServer(OwnedProcess):
-    """A redis-server on a free loopback port, without persistence.
+    """A redis-server on a free loopback port, without persistence, bounded like the Kubernetes one: at
+    `maxmemory` it evicts the least recently used scores (a score cache, so any entry may go).
 
     `kill()` and `start()` again (same port) let tests take Redis away mid-test and bring it back.
     """
@@ -57,6 +58,7 @@ class RedisServer(OwnedProcess):
         startup_timeout: float = 20.0,
         stop_timeout: float = 10.0,
         tls: RedisTls | None = None,
+        maxmemory: str = "512mb",
     ) -> None:
         resolved = shutil.which(binary)
         if resolved is None:
@@ -65,6 +67,7 @@ class RedisServer(OwnedProcess):
         self.password = password
         self.port = port
         self.tls = tls
+        self.maxmemory = maxmemory
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.startup_seconds = 0.0
@@ -95,6 +98,10 @@ class RedisServer(OwnedProcess):
             str(self.work_dir),
             "--daemonize",
             "no",
+            "--maxmemory",
+            self.maxmemory,
+            "--maxmemory-policy",
+            "allkeys-lru",
         ]
         if self.password:
             command += ["--requirepass", self.password]

@@ -75,3 +75,12 @@ async def test_the_supervisor_brings_each_component_back_without_the_drill(
     assert report.degraded > 0, "the outage was not seen: the fault did not land mid-run"
     assert supervised_stack.restarts(fault) == before + 1
     assert report.time_to_recovery_s is not None and report.time_to_recovery_s > 0
+
+
+async def test_a_restarted_service_that_crashes_again_comes_back_again(supervised_stack: DrillStack) -> None:
+    # The second kill lands on the supervisor's replacement process, not the one the stack first started.
+    for _ in range(2):
+        before = supervised_stack.restarts("reranker")
+        report = await run_fault(supervised_stack, "reranker", requests=150, settle_seconds=2.0)
+        assert report.failed == 0, report
+        assert supervised_stack.restarts("reranker") == before + 1
