@@ -23,6 +23,7 @@ from gateway.servicer import RequestLimits
 from gateway.variant_reload import LiveVariants
 from gateway.variants import VariantTable, load_variants
 from search_common.artifacts import ArtifactError
+from search_common.documents import ShardDescription
 from search_common.errors import SearchError, Unavailable
 from search_common.ports import QueryEncoder, Reranker, Retriever
 
@@ -187,35 +188,33 @@ def load_query_encoder(settings: Settings) -> QueryEncoder | None:
 async def wait_until_ready(
     retrievers: Mapping[str, Sequence[Retriever]], timeout: float, query_encoder: str | None = None
 ) -> None:
-    """Polls GetShardInfo until every group has at least one shard answering.
+    """Polls the retrievers' shard lists until every group has at least one address answering.
 
-    With `query_encoder` (the gateway's encoder identity), a dense shard reporting another encoder is
-    logged: it will refuse the gateway's query vectors and be asked again by text, which is slower.
+    An address may serve one shard or several (one process for many shards); the addresses of a group
+    together must cover each shard of its index once. With `query_encoder` (the gateway's encoder identity),
+    a dense shard reporting another encoder is logged: it will refuse the gateway's query vectors and be
+    asked again by text, which is slower.
 
     Raises:
-        Unavailable: a group had no answering shard within `timeout` seconds.
-        ValueError: a shard reports a shard count that differs from the configured number of addresses.
+        Unavailable: a group had no answering address within `timeout` seconds.
+        ValueError: the addresses' shards overlap, or (all answering) leave a shard of the index out.
     """
     deadline = time.monotonic() + timeout
     pending = {group for group, shards in retrievers.items() if shards}
     while True:
         for group in sorted(pending):
-            shards = retrievers[group]
+            addresses = retrievers[group]
             answers = await asyncio.gather(
-                *(s.describe(timeout=PROBE_TIMEOUT_SECONDS) for s in shards), return_exceptions=True
+                *(a.describe_all(timeout=PROBE_TIMEOUT_SECONDS) for a in addresses), return_exceptions=True
             )
-            described = [a for a in answers if not isinstance(a, BaseException)]
             for answer in answers:
                 if isinstance(answer, BaseException) and not isinstance(answer, SearchError):
                     raise answer
+            described = [s for a in answers if not isinstance(a, BaseException) for s in a]
             if not described:
                 continue
-            for shard in described:
-                if shard.num_shards != len(shards):
-                    raise ValueError(
-                        f"{group}: {shard.component} belongs to an index of {shard.num_shards} shards "
-                        f"but {len(shards)} address(es) are configured"
-                    )
+            answered_all = not any(isinstance(a, BaseException) for a in answers)
+            check_coverage(group, described, all_answered=answered_all)
             for shard in described:
                 if query_encoder is not None and shard.kind == "dense" and shard.encoder != query_encoder:
                     logger.warning(
@@ -226,10 +225,34 @@ async def wait_until_ready(
                     )
             if len({(d.index_name, d.index_version) for d in described}) > 1:
                 logger.warning("%s shards serve different index versions: %s", group, described)
-            logger.info("%s ready: %d/%d shards answering", group, len(described), len(shards))
+            logger.info(
+                "%s ready: %d/%d shards answering from %d address(es)",
+                group, len(described), described[0].num_shards, len(addresses),
+            )  # fmt: skip
             pending.discard(group)
         if not pending:
             return
         if time.monotonic() >= deadline:
             raise Unavailable(f"no shard of {', '.join(sorted(pending))} answered within {timeout:.0f}s")
         await asyncio.sleep(PROBE_INTERVAL_SECONDS)
+
+
+def check_coverage(group: str, described: Sequence[ShardDescription], *, all_answered: bool) -> None:
+    """A group's addresses serve each shard of one index once; with every address answering, all of them.
+
+    Raises:
+        ValueError: shards claim different shard counts, a shard is served twice, or one is missing.
+    """
+    counts = {s.num_shards for s in described}
+    if len(counts) > 1:
+        raise ValueError(f"{group}: the configured addresses serve indexes of {sorted(counts)} shards")
+    ids = sorted(s.shard_id for s in described)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{group}: a shard is served by two configured addresses (shard ids {ids})")
+    expected = list(range(counts.pop()))
+    if all_answered and ids != expected:
+        missing = sorted(set(expected) - set(ids))
+        raise ValueError(
+            f"{group}: the configured addresses serve shards {ids} of an index of {len(expected)} shards; "
+            f"none serves {missing}"
+        )

@@ -24,6 +24,7 @@ from search_common.documents import (
     RetrievalResult,
     RetrieverKind,
     ShardDescription,
+    shards_component,
 )
 from search_common.errors import Unavailable, from_rpc_error
 from search_common.grpc_server import message_size_options
@@ -48,6 +49,10 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 _KINDS: dict[int, RetrieverKind] = {
     retriever_pb2.RETRIEVER_KIND_DENSE: "dense",
     retriever_pb2.RETRIEVER_KIND_BM25: "bm25",
+}
+_KIND_OF_GROUP: dict[str, retriever_pb2.RetrieverKind] = {
+    "dense": retriever_pb2.RETRIEVER_KIND_DENSE,
+    "bm25": retriever_pb2.RETRIEVER_KIND_BM25,
 }
 
 
@@ -79,14 +84,17 @@ def shard_from_proto(info: retriever_pb2.ShardInfo, component: str) -> ShardDesc
 
 
 class GrpcRetriever:
-    """One retriever shard behind search.v1.RetrieverService.
+    """The shards of one group (dense, bm25) that one search.v1.RetrieverService address serves: one shard,
+    or several in one process (`retriever_service.shard_group`), which may also serve the other group's.
 
     `component` starts as "<group>/shard-<position>" (position in the configured list) and becomes the
-    shard's own "<kind>/shard-<id>" once `describe` has answered.
+    shards' own "<kind>/shard-<id>" ("<kind>/shards-0-2" for several) once `describe_all` has answered.
     """
 
     def __init__(self, group: str, position: int, address: str, tls: ClientTls | None = None) -> None:
         self._component = f"{group}/shard-{position}"
+        self._kind = _KIND_OF_GROUP.get(group, retriever_pb2.RETRIEVER_KIND_UNSPECIFIED)
+        self._shard_count = 1  # until described
         self._channel = aio_channel(address, CHANNEL_OPTIONS, tls)
         self._stub = retriever_pb2_grpc.RetrieverServiceStub(self._channel)
 
@@ -94,16 +102,36 @@ class GrpcRetriever:
     def component(self) -> str:
         return self._component
 
+    @property
+    def shard_count(self) -> int:
+        return self._shard_count
+
     async def describe(self, timeout: float | None = None) -> ShardDescription:
+        return (await self.describe_all(timeout))[0]
+
+    async def describe_all(self, timeout: float | None = None) -> tuple[ShardDescription, ...]:
         try:
-            info = await self._stub.GetShardInfo(
-                retriever_pb2.GetShardInfoRequest(), timeout=_call_timeout(timeout)
+            listed = await self._stub.ListShards(
+                retriever_pb2.ListShardsRequest(kind=self._kind), timeout=_call_timeout(timeout)
             )
+            infos = list(listed.shards)
         except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc, self._component) from None
-        shard = shard_from_proto(info, self._component)
-        self._component = shard.component
-        return shard
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise from_rpc_error(exc, self._component) from None
+            try:  # a retriever from before ListShards serves one shard
+                infos = [
+                    await self._stub.GetShardInfo(
+                        retriever_pb2.GetShardInfoRequest(), timeout=_call_timeout(timeout)
+                    )
+                ]
+            except grpc.aio.AioRpcError as again:
+                raise from_rpc_error(again, self._component) from None
+        if not infos:
+            raise Unavailable(f"{self._component}: the retriever serves no shard of this kind")
+        shards = tuple(shard_from_proto(info, self._component) for info in infos)
+        self._component = shards_component(shards)
+        self._shard_count = len(shards)
+        return shards
 
     async def retrieve(
         self,
@@ -114,7 +142,9 @@ class GrpcRetriever:
         embedding: QueryEmbedding | None = None,
         with_vectors: bool = False,
     ) -> RetrievalResult:
-        request = retriever_pb2.RetrieveRequest(query=query, top_k=k, include_vectors=with_vectors)
+        request = retriever_pb2.RetrieveRequest(
+            query=query, top_k=k, include_vectors=with_vectors, kind=self._kind
+        )
         if embedding is not None:
             request.query_embedding.values.extend(embedding.values.tolist())
             request.query_embedding.encoder = embedding.encoder
@@ -134,10 +164,12 @@ class GrpcRetriever:
             )
             for c in response.candidates
         ]
+        searched = tuple(shard_from_proto(info, self._component) for info in response.searched)
         return RetrievalResult(
             candidates,
             shard_from_proto(response.shard, self._component),
             timings_from_proto(response.timings),
+            shards=searched,
         )
 
     async def close(self) -> None:

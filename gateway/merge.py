@@ -6,37 +6,16 @@ N shards ranks exactly like the same query answered by one index over the same c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from search_common.documents import Candidate, Document
+from search_common.ranking import order_key
 
 RRF_K = 60
 Fusion = Literal["none", "rrf", "learned"]
 FUSIONS: tuple[Fusion, ...] = ("none", "rrf", "learned")
-
-
-def _order_key(candidate: Candidate) -> tuple[float, str]:
-    return (-candidate.score, candidate.document.doc_id)
-
-
-def merge_shards(shard_candidates: Iterable[Sequence[Candidate]], k: int) -> list[Candidate]:
-    """The exact global top-k of per-shard top-k lists.
-
-    Each shard returns its own top-k; the global top-k is contained in their union, so sorting the union
-    (score descending, doc_id ascending) and cutting at k is exact. A doc_id seen on several shards (a
-    replicated document) is kept once, with its best score.
-    """
-    if k <= 0:
-        return []
-    best: dict[str, Candidate] = {}
-    for candidates in shard_candidates:
-        for candidate in candidates:
-            seen = best.get(candidate.document.doc_id)
-            if seen is None or candidate.score > seen.score:
-                best[candidate.document.doc_id] = candidate
-    return sorted(best.values(), key=_order_key)[:k]
 
 
 def reciprocal_rank_fusion(
@@ -59,7 +38,7 @@ def reciprocal_rank_fusion(
             doc_id = candidate.document.doc_id
             scores[doc_id] = scores.get(doc_id, 0.0) + 1.0 / (k + rank)
             documents.setdefault(doc_id, candidate.document)
-    fused = sorted((Candidate(documents[doc_id], score) for doc_id, score in scores.items()), key=_order_key)
+    fused = sorted((Candidate(documents[doc_id], score) for doc_id, score in scores.items()), key=order_key)
     return fused if limit is None else fused[:limit]
 
 

@@ -33,7 +33,6 @@ from gateway.learned_fusion import LearnedFusion, fusion_features
 from gateway.merge import (
     RankedCandidate,
     first_stage_order,
-    merge_shards,
     reciprocal_rank_fusion,
     rerank_order,
     snippet,
@@ -52,6 +51,7 @@ from search_common.errors import (
     Unavailable,
 )
 from search_common.ports import QueryEncoder, Reranker, Retriever
+from search_common.ranking import merge_shards
 from search_common.variant_label import serving_variant
 
 logger = logging.getLogger(__name__)
@@ -320,10 +320,10 @@ class SearchPipeline:
                     Degradation("retrieve", _reason(error), retriever.component, _detail(error))
                 )
                 continue
-            answered += 1
+            answered += len(result.covered)
             per_group[group].append(result.candidates)
-            trace.versions.append(
-                Version(result.shard.component, result.shard.index_name, result.shard.index_version)
+            trace.versions.extend(
+                Version(shard.component, shard.index_name, shard.index_version) for shard in result.covered
             )
             for stage, stage_seconds in result.timings.items():
                 trace.timings.append(StageTime(stage, stage_seconds, retriever.component))
@@ -359,7 +359,9 @@ class SearchPipeline:
             for rank, c in enumerate(ranked[: query.top_k], start=1)
         ]
         trace.timings.append(StageTime("total", time.monotonic() - started))
-        coverage = Coverage(len(shards), answered, tuple(trace.degradations))
+        # Shards, not addresses: one retriever process may answer for several shards.
+        queried = sum(retriever.shard_count for _, retriever in shards)
+        coverage = Coverage(max(queried, answered), answered, tuple(trace.degradations))
         return SearchOutcome(
             hits,
             variant.name,

@@ -1,4 +1,5 @@
-"""The composition root: chooses and loads the retriever adapter (FAISS or BM25) a shard directory needs.
+"""The composition root: chooses and loads the retriever adapter (FAISS or BM25) each shard directory needs,
+and groups several shards of a kind served by one process.
 
 Adapters are imported only when chosen, so a BM25 server never imports torch, transformers or FAISS.
 """
@@ -130,26 +131,49 @@ def load_index(
     return retrievers
 
 
-def build_retriever(settings: Settings) -> Retriever:
-    """What the server serves: the shard named by --index, with the encoder named by --encoder."""
-    if shard_kind(settings.index) == "bm25":
-        from retriever_service.bm25 import load_bm25_shard
+def build_retrievers(settings: Settings) -> list[Retriever]:
+    """What the server serves: every shard the `--index` paths name (a shard directory, or an index version
+    directory for all its shards), one retriever per kind. Several shards of a kind are searched together
+    (`ShardGroup`); every dense shard shares the encoder named by --encoder.
 
-        return load_bm25_shard(
-            settings.index, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars
+    Raises:
+        ArtifactError: a shard does not load, or the shards of one kind are not of one index version.
+    """
+    shard_dirs = [d for path in settings.indexes for d in _shard_dirs(path)]
+    kinds = {d: shard_kind(d) for d in shard_dirs}
+    encoder: BiEncoder | None = None
+    if "dense" in kinds.values():
+        import faiss
+        import torch
+
+        from model_runtimes.bi_encoder import BiEncoder
+
+        torch.set_num_threads(settings.effective_threads)
+        faiss.omp_set_num_threads(settings.effective_threads)
+        encoder = BiEncoder.load(settings.encoder, device=settings.device)
+    by_kind: dict[str, list[FaissRetriever | Bm25Retriever]] = {}
+    for shard_dir in shard_dirs:
+        loaded = _load_shard(
+            shard_dir, encoder, settings.max_top_k, settings.max_query_chars, settings.faiss_device
         )
-    import faiss
-    import torch
+        by_kind.setdefault(kinds[shard_dir], []).append(loaded)
+    retrievers: list[Retriever] = []
+    for shards in by_kind.values():
+        if len(shards) == 1:
+            retrievers.append(shards[0])
+            continue
+        from retriever_service.shard_group import ShardGroup
 
-    from model_runtimes.bi_encoder import BiEncoder
+        try:
+            retrievers.append(ShardGroup(shards))
+        except ValueError as exc:
+            raise ArtifactError(str(exc)) from None
+    return retrievers
 
-    torch.set_num_threads(settings.effective_threads)
-    faiss.omp_set_num_threads(settings.effective_threads)
-    encoder = BiEncoder.load(settings.encoder, device=settings.device)
-    return load_shard_retriever(
-        settings.index,
-        encoder=encoder,
-        max_top_k=settings.max_top_k,
-        max_query_chars=settings.max_query_chars,
-        faiss_device=settings.faiss_device,
-    )
+
+def _shard_dirs(path: Path) -> list[Path]:
+    """The shard directories a `--index` path names: itself, or every shard of an index version."""
+    if (path / shard_dir_name(0)).is_dir():
+        manifest = read_manifest(path, required=INDEX_REQUIRED)
+        return [path / shard_dir_name(i) for i in range(int(manifest["num_shards"]))]
+    return [path]

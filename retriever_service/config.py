@@ -28,7 +28,10 @@ FAISS_DEVICES: tuple[FaissDevice, ...] = ("auto", "cpu", "gpu")
 class Settings:
     """Everything the retriever server needs, parsed once in `__main__` and passed down."""
 
+    # A shard directory (an index version's shard-<i>/) or an index version directory (all its shards).
     index: Path
+    # More of either, served by the same process: shards of one dense and one BM25 index at most.
+    more_indexes: tuple[Path, ...] = ()
     host: str = "127.0.0.1"
     port: int = 0
     port_file: Path | None = None
@@ -58,6 +61,8 @@ class Settings:
             raise ValueError(f"--port must be in 0..65535, got {self.port}")
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0 (0 = all cores), got {self.threads}")
+        if len(set(self.indexes)) != len(self.indexes):
+            raise ValueError("--index names the same directory twice")
         if self.grace_seconds < 0:
             raise ValueError(f"--grace-seconds must be >= 0, got {self.grace_seconds}")
         if self.faiss_device not in FAISS_DEVICES:
@@ -66,6 +71,10 @@ class Settings:
             )
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"--metrics-port must be in 0..65535 (or -1 for none), got {self.metrics_port}")
+
+    @property
+    def indexes(self) -> tuple[Path, ...]:
+        return (self.index, *self.more_indexes)
 
     @property
     def address(self) -> str:
@@ -122,12 +131,18 @@ def _env(environ: Mapping[str, str], key: str, default: str) -> str:
 def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Parses server flags; argparse exits 2 with a message naming a bad flag."""
     env = os.environ if environ is None else environ
-    parser = _ArgumentParser(prog="search-retriever", description="Serve one retriever shard over gRPC.")
+    parser = _ArgumentParser(
+        prog="search-retriever",
+        description="Serve retriever shards (one, or several in one process) over gRPC.",
+    )
     parser.add_argument(
         "--index",
         type=Path,
-        default=_env(env, "INDEX", "") or None,
-        help="shard directory (an index version's shard-<i>/)",
+        action="append",
+        default=None,
+        help="a shard directory (an index version's shard-<i>/) or an index version directory (all its "
+        "shards); repeat it to serve several shards, of a dense and a BM25 index, from this one process "
+        "(default: SEARCH_RETRIEVER_INDEX, comma-separated)",
     )
     parser.add_argument("--host", default=_env(env, "HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(_env(env, "PORT", "0")), help="0 picks a free port")
@@ -176,11 +191,13 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         args = parser.parse_args(argv)
     except ValueError as exc:  # a bad integer in the environment
         parser.error(str(exc))
-    if args.index is None:
+    indexes = args.index or [Path(p) for p in _env(env, "INDEX", "").split(",") if p.strip()]
+    if not indexes:
         parser.error("--index is required (or set SEARCH_RETRIEVER_INDEX)")
     try:
         return Settings(
-            index=args.index,
+            index=indexes[0],
+            more_indexes=tuple(indexes[1:]),
             host=args.host,
             port=args.port,
             port_file=args.port_file,

@@ -3,14 +3,15 @@
 Names follow `search_retriever_*` with base units; deploy/prometheus and deploy/grafana use these exact
 names. Labels: `stage` embed|faiss_search|bm25, `variant` the caller's `x-search-variant` bounded by
 `search_common.variant_label.VariantLabels` (none, other, or one of at most 32 valid names), `status`
-ok|error|deadline, `code` a gRPC status name. The shard's identity is the scrape target (instance/pod), not a
-label. A dense shard reports embed (query encoding; absent when the caller sent the query embedding) and
+ok|error|deadline, `code` a gRPC status name. The served shards are labelled by `kind` and `shard` in the
+index series only; a process serving several shards (`shard_group`) reports their requests together. A dense
+shard reports embed (query encoding; absent when the caller sent the query embedding) and
 faiss_search; a BM25 shard reports bm25 (tokenisation and scoring together).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -71,30 +72,32 @@ class RetrieverMetrics:
         )
         self.index_info = Info(
             "search_retriever_index",
-            "The index shard this process serves.",
+            "Each index shard this process serves.",
+            ["kind", "shard"],
             registry=registry,
         )
         self.index_vectors = Gauge(
             "search_retriever_index_vectors",
-            "Documents (dense: vectors) in the served shard.",
+            "Documents (dense: vectors) in each served shard.",
+            ["kind", "shard"],
             registry=registry,
         )
 
-    def set_shard(self, shard: ShardDescription, variants: tuple[str, ...] = ()) -> None:
-        """Publishes the loaded shard and creates its series at zero for the given variants."""
-        self.index_info.info(
-            {
-                "kind": shard.kind,
-                "index": shard.index_name,
-                "version": shard.index_version,
-                "encoder": shard.encoder or "none",
-                "shard": str(shard.shard_id),
-                "num_shards": str(shard.num_shards),
-            }
-        )
-        self.index_vectors.set(shard.num_documents)
+    def set_shards(self, shards: Sequence[ShardDescription], variants: tuple[str, ...] = ()) -> None:
+        """Publishes the loaded shards and creates their series at zero for the given variants."""
+        for shard in shards:
+            labels = {"kind": shard.kind, "shard": str(shard.shard_id)}
+            self.index_info.labels(**labels).info(
+                {
+                    "index": shard.index_name,
+                    "version": shard.index_version,
+                    "encoder": shard.encoder or "none",
+                    "num_shards": str(shard.num_shards),
+                }
+            )
+            self.index_vectors.labels(**labels).set(shard.num_documents)
         for variant in (NO_VARIANT, *variants):
-            for stage in STAGES_OF[shard.kind]:
+            for stage in {stage for shard in shards for stage in STAGES_OF[shard.kind]}:
                 self.stage_duration.labels(stage=stage, variant=variant, status="ok")
             for code in CODES:
                 self.requests.labels(variant=variant, code=code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import grpc
@@ -12,11 +13,12 @@ from grpc_health.v1 import health
 from prometheus_client import disable_created_metrics, start_http_server
 from search.v1 import retriever_pb2
 
-from retriever_service.bootstrap import build_retriever
+from retriever_service.bootstrap import build_retrievers
 from retriever_service.config import Settings
 from retriever_service.metrics import RetrieverMetrics
-from retriever_service.servicer import RetrieverServicer
+from retriever_service.servicer import RetrieverServicer, Served, describe_served
 from search_common.artifacts import ArtifactError
+from search_common.documents import shards_component
 from search_common.grpc_server import (
     add_standard_services,
     bind,
@@ -44,42 +46,46 @@ class RetrieverServer:
     servicer: RetrieverServicer
     metrics: RetrieverMetrics
 
-    async def mark_ready(self, retriever: Retriever) -> None:
-        """Warms the retriever with one query, attaches it, publishes the shard, and reports SERVING."""
-        await retriever.retrieve(WARMUP_QUERY, 1)
-        shard = await retriever.describe()
-        self.metrics.set_shard(shard)
-        self.servicer.attach(retriever, shard)
+    async def mark_ready(self, retrievers: Sequence[Retriever]) -> None:
+        """Warms each retriever with one query, attaches them, publishes their shards, reports SERVING."""
+        for retriever in retrievers:
+            await retriever.retrieve(WARMUP_QUERY, 1)
+        served = await describe_served(retrievers)
+        self.metrics.set_shards([shard for _, shards in served.values() for shard in shards])
+        self.servicer.attach(retrievers, served)
         await set_serving(self.health, [SERVICE_NAME], serving=True)
-        logger.info("serving %s on port %d", retriever.component, self.port)
+        logger.info("serving %s on port %d", ", ".join(r.component for r in retrievers), self.port)
 
-    async def swap(self, retriever: Retriever) -> Retriever:
-        """Hot swap: warms a freshly loaded shard beside the served one, checks it is the same shard of a
-        new version, then serves it; returns the old retriever (its in-flight requests still finish on it).
+    async def swap(self, retrievers: Sequence[Retriever]) -> tuple[Retriever, ...]:
+        """Hot swap: warms freshly loaded shards beside the served ones, checks they are the same shards of a
+        new version, then serves them; returns the old retrievers (their in-flight requests still finish).
 
         Raises:
-            ArtifactError: the new shard is another kind or shard id; the old one keeps serving.
+            ArtifactError: the new shards are other kinds or shard ids; the old ones keep serving.
         """
-        old = self.servicer.retriever
-        await retriever.retrieve(WARMUP_QUERY, 1)
-        shard = await retriever.describe()
-        if old is not None:
-            before = await old.describe()
-            same = (before.kind, before.shard_id, before.num_shards)
-            if (shard.kind, shard.shard_id, shard.num_shards) != same:
-                raise ArtifactError(
-                    f"reload refused: {shard.component} of {shard.num_shards} is not the served "
-                    f"{before.component} of {before.num_shards}"
-                )
-        self.metrics.set_shard(shard)
-        self.servicer.attach(retriever, shard)  # one reference assignment: requests see old or new
-        logger.info("swapped in %s version %s", shard.component, shard.index_version)
-        assert old is not None
+        old = self.servicer.retrievers
+        for retriever in retrievers:
+            await retriever.retrieve(WARMUP_QUERY, 1)
+        served = await describe_served(retrievers)
+        fresh = _shard_set(served)
+        before = _shard_set(await describe_served(old))
+        if old and fresh != before:
+            raise ArtifactError(
+                f"reload refused: the new index holds shards {sorted(fresh)}, the served one {sorted(before)}"
+            )
+        self.metrics.set_shards([shard for _, shards in served.values() for shard in shards])
+        self.servicer.attach(retrievers, served)  # one reference assignment: requests see old or new
+        for _, shards in served.values():
+            logger.info("swapped in %s version %s", shards_component(shards), shards[0].index_version)
         return old
 
 
+def _shard_set(served: Served) -> set[tuple[str, int, int]]:
+    return {(s.kind, s.shard_id, s.num_shards) for _, shards in served.values() for s in shards}
+
+
 def build_server(
-    settings: Settings, retriever: Retriever | None = None, metrics: RetrieverMetrics | None = None
+    settings: Settings, retrievers: Sequence[Retriever] = (), metrics: RetrieverMetrics | None = None
 ) -> RetrieverServer:
     """Creates the server and binds its port; health starts NOT_SERVING until `mark_ready`.
 
@@ -88,7 +94,7 @@ def build_server(
     server = new_server()
     metrics = metrics or RetrieverMetrics(registry=None)
     servicer = RetrieverServicer(
-        retriever, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars, metrics=metrics
+        retrievers, max_top_k=settings.max_top_k, max_query_chars=settings.max_query_chars, metrics=metrics
     )
     from search.v1 import retriever_pb2_grpc
 
@@ -106,7 +112,7 @@ def create_server(
     Health for the service stays unset until someone marks it; `serve` uses `build_server` to report
     NOT_SERVING while loading and SERVING once warmed.
     """
-    built = build_server(settings, retriever, metrics)
+    built = build_server(settings, [retriever], metrics)
     return built.server, built.port
 
 
@@ -123,14 +129,14 @@ async def serve(settings: Settings) -> None:
     await built.server.start()
     logger.info("listening on %s:%d; loading %s", settings.host, built.port, settings.index)
     try:
-        retriever = await asyncio.to_thread(build_retriever, settings)
-        await built.mark_ready(retriever)
+        retrievers = await asyncio.to_thread(build_retrievers, settings)
+        await built.mark_ready(retrievers)
     except BaseException:
         await built.server.stop(0)
         raise
     if settings.port_file is not None:
         write_port_file(settings.port_file, built.port)
-    reloader = IndexReloader(settings, built, retriever)
+    reloader = IndexReloader(settings, built, retrievers)
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request)
 
     async def close_current() -> None:
@@ -140,30 +146,36 @@ async def serve(settings: Settings) -> None:
 
 
 class IndexReloader(SignalReloader):
-    """SIGHUP loads `--index` again (resolving symlinks once, so that an index root whose `current` link
-    was switched to a new version is read from that version only), validates and warms it beside the
-    served shard and swaps it in. A shard that does not load is logged and the old one keeps serving.
-    The old shard is closed after `grace_seconds`, once the requests still running on it have finished.
+    """SIGHUP loads every `--index` again (resolving symlinks once, so that an index root whose `current`
+    link was switched to a new version is read from that version only), validates and warms it beside the
+    served shards and swaps it in. Shards that do not load are logged and the old ones keep serving.
+    The old shards are closed after `grace_seconds`, once the requests still running on them have finished.
     """
 
-    def __init__(self, settings: Settings, built: RetrieverServer, retriever: Retriever) -> None:
+    def __init__(self, settings: Settings, built: RetrieverServer, retrievers: Sequence[Retriever]) -> None:
         super().__init__(settings.grace_seconds, "index")
         self._settings = settings
         self._built = built
-        self._current = retriever
+        self._current = tuple(retrievers)
 
     async def reload(self) -> None:
-        resolved = replace(self._settings, index=self._settings.index.resolve())
-        logger.info("reloading the index from %s", resolved.index)
+        resolved = replace(
+            self._settings,
+            index=self._settings.index.resolve(),
+            more_indexes=tuple(path.resolve() for path in self._settings.more_indexes),
+        )
+        logger.info("reloading the index from %s", ", ".join(map(str, resolved.indexes)))
         try:
-            fresh = await asyncio.to_thread(build_retriever, resolved)
+            fresh = await asyncio.to_thread(build_retrievers, resolved)
             old = await self._built.swap(fresh)
         except Exception as exc:  # a bad new version never takes down the served one
             logger.error("index reload refused, still serving the old version: %s", exc)
             return
-        self._current = fresh
-        self.retire(old)
+        self._current = tuple(fresh)
+        for retriever in old:
+            self.retire(retriever)
 
     async def close(self) -> None:
         self.cancel()
-        await self._current.close()
+        for retriever in self._current:
+            await retriever.close()

@@ -178,8 +178,19 @@ class ShardRetriever(abc.ABC, Generic[EncodedQuery]):
     def shard(self) -> ShardDescription:
         return self._shard
 
+    @property
+    def shard_count(self) -> int:
+        return 1
+
     async def describe(self, timeout: float | None = None) -> ShardDescription:
         return self._shard
+
+    async def describe_all(self, timeout: float | None = None) -> tuple[ShardDescription, ...]:
+        return (self._shard,)
+
+    def validate(self, query: str, k: int) -> str:
+        """The stripped query, if the request is within this shard's limits; InvalidArgument otherwise."""
+        return validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
 
     @abc.abstractmethod
     def encode(self, text: str) -> EncodedQuery:
@@ -199,7 +210,7 @@ class ShardRetriever(abc.ABC, Generic[EncodedQuery]):
 
     def search_sync(self, query: str, k: int, embedding: QueryEmbedding | None = None) -> RetrievalResult:
         """Blocking encode + search; `retrieve` runs the same off the event loop."""
-        text = validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
+        text = self.validate(query, k)
         given = None if embedding is None else self.from_embedding(embedding)
         return self._search_text(text, k, given)
 
@@ -225,8 +236,7 @@ class ShardRetriever(abc.ABC, Generic[EncodedQuery]):
         embedding: QueryEmbedding | None = None,
         with_vectors: bool = False,
     ) -> RetrievalResult:
-        # Validate on the loop so bad input never costs a thread.
-        text = validate_request(query, k, max_top_k=self._max_top_k, max_query_chars=self._max_query_chars)
+        text = self.validate(query, k)  # on the loop, so that bad input never costs a thread
         given = None if embedding is None else self.from_embedding(embedding)
         try:
             return await asyncio.wait_for(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -64,6 +65,24 @@ class RetrievalResult:
     shard: ShardDescription
     # Stage name -> seconds, measured where the stage ran.
     timings: dict[str, float] = field(default_factory=dict)
+    # Every shard the candidates cover, when one process searched several; empty means `shard` alone.
+    shards: tuple[ShardDescription, ...] = ()
+
+    @property
+    def covered(self) -> tuple[ShardDescription, ...]:
+        return self.shards or (self.shard,)
+
+
+def shards_component(shards: Sequence[ShardDescription]) -> str:
+    """A bounded label for shards of one kind: 'dense/shard-0' for one, 'dense/shards-0-2' for a run of
+    them, 'dense/shards-0+2' otherwise."""
+    ids = sorted(s.shard_id for s in shards)
+    kind = shards[0].kind
+    if len(ids) == 1:
+        return f"{kind}/shard-{ids[0]}"
+    if ids == list(range(ids[0], ids[-1] + 1)):
+        return f"{kind}/shards-{ids[0]}-{ids[-1]}"
+    return f"{kind}/shards-" + "+".join(map(str, ids))
 
 
 @dataclass(slots=True)

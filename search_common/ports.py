@@ -22,14 +22,25 @@ from search_common.documents import (
 
 
 class Retriever(Protocol):
-    """One shard of one first-stage index (dense or BM25)."""
+    """One shard of one first-stage index (dense or BM25), or several shards of it searched together."""
 
     @property
     def component(self) -> str:
-        """Bounded name for metadata and metrics, for example 'dense/shard-0'."""
+        """Bounded name for metadata and metrics, for example 'dense/shard-0' or 'dense/shards-0-2'."""
         ...
 
-    async def describe(self, timeout: float | None = None) -> ShardDescription: ...
+    @property
+    def shard_count(self) -> int:
+        """How many shards an answer covers (1 for one shard; known for a remote one once described)."""
+        ...
+
+    async def describe(self, timeout: float | None = None) -> ShardDescription:
+        """The (first) shard."""
+        ...
+
+    async def describe_all(self, timeout: float | None = None) -> tuple[ShardDescription, ...]:
+        """Every shard an answer covers, by shard id."""
+        ...
 
     async def retrieve(
         self,

@@ -59,8 +59,15 @@ class FakeRetriever:
     def component(self) -> str:
         return self._shard.component
 
+    @property
+    def shard_count(self) -> int:
+        return 1
+
     async def describe(self, timeout: float | None = None) -> ShardDescription:
         return self._shard
+
+    async def describe_all(self, timeout: float | None = None) -> tuple[ShardDescription, ...]:
+        return (self._shard,)
 
     async def retrieve(
         self,

@@ -139,9 +139,9 @@ def build_dashboard() -> dict[str, Any]:
                 "Documents per served shard (search_retriever_index_vectors), with the index it serves.",
                 [
                     _query(
-                        "max by (instance, index, version, kind) (search_retriever_index_vectors "
-                        "* on (instance) group_left (index, version, kind) search_retriever_index_info)",
-                        "{{kind}} {{index}} {{version}} {{instance}}",
+                        "max by (instance, index, version, kind, shard) (search_retriever_index_vectors * on "
+                        "(instance, kind, shard) group_left (index, version) search_retriever_index_info)",
+                        "{{kind}} {{index}} {{version}} shard {{shard}} {{instance}}",
                         "A",
                     )
                 ],

@@ -9,12 +9,12 @@ import pytest
 from gateway.merge import (
     RankedCandidate,
     first_stage_order,
-    merge_shards,
     reciprocal_rank_fusion,
     rerank_order,
     snippet,
 )
 from search_common.documents import Candidate, Document
+from search_common.ranking import merge_shards
 
 
 def _doc(i: int) -> Document:

@@ -66,7 +66,7 @@ def exported_series() -> set[str]:
     gateway.prepare([Variant("v", 1.0, "bm25", 10)], ["bm25/shard-0"])
     gateway.set_variants([Variant("v", 1.0, "bm25", 10)])
     retriever = RetrieverMetrics(registry)
-    retriever.set_shard(ShardDescription("bm25", 0, 1, "i", "v1", 1))
+    retriever.set_shards([ShardDescription("bm25", 0, 1, "i", "v1", 1)])
     reranker = RerankerMetrics(registry)
     reranker.set_model("m", "v1", "onnx")
     return {sample.name for family in registry.collect() for sample in family.samples}

@@ -20,9 +20,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from gateway.merge import merge_shards, reciprocal_rank_fusion
+from gateway.merge import reciprocal_rank_fusion
 from search_common.documents import Candidate, RetrieverKind
 from search_common.logging_setup import configure_logging
+from search_common.ranking import merge_shards
 
 logger = logging.getLogger(__name__)
 

@@ -50,3 +50,37 @@ def test_gateway_process_refuses_a_bad_variants_file(indexes: dict[str, Path], t
         with pytest.raises(ServiceStartError, match="exited with code 2") as info:
             gateway.wait_ready(60)
         assert "unknown first_stage 'sparse'" in str(info.value)
+
+
+def test_one_retriever_process_serves_every_shard_to_the_gateway(
+    indexes: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Three dense shards and a BM25 one in one process: the gateway asks it once per kind and still
+    # counts, and names, every shard.
+    argv = [sys.executable, "-m", "retriever_service", "--threads", "1"]
+    argv += ["--index", str(indexes["dense-3"]), "--index", str(indexes["bm25-1"] / "shard-0")]
+    with ServiceStack(tmp_path / "run") as stack:
+        retriever = stack.start("retriever", argv)
+        gateway = stack.start(
+            "gateway",
+            [sys.executable, "-m", "gateway", "--dense", retriever.address, "--bm25", retriever.address],
+        )
+        assert client_main(["--target", gateway.address, "gzip compress archive", "--variant", "hybrid"]) == 0
+        out = capsys.readouterr().out
+        assert "variant: hybrid" in out
+        assert "coverage: complete, shards answered 4/4" in out
+        for component in ("dense/shard-0", "dense/shard-1", "dense/shard-2", "bm25/shard-0"):
+            assert component in out
+
+
+def test_the_gateway_refuses_addresses_that_leave_a_shard_out(
+    indexes: dict[str, Path], tmp_path: Path
+) -> None:
+    argv = [sys.executable, "-m", "retriever_service", "--threads", "1"]
+    argv += ["--index", str(indexes["dense-3"] / "shard-0"), "--index", str(indexes["dense-3"] / "shard-2")]
+    with ServiceStack(tmp_path / "run") as stack:
+        retriever = stack.start("retriever", argv)
+        gateway = stack.spawn("gateway", [sys.executable, "-m", "gateway", "--dense", retriever.address])
+        with pytest.raises(ServiceStartError):
+            gateway.wait_ready(60)
+        assert "none serves [1]" in gateway.log_path.read_text()

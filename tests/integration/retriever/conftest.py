@@ -112,6 +112,6 @@ async def dense_server(dense_index: Path, encoder: BiEncoder) -> AsyncIterator[i
     )
     built = build_server(settings)
     await built.server.start()
-    await built.mark_ready(retriever)
+    await built.mark_ready([retriever])
     yield built.port
     await built.server.stop(None)

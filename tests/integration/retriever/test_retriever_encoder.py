@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from model_runtimes.bi_encoder import BiEncoder, default_model_dir
-from retriever_service.bootstrap import build_retriever, load_index
+from retriever_service.bootstrap import build_retrievers, load_index
 from retriever_service.build_index import build_index
 from retriever_service.config import Settings
 from retriever_service.faiss_index import FaissRetriever
@@ -95,6 +95,6 @@ def test_index_built_with_a_fine_tuned_encoder_needs_that_encoder(
     (shard,) = load_index(index, encoder=tuned)
     assert shard.component == "dense/shard-0"
     # The server's path: --encoder names the directory.
-    served = build_retriever(Settings(index=index / "shard-0", encoder=tuned_dir))
+    (served,) = build_retrievers(Settings(index=index / "shard-0", encoder=tuned_dir))
     assert isinstance(served, FaissRetriever)
     assert served.shard.encoder == tuned.identity

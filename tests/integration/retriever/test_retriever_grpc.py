@@ -107,7 +107,7 @@ async def test_health_goes_serving_only_after_load_and_warmup(
             assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "loading" in (exc.value.details() or "")
 
-            await built.mark_ready(load_shard_retriever(settings.index, encoder=encoder, max_top_k=20))
+            await built.mark_ready([load_shard_retriever(settings.index, encoder=encoder, max_top_k=20)])
             reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
             ok = await stub.Retrieve(retriever_pb2.RetrieveRequest(query="vitamin", top_k=3), timeout=30)

@@ -28,7 +28,9 @@ async def test_retrieve_calls_are_measured_per_variant() -> None:
     registry = CollectorRegistry()
     metrics = RetrieverMetrics(registry)
     fake = FakeRetriever("bm25", 0, [(Document("d1", "t", "text"), 1.0)])
-    metrics.set_shard(ShardDescription("bm25", 0, 1, "corpus", "v7", num_documents=1), variants=("hybrid",))
+    metrics.set_shards(
+        [ShardDescription("bm25", 0, 1, "corpus", "v7", num_documents=1)], variants=("hybrid",)
+    )
     server, port = create_server(Settings(index=Path("unused"), port=0), fake, metrics)
     await server.start()
     try:
@@ -53,4 +55,4 @@ async def test_retrieve_calls_are_measured_per_variant() -> None:
     assert value("search_retriever_requests_total", variant="none", code="INVALID_ARGUMENT") == 1
     assert value("search_retriever_index_info", kind="bm25", index="corpus", version="v7", encoder="none",
                  shard="0", num_shards="1") == 1  # fmt: skip
-    assert value("search_retriever_index_vectors") == 1
+    assert value("search_retriever_index_vectors", kind="bm25", shard="0") == 1

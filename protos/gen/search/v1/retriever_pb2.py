@@ -25,27 +25,31 @@ _sym_db = _symbol_database.Default()
 from search.v1 import common_pb2 as search_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19search/v1/retriever.proto\x12\tsearch.v1\x1a\x16search/v1/common.proto\"|\n\x0fRetrieveRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x32\n\x0fquery_embedding\x18\x03 \x01(\x0b\x32\x19.search.v1.QueryEmbedding\x12\x17\n\x0finclude_vectors\x18\x04 \x01(\x08\"1\n\x0eQueryEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0f\n\x07\x65ncoder\x18\x02 \x01(\t\"Q\n\tCandidate\x12%\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x13.search.v1.Document\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06vector\x18\x03 \x03(\x02\"\x8a\x01\n\x10RetrieveResponse\x12(\n\ncandidates\x18\x01 \x03(\x0b\x32\x14.search.v1.Candidate\x12#\n\x05shard\x18\x02 \x01(\x0b\x32\x14.search.v1.ShardInfo\x12\'\n\x07timings\x18\x03 \x03(\x0b\x32\x16.search.v1.StageTiming\"\x15\n\x13GetShardInfoRequest\"\xac\x01\n\tShardInfo\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.search.v1.RetrieverKind\x12\x10\n\x08shard_id\x18\x02 \x01(\x05\x12\x12\n\nnum_shards\x18\x03 \x01(\x05\x12)\n\x05index\x18\x04 \x01(\x0b\x32\x1a.search.v1.ArtifactVersion\x12\x0f\n\x07\x65ncoder\x18\x05 \x01(\t\x12\x15\n\rnum_documents\x18\x06 \x01(\x03*b\n\rRetrieverKind\x12\x1e\n\x1aRETRIEVER_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14RETRIEVER_KIND_DENSE\x10\x01\x12\x17\n\x13RETRIEVER_KIND_BM25\x10\x02\x32\x9d\x01\n\x10RetrieverService\x12\x43\n\x08Retrieve\x12\x1a.search.v1.RetrieveRequest\x1a\x1b.search.v1.RetrieveResponse\x12\x44\n\x0cGetShardInfo\x12\x1e.search.v1.GetShardInfoRequest\x1a\x14.search.v1.ShardInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19search/v1/retriever.proto\x12\tsearch.v1\x1a\x16search/v1/common.proto\"\xa4\x01\n\x0fRetrieveRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x32\n\x0fquery_embedding\x18\x03 \x01(\x0b\x32\x19.search.v1.QueryEmbedding\x12\x17\n\x0finclude_vectors\x18\x04 \x01(\x08\x12&\n\x04kind\x18\x05 \x01(\x0e\x32\x18.search.v1.RetrieverKind\"1\n\x0eQueryEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x0f\n\x07\x65ncoder\x18\x02 \x01(\t\"Q\n\tCandidate\x12%\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x13.search.v1.Document\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06vector\x18\x03 \x03(\x02\"\xb2\x01\n\x10RetrieveResponse\x12(\n\ncandidates\x18\x01 \x03(\x0b\x32\x14.search.v1.Candidate\x12#\n\x05shard\x18\x02 \x01(\x0b\x32\x14.search.v1.ShardInfo\x12\'\n\x07timings\x18\x03 \x03(\x0b\x32\x16.search.v1.StageTiming\x12&\n\x08searched\x18\x04 \x03(\x0b\x32\x14.search.v1.ShardInfo\"\x15\n\x13GetShardInfoRequest\";\n\x11ListShardsRequest\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.search.v1.RetrieverKind\":\n\x12ListShardsResponse\x12$\n\x06shards\x18\x01 \x03(\x0b\x32\x14.search.v1.ShardInfo\"\xac\x01\n\tShardInfo\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.search.v1.RetrieverKind\x12\x10\n\x08shard_id\x18\x02 \x01(\x05\x12\x12\n\nnum_shards\x18\x03 \x01(\x05\x12)\n\x05index\x18\x04 \x01(\x0b\x32\x1a.search.v1.ArtifactVersion\x12\x0f\n\x07\x65ncoder\x18\x05 \x01(\t\x12\x15\n\rnum_documents\x18\x06 \x01(\x03*b\n\rRetrieverKind\x12\x1e\n\x1aRETRIEVER_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14RETRIEVER_KIND_DENSE\x10\x01\x12\x17\n\x13RETRIEVER_KIND_BM25\x10\x02\x32\xe8\x01\n\x10RetrieverService\x12\x43\n\x08Retrieve\x12\x1a.search.v1.RetrieveRequest\x1a\x1b.search.v1.RetrieveResponse\x12\x44\n\x0cGetShardInfo\x12\x1e.search.v1.GetShardInfoRequest\x1a\x14.search.v1.ShardInfo\x12I\n\nListShards\x12\x1c.search.v1.ListShardsRequest\x1a\x1d.search.v1.ListShardsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'search.v1.retriever_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RETRIEVERKIND']._serialized_start=663
-  _globals['_RETRIEVERKIND']._serialized_end=761
-  _globals['_RETRIEVEREQUEST']._serialized_start=64
-  _globals['_RETRIEVEREQUEST']._serialized_end=188
-  _globals['_QUERYEMBEDDING']._serialized_start=190
-  _globals['_QUERYEMBEDDING']._serialized_end=239
-  _globals['_CANDIDATE']._serialized_start=241
-  _globals['_CANDIDATE']._serialized_end=322
-  _globals['_RETRIEVERESPONSE']._serialized_start=325
-  _globals['_RETRIEVERESPONSE']._serialized_end=463
-  _globals['_GETSHARDINFOREQUEST']._serialized_start=465
-  _globals['_GETSHARDINFOREQUEST']._serialized_end=486
-  _globals['_SHARDINFO']._serialized_start=489
-  _globals['_SHARDINFO']._serialized_end=661
-  _globals['_RETRIEVERSERVICE']._serialized_start=764
-  _globals['_RETRIEVERSERVICE']._serialized_end=921
+  _globals['_RETRIEVERKIND']._serialized_start=865
+  _globals['_RETRIEVERKIND']._serialized_end=963
+  _globals['_RETRIEVEREQUEST']._serialized_start=65
+  _globals['_RETRIEVEREQUEST']._serialized_end=229
+  _globals['_QUERYEMBEDDING']._serialized_start=231
+  _globals['_QUERYEMBEDDING']._serialized_end=280
+  _globals['_CANDIDATE']._serialized_start=282
+  _globals['_CANDIDATE']._serialized_end=363
+  _globals['_RETRIEVERESPONSE']._serialized_start=366
+  _globals['_RETRIEVERESPONSE']._serialized_end=544
+  _globals['_GETSHARDINFOREQUEST']._serialized_start=546
+  _globals['_GETSHARDINFOREQUEST']._serialized_end=567
+  _globals['_LISTSHARDSREQUEST']._serialized_start=569
+  _globals['_LISTSHARDSREQUEST']._serialized_end=628
+  _globals['_LISTSHARDSRESPONSE']._serialized_start=630
+  _globals['_LISTSHARDSRESPONSE']._serialized_end=688
+  _globals['_SHARDINFO']._serialized_start=691
+  _globals['_SHARDINFO']._serialized_end=863
+  _globals['_RETRIEVERSERVICE']._serialized_start=966
+  _globals['_RETRIEVERSERVICE']._serialized_end=1198
 # @@protoc_insertion_point(module_scope)

@@ -18,16 +18,18 @@ RETRIEVER_KIND_DENSE: RetrieverKind
 RETRIEVER_KIND_BM25: RetrieverKind
 
 class RetrieveRequest(_message.Message):
-    __slots__ = ("query", "top_k", "query_embedding", "include_vectors")
+    __slots__ = ("query", "top_k", "query_embedding", "include_vectors", "kind")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     QUERY_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     query: str
     top_k: int
     query_embedding: QueryEmbedding
     include_vectors: bool
-    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., query_embedding: _Optional[_Union[QueryEmbedding, _Mapping]] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+    kind: RetrieverKind
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., query_embedding: _Optional[_Union[QueryEmbedding, _Mapping]] = ..., include_vectors: _Optional[bool] = ..., kind: _Optional[_Union[RetrieverKind, str]] = ...) -> None: ...
 
 class QueryEmbedding(_message.Message):
     __slots__ = ("values", "encoder")
@@ -48,18 +50,32 @@ class Candidate(_message.Message):
     def __init__(self, document: _Optional[_Union[_common_pb2.Document, _Mapping]] = ..., score: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RetrieveResponse(_message.Message):
-    __slots__ = ("candidates", "shard", "timings")
+    __slots__ = ("candidates", "shard", "timings", "searched")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    SEARCHED_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
     shard: ShardInfo
     timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
-    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., shard: _Optional[_Union[ShardInfo, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ...) -> None: ...
+    searched: _containers.RepeatedCompositeFieldContainer[ShardInfo]
+    def __init__(self, candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., shard: _Optional[_Union[ShardInfo, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., searched: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ...) -> None: ...
 
 class GetShardInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ListShardsRequest(_message.Message):
+    __slots__ = ("kind",)
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    kind: RetrieverKind
+    def __init__(self, kind: _Optional[_Union[RetrieverKind, str]] = ...) -> None: ...
+
+class ListShardsResponse(_message.Message):
+    __slots__ = ("shards",)
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    shards: _containers.RepeatedCompositeFieldContainer[ShardInfo]
+    def __init__(self, shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ...) -> None: ...
 
 class ShardInfo(_message.Message):
     __slots__ = ("kind", "shard_id", "num_shards", "index", "encoder", "num_documents")

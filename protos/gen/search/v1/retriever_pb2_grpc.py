@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class RetrieverServiceStub:
-    """First-stage retrieval over one shard of one index (dense or lexical).
+    """First-stage retrieval over shards of an index (dense or lexical). A server holds one shard, or several
+    (of a dense index, a lexical one, or both) searched together in one process.
     """
 
     def __init__(self, channel):
@@ -45,24 +46,38 @@ class RetrieverServiceStub:
                 request_serializer=search_dot_v1_dot_retriever__pb2.GetShardInfoRequest.SerializeToString,
                 response_deserializer=search_dot_v1_dot_retriever__pb2.ShardInfo.FromString,
                 _registered_method=True)
+        self.ListShards = channel.unary_unary(
+                '/search.v1.RetrieverService/ListShards',
+                request_serializer=search_dot_v1_dot_retriever__pb2.ListShardsRequest.SerializeToString,
+                response_deserializer=search_dot_v1_dot_retriever__pb2.ListShardsResponse.FromString,
+                _registered_method=True)
 
 
 class RetrieverServiceServicer:
-    """First-stage retrieval over one shard of one index (dense or lexical).
+    """First-stage retrieval over shards of an index (dense or lexical). A server holds one shard, or several
+    (of a dense index, a lexical one, or both) searched together in one process.
     """
 
     def Retrieve(self, request, context):
-        """Returns the shard's top_k candidates for a query, best first.
+        """Returns the top_k candidates for a query, best first, over every shard of the kind asked for.
         Errors: INVALID_ARGUMENT for bad input (including a query_embedding of the wrong dimension or with
-        non-finite values), FAILED_PRECONDITION for a query_embedding from another encoder than the shard's,
-        UNAVAILABLE while the shard loads.
+        non-finite values, and a kind this server does not serve, or none where it serves two),
+        FAILED_PRECONDITION for a query_embedding from another encoder than the shard's, UNAVAILABLE while the
+        shards load.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetShardInfo(self, request, context):
-        """Describes the shard this server holds.
+        """Describes the shard this server holds; FAILED_PRECONDITION when it holds several (use ListShards).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListShards(self, request, context):
+        """Every shard this server holds, by kind then shard id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,6 +96,11 @@ def add_RetrieverServiceServicer_to_server(servicer, server):
                     request_deserializer=search_dot_v1_dot_retriever__pb2.GetShardInfoRequest.FromString,
                     response_serializer=search_dot_v1_dot_retriever__pb2.ShardInfo.SerializeToString,
             ),
+            'ListShards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListShards,
+                    request_deserializer=search_dot_v1_dot_retriever__pb2.ListShardsRequest.FromString,
+                    response_serializer=search_dot_v1_dot_retriever__pb2.ListShardsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'search.v1.RetrieverService', rpc_method_handlers)
@@ -90,7 +110,8 @@ def add_RetrieverServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RetrieverService:
-    """First-stage retrieval over one shard of one index (dense or lexical).
+    """First-stage retrieval over shards of an index (dense or lexical). A server holds one shard, or several
+    (of a dense index, a lexical one, or both) searched together in one process.
     """
 
     @staticmethod
@@ -137,6 +158,33 @@ class RetrieverService:
             '/search.v1.RetrieverService/GetShardInfo',
             search_dot_v1_dot_retriever__pb2.GetShardInfoRequest.SerializeToString,
             search_dot_v1_dot_retriever__pb2.ShardInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListShards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/search.v1.RetrieverService/ListShards',
+            search_dot_v1_dot_retriever__pb2.ListShardsRequest.SerializeToString,
+            search_dot_v1_dot_retriever__pb2.ListShardsResponse.FromString,
             options,
             channel_credentials,
             insecure,
