@@ -289,8 +289,16 @@ def main() -> None:
             f"Serving ({serving['variant']}, {serving['queries']} queries, one in flight): "
             f"in-process p50/p95 {serving['in_process_p50_ms']}/{serving['in_process_p95_ms']} ms, gateway "
             f"{serving['gateway_p50_ms']}/{serving['gateway_p95_ms']} ms; ratios p50 {serving['p50_ratio']}, "
-            f"p95 {serving['p95_ratio']}.",
+            f"p95 {serving['p95_ratio']}"
+            + (" (one retriever process for every shard)." if "gateway_p50_ms_per_shard" in serving else "."),
         ]
+        if "gateway_p50_ms_per_shard" in serving:
+            lines += [
+                "",
+                f"One retriever process per shard instead (same run): gateway p50/p95 "
+                f"{serving['gateway_p50_ms_per_shard']}/{serving['gateway_p95_ms_per_shard']} ms, "
+                f"serving_overhead_p50 {serving['serving_overhead_p50_per_shard']}.",
+            ]
         if "query_memo_speedup_p50" in serving:
             lines += [
                 "",
@@ -305,16 +313,18 @@ def main() -> None:
                 "Where the time goes (median per query; a shard's `retrieve` is its call as the pipeline"
                 " waits for it, hop included; its `search` the shard's own work):",
                 "",
-                "| stage | in process ms | gateway ms |",
-                "|---|---:|---:|",
+                "| stage | in process ms | gateway, one process ms | gateway, per shard ms |",
+                "|---|---:|---:|---:|",
             ]
             for name, arms in stages.items():
-                lines.append(f"| {name} | {fmt(arms.get('in_process'))} | {fmt(arms.get('gateway'))} |")
-        load = serving.get("load")
-        if load:
+                one = arms.get("gateway_one_process", arms.get("gateway"))  # older records: one gateway arm
+                per_shard = arms.get("gateway_per_shard")
+                lines.append(f"| {name} | {fmt(arms.get('in_process'))} | {fmt(one)} | {fmt(per_shard)} |")
+        loads = serving.get("load") or {}
+        for topology, load in loads.items() if "qps" not in loads else [("gateway", loads)]:
             lines += [
                 "",
-                f"Sustained load ({load['clients']} closed-loop clients, {load['seconds']} s, gateway): "
+                f"Sustained load ({load['clients']} closed-loop clients, {load['seconds']} s, {topology}): "
                 f"{load['qps']} QPS, p50 {load['p50_ms']} ms, p95 {load['p95_ms']} ms "
                 f"(target {load['p95_target_ms']} ms: {'met' if load['p95_under_target'] else 'missed'}), "
                 f"{load['errors']} errors.",

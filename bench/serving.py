@@ -1,20 +1,22 @@
 """Serving overhead: end to end through the gateway against the same pipeline called in-process.
 
-Starts the SciFact stack as real processes (one retriever per dense shard and one for BM25, then the
-gateway with the dense index's encoder as --query-encoder, all on loopback, via
-operations.processes.ServiceStack) and, in this process, the same pipeline over the same index directories
+Starts the SciFact stack as real processes in two topologies side by side, each with its own gateway (the
+dense index's encoder as --query-encoder, all on loopback, via operations.processes.ServiceStack):
+`one_process`, one retriever process serving every dense shard and the BM25 shard
+(`retriever_service.shard_group`), and `per_shard`, one retriever process per shard. In this process it
+runs the same pipeline over the same index directories
 (`retriever_service.bootstrap.load_index` + `gateway.pipeline.SearchPipeline`, as evaluation/ab_report.py
-does) with the same query encoder, so both embed each query once. A third arm runs that pipeline without a
+does) with the same query encoder, so both embed each query once. One more arm runs that pipeline without a
 query encoder and with the BiEncoder's single-query memo off (the code before both: each dense shard embeds
 the query again). Each query goes once through each arm: `--block` queries back to back through one arm,
 then the same through the next, in an order rotated per block; the first `--warmup` queries are dropped.
 One query is in flight at a time. Reports p50/p95 of each and the ratios; serving_overhead_p50 = gateway
-p50 / in-process p50 - 1.
+p50 / in-process p50 - 1 for the one-process topology (serving_overhead_p50_per_shard for the other).
 `stages` holds the median of each stage the pipeline times (its `StageTime`s in process, the response's
 `metadata.timings` through the gateway), so the overhead can be placed: a shard's `retrieve` is its call
 as the gateway waits for it (the hop included), its `search` the shard's own work.
-With `--load-seconds`, it then drives the gateway with `--load-clients` closed-loop clients over every
-test-split query in turn (more distinct queries than the query encoders' 64-entry memo holds, so each is
+With `--load-seconds`, it then drives each topology's gateway with `--load-clients` closed-loop clients over
+every test-split query in turn (more distinct queries than the query encoders' 64-entry memo holds, so each is
 embedded) and reports sustained QPS, p50/p95, each stage's median, and whether p95 stayed under the target
 (the non-reranked SLO, 0.5 s).
 
@@ -35,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,7 @@ from evaluation.provenance import git_sha
 from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import VariantBounds, load_variants
 from model_runtimes.bi_encoder import default_model_dir
+from model_runtimes.hardware import cpu_flags, cpu_model
 from operations.processes import ServiceStack
 from search_common.grpc_server import message_size_options
 from search_common.logging_setup import configure_logging
@@ -105,8 +109,9 @@ async def sustained_load(
 
 
 async def measure(
-    args: argparse.Namespace, gateway_address: str, texts: list[str], load_texts: list[str]
+    args: argparse.Namespace, gateways: dict[str, str], texts: list[str], load_texts: list[str]
 ) -> dict[str, Any]:
+    """`gateways`: topology name -> the address of its gateway."""
     from model_runtimes.bi_encoder import BiEncoder
     from model_runtimes.query_encoder_onnx import query_encoder
     from retriever_service.bootstrap import load_index
@@ -120,7 +125,7 @@ async def measure(
     query_depth = variant.retrieval_depth
     in_process: list[float] = []
     no_memo: list[float] = []
-    served: list[float] = []
+    served: dict[str, list[float]] = {topology: [] for topology in gateways}
     # (arm, "stage component") -> seconds per timed query
     stages: dict[tuple[str, str], list[float]] = {}
     timed = False
@@ -129,17 +134,24 @@ async def measure(
         if timed:
             stages.setdefault((arm, f"{stage} {component}".strip()), []).append(seconds)
 
-    async with grpc.aio.insecure_channel(gateway_address, options=message_size_options()) as channel:
-        stub = search_service_pb2_grpc.SearchServiceStub(channel)
+    channels = {
+        topology: grpc.aio.insecure_channel(address, options=message_size_options())
+        for topology, address in gateways.items()
+    }
+    stubs = {topology: search_service_pb2_grpc.SearchServiceStub(c) for topology, c in channels.items()}
+    try:
 
-        async def via_gateway(text: str) -> None:
-            request = search_service_pb2.SearchRequest(query=text, top_k=args.top_k, variant=args.variant)
-            response = await stub.Search(request, timeout=args.timeout)
-            if response.metadata.coverage.degraded:
-                raise RuntimeError(f"degraded gateway answer for {text!r}")
-            for timing in response.metadata.timings:
-                seconds = timing.duration.ToTimedelta().total_seconds()
-                record_stage("gateway", timing.stage, timing.component, seconds)
+        def via_gateway(topology: str) -> Callable[[str], Awaitable[None]]:
+            async def call(text: str) -> None:
+                request = search_service_pb2.SearchRequest(query=text, top_k=args.top_k, variant=args.variant)
+                response = await stubs[topology].Search(request, timeout=args.timeout)
+                if response.metadata.coverage.degraded:
+                    raise RuntimeError(f"degraded gateway answer for {text!r}")
+                for timing in response.metadata.timings:
+                    seconds = timing.duration.ToTimedelta().total_seconds()
+                    record_stage(f"gateway_{topology}", timing.stage, timing.component, seconds)
+
+            return call
 
         async def direct(text: str) -> None:
             encoder.query_memo_size = 64
@@ -163,8 +175,8 @@ async def measure(
             if outcome.coverage.degraded:
                 raise RuntimeError(f"degraded in-process answer for {text!r}")
 
-        arms = [("gateway", via_gateway, served), ("in_process", direct, in_process)]
-        arms.append(("in_process_no_memo", direct_without_memo, no_memo))
+        arms = [(f"gateway_{t}", via_gateway(t), served[t]) for t in gateways]
+        arms += [("in_process", direct, in_process), ("in_process_no_memo", direct_without_memo, no_memo)]
         # Blocks of `--block` queries go through one arm back to back, then the next arm, in an order
         # rotated per block: each arm's services are as warm as a client sending one query after another
         # keeps them, and the machine's drift still falls on every arm. --block 1 alternates per query,
@@ -179,18 +191,32 @@ async def measure(
                     elapsed = time.perf_counter() - start
                     if timed:
                         bucket.append(elapsed)
-        load = await sustained_load(stub, args, load_texts) if args.load_seconds > 0 else None
+        load = {}
+        if args.load_seconds > 0:
+            for topology, stub in stubs.items():
+                load[topology] = await sustained_load(stub, args, load_texts)
+    finally:
+        for channel in channels.values():
+            await channel.close()
     return {
-        "load": load,
+        "load": load or None,
         "variant": args.variant,
-        "queries": len(served),
+        "queries": len(in_process),
         "in_process_p50_ms": ms(in_process, 50),
         "in_process_p95_ms": ms(in_process, 95),
-        "gateway_p50_ms": ms(served, 50),
-        "gateway_p95_ms": ms(served, 95),
-        "p50_ratio": round(statistics.median(served) / statistics.median(in_process), 3),
-        "p95_ratio": round(float(np.percentile(served, 95) / np.percentile(in_process, 95)), 3),
-        "serving_overhead_p50": round(statistics.median(served) / statistics.median(in_process) - 1.0, 3),
+        **{
+            f"{key}{'' if topology == 'one_process' else '_' + topology}": value
+            for topology, times in served.items()
+            for key, value in {
+                "gateway_p50_ms": ms(times, 50),
+                "gateway_p95_ms": ms(times, 95),
+                "p50_ratio": round(statistics.median(times) / statistics.median(in_process), 3),
+                "p95_ratio": round(float(np.percentile(times, 95) / np.percentile(in_process, 95)), 3),
+                "serving_overhead_p50": round(
+                    statistics.median(times) / statistics.median(in_process) - 1, 3
+                ),
+            }.items()
+        },
         "in_process_no_memo_p50_ms": ms(no_memo, 50),
         "in_process_no_memo_p95_ms": ms(no_memo, 95),
         "query_memo_speedup_p50": round(statistics.median(no_memo) / statistics.median(in_process), 3),
@@ -241,26 +267,46 @@ def main() -> None:
     texts = load_texts[: args.queries]
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp, ServiceStack(Path(tmp)) as stack:
+        retriever = [python, "-m", "retriever_service", "--threads", "1"]
         shards = {f"dense-{i}": p for i, p in enumerate(sorted(args.dense.glob("shard-*")))}
         shards["bm25-0"] = args.bm25 / "shard-0"
-        started = [
-            stack.spawn(name, [python, "-m", "retriever_service", "--index", str(path), "--threads", "1"])
-            for name, path in shards.items()
-        ]
-        for service in started:
+        started = [stack.spawn(name, [*retriever, "--index", str(path)]) for name, path in shards.items()]
+        one = stack.spawn(
+            "retriever", [*retriever, "--index", str(args.dense), "--index", str(shards["bm25-0"])]
+        )
+        for service in [*started, one]:
             service.wait_ready(300.0)
-        dense = ",".join(s.address for s in started if s.name.startswith("dense"))
-        bm25 = next(s.address for s in started if s.name == "bm25-0")
-        gateway_argv = [python, "-m", "gateway", "--dense", dense, "--bm25", bm25, "--default-deadline", "30"]
-        # The retrievers run the packaged encoder (no --encoder); the gateway embeds once with the same.
-        gateway_argv += ["--query-encoder", str(default_model_dir())]
-        gateway_argv += ["--query-encoder-engine", args.query_encoder_engine]
-        gateway = stack.start("gateway", gateway_argv, timeout=300.0)
-        result = asyncio.run(measure(args, gateway.address, texts, load_texts))
+        addresses = {
+            "one_process": (one.address, one.address),
+            "per_shard": (
+                ",".join(s.address for s in started if s.name.startswith("dense")),
+                next(s.address for s in started if s.name == "bm25-0"),
+            ),
+        }
+        gateways = {}
+        for topology, (dense, bm25) in addresses.items():
+            gateway_argv = [
+                python,
+                "-m",
+                "gateway",
+                "--dense",
+                dense,
+                "--bm25",
+                bm25,
+                "--default-deadline",
+                "30",
+            ]
+            # The retrievers run the packaged encoder (no --encoder); the gateway embeds once with the same.
+            gateway_argv += ["--query-encoder", str(default_model_dir())]
+            gateway_argv += ["--query-encoder-engine", args.query_encoder_engine]
+            gateways[topology] = stack.start(f"gateway-{topology}", gateway_argv, timeout=300.0).address
+        result = asyncio.run(measure(args, gateways, texts, load_texts))
     record = {
         "bench": "serving",
         "git_sha": git_sha(),
         "device": f"cpu ({platform.machine()}), shared machine; gateway and retrievers are local processes",
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         **result,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

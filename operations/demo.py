@@ -243,17 +243,21 @@ def _start_stack(
 ) -> str:
     python = sys.executable
     threads = ["--threads", str(settings.retriever_threads)]
-    shards = [(f"dense-{i}", dense / f"shard-{i}") for i in range(settings.dense_shards)]
-    shards.append(("bm25-0", bm25 / "shard-0"))
-    started = [
-        stack.spawn(name, [python, "-m", "retriever_service", "--index", str(path), *threads])
-        for name, path in shards
-    ]
-    for service in started:
+    retriever = [python, "-m", "retriever_service", *threads]
+    if settings.retriever_processes == "one":  # every shard, dense and BM25, in one process
+        spawned = [stack.spawn("retriever", [*retriever, "--index", str(dense), "--index", str(bm25)])]
+    else:
+        shards = [(f"dense-{i}", dense / f"shard-{i}") for i in range(settings.dense_shards)]
+        shards.append(("bm25-0", bm25 / "shard-0"))
+        spawned = [stack.spawn(name, [*retriever, "--index", str(path)]) for name, path in shards]
+    for service in spawned:
         service.wait_ready(settings.startup_timeout_seconds)
         print(f"  {service.name:<8} serving on {service.address}")
-    dense_addresses = ",".join(s.address for s in started if s.name.startswith("dense"))
-    bm25_addresses = ",".join(s.address for s in started if s.name.startswith("bm25"))
+
+    def serving(kind: str) -> str:
+        return ",".join(s.address for s in spawned if s.name == "retriever" or s.name.startswith(kind))
+
+    dense_addresses, bm25_addresses = serving("dense"), serving("bm25")
     argv = [python, "-m", "gateway", "--dense", dense_addresses, "--bm25", bm25_addresses]
     # The dense shards run the packaged encoder (no --encoder): the gateway embeds each query once with it.
     argv += ["--query-encoder", str(_query_encoder_dir())]

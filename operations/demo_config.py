@@ -36,6 +36,9 @@ class DemoSettings:
     cache: str = "lru"
     reranker_artifact: Path | None = None
     dense_shards: int = 2
+    # "one": a single retriever process serves every shard (small hosts: fewer hops and interpreters);
+    # "per-shard": one process per shard, as a cluster runs them.
+    retriever_processes: str = "one"
     keep_running: bool = False
     startup_timeout_seconds: float = 300.0
     request_timeout_seconds: float = 10.0
@@ -103,6 +106,12 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
         "packaged all-mpnet-base-v2 for mpnet, else trained on the corpus on first use, then cached)",
     )
     parser.add_argument("--dense-shards", type=int, default=2)
+    parser.add_argument(
+        "--retriever-processes",
+        choices=["one", "per-shard"],
+        default="one",
+        help="one retriever process for every shard (default; cheaper on a small host), or one per shard",
+    )
     parser.add_argument("--keep-running", action="store_true", help="keep the stack up until Ctrl-C")
     parser.add_argument("--startup-timeout", type=float, default=300.0, help="seconds per service start")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-query deadline in seconds")
@@ -144,6 +153,7 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
         cache=args.cache,
         reranker_artifact=args.reranker_artifact,
         dense_shards=args.dense_shards,
+        retriever_processes=args.retriever_processes,
         keep_running=args.keep_running or not queries,
         startup_timeout_seconds=args.startup_timeout,
         request_timeout_seconds=args.timeout,
