@@ -8,15 +8,13 @@ shard it covers, so the gateway's coverage and version reporting stay per shard.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from retriever_service.shards import ShardRetriever
+from retriever_service.shards import ShardRetriever, retrieve_off_loop
 from search_common.documents import QueryEmbedding, RetrievalResult, ShardDescription, shards_component
-from search_common.errors import DeadlineExceeded
 from search_common.ranking import merge_shards
 
 
@@ -93,15 +91,10 @@ class ShardGroup:
         embedding: QueryEmbedding | None = None,
         with_vectors: bool = False,
     ) -> RetrievalResult:
-        first = self._shards[0]
-        text = first.validate(query, k)  # on the loop, so that bad input never costs a thread
-        given = None if embedding is None else first.from_embedding(embedding)
-        try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self.search_sync, text, k, given, with_vectors), timeout
-            )
-        except TimeoutError:
-            raise DeadlineExceeded(f"{self.component}: retrieval exceeded {timeout:.3f}s") from None
+        # One index, one set of limits and one encoder: the first shard checks for all.
+        return await retrieve_off_loop(
+            self._shards[0], self.search_sync, self.component, query, k, timeout, embedding, with_vectors
+        )
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False)

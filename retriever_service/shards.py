@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -236,14 +236,29 @@ class ShardRetriever(abc.ABC, Generic[EncodedQuery]):
         embedding: QueryEmbedding | None = None,
         with_vectors: bool = False,
     ) -> RetrievalResult:
-        text = self.validate(query, k)  # on the loop, so that bad input never costs a thread
-        given = None if embedding is None else self.from_embedding(embedding)
-        try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._search_text, text, k, given, with_vectors), timeout
-            )
-        except TimeoutError:
-            raise DeadlineExceeded(f"{self.component}: retrieval exceeded {timeout:.3f}s") from None
+        return await retrieve_off_loop(
+            self, self._search_text, self.component, query, k, timeout, embedding, with_vectors
+        )
 
     async def close(self) -> None:
         return None
+
+
+async def retrieve_off_loop(
+    checker: ShardRetriever[EncodedQuery],
+    search: Callable[[str, int, EncodedQuery | None, bool], RetrievalResult],
+    component: str,
+    query: str,
+    k: int,
+    timeout: float | None,
+    embedding: QueryEmbedding | None,
+    with_vectors: bool,
+) -> RetrievalResult:
+    """Checks the request with `checker`'s limits on the event loop, so that bad input never costs a thread,
+    then runs `search(text, k, encoded or None, with_vectors)` in a worker thread within `timeout`."""
+    text = checker.validate(query, k)
+    given = None if embedding is None else checker.from_embedding(embedding)
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(search, text, k, given, with_vectors), timeout)
+    except TimeoutError:
+        raise DeadlineExceeded(f"{component}: retrieval exceeded {timeout:.3f}s") from None
