@@ -42,6 +42,8 @@ GOALS: dict[str, tuple[str, float]] = {
     "batching_speedup_16_gpu": (">=", 1.5),
     # ColBERT over stored document tokens against the cross-encoder, pairs/s on the same sets.
     "late_interaction_speedup_vs_ce": (">=", 10.0),
+    # Triton at 16 clients over the engine it hosts, in process, on the same pairs (triton_overhead.py).
+    "triton_vs_inprocess_16": (">=", 0.9),
 }
 
 
@@ -189,6 +191,7 @@ def main() -> None:
     stored = ("colbert", "poly", "mpnet")
     ab_others = [run for name in stored if (run := read(res / f"ab_scifact_{name}.json"))]
     late_interaction = read(res / "late_interaction.json")
+    triton_overhead = read(res / "triton_overhead.json")
     missing = [
         name
         for name, rec in (
@@ -213,6 +216,7 @@ def main() -> None:
         "batching_speedup_16": (batching.get("speedup") or {}).get("16"),
         "batching_speedup_16_gpu": (batching_gpu.get("speedup") or {}).get("16"),
         "late_interaction_speedup_vs_ce": (late_interaction or {}).get("late_interaction_speedup_vs_ce"),
+        "triton_vs_inprocess_16": (triton_overhead or {}).get("triton_vs_inprocess_16"),
     }
     perf: dict[str, Any] = {
         **keys,
@@ -232,6 +236,7 @@ def main() -> None:
             },
             "serving": serving,
             "late_interaction": late_interaction,
+            "triton_overhead": triton_overhead,
             "cache": cache or None,
             "batching": batching or None,
             "batching_gpu": batching_gpu or None,
