@@ -44,6 +44,8 @@ GOALS: dict[str, tuple[str, float]] = {
     "late_interaction_speedup_vs_ce": (">=", 10.0),
     # Triton at 16 clients over the engine it hosts, in process, on the same pairs (triton_overhead.py).
     "triton_vs_inprocess_16": (">=", 0.9),
+    # The gateway's p50 over the pipeline's in process, both under open-loop load at half the sustainable QPS.
+    "serving_overhead_p50_loaded": ("<=", 0.10),
 }
 
 
@@ -217,6 +219,7 @@ def main() -> None:
         "batching_speedup_16_gpu": (batching_gpu.get("speedup") or {}).get("16"),
         "late_interaction_speedup_vs_ce": (late_interaction or {}).get("late_interaction_speedup_vs_ce"),
         "triton_vs_inprocess_16": (triton_overhead or {}).get("triton_vs_inprocess_16"),
+        "serving_overhead_p50_loaded": (serving or {}).get("serving_overhead_p50_loaded"),
     }
     perf: dict[str, Any] = {
         **keys,
@@ -297,6 +300,16 @@ def main() -> None:
             f"p95 {serving['p95_ratio']}"
             + (" (one retriever process for every shard)." if "gateway_p50_ms_per_shard" in serving else "."),
         ]
+        loaded = serving.get("loaded")
+        if loaded:
+            lines += [
+                "",
+                f"Under open-loop load at {loaded['rate_per_s']}/s (half the one-process gateway's "
+                "sustainable QPS), same run: gateway p50/p95 "
+                f"{loaded['gateway_p50_ms']}/{loaded['gateway_p95_ms']} ms, "
+                f"in process {loaded['in_process_p50_ms']}/{loaded['in_process_p95_ms']} ms; "
+                f"serving_overhead_p50_loaded {loaded['serving_overhead_p50_loaded']}.",
+            ]
         if "gateway_p50_ms_per_shard" in serving:
             lines += [
                 "",

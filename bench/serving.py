@@ -16,9 +16,11 @@ p50 / in-process p50 - 1 for the one-process topology (serving_overhead_p50_per_
 `metadata.timings` through the gateway), so the overhead can be placed: a shard's `retrieve` is its call
 as the gateway waits for it (the hop included), its `search` the shard's own work.
 With `--load-seconds`, it then drives each topology's gateway with `--load-clients` closed-loop clients over
-every test-split query in turn (more distinct queries than the query encoders' 64-entry memo holds, so each is
-embedded) and reports sustained QPS, p50/p95, each stage's median, and whether p95 stayed under the target
-(the non-reranked SLO, 0.5 s).
+every test-split query in turn (more distinct queries than the query encoders' 64-entry memo holds, so each
+is embedded) and reports sustained QPS, p50/p95, each stage's median, and whether p95 stayed under the
+target (the non-reranked SLO, 0.5 s). With `--loaded-seconds` as well, it sends open-loop arrivals at half
+the one-process gateway's sustainable QPS through that gateway and, as many, to the pipeline in process:
+serving_overhead_p50_loaded is the ratio of their p50s minus one.
 
 Example:
     python bench/serving.py \
@@ -51,6 +53,7 @@ from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import VariantBounds, load_variants
 from model_runtimes.bi_encoder import default_model_dir
 from model_runtimes.hardware import cpu_flags, cpu_model
+from operations.loadgen import run_open_loop
 from operations.processes import ServiceStack
 from search_common.grpc_server import message_size_options
 from search_common.logging_setup import configure_logging
@@ -105,6 +108,55 @@ async def sustained_load(
         "p95_target_ms": args.p95_target * 1000.0,
         "p95_under_target": p95 <= args.p95_target,
         "stages_p50_ms": {name: ms(values, 50) for name, values in sorted(stages.items())},
+    }
+
+
+async def overhead_under_load(
+    gateway: str,
+    in_process: Callable[[str], Awaitable[None]],
+    texts: list[str],
+    rate: float,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Open-loop arrivals at `rate` (half the gateway's sustainable QPS) through the gateway and through the
+    same pipeline in process, in two turns each in alternating order of `--loaded-seconds` / 2; the p50s'
+    ratio minus one is serving_overhead_p50_loaded."""
+    through_gateway: list[float] = []
+    direct: list[float] = []
+    failed = 0
+
+    async def timed(text: str) -> float:
+        started = time.perf_counter()
+        await in_process(text)
+        return time.perf_counter() - started
+
+    seconds = args.loaded_seconds / 2
+    for turn in range(2):
+        for arm in ("gateway", "in_process") if turn == 0 else ("in_process", "gateway"):
+            if arm == "gateway":
+                answers = await run_open_loop(
+                    gateway, texts, rate, seconds, timeout=args.timeout, variant=args.variant
+                )
+                failed += sum(a.code != "OK" for a in answers)
+                through_gateway += [a.seconds for a in answers if a.code == "OK"]
+                continue
+            tasks = []
+            started = time.monotonic()
+            for i in range(int(rate * seconds)):
+                await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+                tasks.append(asyncio.create_task(timed(texts[i % len(texts)])))
+            direct += await asyncio.gather(*tasks)
+    return {
+        "rate_per_s": round(rate, 2),
+        "seconds_per_arm": args.loaded_seconds,
+        "gateway_failed": failed,
+        "gateway_p50_ms": ms(through_gateway, 50),
+        "gateway_p95_ms": ms(through_gateway, 95),
+        "in_process_p50_ms": ms(direct, 50),
+        "in_process_p95_ms": ms(direct, 95),
+        "serving_overhead_p50_loaded": round(
+            statistics.median(through_gateway) / statistics.median(direct) - 1, 3
+        ),
     }
 
 
@@ -195,11 +247,25 @@ async def measure(
         if args.load_seconds > 0:
             for topology, stub in stubs.items():
                 load[topology] = await sustained_load(stub, args, load_texts)
+        loaded = None
+        if args.loaded_seconds > 0 and "one_process" in load:
+            rate = 0.5 * load["one_process"]["qps"]
+
+            async def in_process_search(text: str) -> None:
+                await pipeline.search(
+                    SearchQuery(text, args.top_k, variant, query_depth, variant.rerank_depth)
+                )
+
+            loaded = await overhead_under_load(
+                gateways["one_process"], in_process_search, load_texts, rate, args
+            )
     finally:
         for channel in channels.values():
             await channel.close()
     return {
         "load": load or None,
+        "loaded": loaded,
+        **({"serving_overhead_p50_loaded": loaded["serving_overhead_p50_loaded"]} if loaded else {}),
         "variant": args.variant,
         "queries": len(in_process),
         "in_process_p50_ms": ms(in_process, 50),
@@ -257,6 +323,13 @@ def main() -> None:
     load.add_argument("--load-seconds", type=float, default=0.0, help="0 skips the load phase")
     load.add_argument("--load-clients", type=int, default=16)
     load.add_argument("--p95-target", type=float, default=0.5, help="s; gateway.metrics.SLO_SECONDS")
+    load.add_argument(
+        "--loaded-seconds",
+        type=float,
+        default=0.0,
+        help="with --load-seconds: open-loop arrivals at half the one-process gateway's sustainable QPS, "
+        "this long through it and as long in process, for serving_overhead_p50_loaded (0 skips)",
+    )
     args = parser.parse_args()
     if args.block < 1:
         parser.error(f"--block must be at least 1, got {args.block}")
