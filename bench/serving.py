@@ -20,12 +20,17 @@ every test-split query in turn (more distinct queries than the query encoders' 6
 is embedded) and reports sustained QPS, p50/p95, each stage's median, and whether p95 stayed under the
 target (the non-reranked SLO, 0.5 s). With `--loaded-seconds` as well, it sends open-loop arrivals at half
 the one-process gateway's sustainable QPS through that gateway and, as many, to the pipeline in process:
-serving_overhead_p50_loaded is the ratio of their p50s minus one.
+serving_overhead_p50_loaded is the ratio of their p50s minus one. For a variant that reranks (the gateway's
+default does), `--reranker-backend` starts a reranker process behind both gateways and loads the same model
+in process; run on the default variant, the record also holds serving_overhead_p50_default.
 
 Example:
     python bench/serving.py \
         --dense var/indexes/scifact/dense-3sh-Flat-dec31c8182f3d744-all-MiniLM-L6-v2_53aa511 \
         --bm25 var/indexes/scifact/bm25-dec31c8182f3d744-006f9ab9 --variant hybrid --queries 60
+    python bench/serving.py --dense ... --bm25 ... --variant hybrid10+colbert \
+        --reranker-backend late-interaction --reranker-artifact-dir var/models/colbert \
+        --token-store var/indexes/scifact-colbert --out bench/results/serving_default.json
 """
 
 from __future__ import annotations
@@ -55,9 +60,10 @@ from model_runtimes.bi_encoder import default_model_dir
 from model_runtimes.hardware import cpu_flags, cpu_model
 from operations.loadgen import run_open_loop
 from operations.processes import ServiceStack
+from search_common.artifacts import resolve_version
 from search_common.grpc_server import message_size_options
 from search_common.logging_setup import configure_logging
-from search_common.ports import QUERY_ENCODER_ENGINES
+from search_common.ports import QUERY_ENCODER_ENGINES, Reranker
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +115,24 @@ async def sustained_load(
         "p95_under_target": p95 <= args.p95_target,
         "stages_p50_ms": {name: ms(values, 50) for name, values in sorted(stages.items())},
     }
+
+
+def in_process_reranker(args: argparse.Namespace) -> Reranker | None:
+    """The second stage the reranker process serves (`--reranker-backend`), in process: the newest version
+    under `--reranker-artifact-dir`, over its version of `--token-store`."""
+    if args.reranker_backend == "none":
+        return None
+    from evaluation.offline_stack import offline_reranker
+
+    artifact = resolve_version(args.reranker_artifact_dir)
+    store = None if args.token_store is None else args.token_store / artifact.name
+    return offline_reranker(args.reranker_backend, artifact, store)
+
+
+def reranker_argv(args: argparse.Namespace) -> list[str]:
+    argv = [sys.executable, "-m", "reranker_service", "--backend", args.reranker_backend]
+    argv += ["--artifact-dir", str(args.reranker_artifact_dir)]
+    return argv + ([] if args.token_store is None else ["--token-store", str(args.token_store)])
 
 
 async def overhead_under_load(
@@ -171,8 +195,11 @@ async def measure(
     encoder = BiEncoder.load(default_model_dir())
     retrievers = {"dense": load_index(args.dense, encoder=encoder), "bm25": load_index(args.bm25)}
     # What the gateway runs: the same query encoder, on the same engine.
-    pipeline = SearchPipeline(retrievers, query_encoder=query_encoder(encoder, args.query_encoder_engine))
-    per_shard_embedding = SearchPipeline(retrievers)
+    reranker = in_process_reranker(args)
+    pipeline = SearchPipeline(
+        retrievers, reranker, query_encoder=query_encoder(encoder, args.query_encoder_engine)
+    )
+    per_shard_embedding = SearchPipeline(retrievers, reranker)
     variant = load_variants(None, VariantBounds()).get(args.variant)
     query_depth = variant.retrieval_depth
     in_process: list[float] = []
@@ -312,6 +339,14 @@ def main() -> None:
     data.add_argument("--bm25", type=Path, required=True, help="BM25 index version dir")
     search = parser.add_argument_group("search")
     search.add_argument("--variant", default="hybrid")
+    search.add_argument(
+        "--reranker-backend",
+        default="none",
+        help="a reranker for a variant that reranks: a reranker process behind both gateways and the same "
+        "model in process (search-reranker --backend; none: no second stage)",
+    )
+    search.add_argument("--reranker-artifact-dir", type=Path, default=None, help="its artifact root")
+    search.add_argument("--token-store", type=Path, default=None, help="its token stores' root")
     search.add_argument("--top-k", type=int, default=10)
     search.add_argument(
         "--query-encoder-engine",
@@ -333,6 +368,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.block < 1:
         parser.error(f"--block must be at least 1, got {args.block}")
+    if args.reranker_backend != "none" and args.reranker_artifact_dir is None:
+        parser.error("--reranker-backend needs --reranker-artifact-dir")
     configure_logging()
     data_set = BeirDataset(args.dataset)
     queries = data_set.queries()
@@ -356,6 +393,9 @@ def main() -> None:
                 next(s.address for s in started if s.name == "bm25-0"),
             ),
         }
+        reranker = None
+        if args.reranker_backend != "none":
+            reranker = stack.start("reranker", reranker_argv(args), timeout=300.0).address
         gateways = {}
         for topology, (dense, bm25) in addresses.items():
             gateway_argv = [
@@ -372,6 +412,7 @@ def main() -> None:
             # The retrievers run the packaged encoder (no --encoder); the gateway embeds once with the same.
             gateway_argv += ["--query-encoder", str(default_model_dir())]
             gateway_argv += ["--query-encoder-engine", args.query_encoder_engine]
+            gateway_argv += [] if reranker is None else ["--reranker", reranker]
             gateways[topology] = stack.start(f"gateway-{topology}", gateway_argv, timeout=300.0).address
         result = asyncio.run(measure(args, gateways, texts, load_texts))
     record = {
@@ -382,6 +423,12 @@ def main() -> None:
         "cpu_flags": cpu_flags(),
         "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         **result,
+        # The gateway's own default variant (gateway/variants.yaml), which reranks: the overhead users feel.
+        **(
+            {"serving_overhead_p50_default": result["serving_overhead_p50"]}
+            if args.variant == load_variants(None, VariantBounds()).default_name
+            else {}
+        ),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
