@@ -130,7 +130,8 @@ def in_process_reranker(args: argparse.Namespace) -> Reranker | None:
 
 
 def reranker_argv(args: argparse.Namespace) -> list[str]:
-    argv = [sys.executable, "-m", "reranker_service", "--backend", args.reranker_backend]
+    # No score cache: the arms send the same queries, and the in-process reranker has none either.
+    argv = [sys.executable, "-m", "reranker_service", "--backend", args.reranker_backend, "--cache", "none"]
     argv += ["--artifact-dir", str(args.reranker_artifact_dir)]
     return argv + ([] if args.token_store is None else ["--token-store", str(args.token_store)])
 
