@@ -127,7 +127,9 @@ async def serve(settings: Settings) -> None:
     built = build_server(settings, metrics=metrics)
     await set_serving(built.health, [SERVICE_NAME], serving=False)
     await built.server.start()
-    logger.info("listening on %s:%d; loading %s", settings.host, built.port, settings.index)
+    logger.info(
+        "listening on %s:%d; loading %s", settings.host, built.port, ", ".join(map(str, settings.indexes))
+    )
     try:
         retrievers = await asyncio.to_thread(build_retrievers, settings)
         await built.mark_ready(retrievers)
