@@ -261,7 +261,7 @@ class TritonServer(OwnedProcess):
         ]
         self._shm_before = _shm_regions()
         started = time.monotonic()
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab") as log:  # appended: a restart keeps the crashed run's log
             self._process = subprocess.Popen(
                 command,
                 stdout=log,
