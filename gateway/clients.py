@@ -46,14 +46,11 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_reconnect_backoff_ms", 2_000),
     ("grpc.service_config", LOAD_BALANCING_SERVICE_CONFIG),
 ]
-_KINDS: dict[int, RetrieverKind] = {
+_KINDS: dict[retriever_pb2.RetrieverKind, RetrieverKind] = {
     retriever_pb2.RETRIEVER_KIND_DENSE: "dense",
     retriever_pb2.RETRIEVER_KIND_BM25: "bm25",
 }
-_KIND_OF_GROUP: dict[str, retriever_pb2.RetrieverKind] = {
-    "dense": retriever_pb2.RETRIEVER_KIND_DENSE,
-    "bm25": retriever_pb2.RETRIEVER_KIND_BM25,
-}
+_KIND_OF_GROUP: dict[str, retriever_pb2.RetrieverKind] = {name: number for number, name in _KINDS.items()}
 
 
 def _call_timeout(timeout: float | None) -> float:

@@ -48,11 +48,7 @@ class RetrieverServer:
 
     async def mark_ready(self, retrievers: Sequence[Retriever]) -> None:
         """Warms each retriever with one query, attaches them, publishes their shards, reports SERVING."""
-        for retriever in retrievers:
-            await retriever.retrieve(WARMUP_QUERY, 1)
-        served = await describe_served(retrievers)
-        self.metrics.set_shards([shard for _, shards in served.values() for shard in shards])
-        self.servicer.attach(retrievers, served)
+        self._serve(retrievers, await _warmed(retrievers))
         await set_serving(self.health, [SERVICE_NAME], serving=True)
         logger.info("serving %s on port %d", ", ".join(r.component for r in retrievers), self.port)
 
@@ -63,21 +59,30 @@ class RetrieverServer:
         Raises:
             ArtifactError: the new shards are other kinds or shard ids; the old ones keep serving.
         """
-        old = self.servicer.retrievers
-        for retriever in retrievers:
-            await retriever.retrieve(WARMUP_QUERY, 1)
-        served = await describe_served(retrievers)
+        old, served_before = self.servicer.retrievers, self.servicer.served
+        if served_before is None and old:  # given at construction and never asked: describe them now
+            served_before = await describe_served(old)
+        served = await _warmed(retrievers)
         fresh = _shard_set(served)
-        before = _shard_set(await describe_served(old))
-        if old and fresh != before:
+        if served_before is not None and fresh != (before := _shard_set(served_before)):
             raise ArtifactError(
                 f"reload refused: the new index holds shards {sorted(fresh)}, the served one {sorted(before)}"
             )
-        self.metrics.set_shards([shard for _, shards in served.values() for shard in shards])
-        self.servicer.attach(retrievers, served)  # one reference assignment: requests see old or new
+        self._serve(retrievers, served)  # one reference assignment: requests see old or new
         for _, shards in served.values():
             logger.info("swapped in %s version %s", shards_component(shards), shards[0].index_version)
         return old
+
+    def _serve(self, retrievers: Sequence[Retriever], served: Served) -> None:
+        self.metrics.set_shards([shard for _, shards in served.values() for shard in shards])
+        self.servicer.attach(retrievers, served)
+
+
+async def _warmed(retrievers: Sequence[Retriever]) -> Served:
+    """Each retriever warmed with one query (its first call pays one-off setup), then described by kind."""
+    for retriever in retrievers:
+        await retriever.retrieve(WARMUP_QUERY, 1)
+    return await describe_served(retrievers)
 
 
 def _shard_set(served: Served) -> set[tuple[str, int, int]]:

@@ -111,6 +111,11 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):  # type: i
     def retrievers(self) -> tuple[Retriever, ...]:
         return self._retrievers
 
+    @property
+    def served(self) -> Served | None:
+        """The attached retrievers by kind, with their shards; None before they are described."""
+        return self._served
+
     async def _ready(self) -> Served:
         served = self._served
         if served is None:

@@ -63,7 +63,7 @@ class ShardGroup:
     async def describe_all(self, timeout: float | None = None) -> tuple[ShardDescription, ...]:
         return self.shards
 
-    def search_sync(
+    def _search_text(
         self, text: str, k: int, given: Any | None, with_vectors: bool = False
     ) -> RetrievalResult:
         """Encodes once (unless the caller embedded), searches every shard at once, merges the exact top-k."""
@@ -93,7 +93,7 @@ class ShardGroup:
     ) -> RetrievalResult:
         # One index, one set of limits and one encoder: the first shard checks for all.
         return await retrieve_off_loop(
-            self._shards[0], self.search_sync, self.component, query, k, timeout, embedding, with_vectors
+            self._shards[0], self._search_text, self.component, query, k, timeout, embedding, with_vectors
         )
 
     async def close(self) -> None:
