@@ -58,7 +58,7 @@ from gateway.pipeline import SearchPipeline, SearchQuery
 from gateway.variants import VariantBounds, load_variants
 from model_runtimes.bi_encoder import default_model_dir
 from model_runtimes.hardware import cpu_flags, cpu_model
-from operations.loadgen import run_open_loop
+from operations.loadgen import open_loop, run_open_loop
 from operations.processes import ServiceStack
 from search_common.artifacts import resolve_version
 from search_common.grpc_server import message_size_options
@@ -165,12 +165,7 @@ async def overhead_under_load(
                 failed += sum(a.code != "OK" for a in answers)
                 through_gateway += [a.seconds for a in answers if a.code == "OK"]
                 continue
-            tasks = []
-            started = time.monotonic()
-            for i in range(int(rate * seconds)):
-                await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
-                tasks.append(asyncio.create_task(timed(texts[i % len(texts)])))
-            direct += await asyncio.gather(*tasks)
+            direct += await open_loop(rate, seconds, lambda i: timed(texts[i % len(texts)]))
     return {
         "rate_per_s": round(rate, 2),
         "seconds_per_arm": args.loaded_seconds,

@@ -13,8 +13,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 from search.v1 import search_service_pb2, search_service_pb2_grpc
@@ -22,6 +23,7 @@ from search.v1 import search_service_pb2, search_service_pb2_grpc
 from search_common.grpc_server import message_size_options
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,18 +106,25 @@ async def run_open_loop(
     that do not wait for each other, unlike `run_load`'s), spread over `channels` channels."""
     opened = [grpc.aio.insecure_channel(target, options=message_size_options()) for _ in range(channels)]
     stubs = [search_service_pb2_grpc.SearchServiceStub(channel) for channel in opened]
-    tasks: list[asyncio.Task[Answer]] = []
-    started = time.monotonic()
     try:
-        for i in range(int(rate * seconds)):
-            await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
-            query = queries[i % len(queries)]
-            tasks.append(
-                asyncio.create_task(ask(stubs[i % channels], query, timeout=timeout, variant=variant))
-            )
-        return list(await asyncio.gather(*tasks))
+        return await open_loop(
+            rate,
+            seconds,
+            lambda i: ask(stubs[i % channels], queries[i % len(queries)], timeout=timeout, variant=variant),
+        )
     finally:
         await asyncio.gather(*(channel.close() for channel in opened))
+
+
+async def open_loop(rate: float, seconds: float, send: Callable[[int], Coroutine[Any, Any, T]]) -> list[T]:
+    """Calls `send(i)` for arrival i at `rate` per second for `seconds`, each as its own task, whether or not
+    earlier ones finished; their results in arrival order."""
+    tasks: list[asyncio.Task[T]] = []
+    started = time.monotonic()
+    for i in range(int(rate * seconds)):
+        await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+        tasks.append(asyncio.create_task(send(i)))
+    return list(await asyncio.gather(*tasks))
 
 
 def recovery_seconds(records: Sequence[RequestRecord], since: float) -> float:
