@@ -25,15 +25,16 @@ import numpy as np
 import numpy.typing as npt
 
 from model_runtimes.bi_encoder import BiEncoder
-from model_runtimes.query_encoder_onnx import query_encoder
+from model_runtimes.query_encoder_onnx import OnnxQueryEncoder, query_encoder
 from model_runtimes.stored_vectors import (
     FloatMatrix,
+    ManifestedModel,
     StoredVectorRuntime,
-    model_identity,
     read_model_manifest,
     stacked,
 )
 from search_common.artifacts import resolve_version
+from search_common.model_kinds import DOCUMENT_ENGINES, DocumentEngine
 
 KIND = "bi-encoder"
 QUERY_THREADS = 4  # at most, for one query's ONNX Runtime pass
@@ -46,32 +47,58 @@ def read_rescorer_manifest(directory: Path, *, verify: bool = True) -> dict[str,
 
 
 @dataclass(frozen=True)
-class BiEncoderRescoringModel:
-    """A bi-encoder artifact to re-score with: its checked manifest and the loaded encoder."""
+class BiEncoderRescoringModel(ManifestedModel):
+    """A bi-encoder artifact to re-score with: its checked manifest, the loaded encoder, and the int8 ONNX
+    graph its documents go through when loaded with `document_engine="onnx-int8"` (None: torch)."""
 
     directory: Path
     manifest: Mapping[str, Any]
     encoder: BiEncoder
+    documents_onnx: OnnxQueryEncoder | None = None
 
     @classmethod
-    def load(cls, path: Path, *, device: str = "cpu") -> BiEncoderRescoringModel:
-        """An artifact version directory, or the newest complete version under a root."""
+    def load(
+        cls, path: Path, *, device: str = "cpu", document_engine: DocumentEngine = "torch", threads: int = 0
+    ) -> BiEncoderRescoringModel:
+        """An artifact version directory, or the newest complete version under a root.
+
+        Args:
+            document_engine: what encodes documents: "torch"; "onnx-int8", int8 weights on ONNX Runtime,
+                one document per pass (about 2x faster on a CPU, vectors within a cosine of 0.999 of
+                torch's, checked at load); "auto", onnx-int8 on a CPU and torch on a GPU.
+            threads: ONNX Runtime threads for documents (0: every core this process may use).
+
+        Raises:
+            ArtifactError: not a complete bi-encoder artifact, or the int8 graph fails its check.
+            ValueError: an unknown document engine.
+        """
+        if document_engine not in DOCUMENT_ENGINES:
+            raise ValueError(
+                f"document engine must be one of {', '.join(DOCUMENT_ENGINES)}, got {document_engine!r}"
+            )
         directory = resolve_version(path)
         manifest = read_rescorer_manifest(directory)
         encoder = BiEncoder.load(directory, max_length=int(manifest["document_length"]), device=device)
-        return cls(directory, manifest, encoder)
+        if document_engine == "auto":
+            document_engine = "onnx-int8" if device == "cpu" else "torch"
+        documents_onnx = None
+        if document_engine == "onnx-int8":
+            threads = threads or len(os.sched_getaffinity(0))
+            documents_onnx = OnnxQueryEncoder.from_bi_encoder(
+                encoder, threads=threads, scheme="int8-blockwise-weights"
+            )
+        return cls(directory, manifest, encoder, documents_onnx)
 
     @property
-    def identity(self) -> dict[str, str]:
-        return model_identity(self.manifest)
-
-    @property
-    def document_length(self) -> int:
-        return int(self.manifest["document_length"])
+    def document_engine(self) -> str:
+        return "torch" if self.documents_onnx is None else "onnx-int8"
 
     def encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]:
         """One (1, dim) float32 unit vector per text: what the token store holds for this kind."""
-        vectors = self.encoder.encode_documents(texts, batch_size=16)
+        if self.documents_onnx is not None:
+            vectors = self.documents_onnx.encode_each(texts)
+        else:
+            vectors = self.encoder.encode_documents(texts, batch_size=16)
         return [vectors[i : i + 1] for i in range(len(vectors))]
 
 

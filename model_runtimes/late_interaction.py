@@ -35,9 +35,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
-from model_runtimes.stored_vectors import StoredVectorRuntime, model_identity, read_model_manifest
+from model_runtimes.stored_vectors import ManifestedModel, StoredVectorRuntime, read_model_manifest
 from model_runtimes.token_store import TokenStores
-from search_common.artifacts import ArtifactError, resolve_version
+from search_common.artifacts import ArtifactError, resolve_version, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ FloatMatrix = npt.NDArray[np.float32]
 
 SETTINGS_FILE = "config_sentence_transformers.json"
 DENSE_DIR = "1_Dense"
+WEIGHTS_FILE = "model.safetensors"  # the transformer body's, at the artifact's root
 BATCH_SIZE = 32
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_PROBES = ("scurvy", "does vitamin d supplementation reduce the risk of fractures in older adults?")
@@ -89,7 +90,7 @@ class LateInteractionEncoder:
         self.settings = LateInteractionSettings.read(directory)
         self._tokenizer = AutoTokenizer.from_pretrained(str(directory))
         self._model = AutoModel.from_pretrained(str(directory)).to(device).eval()
-        weights = load_file(str(directory / DENSE_DIR / "model.safetensors"))
+        weights = load_file(str(directory / DENSE_DIR / WEIGHTS_FILE))
         self._projection = weights["linear.weight"].to(device)  # (dim, hidden), no bias
         self._device = device
         self._lock = threading.Lock()
@@ -165,20 +166,16 @@ class LateInteractionEncoder:
         a few on ONNX Runtime). Returns the largest difference on probe queries; leaves torch in place and
         raises ArtifactError when it exceeds ONNX_PARITY_TOLERANCE.
         """
-        import onnxruntime as ort
+        from model_runtimes.onnx_graph_cache import drop_cached_graph
+        from model_runtimes.query_encoder_onnx import encoder_graph, export_key, onnx_session
 
-        from model_runtimes.query_encoder_onnx import export_onnx
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
         reference = self.encode_queries(ONNX_PROBES)
-        self._query_session = ort.InferenceSession(
-            export_onnx(self._model), options, providers=["CPUExecutionProvider"]
-        )
+        key = export_key(f"colbert-{self.directory.name}", sha256_file(self.directory / WEIGHTS_FILE), "fp32")
+        self._query_session = onnx_session(encoder_graph(self._model, key, "fp32"), threads)
         difference = float(np.abs(self.encode_queries(ONNX_PROBES) - reference).max())
         if difference > ONNX_PARITY_TOLERANCE:
             self._query_session = None
+            drop_cached_graph(key)
             raise ArtifactError(
                 f"{self.directory}: the ONNX query path differs from torch by {difference:.2e}"
             )
@@ -246,7 +243,7 @@ def read_late_interaction_manifest(directory: Path, *, verify: bool = True) -> d
 
 
 @dataclass(frozen=True, slots=True)
-class LateInteractionModel:
+class LateInteractionModel(ManifestedModel):
     """A published late-interaction artifact: its checked manifest and its encoder."""
 
     directory: Path
@@ -259,10 +256,6 @@ class LateInteractionModel:
         directory = resolve_version(path)
         manifest = read_late_interaction_manifest(directory)
         return cls(directory, manifest, LateInteractionEncoder.load(directory, device=device))
-
-    @property
-    def identity(self) -> dict[str, str]:
-        return model_identity(self.manifest)
 
     @property
     def document_length(self) -> int:

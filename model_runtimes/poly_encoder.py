@@ -34,8 +34,8 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from model_runtimes.stored_vectors import (
     BATCH_SIZE,
     FloatMatrix,
+    ManifestedModel,
     StoredVectorRuntime,
-    model_identity,
     read_model_manifest,
     stacked,
 )
@@ -106,7 +106,7 @@ def tokenize(
 
 
 @dataclass(frozen=True)
-class PolyEncoderModel:
+class PolyEncoderModel(ManifestedModel):
     """A published poly-encoder artifact: its checked manifest, tokenizer and network (thread-safe)."""
 
     directory: Path
@@ -127,14 +127,6 @@ class PolyEncoderModel:
         network = PolyEncoder(AutoModel.from_pretrained(str(directory)), codes).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         return cls(directory, manifest, tokenizer, network, device, threading.Lock())
-
-    @property
-    def identity(self) -> dict[str, str]:
-        return model_identity(self.manifest)
-
-    @property
-    def document_length(self) -> int:
-        return int(self.manifest["document_length"])
 
     def _run(self, encode: Callable[[Mapping[str, torch.Tensor]], torch.Tensor], texts: Sequence[str],
              length: int) -> torch.Tensor:  # fmt: skip

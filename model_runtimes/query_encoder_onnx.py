@@ -1,4 +1,4 @@
-"""The bi-encoder's query path on ONNX Runtime: the same weights, exported in memory when it loads.
+"""The bi-encoder on ONNX Runtime: its query path, and its documents' path at index time.
 
 One query is too small a job for torch's eager kernels: on 2 cores an all-MiniLM-L6-v2 query took 12-14 ms
 on one torch thread, and 100-240 ms on two while other processes wanted the cores (each op's threads wait
@@ -7,17 +7,24 @@ for each other). ONNX Runtime on one thread takes 3.6-5.7 ms for the same query,
 
 `query_encoder(bi_encoder, engine)` is the one place that decides which engine embeds queries. The ONNX
 encoder is built from a loaded `BiEncoder` (so the weights, and the identity dense shards check, are the
-same), refuses to start unless it reproduces the torch vectors on probe queries, and keeps no files.
+same) and refuses to start unless it reproduces the torch vectors on probe texts. The exported graph is kept
+in `model_runtimes.onnx_graph_cache`, so a host exports each model once.
+
+Documents can go through a graph with int8 weights (`GRAPH_SCHEMES`), one document per pass so that a
+document's vector does not depend on its neighbours: all-mpnet-base-v2 stores a corpus about 2x faster
+than on torch, its vectors within a cosine of 0.9998 (`bench/results/document_encoding.md`).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import inspect
 import io
 import logging
 import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +32,8 @@ import torch
 
 from model_runtimes.bi_encoder import BiEncoder, QueryMemo
 from model_runtimes.cross_encoder.pairs import pad_batch
+from model_runtimes.onnx_graph_cache import cached_graph, drop_cached_graph, graph_key
+from model_runtimes.onnx_quantization import blockwise_int8_weights
 from search_common.artifacts import ArtifactError
 from search_common.ports import QUERY_ENCODER_ENGINES, QueryEncoder, QueryEncoderEngine
 
@@ -35,6 +44,17 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # Checked at load against the torch encoder; a query of each length class the gateway sees.
 PROBE_QUERIES = ("scurvy", "does vitamin d supplementation reduce the risk of fractures in older adults?")
 PARITY_TOLERANCE = 1e-4
+# int8 weights move every vector a little: each probe must keep at least this cosine with torch's.
+INT8_MIN_COSINE = 0.999
+PROBE_DOCUMENT = (
+    "Vitamin D supplementation and fracture risk. In a randomised trial of 2,686 adults aged 65-85, 100,000 "
+    "IU of oral vitamin D3 every four months for five years reduced first fractures by 22% (relative risk "
+    "0.78, 95% CI 0.61-0.99) without adverse effects."
+)
+GraphScheme = Literal["fp32", "int8-blockwise-weights"]
+GRAPH_SCHEMES: tuple[GraphScheme, ...] = ("fp32", "int8-blockwise-weights")
+# What an exported graph depends on besides the weights: a new exporter makes a new cache entry.
+EXPORT_LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime")
 
 
 def input_names(model: torch.nn.Module) -> tuple[str, ...]:
@@ -86,6 +106,33 @@ def export_onnx(model: torch.nn.Module) -> bytes:
     return buffer.getvalue()
 
 
+def export_key(name: str, checksum: str, scheme: GraphScheme) -> str:
+    """The graph cache's key for `scheme`'s graph of the transformer whose weights hash to `checksum`."""
+    versions = {library: importlib.metadata.version(library) for library in EXPORT_LIBRARIES}
+    return graph_key({"name": name, "weights_sha256": checksum, "scheme": scheme, **versions})
+
+
+def encoder_graph(model: torch.nn.Module, key: str, scheme: GraphScheme) -> bytes:
+    """`model`'s graph in `scheme`, from the graph cache or exported (and quantised) now."""
+    if scheme not in GRAPH_SCHEMES:
+        raise ValueError(f"graph scheme must be one of {', '.join(GRAPH_SCHEMES)}, got {scheme!r}")
+    if scheme == "fp32":
+        return cached_graph(key, lambda: export_onnx(model))
+    return cached_graph(key, lambda: blockwise_int8_weights(export_onnx(model)))
+
+
+def onnx_session(graph: bytes, threads: int) -> object:
+    """An ONNX Runtime CPU session over `graph` with `threads` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    if threads > 1:  # idle workers sleep instead of spinning on cores the rest of the process needs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxQueryEncoder:
     """`QueryEncoder` over ONNX Runtime: mean pooling and L2 normalisation as the `BiEncoder` does them.
 
@@ -111,40 +158,45 @@ class OnnxQueryEncoder:
         self._pad_id = pad_id
 
     @classmethod
-    def from_bi_encoder(cls, encoder: BiEncoder, *, threads: int = 1) -> OnnxQueryEncoder:
-        """Exports `encoder`'s transformer and checks the result against it.
+    def from_bi_encoder(
+        cls, encoder: BiEncoder, *, threads: int = 1, scheme: GraphScheme = "fp32"
+    ) -> OnnxQueryEncoder:
+        """Exports `encoder`'s transformer in `scheme` (or takes it from the graph cache) and checks the
+        result against it: within PARITY_TOLERANCE for fp32, a cosine of at least INT8_MIN_COSINE for int8.
 
         Raises:
-            ArtifactError: the exported graph's vectors differ from the torch encoder's.
+            ArtifactError: the graph's vectors differ from the torch encoder's by more than that.
         """
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        if threads > 1:  # idle workers sleep instead of spinning on cores the rest of the process needs
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(
-            export_onnx(encoder.model), options, providers=["CPUExecutionProvider"]
-        )
+        key = export_key(encoder.identity, encoder.checksum, scheme)
+        session = onnx_session(encoder_graph(encoder.model, key, scheme), threads)
         tokenizer = Tokenizer.from_str(encoder.tokenizer_json)
         tokenizer.no_padding()
         tokenizer.enable_truncation(encoder.max_length)
         names = input_names(encoder.model)
         onnx = cls(session, tokenizer, identity=encoder.identity, pad_id=encoder.pad_token_id, inputs=names)
-        reference = encoder.encode_queries(list(PROBE_QUERIES))
-        difference = float(np.abs(onnx.encode_queries(PROBE_QUERIES) - reference).max())
-        if difference > PARITY_TOLERANCE:
+        probes = [*PROBE_QUERIES, PROBE_DOCUMENT]
+        reference = encoder.encode_queries(probes)
+        if scheme == "fp32":  # padded together, as queries are batched
+            exported = onnx.encode_queries(probes)
+            difference = float(np.abs(exported - reference).max())
+            failed = difference > PARITY_TOLERANCE
+            bound = f"differs from torch by {difference:.2e} (tolerance {PARITY_TOLERANCE:.0e})"
+            fallback = "--query-encoder-engine torch"
+        else:  # one per pass, as documents are encoded
+            exported = onnx.encode_each(probes)
+            difference = float((exported * reference).sum(axis=1).min())
+            failed = difference < INT8_MIN_COSINE
+            bound = f"keeps a cosine of {difference:.4f} with torch (at least {INT8_MIN_COSINE} needed)"
+            fallback = "--document-engine torch"
+        if failed:
+            drop_cached_graph(key)  # a stale or damaged cache entry must not outlive the check
             raise ArtifactError(
-                f"query encoder {encoder.identity}: the ONNX export differs from torch by {difference:.2e} "
-                f"(tolerance {PARITY_TOLERANCE:.0e}); use --query-encoder-engine torch"
+                f"encoder {encoder.identity}: the {scheme} ONNX graph {bound}; use {fallback}"
             )
         logger.info(
-            "query encoder %s on ONNX Runtime (%d thread(s)), within %.1e of torch",
-            onnx.identity,
-            threads,
-            difference,
+            "encoder %s on ONNX Runtime (%s, %d thread(s)): %s", onnx.identity, scheme, threads, bound
         )
         return onnx
 
@@ -155,6 +207,13 @@ class OnnxQueryEncoder:
     def encode_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """float32 (n, dim), unit L2 norm, in input order; a single query goes through the memo."""
         return self._query_memo.through(texts, self._encode)
+
+    def encode_each(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """float32 (n, dim), one pass per text and no memo: a text's vector never depends on the texts
+        beside it (what index-time document encoding needs; on a CPU it is also the fastest shape)."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate([self._encode([text]) for text in texts])
 
     def _encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         # One by one: encode_batch would wake a Rayon pool of every core to tokenise a query or two.

@@ -15,15 +15,25 @@ from model_runtimes.poly_encoder import PolyEncoderModel, PolyEncoderRuntime
 from model_runtimes.stored_vectors import StoredVectorRuntime
 from model_runtimes.token_store import TokenStores
 from search_common.artifacts import ArtifactError
-from search_common.model_kinds import STORED_VECTOR_KINDS
+from search_common.model_kinds import STORED_VECTOR_KINDS, DocumentEngine
 
 logger = logging.getLogger(__name__)
 
 StoredVectorModelType = LateInteractionModel | PolyEncoderModel | BiEncoderRescoringModel
 
 
-def load_document_vector_model(kind: str, artifact: Path, *, device: str = "cpu") -> StoredVectorModelType:
+def load_document_vector_model(
+    kind: str,
+    artifact: Path,
+    *,
+    device: str = "cpu",
+    document_engine: DocumentEngine = "torch",
+    threads: int = 0,
+) -> StoredVectorModelType:
     """The model of a stored-vector `kind` from its artifact (a version, or a root's newest version).
+
+    `document_engine` and `threads` are the re-scoring bi-encoder's (`BiEncoderRescoringModel.load`); the
+    other kinds encode documents on torch.
 
     Raises:
         ArtifactError: `kind` is not a stored-vector kind, or the artifact is not one of that kind.
@@ -31,7 +41,9 @@ def load_document_vector_model(kind: str, artifact: Path, *, device: str = "cpu"
     if kind == "poly-encoder":
         return PolyEncoderModel.load(artifact, device=device)
     if kind == "bi-encoder":
-        return BiEncoderRescoringModel.load(artifact, device=device)
+        return BiEncoderRescoringModel.load(
+            artifact, device=device, document_engine=document_engine, threads=threads
+        )
     if kind == "late-interaction":
         return LateInteractionModel.load(artifact, device=device)
     raise ArtifactError(f"{kind!r} is not a stored-vector model kind ({', '.join(STORED_VECTOR_KINDS)})")

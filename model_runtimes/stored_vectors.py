@@ -56,6 +56,11 @@ class DocumentVectorModel(Protocol):
     @property
     def document_length(self) -> int: ...
 
+    @property
+    def document_engine(self) -> str:
+        """What encodes documents ("torch", "onnx-int8"): recorded in the token store it writes."""
+        ...
+
     def encode_documents(self, texts: Sequence[str]) -> list[FloatMatrix]: ...
 
 
@@ -64,6 +69,26 @@ class StoredVectorModel(DocumentVectorModel, Protocol):
 
     @property
     def manifest(self) -> Mapping[str, Any]: ...
+
+
+class ManifestedModel:
+    """What the stored-vector artifacts (ColBERT, the poly-encoder, a re-scoring bi-encoder) read alike from
+    their manifest: the identity token stores record, and the document length. Documents go through torch
+    unless a subclass says otherwise."""
+
+    manifest: Mapping[str, Any]
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return model_identity(self.manifest)
+
+    @property
+    def document_length(self) -> int:
+        return int(self.manifest["document_length"])
+
+    @property
+    def document_engine(self) -> str:
+        return "torch"
 
 
 def stacked(documents: Sequence[npt.NDArray[np.floating]]) -> FloatMatrix:

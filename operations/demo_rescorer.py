@@ -33,7 +33,7 @@ def ensure_vector_store(
     from model_runtimes.bi_encoder_rescorer import BiEncoderRescoringModel
     from retriever_service.build_index import build_index
 
-    model = BiEncoderRescoringModel.load(artifact)
+    model = BiEncoderRescoringModel.load(artifact, document_engine="auto")
     out = store_root / model.identity["version"]
     if (out / MANIFEST_NAME).is_file():
         return out

@@ -251,18 +251,27 @@ def _build_token_stores(
                 vectors,
                 model=identity,
                 document_length=model.document_length,
-                extra={**common, "shard_id": shard_id},
+                extra={**common, "shard_id": shard_id, "document_engine": model.document_engine},
             )
-    return {"model": identity, "document_length": model.document_length}
+    return {
+        "model": identity,
+        "document_length": model.document_length,
+        "document_engine": model.document_engine,
+    }
 
 
-def _load_vector_model(kind: IndexKind, artifact: Path | None) -> DocumentVectorModel | None:
+def _load_vector_model(settings: BuildSettings) -> DocumentVectorModel | None:
     """The reranker model a token-store kind is built with; None for the retriever kinds."""
-    if kind not in STORED_VECTOR_KINDS or artifact is None:
+    if settings.kind not in STORED_VECTOR_KINDS or settings.encoder is None:
         return None
     from model_runtimes.stored_vector_loading import load_document_vector_model
 
-    return load_document_vector_model(kind, artifact)
+    return load_document_vector_model(
+        settings.kind,
+        settings.encoder,
+        document_engine=settings.document_engine,
+        threads=settings.effective_threads,
+    )
 
 
 def _write_shard_manifest(
@@ -299,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             if settings.kind == "dense"
             else None
         )
-        vector_model = _load_vector_model(settings.kind, settings.encoder)
+        vector_model = _load_vector_model(settings)
         out = build_index(
             settings.corpus,
             settings.out,

@@ -14,7 +14,7 @@ from typing import Literal
 
 from retriever_service.shards import DEFAULT_MAX_TOP_K
 from retriever_service.shards import DEFAULT_QUERY_LIMIT as DEFAULT_MAX_QUERY_CHARS
-from search_common.model_kinds import STORED_VECTOR_KINDS
+from search_common.model_kinds import DOCUMENT_ENGINES, STORED_VECTOR_KINDS, DocumentEngine
 from search_common.tls import ServerTls, add_server_tls_options, server_tls_from
 
 ENV_PREFIX = "SEARCH_RETRIEVER_"
@@ -107,6 +107,7 @@ class BuildSettings:
     max_length: int = 256
     threads: int = 0
     log_level: str = "INFO"
+    document_engine: DocumentEngine = "auto"
 
     @property
     def effective_threads(self) -> int:
@@ -246,6 +247,14 @@ def parse_build_settings(argv: Sequence[str] | None = None) -> BuildSettings:
     parser.add_argument("--max-length", type=int, default=256, help="document tokens for the encoder")
     parser.add_argument("--threads", type=int, default=0, help="torch/FAISS threads (0 = all cores)")
     parser.add_argument(
+        "--document-engine",
+        choices=DOCUMENT_ENGINES,
+        default="auto",
+        help="bi-encoder: what encodes the documents: torch, or its int8-weight ONNX graph one document per "
+        "pass (about 2x faster on a CPU, vectors within a cosine of 0.999, checked at load); auto (the "
+        "default) is onnx-int8 on a CPU. The other kinds encode on torch.",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
     args = parser.parse_args(argv)
@@ -260,6 +269,10 @@ def parse_build_settings(argv: Sequence[str] | None = None) -> BuildSettings:
         parser.error(f"--threads must be >= 0, got {args.threads}")
     if args.kind in STORED_VECTOR_KINDS and args.encoder is None:
         parser.error(f"--kind {args.kind} needs --encoder, the {args.kind} model artifact")
+    if args.document_engine == "onnx-int8" and args.kind != "bi-encoder":
+        parser.error(
+            f"--document-engine onnx-int8 is for --kind bi-encoder; --kind {args.kind} encodes on torch"
+        )
     return BuildSettings(
         corpus=args.corpus,
         out=args.out,
@@ -273,5 +286,6 @@ def parse_build_settings(argv: Sequence[str] | None = None) -> BuildSettings:
         encoder=args.encoder,
         max_length=args.max_length,
         threads=args.threads,
+        document_engine=args.document_engine,
         log_level=args.log_level,
     )

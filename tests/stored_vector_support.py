@@ -26,9 +26,9 @@ def write_corpus(path: Path, rows: Sequence[tuple[str, str, str]]) -> Path:
     return path
 
 
-def build_store(corpus: Path, out: Path, kind: str, artifact: Path) -> Path:
-    """Two shards of `kind` vectors by `artifact`, through `search-build-index`."""
-    argv = ["--corpus", str(corpus), "--out", str(out), "--kind", kind, "--shards", "2"]
+def build_store(corpus: Path, out: Path, kind: str, artifact: Path, *flags: str) -> Path:
+    """Two shards of `kind` vectors by `artifact`, through `search-build-index` (with `flags` added)."""
+    argv = ["--corpus", str(corpus), "--out", str(out), "--kind", kind, "--shards", "2", *flags]
     assert build_main([*argv, "--encoder", str(artifact), "--batch-size", "2"]) == 0
     return out
 

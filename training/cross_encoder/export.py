@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from model_runtimes.cross_encoder.torch_engine import PROGRAM_INPUTS
+from model_runtimes.onnx_quantization import blockwise_int8_weights
 from search_common.artifacts import atomic_directory, new_version, sha256_file, write_manifest
 from search_common.logging_setup import configure_logging
 from training.cross_encoder.model import (
@@ -148,19 +149,8 @@ def _ffn_output_matmuls(model: Any) -> list[str]:
 
 
 def _blockwise_int8_weights(src: Path, dst: Path) -> None:
-    """MatMul weights as int8 blocks of 32 (MatMulNBits); activations are quantised per row and block at
-    run time, so a pair's score does not depend on the other pairs in its batch (per-tensor dynamic int8's
-    does)."""
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
-
-    config = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=True, accuracy_level=4, bits=8)
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
-    quantizer.process()
-    quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+    """MatMul weights as int8 blocks of 32 (batch-invariant: `model_runtimes.onnx_quantization`)."""
+    dst.write_bytes(blockwise_int8_weights(src.read_bytes()))
 
 
 QUANTIZATION_SCHEMES: dict[str, Callable[[Path, Path], None] | None] = {

@@ -17,6 +17,7 @@ from search.v1 import reranker_pb2_grpc
 from model_runtimes.bi_encoder_rescorer import BiEncoderRescorer, BiEncoderRescoringModel
 from model_runtimes.packaged_models import MPNET_NAME, assemble, main, packaged_mpnet
 from model_runtimes.token_store import TokenStores
+from retriever_service.build_index import main as build_main
 from search_common.artifacts import ArtifactError, read_manifest
 from search_common.documents import Document
 from tests.bi_encoder_rescorer_support import NAME, rescorer_artifact
@@ -40,7 +41,7 @@ QUERY = "which vitamin prevents scurvy?"
 def vector_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     corpus = write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", TEXTS)
     out = tmp_path_factory.mktemp("indexes") / "rescorer" / "v1"
-    return build_store(corpus, out, "bi-encoder", rescorer_artifact("v1"))
+    return build_store(corpus, out, "bi-encoder", rescorer_artifact("v1"), "--document-engine", "torch")
 
 
 def _model_texts() -> list[str]:
@@ -61,6 +62,32 @@ def test_stored_vectors_score_as_encoding_at_request_time(vector_index: Path) ->
     assert int(np.argmax(with_store)) == 1  # the scurvy passage
     with pytest.raises(ArtifactError, match="rebuild it with this model"):
         BiEncoderRescorer(BiEncoderRescoringModel.load(rescorer_artifact("v2")), token_stores=stores)
+
+
+def test_int8_document_vectors_rank_as_torch_does_and_say_so(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus.jsonl", TEXTS)
+    out = build_store(corpus, tmp_path / "int8" / "v1", "bi-encoder", rescorer_artifact("v1"))  # auto
+    manifest = read_manifest(out, ("document_engine",))
+    assert manifest["document_engine"] == "onnx-int8"  # what auto picks on a CPU
+    assert read_manifest(out / "shard-0", ("document_engine",))["document_engine"] == "onnx-int8"
+    model = BiEncoderRescoringModel.load(rescorer_artifact("v1"))
+    texts = _model_texts()
+    int8 = BiEncoderRescorer(model, token_stores=TokenStores.load(out)).score(QUERY, texts)
+    exact = BiEncoderRescorer(model).score(QUERY, texts)
+    np.testing.assert_allclose(int8, exact, atol=0.05)  # a cosine of 0.999 moves a score by 0.045 at most
+    assert list(np.argsort(-int8)) == list(np.argsort(-exact))
+
+
+def test_int8_documents_are_for_the_rescoring_bi_encoder_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = write_corpus(tmp_path / "corpus.jsonl", TEXTS)
+    argv = ["--corpus", str(corpus), "--out", str(tmp_path / "x"), "--kind", "dense"]
+    with pytest.raises(SystemExit) as exit_info:
+        build_main([*argv, "--document-engine", "onnx-int8"])
+    assert exit_info.value.code == 2
+    assert "--document-engine onnx-int8 is for --kind bi-encoder" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_poly_encoder_folder_is_not_a_rescorer(tmp_path: Path) -> None:

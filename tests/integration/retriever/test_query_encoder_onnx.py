@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from model_runtimes import query_encoder_onnx as query_encoder_onnx
 from model_runtimes.bi_encoder import BiEncoder
+from model_runtimes.onnx_graph_cache import CACHE_ENV
 from model_runtimes.query_encoder_onnx import OnnxQueryEncoder, query_encoder
 from search_common.artifacts import ArtifactError
 
@@ -69,9 +71,10 @@ def test_the_engine_is_chosen_in_one_place(encoder: BiEncoder, onnx_encoder: Onn
         query_encoder(encoder, "tensorrt")  # type: ignore[arg-type]
 
 
-def test_an_export_that_disagrees_with_torch_is_refused(
-    encoder: BiEncoder, monkeypatch: pytest.MonkeyPatch
+def test_an_export_that_disagrees_with_torch_is_refused_and_not_kept(
+    encoder: BiEncoder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     real_export = query_encoder_onnx.export_onnx
 
     def export_other_weights(model: torch.nn.Module) -> bytes:
@@ -84,3 +87,39 @@ def test_an_export_that_disagrees_with_torch_is_refused(
     monkeypatch.setattr(query_encoder_onnx, "export_onnx", export_other_weights)
     with pytest.raises(ArtifactError, match=r"differs from torch.*--query-encoder-engine torch"):
         query_encoder(encoder, "onnx")
+    assert list(tmp_path.iterdir()) == []  # the next start exports again instead of reusing it
+
+
+def test_the_second_load_takes_the_graph_from_the_cache(
+    encoder: BiEncoder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    first = query_encoder(encoder, "onnx")
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+
+    def no_export(model: torch.nn.Module) -> bytes:
+        raise AssertionError("exported again despite the cache")
+
+    monkeypatch.setattr(query_encoder_onnx, "export_onnx", no_export)
+    second = query_encoder(encoder, "onnx")
+    np.testing.assert_array_equal(second.encode_queries(QUERIES), first.encode_queries(QUERIES))
+
+
+def test_int8_documents_stay_close_to_torch_and_do_not_depend_on_their_neighbours(
+    encoder: BiEncoder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    documents = [
+        "Scurvy is a disease resulting from a lack of vitamin C. " * 3,
+        "Statins lower LDL cholesterol; myopathy is their most common adverse effect.",
+        "Short.",
+        "x " * 600,  # past max_length
+    ]
+    int8 = OnnxQueryEncoder.from_bi_encoder(encoder, threads=2, scheme="int8-blockwise-weights")
+    vectors = int8.encode_each(documents)
+    reference = encoder.encode_documents(documents)
+    assert vectors.shape == reference.shape
+    assert (vectors * reference).sum(axis=1).min() >= query_encoder_onnx.INT8_MIN_COSINE
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    for i, document in enumerate(documents):  # one pass per document: alone or among others, the same
+        np.testing.assert_array_equal(int8.encode_each([document])[0], vectors[i])
