@@ -32,7 +32,15 @@ PROMETHEUS_ANNOTATIONS = ("prometheus.io/scrape", "prometheus.io/port", "prometh
 # Prometheus `job` of every scraped pod, from this label under both scrape paths: the ServiceMonitor's
 # jobLabel (on the Services) and deploy/prometheus/prometheus.yml's relabelling (on the pods).
 JOB_LABEL = "app.kubernetes.io/name"
-JOBS = ("gateway", "retriever-dense", "retriever-bm25", "reranker", "reranker-colbert", "triton")
+JOBS = (
+    "gateway",
+    "retriever-dense",
+    "retriever-bm25",
+    "reranker",
+    "reranker-colbert",
+    "reranker-mpnet",
+    "triton",
+)
 METRICS_PATH = "/metrics"
 
 # Port names on containers and Services (probes and the ServiceMonitor refer to them).
@@ -93,20 +101,43 @@ RERANKER = ServiceContract(
     # The Redis password is read from the environment only (never a flag), from the redis-auth Secret.
     env=("SEARCH_RERANKER_REDIS_PASSWORD",),
 )
-# The ColBERT reranker: the same service with the late-interaction backend, its model and token store
-# copied from the data image ("<directory>/<version>" from the search-models and search-indexes ConfigMaps).
-LATE_INTERACTION_RERANKER = ServiceContract(
-    component="reranker-colbert",
-    command="search-reranker",
-    grpc_port=50053,
-    metrics_port=9102,
-    env_prefix="SEARCH_RERANKER_",
-    env=("SEARCH_RERANKER_REDIS_PASSWORD",),
-    substitutions=("MODEL_PATH", "TOKENS_PATH"),
-    image="reranker",
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVectorReranker:
+    """A reranker Deployment serving one stored-vector model: the reranker service with `backend`, its
+    model and document vectors copied from the data image ("<directory>/<version>" under `key` in both the
+    search-models and the search-indexes ConfigMaps), and the variants naming `model` routed to it."""
+
+    contract: ServiceContract
+    backend: str
+    model: str  # the model name its variants give (gateway reranker_routes)
+    key: str
+
+
+def _stored_vector_contract(component: str) -> ServiceContract:
+    return ServiceContract(
+        component=component,
+        command="search-reranker",
+        grpc_port=50053,
+        metrics_port=9102,
+        env_prefix="SEARCH_RERANKER_",
+        env=("SEARCH_RERANKER_REDIS_PASSWORD",),
+        substitutions=("MODEL_PATH", "TOKENS_PATH"),
+        image="reranker",
+    )
+
+
+STORED_VECTOR_RERANKERS = (
+    # ColBERT, trained on the collection's judgements.
+    StoredVectorReranker(
+        _stored_vector_contract("reranker-colbert"), "late-interaction", "colbert-minilm", "colbert"
+    ),
+    # all-mpnet-base-v2 as packaged, re-scoring: a corpus without judgements.
+    StoredVectorReranker(
+        _stored_vector_contract("reranker-mpnet"), "bi-encoder", "all-mpnet-base-v2", "mpnet"
+    ),
 )
-LATE_INTERACTION_MODEL = "colbert-minilm"  # the model name its variants give (gateway reranker_routes)
-LATE_INTERACTION_KEY = "colbert"  # its key in both the search-models and the search-indexes ConfigMaps
 MODEL_MOUNT = "/models"
 MODEL_DATA_ROOT = "/data/models"
 # The services with an image of their own (deploy/docker/<component>.Dockerfile).

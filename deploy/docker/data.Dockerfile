@@ -6,6 +6,8 @@
 #   stage/models/cross-encoder/<version>/...                (training export output)
 #   stage/models/colbert/<version>/...                      (training.late_interaction output)
 #   stage/indexes/<index name>/colbert-<version>/...        (search-build-index --kind late-interaction)
+#   stage/models/all-mpnet-base-v2/<version>/...            (search-packaged-model all-mpnet-base-v2)
+#   stage/indexes/<index name>/mpnet-<version>/...          (search-build-index --kind bi-encoder)
 #   docker build -f deploy/docker/data.Dockerfile -t REGISTRY/neural-search/data:TAG stage
 FROM busybox:1.37.0
 COPY . /data/

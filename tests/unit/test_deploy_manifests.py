@@ -462,13 +462,12 @@ def test_gateway(docs: list[Doc], tmp_path: Path) -> None:
         for shard, target in enumerate(targets):
             check_target(docs, target, dc.shard_name(group, shard), dc.RETRIEVER.grpc_port)
     check_target(docs, settings.reranker, dc.RERANKER.component, dc.RERANKER.grpc_port)
-    colbert = dc.LATE_INTERACTION_RERANKER
     assert settings.reranker_routes == {
-        dc.LATE_INTERACTION_MODEL: dc.service_target(colbert.component, colbert.grpc_port)
+        r.model: dc.service_target(r.contract.component, r.contract.grpc_port)
+        for r in dc.STORED_VECTOR_RERANKERS
     }
-    check_target(
-        docs, settings.reranker_routes[dc.LATE_INTERACTION_MODEL], colbert.component, colbert.grpc_port
-    )
+    for r in dc.STORED_VECTOR_RERANKERS:
+        check_target(docs, settings.reranker_routes[r.model], r.contract.component, r.contract.grpc_port)
     # variants.yaml: valid, and every variant is servable by this deployment.
     variants = load_variants(settings.variants, settings.variant_bounds)
     servable = variants.restricted_to(tuple(settings.retrievers), has_reranker=True)
@@ -536,8 +535,9 @@ def test_reranker(docs: list[Doc]) -> None:
     headless_service(docs, dc.RERANKER.component, dc.RERANKER.grpc_port)
 
 
-def test_late_interaction_reranker(docs: list[Doc]) -> None:
-    contract = dc.LATE_INTERACTION_RERANKER
+@pytest.mark.parametrize("reranker", dc.STORED_VECTOR_RERANKERS, ids=lambda r: r.contract.component)
+def test_stored_vector_reranker(docs: list[Doc], reranker: dc.StoredVectorReranker) -> None:
+    contract = reranker.contract
     deployment = named(docs, "Deployment", contract.component)
     c = check_service_container(docs, deployment, contract)
     env = env_values(docs, c)
@@ -548,11 +548,11 @@ def test_late_interaction_reranker(docs: list[Doc]) -> None:
     check_common_flags(settings, contract, contract.component)
     for var in contract.env:
         env_changes_settings(reranker_config.parse_settings, args, env, var)
-    assert settings.backend == "late-interaction" and settings.cache == "redis"
+    assert settings.backend == reranker.backend and settings.cache == "redis"
     # --artifact-dir /models/<dir>/<version> and --token-store /indexes/<name>/<version>, each filled by an
     # init step from the data image, each version named by a ConfigMap.
-    model = configmap_data(docs, dc.TRITON.artifact_configmap)[dc.LATE_INTERACTION_KEY]
-    tokens = configmap_data(docs, dc.INDEX_CONFIGMAP)[dc.LATE_INTERACTION_KEY]
+    model = configmap_data(docs, dc.TRITON.artifact_configmap)[reranker.key]
+    tokens = configmap_data(docs, dc.INDEX_CONFIGMAP)[reranker.key]
     assert settings.artifact_dir == Path(dc.MODEL_MOUNT) / model
     assert settings.token_store == Path(dc.INDEX_MOUNT) / tokens
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
