@@ -11,8 +11,8 @@ same) and refuses to start unless it reproduces the torch vectors on probe texts
 in `model_runtimes.onnx_graph_cache`, so a host exports each model once.
 
 Documents can go through a graph with int8 weights (`GRAPH_SCHEMES`), one document per pass so that a
-document's vector does not depend on its neighbours: all-mpnet-base-v2 stores a corpus about 2x faster
-than on torch, its vectors within a cosine of 0.9998 (`bench/results/document_encoding.md`).
+document's vector does not depend on its neighbours: all-mpnet-base-v2 stores a corpus 1.6x faster
+^than on torch here, its vectors within a cosine of 0.9995 or more (`bench/results/document_encoding.md`).
 """
 
 from __future__ import annotations
