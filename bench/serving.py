@@ -22,7 +22,9 @@ target (the non-reranked SLO, 0.5 s). With `--loaded-seconds` as well, it sends 
 the one-process gateway's sustainable QPS through that gateway and, as many, to the pipeline in process:
 serving_overhead_p50_loaded is the ratio of their p50s minus one. For a variant that reranks (the gateway's
 default does), `--reranker-backend` starts a reranker process behind both gateways and loads the same model
-in process; run on the default variant, the record also holds serving_overhead_p50_default.
+in process; run on the default variant, the record also holds serving_overhead_p50_default. With
+`--reranker-backend triton` a tritonserver hosts the cross-encoder (the committed model config) behind that
+reranker process, the same ONNX engine runs in process, and the record holds serving_overhead_p50_triton.
 
 Example:
     python bench/serving.py \
@@ -31,12 +33,15 @@ Example:
     python bench/serving.py --dense ... --bm25 ... --variant hybrid10+colbert \
         --reranker-backend late-interaction --reranker-artifact-dir var/models/colbert \
         --token-store var/indexes/scifact-colbert --out bench/results/serving_default.json
+    python bench/serving.py --dense ... --bm25 ... --variant hybrid10+ce --reranker-backend triton \
+        --reranker-artifact-dir var/models/cross-encoder --out bench/results/serving_triton.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import platform
@@ -44,7 +49,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,21 +124,43 @@ async def sustained_load(
 
 def in_process_reranker(args: argparse.Namespace) -> Reranker | None:
     """The second stage the reranker process serves (`--reranker-backend`), in process: the newest version
-    under `--reranker-artifact-dir`, over its version of `--token-store`."""
+    under `--reranker-artifact-dir`, over its version of `--token-store`. Behind Triton, the engine Triton's
+    model hosts (the cross-encoder's ONNX graph) runs here without it."""
     if args.reranker_backend == "none":
         return None
     from evaluation.offline_stack import offline_reranker
 
     artifact = resolve_version(args.reranker_artifact_dir)
     store = None if args.token_store is None else args.token_store / artifact.name
-    return offline_reranker(args.reranker_backend, artifact, store)
+    backend = "onnx" if args.reranker_backend == "triton" else args.reranker_backend
+    return offline_reranker(backend, artifact, store)
 
 
-def reranker_argv(args: argparse.Namespace) -> list[str]:
+def reranker_argv(args: argparse.Namespace, triton_url: str | None) -> list[str]:
     # No score cache: the arms send the same queries, and the in-process reranker has none either.
     argv = [sys.executable, "-m", "reranker_service", "--backend", args.reranker_backend, "--cache", "none"]
+    if triton_url is not None:
+        return [*argv, "--triton-url", triton_url]
     argv += ["--artifact-dir", str(args.reranker_artifact_dir)]
     return argv + ([] if args.token_store is None else ["--token-store", str(args.token_store)])
+
+
+@contextlib.contextmanager
+def triton_behind(args: argparse.Namespace, scratch: Path) -> Iterator[str | None]:
+    """With `--reranker-backend triton`, a tritonserver serving the newest cross-encoder under
+    `--reranker-artifact-dir` with the committed model config (its gRPC URL); else nothing."""
+    if args.reranker_backend != "triton":
+        yield None
+        return
+    from operations.triton_repository import assemble_model_repository
+    from operations.tritonserver import TritonServer
+
+    artifact = resolve_version(args.reranker_artifact_dir)
+    repository = assemble_model_repository(
+        scratch / "models", artifact_root=artifact.parent, artifact_version=artifact.name
+    )
+    with TritonServer(repository, startup_timeout=300.0) as server:
+        yield server.grpc_url
 
 
 async def overhead_under_load(
@@ -372,7 +399,11 @@ def main() -> None:
     load_texts = [queries[q].text for q in sorted(data_set.qrels("test"))]
     texts = load_texts[: args.queries]
     python = sys.executable
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp, ServiceStack(Path(tmp)) as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp,
+        triton_behind(args, Path(tmp)) as triton_url,
+        ServiceStack(Path(tmp)) as stack,
+    ):
         retriever = [python, "-m", "retriever_service", "--threads", "1"]
         shards = {f"dense-{i}": p for i, p in enumerate(sorted(args.dense.glob("shard-*")))}
         shards["bm25-0"] = args.bm25 / "shard-0"
@@ -391,7 +422,7 @@ def main() -> None:
         }
         reranker = None
         if args.reranker_backend != "none":
-            reranker = stack.start("reranker", reranker_argv(args), timeout=300.0).address
+            reranker = stack.start("reranker", reranker_argv(args, triton_url), timeout=300.0).address
         gateways = {}
         for topology, (dense, bm25) in addresses.items():
             gateway_argv = [
@@ -423,6 +454,12 @@ def main() -> None:
         **(
             {"serving_overhead_p50_default": result["serving_overhead_p50"]}
             if args.variant == load_variants(None, VariantBounds()).default_name
+            else {}
+        ),
+        # A reranked variant whose second stage Triton hosts: the same overhead with Triton's hop in it.
+        **(
+            {"serving_overhead_p50_triton": result["serving_overhead_p50"]}
+            if args.reranker_backend == "triton"
             else {}
         ),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
