@@ -30,13 +30,15 @@ def ensure_vector_store(
     corpus: Path, store_root: Path, artifact: Path, on_progress: Callable[[int, int], None] | None = None
 ) -> Path:
     """The corpus's vectors by the bi-encoder `artifact`, at `store_root/<its version>`, made once."""
-    from model_runtimes.bi_encoder_rescorer import BiEncoderRescoringModel
+    from model_runtimes.bi_encoder_rescorer import BiEncoderRescoringModel, read_rescorer_manifest
     from retriever_service.build_index import build_index
 
-    model = BiEncoderRescoringModel.load(artifact, document_engine="auto")
-    out = store_root / model.identity["version"]
+    directory = resolve_version(artifact)
+    # The reranker checks the weights when it loads them; here the version only finds the store.
+    out = store_root / str(read_rescorer_manifest(directory, verify=False)["version"])
     if (out / MANIFEST_NAME).is_file():
         return out
+    model = BiEncoderRescoringModel.load(directory, document_engine="auto")
     return build_index(
         corpus,
         out,
