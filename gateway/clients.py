@@ -22,12 +22,12 @@ from search_common.documents import (
     QueryEmbedding,
     RerankResult,
     RetrievalResult,
-    RetrieverKind,
     ShardDescription,
     shards_component,
 )
 from search_common.errors import Unavailable, from_rpc_error
 from search_common.grpc_server import message_size_options
+from search_common.retriever_kinds import kind_name, kind_number
 from search_common.tls import ClientTls, aio_channel
 from search_common.variant_label import variant_metadata
 
@@ -46,11 +46,6 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_reconnect_backoff_ms", 2_000),
     ("grpc.service_config", LOAD_BALANCING_SERVICE_CONFIG),
 ]
-_KINDS: dict[retriever_pb2.RetrieverKind, RetrieverKind] = {
-    retriever_pb2.RETRIEVER_KIND_DENSE: "dense",
-    retriever_pb2.RETRIEVER_KIND_BM25: "bm25",
-}
-_KIND_OF_GROUP: dict[str, retriever_pb2.RetrieverKind] = {name: number for number, name in _KINDS.items()}
 
 
 def _call_timeout(timeout: float | None) -> float:
@@ -66,7 +61,7 @@ def document_to_proto(document: Document) -> common_pb2.Document:
 
 
 def shard_from_proto(info: retriever_pb2.ShardInfo, component: str) -> ShardDescription:
-    kind = _KINDS.get(info.kind)
+    kind = kind_name(info.kind)
     if kind is None:
         raise Unavailable(f"{component}: shard reports no retriever kind")
     return ShardDescription(
@@ -90,7 +85,7 @@ class GrpcRetriever:
 
     def __init__(self, group: str, position: int, address: str, tls: ClientTls | None = None) -> None:
         self._component = f"{group}/shard-{position}"
-        self._kind = _KIND_OF_GROUP.get(group, retriever_pb2.RETRIEVER_KIND_UNSPECIFIED)
+        self._kind = kind_number(group)
         self._shard_count = 1  # until described
         self._channel = aio_channel(address, CHANNEL_OPTIONS, tls)
         self._stub = retriever_pb2_grpc.RetrieverServiceStub(self._channel)

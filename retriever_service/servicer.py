@@ -23,21 +23,17 @@ from search_common.documents import (
 )
 from search_common.errors import FailedPrecondition, InvalidArgument, SearchError, Unavailable, abort_with
 from search_common.ports import Retriever
+from search_common.retriever_kinds import kind_name, kind_number
 from search_common.variant_label import VariantLabels
 
 logger = logging.getLogger(__name__)
 
-_KINDS: dict[RetrieverKind, retriever_pb2.RetrieverKind] = {
-    "dense": retriever_pb2.RETRIEVER_KIND_DENSE,
-    "bm25": retriever_pb2.RETRIEVER_KIND_BM25,
-}
-_KIND_NAMES: dict[int, RetrieverKind] = {number: name for name, number in _KINDS.items()}
 Served = dict[RetrieverKind, tuple[Retriever, tuple[ShardDescription, ...]]]
 
 
 def shard_to_proto(shard: ShardDescription) -> retriever_pb2.ShardInfo:
     return retriever_pb2.ShardInfo(
-        kind=_KINDS.get(shard.kind, retriever_pb2.RETRIEVER_KIND_UNSPECIFIED),
+        kind=kind_number(shard.kind),
         shard_id=shard.shard_id,
         num_shards=shard.num_shards,
         index=common_pb2.ArtifactVersion(
@@ -130,7 +126,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):  # type: i
             if len(kinds) > 1:
                 raise InvalidArgument(f"this server serves {' and '.join(kinds)} shards: set kind")
             return kinds[0], served[kinds[0]][0]
-        kind = _KIND_NAMES.get(number)
+        kind = kind_name(number)
         if kind is None or kind not in served:
             raise InvalidArgument(
                 f"this server serves no {kind or number} shard (it serves {', '.join(kinds)})"
@@ -185,7 +181,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):  # type: i
         except Exception as exc:
             await abort_with(context, exc)
             raise
-        wanted = _KIND_NAMES.get(request.kind)
+        wanted = kind_name(request.kind)
         return retriever_pb2.ListShardsResponse(
             shards=[
                 shard_to_proto(shard)
