@@ -15,7 +15,7 @@ from grpc_health.v1 import health
 from prometheus_client import disable_created_metrics, start_http_server
 from search.v1 import search_service_pb2, search_service_pb2_grpc
 
-from gateway.bootstrap import Gateway, bootstrap, load_query_encoder, wait_until_ready
+from gateway.bootstrap import Gateway, bootstrap, load_models, wait_until_ready
 from gateway.config import Settings
 from gateway.metrics import GatewayMetrics
 from gateway.overload import watch_event_loop_lag
@@ -24,6 +24,7 @@ from gateway.servicer import RequestLimits, SearchServicer
 from gateway.variant_reload import LiveVariants
 from gateway.variants import VariantTable
 from search_common.grpc_server import (
+    add_servicer,
     add_standard_services,
     bind,
     new_server,
@@ -65,7 +66,7 @@ def create_server(
         settings.default_deadline_seconds,
         metrics,
     )
-    search_service_pb2_grpc.add_SearchServiceServicer_to_server(servicer, server)
+    add_servicer(server, search_service_pb2_grpc.add_SearchServiceServicer_to_server, servicer)
     health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
     port = bind(server, settings.address, None if settings.tls is None else settings.tls.credentials())
     return BoundServer(server, port, health_servicer)
@@ -135,8 +136,8 @@ async def serve(settings: Settings) -> None:
 
     SIGHUP, or a change to the variants file on disk (polled), reloads the variants without a restart.
     """
-    query_encoder = await asyncio.to_thread(load_query_encoder, settings)
-    gateway = bootstrap(settings, query_encoder=query_encoder)
+    query_encoder, local = await asyncio.to_thread(load_models, settings)
+    gateway = bootstrap(settings, query_encoder=query_encoder, local=local)
     if settings.metrics_port is not None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise here
     metrics = GatewayMetrics()
