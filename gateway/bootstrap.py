@@ -1,7 +1,8 @@
 """The gateway's composition root: the only place adapters are chosen from Settings.
 
-Production wiring opens one gRPC channel per configured shard and one to the reranker; evaluation, the
-demo and tests pass their own adapters (in-process shards or reranker) through the same function.
+Production wiring opens one gRPC channel per configured retriever address and one to the reranker, and
+searches the groups `--index` names in process (`gateway.local_retrievers`); evaluation and tests pass their
+own adapters (in-process shards or reranker) through the same function.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.clients import GrpcReranker, GrpcRetriever
 from gateway.config import Settings
 from gateway.learned_fusion import LearnedFusion, load_learned_fusion
+from gateway.local_retrievers import LocalRetrievers, load_local_retrievers
 from gateway.overload import AnswerMargin, RerankAdmission
 from gateway.pipeline import SearchPipeline
 from gateway.reranker_routing import RoutedReranker, served_models
@@ -26,6 +29,9 @@ from search_common.artifacts import ArtifactError
 from search_common.documents import ShardDescription
 from search_common.errors import SearchError, Unavailable
 from search_common.ports import QueryEncoder, Reranker, Retriever
+
+if TYPE_CHECKING:
+    from model_runtimes.bi_encoder import BiEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +69,21 @@ def bootstrap(
     retrievers: Mapping[str, Sequence[Retriever]] | None = None,
     reranker: Reranker | None = None,
     query_encoder: QueryEncoder | None = None,
+    local: LocalRetrievers | None = None,
 ) -> Gateway:
     """Builds the gateway from Settings; `retrievers`/`reranker` replace the gRPC adapters when given.
 
-    `query_encoder` is what `load_query_encoder(settings)` returned (loading is slow, so the caller does it
-    off the event loop), or an encoder a test already holds; None embeds nothing at the gateway.
+    `query_encoder` and `local` are what `load_models(settings)` returned (loading is slow, so the caller
+    does it off the event loop), or what a test already holds; `local`'s groups are searched in process
+    beside the configured addresses. A None query encoder embeds nothing at the gateway.
 
     Raises:
         gateway.variants.VariantError: the variants file is invalid or nothing in it can be served here.
     """
     # Variants first: a bad file fails before any channel is opened.
-    groups = {g for g, shards in (retrievers or settings.retrievers).items() if shards}
+    local_groups = {} if local is None else local.groups
+    configured = [*settings.retrievers.items(), *local_groups.items()]
+    groups = {g for g, shards in (retrievers.items() if retrievers else configured) if shards}
     routed = reranker is None and bool(settings.reranker_routes)
     has_reranker = reranker is not None or settings.reranker is not None or routed
     reranker_models = (
@@ -90,11 +100,14 @@ def bootstrap(
     )
     if retrievers is None:
         retrievers = {
-            group: [
-                GrpcRetriever(group, i, address, settings.downstream_tls)
-                for i, address in enumerate(addresses)
-            ]
-            for group, addresses in settings.retrievers.items()
+            **{
+                group: [
+                    GrpcRetriever(group, i, address, settings.downstream_tls)
+                    for i, address in enumerate(addresses)
+                ]
+                for group, addresses in settings.retrievers.items()
+            },
+            **local_groups,
         }
     if reranker is None and settings.reranker is not None:
         reranker = GrpcReranker(settings.reranker, settings.downstream_tls)
@@ -159,15 +172,30 @@ def load_fusion_models(directories: Sequence[Path]) -> dict[str, LearnedFusion]:
     return models
 
 
-def load_query_encoder(settings: Settings) -> QueryEncoder | None:
-    """The encoder `--query-encoder` names, loaded and warmed up (blocking); None when none is set.
+def load_models(settings: Settings) -> tuple[QueryEncoder | None, LocalRetrievers]:
+    """The query encoder and the groups searched in process (blocking: call it off the event loop).
+
+    A dense index searched here embeds each query once at the gateway, with its own encoder, even without
+    `--query-encoder`.
+
+    Raises:
+        search_common.artifacts.ArtifactError: an encoder or index directory does not load.
+        ValueError: a group is searched here and also given addresses.
+    """
+    local = load_local_retrievers(settings)
+    return load_query_encoder(settings, local.encoder), local
+
+
+def load_query_encoder(settings: Settings, encoder: BiEncoder | None = None) -> QueryEncoder | None:
+    """The encoder `--query-encoder` names (or `encoder`, already loaded), on the engine
+    `--query-encoder-engine` picks, warmed up (blocking); None when neither is set.
 
     Imported only when configured, so a gateway without one never loads torch.
 
     Raises:
         search_common.artifacts.ArtifactError: the directory is not a loadable bi-encoder.
     """
-    if settings.query_encoder is None:
+    if settings.query_encoder is None and encoder is None:
         return None
     import torch
 
@@ -176,13 +204,12 @@ def load_query_encoder(settings: Settings) -> QueryEncoder | None:
     from retriever_service.config import available_cores
 
     torch.set_num_threads(settings.query_encoder_threads or available_cores())
-    directory = None if settings.query_encoder == "packaged" else settings.query_encoder
-    encoder = query_encoder(
-        BiEncoder.load(directory), settings.query_encoder_engine, threads=settings.query_encoder_threads
-    )
-    encoder.encode_queries([WARMUP_QUERY])  # the first call pays one-off setup; not a request's
-    logger.info("query encoder %s: queries are embedded once here", encoder.identity)
-    return encoder
+    if encoder is None:
+        encoder = BiEncoder.load(None if settings.query_encoder == "packaged" else settings.query_encoder)
+    engine = query_encoder(encoder, settings.query_encoder_engine, threads=settings.query_encoder_threads)
+    engine.encode_queries([WARMUP_QUERY])  # the first call pays one-off setup; not a request's
+    logger.info("query encoder %s: queries are embedded once here", engine.identity)
+    return engine
 
 
 async def wait_until_ready(

@@ -11,6 +11,10 @@ with `--config`:
     reranker_routes:              # optional: a model served by a reranker of its own
       colbert-minilm: 127.0.0.1:7011
 
+A group may instead be searched in the gateway's own process (`--index DIR`, or `indexes:` in the file): the
+index version directories, or shard directories, a retriever's `--index` takes. Small hosts save a gRPC hop
+per query and a process; a cluster still runs the shards as retriever pods.
+
 Flags win over the file, which wins over `SEARCH_GATEWAY_*` environment variables and the defaults below.
 """
 
@@ -21,7 +25,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Literal, NamedTuple, NoReturn
 
 import yaml
 
@@ -52,6 +56,8 @@ class Settings:
     reranker: str | None = None
     # reranker model name -> the address of the reranker serving it (others go to `reranker`)
     reranker_routes: Mapping[str, str] = field(default_factory=dict)
+    # Index (or shard) directories searched in this process instead of over gRPC; their kinds are groups.
+    indexes: tuple[Path, ...] = ()
     host: str = "127.0.0.1"
     port: int = 0
     port_file: Path | None = None
@@ -107,8 +113,16 @@ class Settings:
                 raise ValueError(f"unknown retriever group {group!r}; expected one of {', '.join(GROUPS)}")
             for address in addresses:
                 _check_address(address, f"--{group}")
-        if not any(self.retrievers.values()):
-            raise ValueError("no retrievers configured: give --dense and/or --bm25 addresses, or --config")
+        if not any(self.retrievers.values()) and not self.indexes:
+            raise ValueError(
+                "no retrievers configured: give --dense and/or --bm25 addresses, --index directories, "
+                "or --config"
+            )
+        if len(set(self.indexes)) != len(self.indexes):
+            raise ValueError("--index names the same directory twice")
+        for index in self.indexes:
+            if not index.is_dir():
+                raise ValueError(f"--index {index}: no such directory")
         if self.reranker is not None:
             _check_address(self.reranker, "--reranker")
         for model, address in self.reranker_routes.items():
@@ -178,7 +192,16 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def _read_config(path: Path, fail: _Fail) -> tuple[dict[str, tuple[str, ...]], str | None, dict[str, str]]:
+class _Deployment(NamedTuple):
+    """What a `--config` file names."""
+
+    retrievers: dict[str, tuple[str, ...]]
+    reranker: str | None
+    reranker_routes: dict[str, str]
+    indexes: tuple[Path, ...]
+
+
+def _read_config(path: Path, fail: _Fail) -> _Deployment:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -187,11 +210,11 @@ def _read_config(path: Path, fail: _Fail) -> tuple[dict[str, tuple[str, ...]], s
         fail(f"--config {path}: not valid YAML ({exc})")
     if not isinstance(data, dict):
         fail(f"--config {path}: expected a mapping with 'retrievers' (and optionally 'reranker')")
-    unknown = sorted(set(data) - {"retrievers", "reranker", "reranker_routes"})
+    unknown = sorted(set(data) - set(_Deployment._fields))
     if unknown:
         fail(
             f"--config {path}: unknown field(s) {', '.join(unknown)}; "
-            "allowed: retrievers, reranker, reranker_routes"
+            f"allowed: {', '.join(_Deployment._fields)}"
         )
     groups: dict[str, tuple[str, ...]] = {}
     raw_groups = data.get("retrievers") or {}
@@ -209,7 +232,16 @@ def _read_config(path: Path, fail: _Fail) -> tuple[dict[str, tuple[str, ...]], s
     routes = data.get("reranker_routes") or {}
     if not isinstance(routes, dict) or not all(isinstance(a, str) for a in routes.values()):
         fail(f"--config {path}: 'reranker_routes' must map a reranker model name to a host:port string")
-    return groups, reranker, {str(model): address for model, address in routes.items()}
+    indexes = data.get("indexes") or []
+    if not isinstance(indexes, list) or not all(isinstance(i, str) for i in indexes):
+        fail(f"--config {path}: 'indexes' must be a list of index directories")
+    return _Deployment(
+        groups,
+        reranker,
+        {str(model): address for model, address in routes.items()},
+        # Relative to the file, as a deployment YAML beside its indexes would name them.
+        tuple(path.parent / i for i in indexes),
+    )
 
 
 class _Fail:
@@ -231,6 +263,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     down.add_argument("--config", type=Path, default=env("CONFIG", "") or None, help="deployment YAML")
     down.add_argument("--dense", default=env("DENSE", ""), help="dense shard addresses, comma-separated")
     down.add_argument("--bm25", default=env("BM25", ""), help="BM25 shard addresses, comma-separated")
+    down.add_argument(
+        "--index",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="an index version (or shard) directory to search in this process instead of over gRPC, as a "
+        "retriever's --index (repeatable; its kind, dense or bm25, is the group; the flags replace the "
+        "environment's comma-separated list and the file's)",
+    )
     down.add_argument("--reranker", default=env("RERANKER", "") or None, help="reranker host:port")
     down.add_argument(
         "--reranker-route",
@@ -336,6 +378,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     parser = build_parser(environ)
     env_fusion_models = environ.get(ENV_PREFIX + "FUSION_MODELS", "")
     env_routes = environ.get(ENV_PREFIX + "RERANKER_ROUTES", "")
+    env_indexes = environ.get(ENV_PREFIX + "INDEXES", "")
     fail = _Fail(parser)
     try:
         args = parser.parse_args(argv)
@@ -344,8 +387,13 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     groups: dict[str, tuple[str, ...]] = {}
     reranker: str | None = None
     routes: dict[str, str] = {}
+    indexes = tuple(Path(i) for i in _split(env_indexes))
     if args.config is not None:
-        groups, reranker, routes = _read_config(args.config, fail)
+        deployment = _read_config(args.config, fail)
+        groups, reranker, routes = deployment.retrievers, deployment.reranker, deployment.reranker_routes
+        indexes = deployment.indexes or indexes
+    if args.index is not None:
+        indexes = tuple(args.index)
     for group in GROUPS:
         flagged = _split(getattr(args, group))
         if flagged:
@@ -367,6 +415,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             retrievers={g: a for g, a in groups.items() if a},
             reranker=reranker,
             reranker_routes=routes,
+            indexes=indexes,
             host=args.host,
             port=args.port,
             port_file=args.port_file,

@@ -7,6 +7,7 @@ Adapters are imported only when chosen, so a BM25 server never imports torch, tr
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,17 +133,14 @@ def load_index(
 
 
 def build_retrievers(settings: Settings) -> list[Retriever]:
-    """What the server serves: every shard the `--index` paths name (a shard directory, or an index version
-    directory for all its shards), one retriever per kind. Several shards of a kind are searched together
-    (`ShardGroup`); every dense shard shares the encoder named by --encoder.
+    """What the server serves: every shard the `--index` paths name, one retriever per kind
+    (`load_retrievers`); every dense shard shares the encoder named by --encoder.
 
     Raises:
         ArtifactError: a shard does not load, or the shards of one kind are not of one index version.
     """
-    shard_dirs = [d for path in settings.indexes for d in _shard_dirs(path)]
-    kinds = {d: shard_kind(d) for d in shard_dirs}
     encoder: BiEncoder | None = None
-    if "dense" in kinds.values():
+    if "dense" in index_kinds(settings.indexes):
         import faiss
         import torch
 
@@ -151,21 +149,53 @@ def build_retrievers(settings: Settings) -> list[Retriever]:
         torch.set_num_threads(settings.effective_threads)
         faiss.omp_set_num_threads(settings.effective_threads)
         encoder = BiEncoder.load(settings.encoder, device=settings.device)
+    by_kind = load_retrievers(
+        settings.indexes,
+        encoder=encoder,
+        max_top_k=settings.max_top_k,
+        max_query_chars=settings.max_query_chars,
+        faiss_device=settings.faiss_device,
+    )
+    return list(by_kind.values())
+
+
+def index_kinds(paths: Sequence[Path]) -> set[str]:
+    """The kinds ("dense", "bm25") of the shards `paths` name (shard or index version directories).
+
+    Raises:
+        ArtifactError: a path is not a shard or an index version directory.
+    """
+    return {shard_kind(d) for path in paths for d in _shard_dirs(Path(path))}
+
+
+def load_retrievers(
+    paths: Sequence[Path],
+    *,
+    encoder: BiEncoder | None,
+    max_top_k: int = DEFAULT_MAX_TOP_K,
+    max_query_chars: int = DEFAULT_QUERY_LIMIT,
+    faiss_device: FaissDevice = "auto",
+) -> dict[str, Retriever]:
+    """Every shard `paths` name (a shard directory, or an index version directory for all its shards), as
+    one in-process retriever per kind: several shards of a kind are searched together (`ShardGroup`).
+
+    Raises:
+        ArtifactError: a shard does not load, or the shards of one kind are not of one index version.
+    """
+    shard_dirs = [d for path in paths for d in _shard_dirs(Path(path))]
     by_kind: dict[str, list[FaissRetriever | Bm25Retriever]] = {}
     for shard_dir in shard_dirs:
-        loaded = _load_shard(
-            shard_dir, encoder, settings.max_top_k, settings.max_query_chars, settings.faiss_device
-        )
-        by_kind.setdefault(kinds[shard_dir], []).append(loaded)
-    retrievers: list[Retriever] = []
-    for shards in by_kind.values():
+        loaded = _load_shard(shard_dir, encoder, max_top_k, max_query_chars, faiss_device)
+        by_kind.setdefault(shard_kind(shard_dir), []).append(loaded)
+    retrievers: dict[str, Retriever] = {}
+    for kind, shards in by_kind.items():
         if len(shards) == 1:
-            retrievers.append(shards[0])
+            retrievers[kind] = shards[0]
             continue
         from retriever_service.shard_group import ShardGroup
 
         try:
-            retrievers.append(ShardGroup(shards))
+            retrievers[kind] = ShardGroup(shards)
         except ValueError as exc:
             raise ArtifactError(str(exc)) from None
     return retrievers

@@ -172,3 +172,45 @@ def test_demo_metrics_port_is_checked(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         parse_demo_settings(["--metrics-port", "70000"])
     assert "--metrics-port must be within 0..65535" in capsys.readouterr().err
+
+
+def test_indexes_searched_in_process_come_from_flags_the_file_or_the_environment(tmp_path: Path) -> None:
+    dense, bm25 = tmp_path / "dense", tmp_path / "bm25"
+    dense.mkdir()
+    bm25.mkdir()
+    # Alone, they are enough: no retriever address is needed.
+    assert parse_settings(["--index", str(dense), "--index", str(bm25)], {}).indexes == (dense, bm25)
+    assert parse_settings([], {"SEARCH_GATEWAY_INDEXES": f"{dense},{bm25}"}).indexes == (dense, bm25)
+    # The file names them relative to itself; a flag replaces its list; remote groups may sit beside them.
+    config = tmp_path / "gateway.yaml"
+    config.write_text("indexes: [dense]\nretrievers: {bm25: [c:3]}\n")
+    from_file = parse_settings(["--config", str(config)], {})
+    assert (from_file.indexes, from_file.retrievers) == ((dense,), {"bm25": ("c:3",)})
+    assert parse_settings(["--config", str(config), "--index", str(bm25)], {}).indexes == (bm25,)
+
+
+@pytest.mark.parametrize(
+    ("argv", "yaml_text", "message"),
+    [
+        (["--index", "{tmp}/none"], None, "--index .*/none: no such directory"),
+        (["--index", "{tmp}", "--index", "{tmp}"], None, "--index names the same directory twice"),
+        ([], "indexes: {dense: x}\n", "'indexes' must be a list of index directories"),
+        ([], "{}\n", "--index directories"),  # nothing to search at all
+    ],
+)
+def test_bad_indexes_exit_2_with_a_message(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    yaml_text: str | None,
+    message: str,
+) -> None:
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if yaml_text is not None:
+        config = tmp_path / "gateway.yaml"
+        config.write_text(yaml_text)
+        argv = [*argv, "--config", str(config)]
+    with pytest.raises(SystemExit) as info:
+        parse_settings(argv, {})
+    assert info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)

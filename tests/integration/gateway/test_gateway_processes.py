@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
+from search.v1 import search_service_pb2, search_service_pb2_grpc
 
 from operations.client_cli import main as client_main
 from operations.processes import ServiceStack, ServiceStartError
@@ -84,3 +86,49 @@ def test_the_gateway_refuses_addresses_that_leave_a_shard_out(
         with pytest.raises(ServiceStartError):
             gateway.wait_ready(60)
         assert "none serves [1]" in gateway.log_path.read_text()
+
+
+def _ranking(address: str, query: str) -> list[tuple[str, float]]:
+    with grpc.insecure_channel(address) as channel:
+        response = search_service_pb2_grpc.SearchServiceStub(channel).Search(
+            search_service_pb2.SearchRequest(query=query, top_k=10, variant="hybrid"), timeout=30
+        )
+    assert not response.metadata.coverage.degraded
+    assert response.metadata.coverage.shards_answered == 4
+    assert sorted(v.component for v in response.metadata.versions) == [
+        "bm25/shard-0",
+        "dense/shard-0",
+        "dense/shard-1",
+        "dense/shard-2",
+    ]
+    return [(hit.doc_id, round(hit.score, 6)) for hit in response.hits]
+
+
+def test_a_gateway_searching_the_indexes_itself_ranks_as_one_over_a_retriever_process(
+    indexes: dict[str, Path], tmp_path: Path
+) -> None:
+    # `--index` loads the shards into the gateway (no retriever process, no hop): the same shards, the
+    # same query vector and the same fusion give the same ranking, with every shard still reported.
+    paths = ["--index", str(indexes["dense-3"]), "--index", str(indexes["bm25-1"])]
+    with ServiceStack(tmp_path / "run") as stack:
+        retriever = stack.start("retriever", [sys.executable, "-m", "retriever_service", *paths])
+        downstream = ["--dense", retriever.address, "--bm25", retriever.address]
+        remote = stack.start(
+            "gateway-remote",
+            [sys.executable, "-m", "gateway", *downstream, "--query-encoder", "packaged"],
+        )
+        local = stack.start("gateway-local", [sys.executable, "-m", "gateway", *paths])
+        for query in ("gzip compress archive", "parse command line arguments"):
+            assert _ranking(local.address, query) == _ranking(remote.address, query)
+        assert local.stop() == 0
+
+
+def test_a_gateway_refuses_a_group_searched_in_process_and_remotely(
+    indexes: dict[str, Path], tmp_path: Path
+) -> None:
+    argv = [sys.executable, "-m", "gateway", "--index", str(indexes["bm25-1"]), "--bm25", "127.0.0.1:9"]
+    with ServiceStack(tmp_path / "run") as stack:
+        gateway = stack.spawn("gateway", argv)
+        with pytest.raises(ServiceStartError, match="exited with code 1"):
+            gateway.wait_ready(60)
+        assert "bm25: searched here (--index) and also given addresses" in gateway.log_path.read_text()
