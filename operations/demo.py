@@ -1,10 +1,11 @@
 """`search-demo`: the embedded default, in one command, on this machine.
 
 Builds (once, cached under var/) the stdlib documentation corpus, a 2-shard dense index and a BM25 index;
-starts every retriever shard, the reranker and the gateway as their own processes, all on free loopback
-ports; waits for health SERVING; runs example queries through the gateway over gRPC and prints ranked
-results with per-stage timings; then stops every process (SIGTERM, then SIGKILL after a grace period), also
-on Ctrl-C or failure. The gateway's default variant is the one the demo shows, so `search-client` without
+starts the reranker and the gateway, which searches the indexes in its own process (`--retriever-processes
+one|per-shard` starts retriever processes instead), all on free loopback ports; waits for health SERVING;
+runs example queries through the gateway over gRPC and prints ranked results with per-stage timings; then
+stops every process (SIGTERM, then SIGKILL after a grace period), also on Ctrl-C or failure. The gateway's
+default variant is the one the demo shows, so `search-client` without
 `--variant` ranks as the demo does.
 
 The default second stage is the packaged all-mpnet-base-v2 re-scoring the first stage's top 30, fused with
@@ -242,8 +243,23 @@ def _start_stack(
     reranker_address: str | None,
 ) -> str:
     python = sys.executable
-    threads = ["--threads", str(settings.retriever_threads)]
-    retriever = [python, "-m", "retriever_service", *threads]
+    argv = [python, "-m", "gateway", *_retrievers_of(stack, settings, dense, bm25)]
+    # The dense shards run the packaged encoder (no --encoder): the gateway embeds each query once with it.
+    argv += ["--query-encoder", str(_query_encoder_dir())]
+    if reranker_address is not None:
+        argv += ["--reranker", reranker_address]
+    argv += ["--variants", str(_variants_file(stack.run_dir, settings.variant))]
+    gateway = stack.start("gateway", argv, timeout=settings.startup_timeout_seconds)
+    print(f"  gateway  serving on {gateway.address}")
+    return gateway.address
+
+
+def _retrievers_of(stack: ServiceStack, settings: DemoSettings, dense: Path, bm25: Path) -> list[str]:
+    """The gateway's flags for its retrievers: the indexes themselves (searched in the gateway's process),
+    or the addresses of the retriever processes started here (one for every shard, or one per shard)."""
+    if settings.retriever_processes == "none":
+        return ["--index", str(dense), "--index", str(bm25)]
+    retriever = [sys.executable, "-m", "retriever_service", "--threads", str(settings.retriever_threads)]
     if settings.retriever_processes == "one":  # every shard, dense and BM25, in one process
         spawned = [stack.spawn("retriever", [*retriever, "--index", str(dense), "--index", str(bm25)])]
     else:
@@ -257,16 +273,7 @@ def _start_stack(
     def serving(kind: str) -> str:
         return ",".join(s.address for s in spawned if s.name == "retriever" or s.name.startswith(kind))
 
-    dense_addresses, bm25_addresses = serving("dense"), serving("bm25")
-    argv = [python, "-m", "gateway", "--dense", dense_addresses, "--bm25", bm25_addresses]
-    # The dense shards run the packaged encoder (no --encoder): the gateway embeds each query once with it.
-    argv += ["--query-encoder", str(_query_encoder_dir())]
-    if reranker_address is not None:
-        argv += ["--reranker", reranker_address]
-    argv += ["--variants", str(_variants_file(stack.run_dir, settings.variant))]
-    gateway = stack.start("gateway", argv, timeout=settings.startup_timeout_seconds)
-    print(f"  gateway  serving on {gateway.address}")
-    return gateway.address
+    return ["--dense", serving("dense"), "--bm25", serving("bm25")]
 
 
 def _serve_stack_metrics(stack: ServiceStack, port: int, resources: contextlib.ExitStack) -> None:

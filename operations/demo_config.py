@@ -36,9 +36,10 @@ class DemoSettings:
     cache: str = "lru"
     reranker_artifact: Path | None = None
     dense_shards: int = 2
-    # "one": a single retriever process serves every shard (small hosts: fewer hops and interpreters);
-    # "per-shard": one process per shard, as a cluster runs them.
-    retriever_processes: str = "one"
+    # "none": the gateway searches every shard in its own process (small hosts: no retriever hop at all,
+    # bench/results/serving.md); "one": a single retriever process serves every shard; "per-shard": one
+    # process per shard, as a cluster runs them.
+    retriever_processes: str = "none"
     keep_running: bool = False
     startup_timeout_seconds: float = 300.0
     request_timeout_seconds: float = 10.0
@@ -108,9 +109,10 @@ def parse_demo_settings(argv: Sequence[str] | None = None) -> DemoSettings:
     parser.add_argument("--dense-shards", type=int, default=2)
     parser.add_argument(
         "--retriever-processes",
-        choices=["one", "per-shard"],
-        default="one",
-        help="one retriever process for every shard (default; cheaper on a small host), or one per shard",
+        choices=["none", "one", "per-shard"],
+        default="none",
+        help="none: the gateway searches the indexes itself (default; the fewest hops on a small host); "
+        "one: one retriever process for every shard; per-shard: one process per shard, as a cluster",
     )
     parser.add_argument("--keep-running", action="store_true", help="keep the stack up until Ctrl-C")
     parser.add_argument("--startup-timeout", type=float, default=300.0, help="seconds per service start")
