@@ -1,8 +1,8 @@
 """The gateway's composition root: the only place adapters are chosen from Settings.
 
 Production wiring opens one gRPC channel per configured retriever address and one to the reranker, and
-searches the groups `--index` names in process (`gateway.local_retrievers`); evaluation and tests pass their
-own adapters (in-process shards or reranker) through the same function.
+runs the groups `--index` names and the `--local-reranker` in process (`gateway.local_stages`); evaluation and
+tests pass their own adapters (in-process shards or reranker) through the same function.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from gateway.clients import GrpcReranker, GrpcRetriever
 from gateway.config import Settings
 from gateway.learned_fusion import LearnedFusion, load_learned_fusion
-from gateway.local_retrievers import LocalRetrievers, load_local_retrievers
+from gateway.local_stages import LocalStages, load_local_stages
 from gateway.overload import AnswerMargin, RerankAdmission
 from gateway.pipeline import SearchPipeline
 from gateway.reranker_routing import RoutedReranker, served_models
@@ -69,26 +69,27 @@ def bootstrap(
     retrievers: Mapping[str, Sequence[Retriever]] | None = None,
     reranker: Reranker | None = None,
     query_encoder: QueryEncoder | None = None,
-    local: LocalRetrievers | None = None,
+    local: LocalStages | None = None,
 ) -> Gateway:
     """Builds the gateway from Settings; `retrievers`/`reranker` replace the gRPC adapters when given.
 
     `query_encoder` and `local` are what `load_models(settings)` returned (loading is slow, so the caller
     does it off the event loop), or what a test already holds; `local`'s groups are searched in process
-    beside the configured addresses. A None query encoder embeds nothing at the gateway.
+    beside the configured addresses, and its reranker stands for `--reranker`'s (routes still apply). A None
+    query encoder embeds nothing at the gateway.
 
     Raises:
         gateway.variants.VariantError: the variants file is invalid or nothing in it can be served here.
     """
     # Variants first: a bad file fails before any channel is opened.
     local_groups = {} if local is None else local.groups
+    local_reranker = None if local is None else local.reranker
     configured = [*settings.retrievers.items(), *local_groups.items()]
     groups = {g for g, shards in (retrievers.items() if retrievers else configured) if shards}
     routed = reranker is None and bool(settings.reranker_routes)
-    has_reranker = reranker is not None or settings.reranker is not None or routed
-    reranker_models = (
-        served_models(settings.reranker_routes, settings.reranker is not None) if routed else None
-    )
+    default_reranker = settings.reranker is not None or local_reranker is not None
+    has_reranker = reranker is not None or default_reranker or routed
+    reranker_models = served_models(settings.reranker_routes, default_reranker) if routed else None
     fusion_models = load_fusion_models(settings.fusion_models)
     fitted_for = {name: model.fit for name, model in fusion_models.items()}
     variants = load_variants(settings.variants, settings.variant_bounds).restricted_to(
@@ -109,6 +110,8 @@ def bootstrap(
             },
             **local_groups,
         }
+    if reranker is None:
+        reranker = local_reranker
     if reranker is None and settings.reranker is not None:
         reranker = GrpcReranker(settings.reranker, settings.downstream_tls)
     if routed:
@@ -172,8 +175,8 @@ def load_fusion_models(directories: Sequence[Path]) -> dict[str, LearnedFusion]:
     return models
 
 
-def load_models(settings: Settings) -> tuple[QueryEncoder | None, LocalRetrievers]:
-    """The query encoder and the groups searched in process (blocking: call it off the event loop).
+def load_models(settings: Settings) -> tuple[QueryEncoder | None, LocalStages]:
+    """The query encoder and the stages run in process (blocking: call it off the event loop).
 
     A dense index searched here embeds each query once at the gateway, with its own encoder, even without
     `--query-encoder`.
@@ -182,7 +185,7 @@ def load_models(settings: Settings) -> tuple[QueryEncoder | None, LocalRetriever
         search_common.artifacts.ArtifactError: an encoder or index directory does not load.
         ValueError: a group is searched here and also given addresses.
     """
-    local = load_local_retrievers(settings)
+    local = load_local_stages(settings)
     return load_query_encoder(settings, local.encoder), local
 
 

@@ -12,8 +12,9 @@ with `--config`:
       colbert-minilm: 127.0.0.1:7011
 
 A group may instead be searched in the gateway's own process (`--index DIR`, or `indexes:` in the file): the
-index version directories, or shard directories, a retriever's `--index` takes. Small hosts save a gRPC hop
-per query and a process; a cluster still runs the shards as retriever pods.
+index version directories, or shard directories, a retriever's `--index` takes. Likewise the reranker
+(`--local-reranker "<search-reranker flags>"`). Small hosts save a gRPC hop per query and a process each; a
+cluster still runs the shards and the reranker as pods of their own.
 
 Flags win over the file, which wins over `SEARCH_GATEWAY_*` environment variables and the defaults below.
 """
@@ -22,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Literal, NamedTuple, NoReturn
 
 import yaml
 
@@ -39,6 +41,9 @@ from search_common.tls import (
     client_tls_from,
     server_tls_from,
 )
+
+if TYPE_CHECKING:
+    from reranker_service.config import Settings as RerankerSettings
 
 ENV_PREFIX = "SEARCH_GATEWAY_"
 GROUPS = ("dense", "bm25")
@@ -58,6 +63,9 @@ class Settings:
     reranker_routes: Mapping[str, str] = field(default_factory=dict)
     # Index (or shard) directories searched in this process instead of over gRPC; their kinds are groups.
     indexes: tuple[Path, ...] = ()
+    # A reranker run in this process instead of `reranker` (search-reranker's settings; its serving ones,
+    # such as the port, are not used).
+    local_reranker: RerankerSettings | None = None
     host: str = "127.0.0.1"
     port: int = 0
     port_file: Path | None = None
@@ -125,6 +133,13 @@ class Settings:
                 raise ValueError(f"--index {index}: no such directory")
         if self.reranker is not None:
             _check_address(self.reranker, "--reranker")
+            if self.local_reranker is not None:
+                raise ValueError("give --reranker (an address) or --local-reranker, not both")
+        if self.local_reranker is not None and self.local_reranker.wait_for_model:
+            raise ValueError(
+                "--local-reranker: --wait-for-model is the reranker service's; the gateway loads "
+                "its model before serving"
+            )
         for model, address in self.reranker_routes.items():
             if not model or "@" in model or "=" in model:
                 raise ValueError(f"--reranker-route: {model!r} is not a reranker model name")
@@ -275,6 +290,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     down.add_argument("--reranker", default=env("RERANKER", "") or None, help="reranker host:port")
     down.add_argument(
+        "--local-reranker",
+        default=env("LOCAL_RERANKER", "") or None,
+        metavar="FLAGS",
+        help="run the reranker in this process instead of --reranker, configured with search-reranker's "
+        'flags in one string, e.g. "--backend late-interaction --artifact-dir var/models/colbert '
+        '--token-store var/indexes/colbert" (a new model version needs a restart here)',
+    )
+    down.add_argument(
         "--reranker-route",
         action="append",
         default=None,
@@ -372,6 +395,17 @@ def _query_encoder(value: str | None) -> Path | Literal["packaged"] | None:
     return "packaged" if value == PACKAGED_ENCODER else Path(value)
 
 
+def _reranker_settings(flags: str, environ: Mapping[str, str]) -> RerankerSettings:
+    """search-reranker's settings from --local-reranker's flags (exits 2 naming a bad one)."""
+    from reranker_service.config import parse_settings as parse_reranker_settings
+
+    try:
+        argv = shlex.split(flags)
+    except ValueError as exc:  # unbalanced quotes
+        raise ValueError(f"--local-reranker {flags!r}: {exc}") from None
+    return parse_reranker_settings(argv, environ, prog="search-gateway --local-reranker")
+
+
 def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Parses gateway flags; a bad flag or config exits 2 with a message naming it."""
     environ = os.environ if environ is None else environ
@@ -416,6 +450,9 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
             reranker=reranker,
             reranker_routes=routes,
             indexes=indexes,
+            local_reranker=None
+            if args.local_reranker is None
+            else _reranker_settings(args.local_reranker, environ),
             host=args.host,
             port=args.port,
             port_file=args.port_file,

@@ -17,6 +17,7 @@ from search.v1 import search_service_pb2, search_service_pb2_grpc
 
 from gateway.bootstrap import Gateway, bootstrap, load_models, wait_until_ready
 from gateway.config import Settings
+from gateway.local_stages import start_local_reranker
 from gateway.metrics import GatewayMetrics
 from gateway.overload import watch_event_loop_lag
 from gateway.pipeline import SearchPipeline
@@ -138,6 +139,12 @@ async def serve(settings: Settings) -> None:
     """
     query_encoder, local = await asyncio.to_thread(load_models, settings)
     gateway = bootstrap(settings, query_encoder=query_encoder, local=local)
+    if local.reranker is not None:
+        try:
+            await start_local_reranker(local.reranker, settings.startup_timeout_seconds)
+        except BaseException:
+            await gateway.close()
+            raise
     if settings.metrics_port is not None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise here
     metrics = GatewayMetrics()

@@ -152,11 +152,17 @@ def _env(environ: Mapping[str, str], key: str, default: str) -> str:
     return environ.get(ENV_PREFIX + key, default)
 
 
-def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Parses server flags; argparse exits 2 with a message naming a bad flag."""
+def parse_settings(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    prog: str = "search-reranker",
+) -> Settings:
+    """Parses server flags; argparse exits 2 with a message naming a bad flag (and `prog`, what took them:
+    the gateway's --local-reranker takes the same flags)."""
     env = os.environ if environ is None else environ
     defaults = Settings(backend="triton")
-    parser = argparse.ArgumentParser(prog="search-reranker", description="Serve the reranker.")
+    parser = argparse.ArgumentParser(prog=prog, description="Serve the reranker.")
     parser.add_argument(
         "--backend",
         choices=BACKENDS,

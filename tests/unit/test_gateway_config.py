@@ -214,3 +214,27 @@ def test_bad_indexes_exit_2_with_a_message(
         parse_settings(argv, {})
     assert info.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_local_reranker_takes_the_reranker_services_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    settings = parse_settings(
+        ["--dense", "a:1", "--local-reranker", "--backend onnx --artifact-dir 'm/ce v1'"], {}
+    )
+    assert settings.local_reranker is not None
+    assert (settings.local_reranker.backend, settings.local_reranker.artifact_dir) == (
+        "onnx",
+        Path("m/ce v1"),
+    )
+    for flags, message in (
+        (["--reranker", "r:1", "--local-reranker", "--backend triton"], "--reranker .* or --local-reranker"),
+        (["--local-reranker", "--backend onnx --artifact-dir 'm"], "No closing quotation"),
+        (["--local-reranker", "--backend triton --wait-for-model"], "--wait-for-model"),
+        (
+            ["--local-reranker", "--backend sparse"],
+            "search-gateway --local-reranker: error: argument --backend",
+        ),
+    ):
+        with pytest.raises(SystemExit) as info:
+            parse_settings(["--dense", "a:1", *flags], {})
+        assert info.value.code == 2
+        assert re.search(message, capsys.readouterr().err)

@@ -6,6 +6,7 @@ search-client and stopped with SIGTERM.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from search.v1 import search_service_pb2, search_service_pb2_grpc
 
 from operations.client_cli import main as client_main
 from operations.processes import ServiceStack, ServiceStartError
+from tests.cross_encoder_support import cross_encoder_artifact
 
 pytestmark = pytest.mark.slow
 
@@ -88,11 +90,16 @@ def test_the_gateway_refuses_addresses_that_leave_a_shard_out(
         assert "none serves [1]" in gateway.log_path.read_text()
 
 
-def _ranking(address: str, query: str) -> list[tuple[str, float]]:
+def _search(address: str, query: str, variant: str = "") -> search_service_pb2.SearchResponse:
     with grpc.insecure_channel(address) as channel:
-        response = search_service_pb2_grpc.SearchServiceStub(channel).Search(
-            search_service_pb2.SearchRequest(query=query, top_k=10, variant="hybrid"), timeout=30
-        )
+        stub = search_service_pb2_grpc.SearchServiceStub(channel)
+        request = search_service_pb2.SearchRequest(query=query, top_k=10, variant=variant)
+        response: search_service_pb2.SearchResponse = stub.Search(request, timeout=30)
+    return response
+
+
+def _ranking(address: str, query: str) -> list[tuple[str, float]]:
+    response = _search(address, query, "hybrid")
     assert not response.metadata.coverage.degraded
     assert response.metadata.coverage.shards_answered == 4
     assert sorted(v.component for v in response.metadata.versions) == [
@@ -132,3 +139,52 @@ def test_a_gateway_refuses_a_group_searched_in_process_and_remotely(
         with pytest.raises(ServiceStartError, match="exited with code 1"):
             gateway.wait_ready(60)
         assert "bm25: searched here (--index) and also given addresses" in gateway.log_path.read_text()
+
+
+RERANKED_VARIANTS = """
+default: ce
+variants:
+  - {name: ce, weight: 1, first_stage: hybrid, retrieval_depth: 20, reranker: cross-encoder-minilm,
+     rerank_depth: 10}
+"""
+
+
+def test_a_gateway_running_every_stage_itself_reranks_as_one_over_services(
+    indexes: dict[str, Path], tmp_path: Path
+) -> None:
+    # `--index` and `--local-reranker` leave one process on a small host: the reranker service's own core
+    # (scorer, cache, limits) runs in the gateway, and the answer is the one the services give.
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(RERANKED_VARIANTS)
+    paths = ["--index", str(indexes["dense-3"]), "--index", str(indexes["bm25-1"])]
+    reranker_flags = ["--backend", "onnx", "--artifact-dir", str(cross_encoder_artifact()), "--cache", "lru"]
+    gateway = [sys.executable, "-m", "gateway", "--variants", str(variants)]
+    with ServiceStack(tmp_path / "run") as stack:
+        retriever = stack.start("retriever", [sys.executable, "-m", "retriever_service", *paths])
+        reranker = stack.start("reranker", [sys.executable, "-m", "reranker_service", *reranker_flags])
+        services = ["--dense", retriever.address, "--bm25", retriever.address, "--reranker", reranker.address]
+        remote = stack.start("gateway-remote", [*gateway, *services, "--query-encoder", "packaged"])
+        local = stack.start(
+            "gateway-local", [*gateway, *paths, "--local-reranker", shlex.join(reranker_flags)]
+        )
+        for query in ("gzip compress archive", "parse command line arguments"):
+            answers = [_search(g.address, query) for g in (local, remote)]
+            for answer in answers:
+                assert answer.metadata.variant == "ce"
+                assert not answer.metadata.coverage.degraded
+                assert {v.component for v in answer.metadata.versions} >= {"reranker", "bm25/shard-0"}
+                assert all(hit.HasField("rerank_score") for hit in answer.hits)
+            local_hits, remote_hits = ([(h.doc_id, round(h.score, 5)) for h in a.hits] for a in answers)
+            assert local_hits == remote_hits
+        assert local.stop() == 0
+
+
+def test_a_gateway_refuses_bad_local_reranker_flags(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "gateway", "--index", str(tmp_path)]
+    with ServiceStack(tmp_path / "run") as stack:
+        gateway = stack.spawn("gateway", [*argv, "--local-reranker", "--backend onnx"])
+        with pytest.raises(ServiceStartError, match="exited with code 2"):
+            gateway.wait_ready(60)
+        log = gateway.log_path.read_text()
+        assert "search-gateway --local-reranker: error" in log
+        assert "needs --artifact-dir" in log
