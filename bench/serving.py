@@ -1,17 +1,20 @@
 """Serving overhead: end to end through the gateway against the same pipeline called in-process.
 
-Starts the SciFact stack as real processes in two topologies side by side, each with its own gateway (the
-dense index's encoder as --query-encoder, all on loopback, via operations.processes.ServiceStack):
+Starts the SciFact stack as real processes in three topologies side by side, each with its own gateway (the
+dense index's encoder as the query encoder, all on loopback, via operations.processes.ServiceStack):
+`in_gateway`, the gateway searching the indexes in its own process (`--index`, search-demo's default), and
+running the reranker there too (`--local-reranker`) for a variant that reranks;
 `one_process`, one retriever process serving every dense shard and the BM25 shard
-(`retriever_service.shard_group`), and `per_shard`, one retriever process per shard. In this process it
-runs the same pipeline over the same index directories
-(`retriever_service.bootstrap.load_index` + `gateway.pipeline.SearchPipeline`, as evaluation/ab_report.py
-does) with the same query encoder, so both embed each query once. One more arm runs that pipeline without a
-query encoder and with the BiEncoder's single-query memo off (the code before both: each dense shard embeds
-the query again). Each query goes once through each arm: `--block` queries back to back through one arm,
-then the same through the next, in an order rotated per block; the first `--warmup` queries are dropped.
-One query is in flight at a time. Reports p50/p95 of each and the ratios; serving_overhead_p50 = gateway
-p50 / in-process p50 - 1 for the one-process topology (serving_overhead_p50_per_shard for the other).
+(`retriever_service.shard_group`); and `per_shard`, one retriever process per shard. In this process it runs
+the same pipeline over the same index directories, loaded as the gateway loads them
+(`retriever_service.bootstrap.load_retrievers` + `gateway.pipeline.SearchPipeline`) with the same query
+encoder, so both embed each query once. One more arm runs that pipeline over each shard alone without a query
+encoder and with the BiEncoder's single-query memo off (the code before both: each dense shard embeds the
+query again). Each query goes once through each arm: `--block` queries back to back through one arm, then
+the same through the next, in an order rotated per block; the first `--warmup` queries are dropped. One
+query is in flight at a time. Reports p50/p95 of each and the ratios; serving_overhead_p50 = gateway p50 /
+in-process p50 - 1 for the in-gateway topology (serving_overhead_p50_one_process and _per_shard for the
+others).
 `stages` holds the median of each stage the pipeline times (its `StageTime`s in process, the response's
 `metadata.timings` through the gateway), so the overhead can be placed: a shard's `retrieve` is its call
 as the gateway waits for it (the hop included), its `search` the shard's own work.
@@ -19,12 +22,13 @@ With `--load-seconds`, it then drives each topology's gateway with `--load-clien
 every test-split query in turn (more distinct queries than the query encoders' 64-entry memo holds, so each
 is embedded) and reports sustained QPS, p50/p95, each stage's median, and whether p95 stayed under the
 target (the non-reranked SLO, 0.5 s). With `--loaded-seconds` as well, it sends open-loop arrivals at half
-the one-process gateway's sustainable QPS through that gateway and, as many, to the pipeline in process:
+the in-gateway topology's sustainable QPS through that gateway and, as many, to the pipeline in process:
 serving_overhead_p50_loaded is the ratio of their p50s minus one. For a variant that reranks (the gateway's
-default does), `--reranker-backend` starts a reranker process behind both gateways and loads the same model
-in process; run on the default variant, the record also holds serving_overhead_p50_default. With
-`--reranker-backend triton` a tritonserver hosts the cross-encoder (the committed model config) behind that
-reranker process, the same ONNX engine runs in process, and the record holds serving_overhead_p50_triton.
+default does), `--reranker-backend` runs that reranker in the in-gateway topology's gateway, starts a
+reranker process behind the other gateways, and loads the same model in process; run on the default variant,
+the record also holds serving_overhead_p50_default. With `--reranker-backend triton` a tritonserver hosts the
+cross-encoder (the committed model config), called by the in-gateway reranker and by that reranker process;
+the same ONNX engine runs in process, and the record holds serving_overhead_p50_triton.
 
 Example:
     python bench/serving.py \
@@ -45,6 +49,7 @@ import contextlib
 import json
 import logging
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -71,6 +76,10 @@ from search_common.logging_setup import configure_logging
 from search_common.ports import QUERY_ENCODER_ENGINES, Reranker
 
 logger = logging.getLogger(__name__)
+
+# The small-host topology (search-demo's default): the gateway searches the indexes in its own process. Its
+# figures carry the unsuffixed keys; the others' are suffixed with their names.
+IN_GATEWAY = "in_gateway"
 
 
 def ms(values: list[float], q: float) -> float:
@@ -136,9 +145,10 @@ def in_process_reranker(args: argparse.Namespace) -> Reranker | None:
     return offline_reranker(backend, artifact, store)
 
 
-def reranker_argv(args: argparse.Namespace, triton_url: str | None) -> list[str]:
+def reranker_flags(args: argparse.Namespace, triton_url: str | None) -> list[str]:
+    """search-reranker's flags for `--reranker-backend`: a reranker process's, or the in-gateway one's."""
     # No score cache: the arms send the same queries, and the in-process reranker has none either.
-    argv = [sys.executable, "-m", "reranker_service", "--backend", args.reranker_backend, "--cache", "none"]
+    argv = ["--backend", args.reranker_backend, "--cache", "none"]
     if triton_url is not None:
         return [*argv, "--triton-url", triton_url]
     argv += ["--artifact-dir", str(args.reranker_artifact_dir)]
@@ -213,16 +223,20 @@ async def measure(
     """`gateways`: topology name -> the address of its gateway."""
     from model_runtimes.bi_encoder import BiEncoder
     from model_runtimes.query_encoder_onnx import query_encoder
-    from retriever_service.bootstrap import load_index
+    from retriever_service.bootstrap import load_index, load_retrievers
 
     encoder = BiEncoder.load(default_model_dir())
-    retrievers = {"dense": load_index(args.dense, encoder=encoder), "bm25": load_index(args.bm25)}
+    # What the in-gateway topology loads: each kind's shards searched together (ShardGroup).
+    by_kind = load_retrievers([args.dense, args.bm25], encoder=encoder)
+    retrievers = {kind: [retriever] for kind, retriever in by_kind.items()}
     # What the gateway runs: the same query encoder, on the same engine.
     reranker = in_process_reranker(args)
     pipeline = SearchPipeline(
         retrievers, reranker, query_encoder=query_encoder(encoder, args.query_encoder_engine)
     )
-    per_shard_embedding = SearchPipeline(retrievers, reranker)
+    # Each shard on its own, as before ShardGroup: every dense shard embeds the query.
+    separate = {"dense": load_index(args.dense, encoder=encoder), "bm25": load_index(args.bm25)}
+    per_shard_embedding = SearchPipeline(separate, reranker)
     variant = load_variants(None, VariantBounds()).get(args.variant)
     query_depth = variant.retrieval_depth
     in_process: list[float] = []
@@ -298,8 +312,8 @@ async def measure(
             for topology, stub in stubs.items():
                 load[topology] = await sustained_load(stub, args, load_texts)
         loaded = None
-        if args.loaded_seconds > 0 and "one_process" in load:
-            rate = 0.5 * load["one_process"]["qps"]
+        if args.loaded_seconds > 0 and IN_GATEWAY in load:
+            rate = 0.5 * load[IN_GATEWAY]["qps"]
 
             async def in_process_search(text: str) -> None:
                 await pipeline.search(
@@ -307,7 +321,7 @@ async def measure(
                 )
 
             loaded = await overhead_under_load(
-                gateways["one_process"], in_process_search, load_texts, rate, args
+                gateways[IN_GATEWAY], in_process_search, load_texts, rate, args
             )
     finally:
         for channel in channels.values():
@@ -321,7 +335,7 @@ async def measure(
         "in_process_p50_ms": ms(in_process, 50),
         "in_process_p95_ms": ms(in_process, 95),
         **{
-            f"{key}{'' if topology == 'one_process' else '_' + topology}": value
+            f"{key}{'' if topology == IN_GATEWAY else '_' + topology}": value
             for topology, times in served.items()
             for key, value in {
                 "gateway_p50_ms": ms(times, 50),
@@ -421,26 +435,27 @@ def main() -> None:
             ),
         }
         reranker = None
-        if args.reranker_backend != "none":
-            reranker = stack.start("reranker", reranker_argv(args, triton_url), timeout=300.0).address
-        gateways = {}
-        for topology, (dense, bm25) in addresses.items():
-            gateway_argv = [
-                python,
-                "-m",
-                "gateway",
-                "--dense",
-                dense,
-                "--bm25",
-                bm25,
-                "--default-deadline",
-                "30",
-            ]
-            # The retrievers run the packaged encoder (no --encoder); the gateway embeds once with the same.
-            gateway_argv += ["--query-encoder", str(default_model_dir())]
-            gateway_argv += ["--query-encoder-engine", args.query_encoder_engine]
-            gateway_argv += [] if reranker is None else ["--reranker", reranker]
-            gateways[topology] = stack.start(f"gateway-{topology}", gateway_argv, timeout=300.0).address
+        flags = [] if args.reranker_backend == "none" else reranker_flags(args, triton_url)
+        if flags:
+            reranker_argv = [python, "-m", "reranker_service", *flags]
+            reranker = stack.start("reranker", reranker_argv, timeout=300.0).address
+        # The retrievers run the packaged encoder (no --encoder); the gateway embeds once with the same.
+        common = ["--default-deadline", "30", "--query-encoder", str(default_model_dir())]
+        common += ["--query-encoder-engine", args.query_encoder_engine]
+        # The in-gateway topology runs the reranker in the gateway too (over Triton, it calls Triton itself).
+        downstream = {IN_GATEWAY: ["--index", str(args.dense), "--index", str(args.bm25)]}
+        downstream[IN_GATEWAY] += ["--local-reranker", shlex.join(flags)] if flags else []
+        remote_reranker = [] if reranker is None else ["--reranker", reranker]
+        downstream |= {
+            topology: ["--dense", dense, "--bm25", bm25, *remote_reranker]
+            for topology, (dense, bm25) in addresses.items()
+        }
+        gateways = {
+            topology: stack.start(
+                f"gateway-{topology}", [python, "-m", "gateway", *options, *common], timeout=300.0
+            ).address
+            for topology, options in downstream.items()
+        }
         result = asyncio.run(measure(args, gateways, texts, load_texts))
     record = {
         "bench": "serving",
