@@ -25,7 +25,6 @@ from gateway.servicer import RequestLimits, SearchServicer
 from gateway.variant_reload import LiveVariants
 from gateway.variants import VariantTable
 from search_common.grpc_server import (
-    add_servicer,
     add_standard_services,
     bind,
     new_server,
@@ -67,7 +66,7 @@ def create_server(
         settings.default_deadline_seconds,
         metrics,
     )
-    add_servicer(server, search_service_pb2_grpc.add_SearchServiceServicer_to_server, servicer)
+    search_service_pb2_grpc.add_SearchServiceServicer_to_server(servicer, server)
     health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
     port = bind(server, settings.address, None if settings.tls is None else settings.tls.credentials())
     return BoundServer(server, port, health_servicer)

@@ -22,7 +22,6 @@ from reranker_service.servicer import RerankerServicer
 from search_common.artifacts import ArtifactError, resolve_version
 from search_common.errors import Unavailable
 from search_common.grpc_server import (
-    add_servicer,
     add_standard_services,
     bind,
     new_server,
@@ -63,7 +62,7 @@ def build_server(
     """Creates the server and binds its port; health stays NOT_SERVING until `mark_ready`."""
     server = new_server()
     servicer = RerankerServicer(core, metrics)
-    add_servicer(server, reranker_pb2_grpc.add_RerankerServiceServicer_to_server, servicer)
+    reranker_pb2_grpc.add_RerankerServiceServicer_to_server(servicer, server)
     health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
     port = bind(server, settings.address, None if settings.tls is None else settings.tls.credentials())
     return RerankerServer(server, port, health_servicer, servicer, metrics)

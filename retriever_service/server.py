@@ -20,7 +20,6 @@ from retriever_service.servicer import RetrieverServicer, Served, describe_serve
 from search_common.artifacts import ArtifactError
 from search_common.documents import shards_component
 from search_common.grpc_server import (
-    add_servicer,
     add_standard_services,
     bind,
     new_server,
@@ -104,7 +103,7 @@ def build_server(
     )
     from search.v1 import retriever_pb2_grpc
 
-    add_servicer(server, retriever_pb2_grpc.add_RetrieverServiceServicer_to_server, servicer)
+    retriever_pb2_grpc.add_RetrieverServiceServicer_to_server(servicer, server)
     health_servicer = add_standard_services(server, [SERVICE_NAME], settings.reflection)
     port = bind(server, settings.address, None if settings.tls is None else settings.tls.credentials())
     return RetrieverServer(server, port, health_servicer, servicer, metrics)
