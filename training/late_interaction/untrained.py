@@ -36,9 +36,11 @@ def write_untrained(
     query_length: int = 16,
     document_length: int = 64,
     seed: int = 13,
+    name: str = "colbert-untrained",
     overwrite: bool = False,
 ) -> Path:
-    """Publishes `out/version` and returns it."""
+    """Publishes `out/version` and returns it. `name` is the model name it serves as (a variant's
+    `reranker`): a smoke run may stand in for a trained model of the same shapes."""
     base = default_model_dir()
     generator = torch.Generator().manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
@@ -90,7 +92,7 @@ def write_untrained(
         write_manifest(
             staging,
             {
-                "name": "colbert-untrained",
+                "name": name,
                 "version": version,
                 "kind": KIND,
                 "base": "all-MiniLM-L6-v2",
@@ -117,6 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--query-length", type=int, default=16)
     parser.add_argument("--document-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument(
+        "--name",
+        default="colbert-untrained",
+        help="the model name it serves as (colbert-minilm to stand in for the default variant's)",
+    )
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     if not 1 <= args.layers <= 6:
@@ -132,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         query_length=args.query_length,
         document_length=args.document_length,
         seed=args.seed,
+        name=args.name,
         overwrite=args.overwrite,
     )
     print(published)
