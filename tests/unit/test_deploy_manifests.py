@@ -854,3 +854,84 @@ def test_triton_repository_assembles_for_gpu(tmp_path: Path) -> None:
         )
         == 2
     )
+
+
+# --- the single-node overlay: the first stage and ColBERT in the gateway's process --------------------------
+
+SINGLE_NODE = "single-node"
+
+
+def test_single_node_overlay_validates_strictly() -> None:
+    docs = render(SINGLE_NODE)
+    for version in dc.KUBERNETES_VERSIONS:
+        for doc in docs:
+            if (doc["apiVersion"], doc["kind"]) not in CUSTOM_KINDS:
+                kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_single_node_overlay_runs_the_indexes_and_colbert_in_the_gateway(tmp_path: Path) -> None:
+    docs = render(SINGLE_NODE)
+    colbert = next(r for r in dc.STORED_VECTOR_RERANKERS if r.backend == "late-interaction")
+    # The pods whose work the gateway does are gone, with their Services, budgets and autoscalers.
+    gone = {dc.shard_name(g, i) for g, n in dc.RETRIEVER_SHARDS.items() for i in range(n)}
+    gone.add(colbert.contract.component)
+    assert not [d for d in docs if d["metadata"]["name"] in gone]
+    deployment = named(docs, "Deployment", dc.GATEWAY.component)
+    c = check_service_container(docs, deployment, dc.GATEWAY)
+    env = env_values(docs, c)
+    args = substitute(c["args"], env)
+    check_flags(args, lambda a: gateway_config.parse_settings(a, {}), SINGLE_NODE)
+    # The pod's paths under tmp_path: its mounted config files, and the index directories the init step fills.
+    local_args = [
+        arg.replace(f"{dc.INDEX_MOUNT}/", f"{tmp_path}{dc.INDEX_MOUNT}/").replace(
+            f"{dc.MODEL_MOUNT}/", f"{tmp_path}{dc.MODEL_MOUNT}/"
+        )
+        for arg in relocate(args, mounted_files(docs, deployment, c, tmp_path))
+    ]
+    indexes = configmap_data(docs, dc.INDEX_CONFIGMAP)
+    models = configmap_data(docs, dc.TRITON.artifact_configmap)
+    for group in dc.RETRIEVER_SHARDS:
+        (tmp_path / dc.INDEX_MOUNT.lstrip("/") / indexes[group]).mkdir(parents=True)
+    settings = parse_or_fail(lambda: gateway_config.parse_settings(local_args, env), SINGLE_NODE)
+    check_common_flags(settings, dc.GATEWAY, SINGLE_NODE)
+    assert settings.retrievers == {} and settings.reranker is None
+    index_root = tmp_path / dc.INDEX_MOUNT.lstrip("/")
+    assert settings.indexes == tuple(index_root / indexes[g] for g in dc.RETRIEVER_SHARDS)
+    # The local reranker is the base's ColBERT reranker less its serving flags: same model, store and cache.
+    local = settings.local_reranker
+    assert local is not None
+    assert local.artifact_dir == tmp_path / dc.MODEL_MOUNT.lstrip("/") / models[colbert.key]
+    assert local.token_store == index_root / indexes[colbert.key]
+    assert local.redis_password == env["SEARCH_RERANKER_REDIS_PASSWORD"]
+    base = container(
+        named(render("cpu"), "Deployment", colbert.contract.component), colbert.contract.component
+    )
+    served = reranker_config.parse_settings(substitute(base["args"], env_values(render("cpu"), base)), {})
+    assert (local.backend, local.cache, local.redis_url) == (served.backend, served.cache, served.redis_url)
+    # The other second stages are still services, reached by their models' routes.
+    others = [r for r in dc.STORED_VECTOR_RERANKERS if r is not colbert]
+    assert set(settings.reranker_routes) == {"cross-encoder-minilm", *(r.model for r in others)}
+    check_target(docs, settings.reranker_routes["cross-encoder-minilm"], dc.RERANKER.component, 50053)
+    for r in others:
+        check_target(docs, settings.reranker_routes[r.model], r.contract.component, r.contract.grpc_port)
+    variants = load_variants(settings.variants, settings.variant_bounds)
+    servable = variants.restricted_to(tuple(dc.RETRIEVER_SHARDS), has_reranker=True)
+    assert not servable.unservable, f"variants this deployment cannot serve: {servable.unservable}"
+    # One init step copies every index version and the model the args name out of the data image.
+    init = init_container(deployment, "fetch-data")
+    assert image_name(init) == IMAGE_PREFIX + "data"
+    script = " ".join(init["command"])
+    assert f"{dc.INDEX_DATA_ROOT}/${{path}}" in script and f"{dc.MODEL_DATA_ROOT}/${{MODEL_PATH}}" in script
+    init_env = env_values(docs, init)
+    assert {init_env[v] for v in ("DENSE_PATH", "BM25_PATH", "TOKENS_PATH")} == {
+        indexes["dense"],
+        indexes["bm25"],
+        indexes[colbert.key],
+    }
+    assert init_env["MODEL_PATH"] == models[colbert.key]
+    for mount in (dc.INDEX_MOUNT, dc.MODEL_MOUNT):
+        assert mount in {m["mountPath"] for m in init["volumeMounts"]}
+        assert mount in {m["mountPath"] for m in c["volumeMounts"]}
+    for step in (init, c):
+        assert {"cpu", "memory"} <= set(step["resources"]["limits"])
+        assert step["securityContext"]["allowPrivilegeEscalation"] is False
