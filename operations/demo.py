@@ -5,8 +5,7 @@ starts the reranker and the gateway, which searches the indexes in its own proce
 one|per-shard` starts retriever processes instead), all on free loopback ports; waits for health SERVING;
 runs example queries through the gateway over gRPC and prints ranked results with per-stage timings; then
 stops every process (SIGTERM, then SIGKILL after a grace period), also on Ctrl-C or failure. The gateway's
-default variant is the one the demo shows, so `search-client` without
-`--variant` ranks as the demo does.
+default variant is the one the demo shows, so `search-client` without `--variant` ranks as the demo does.
 
 The default second stage is the packaged all-mpnet-base-v2 re-scoring the first stage's top 30, fused with
 it (`operations.demo_rescorer`): nothing is trained, but each document's vector is stored once per corpus.

@@ -37,7 +37,7 @@ class DemoSettings:
     reranker_artifact: Path | None = None
     dense_shards: int = 2
     # "none": the gateway searches every shard in its own process (small hosts: no retriever hop at all,
-    # bench/results/serving.md); "one": a single retriever process serves every shard; "per-shard": one
+    # bench/results/perf.md); "one": a single retriever process serves every shard; "per-shard": one
     # process per shard, as a cluster runs them.
     retriever_processes: str = "none"
     keep_running: bool = False
