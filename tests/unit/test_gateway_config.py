@@ -70,6 +70,11 @@ def test_fusion_models_come_from_repeated_flags_or_the_environment() -> None:
         ([], "retrievers: {dense: [a:1]}\nextra: 1\n", r"unknown field\(s\) extra"),
         ([], "retrievers: {dense: [a:1]}\nreranker_routes: [a:1]\n", "'reranker_routes' must map"),
         ([], "retrievers: {dense: [a:1\n", "not valid YAML"),
+        # An argument's {tmp} is the test's temporary directory.
+        (["--index", "{tmp}/none"], None, "--index .*/none: no such directory"),
+        (["--index", "{tmp}", "--index", "{tmp}"], None, "--index names the same directory twice"),
+        ([], "indexes: {dense: x}\n", "'indexes' must be a list of index directories"),
+        ([], "{}\n", "--index directories"),  # nothing to search at all
     ],
 )
 def test_bad_settings_exit_2_with_a_message(
@@ -79,6 +84,7 @@ def test_bad_settings_exit_2_with_a_message(
     yaml_text: str | None,
     message: str,
 ) -> None:
+    argv = [a.format(tmp=tmp_path) for a in argv]
     if yaml_text is not None:
         config = tmp_path / "gateway.yaml"
         config.write_text(yaml_text)
@@ -187,33 +193,6 @@ def test_indexes_searched_in_process_come_from_flags_the_file_or_the_environment
     from_file = parse_settings(["--config", str(config)], {})
     assert (from_file.indexes, from_file.retrievers) == ((dense,), {"bm25": ("c:3",)})
     assert parse_settings(["--config", str(config), "--index", str(bm25)], {}).indexes == (bm25,)
-
-
-@pytest.mark.parametrize(
-    ("argv", "yaml_text", "message"),
-    [
-        (["--index", "{tmp}/none"], None, "--index .*/none: no such directory"),
-        (["--index", "{tmp}", "--index", "{tmp}"], None, "--index names the same directory twice"),
-        ([], "indexes: {dense: x}\n", "'indexes' must be a list of index directories"),
-        ([], "{}\n", "--index directories"),  # nothing to search at all
-    ],
-)
-def test_bad_indexes_exit_2_with_a_message(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    argv: list[str],
-    yaml_text: str | None,
-    message: str,
-) -> None:
-    argv = [a.format(tmp=tmp_path) for a in argv]
-    if yaml_text is not None:
-        config = tmp_path / "gateway.yaml"
-        config.write_text(yaml_text)
-        argv = [*argv, "--config", str(config)]
-    with pytest.raises(SystemExit) as info:
-        parse_settings(argv, {})
-    assert info.value.code == 2
-    assert re.search(message, capsys.readouterr().err)
 
 
 def test_a_local_reranker_takes_the_reranker_services_flags(capsys: pytest.CaptureFixture[str]) -> None:
