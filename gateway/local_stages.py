@@ -113,13 +113,11 @@ def _reranker(settings: Settings) -> RerankCore | None:
 
 def _dense_encoder(settings: Settings) -> BiEncoder:
     import faiss
-    import torch
 
     from model_runtimes.bi_encoder import BiEncoder
     from retriever_service.config import available_cores
 
-    threads = available_cores()
-    torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
+    # torch's threads are the query encoder's: bootstrap.load_query_encoder sets them for this encoder.
+    faiss.omp_set_num_threads(available_cores())
     directory = settings.query_encoder if settings.query_encoder != "packaged" else None
     return BiEncoder.load(directory)
