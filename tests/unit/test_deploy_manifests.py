@@ -911,7 +911,9 @@ def test_single_node_overlay_runs_the_indexes_and_colbert_in_the_gateway(tmp_pat
     # The other second stages are still services, reached by their models' routes.
     others = [r for r in dc.STORED_VECTOR_RERANKERS if r is not colbert]
     assert set(settings.reranker_routes) == {"cross-encoder-minilm", *(r.model for r in others)}
-    check_target(docs, settings.reranker_routes["cross-encoder-minilm"], dc.RERANKER.component, 50053)
+    check_target(
+        docs, settings.reranker_routes["cross-encoder-minilm"], dc.RERANKER.component, dc.RERANKER.grpc_port
+    )
     for r in others:
         check_target(docs, settings.reranker_routes[r.model], r.contract.component, r.contract.grpc_port)
     variants = load_variants(settings.variants, settings.variant_bounds)
